@@ -1,0 +1,5 @@
+import sys
+
+from i2vd.cli import main
+
+sys.exit(main())

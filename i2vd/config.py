@@ -1,0 +1,253 @@
+"""Load and validate i2vd's YAML configuration.
+
+`CONFIG_SCHEMA` is the single description of every key: it fills defaults,
+validates types and the /predict ranges, and reports every problem at once with
+its path. Relative paths are taken relative to the config file, so a config that
+lives beside its folders works from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2.sandbox
+import yaml
+
+from i2vd.schema import REQUIRED, ListOf, MapOf, Scalar, Section, validate
+
+DEFAULT_CONFIG_PATH = Path("/etc/i2vd/config.yaml")
+RESOLUTIONS = ("256p", "512p", "768p", "1024p")
+DEFAULT_PROMPT = "{{ caption or ('A ' ~ subject ~ ' scene with smooth motion') }}"
+
+
+def _template_syntax(text: str) -> str | None:
+    try:
+        jinja2.sandbox.SandboxedEnvironment().parse(text)
+    except jinja2.TemplateSyntaxError as error:
+        return f"template error: {error.message} (line {error.lineno})"
+    return None
+
+
+def _auto_or_bool(value: Any) -> str | None:
+    return None if value in ("auto", True, False) else f"{value!r} is not one of auto, true, false"
+
+
+PROFILE_FIELDS = {
+    "prompt": Scalar(str, DEFAULT_PROMPT, "Jinja2 template for the prompt", check=_template_syntax),
+    "resolution": Scalar(str, "512p", "output resolution", choices=RESOLUTIONS),
+    "frames": Scalar(int, 16, "number of frames", minimum=8, maximum=32),
+    "fps": Scalar(int, 8, "frames per second", minimum=4, maximum=24),
+    "steps": Scalar(int, 50, "diffusion steps", minimum=10, maximum=100),
+    "guidance": Scalar(float, 9.0, "guidance scale", minimum=1, maximum=20),
+    "seed": Scalar(int, None, "fixed seed, or empty for the server's choice", nullable=True, minimum=0),
+    "output": Scalar(str, None, "output file name template, e.g. 'sku_{{ stem }}_rotate.mp4'", nullable=True, check=_template_syntax),
+}
+PROFILE_SCHEMA = Section(PROFILE_FIELDS, "a prompt profile; every field inherits from `default`")
+
+CONFIG_SCHEMA = Section(
+    {
+        "state_dir": Scalar(str, "/var/lib/i2vd", "where journal.sqlite3 and the lock live; local disk"),
+        "output_dir": Scalar(str, REQUIRED, "where videos go, mirroring the input tree"),
+        "log_level": Scalar(str, "info", "log verbosity", choices=("debug", "info", "warning", "error")),
+        "server": Section(
+            {
+                "kind": Scalar(str, "builtin", "builtin (CPU preview engine) or predict (I2VGen-XL /api/predict/)", choices=("builtin", "predict")),
+                "url": Scalar(str, "http://127.0.0.1:7860", "the server's base URL"),
+                "path": Scalar(str, "/api/predict/", "predict endpoint path on the server"),
+                "timeout_seconds": Scalar(float, 900.0, "longest one video may take", minimum=1),
+                "connect_timeout_seconds": Scalar(float, 10.0, "longest a connection may take to open", minimum=0.1),
+                "image_encoding": Scalar(str, "base64", "how the image is sent: base64 or data_url", choices=("base64", "data_url")),
+            },
+            "the image-to-video server",
+        ),
+        "gpu": Section(
+            {
+                "enabled": Scalar(object, "auto", "auto (on when NVML finds a GPU), true or false", check=_auto_or_bool),
+                "source": Scalar(str, "nvml", "nvml, command or none", choices=("nvml", "command", "none")),
+                "max_used_mb": Scalar(int, 10000, "wait while the GPU uses more than this", minimum=0, nullable=True),
+                "min_free_mb": Scalar(int, None, "wait while the GPU has less free than this", minimum=0, nullable=True),
+                "poll_seconds": Scalar(float, 5.0, "how often a closed gate reads again", minimum=0.05),
+                "index": Scalar(int, 0, "NVML index of the GPU", minimum=0),
+                "command": Scalar(str, None, "with source: command, prints used MiB", nullable=True),
+                "on_error": Scalar(str, "wait", "when the GPU cannot be read: wait or proceed", choices=("wait", "proceed")),
+            },
+            "the VRAM gate",
+        ),
+        "retry": Section(
+            {
+                "attempts": Scalar(int, 3, "tries per job before it fails", minimum=1, maximum=100),
+                "initial_backoff_seconds": Scalar(float, 10.0, "wait after the first failure", minimum=0),
+                "max_backoff_seconds": Scalar(float, 600.0, "longest wait between tries", minimum=0),
+                "max_interruptions": Scalar(int, 3, "daemon deaths during one job before it fails", minimum=1),
+            },
+            "retry policy",
+        ),
+        "watch": ListOf(
+            Section(
+                {
+                    "path": Scalar(str, REQUIRED, "a hot folder, watched recursively"),
+                    "settle_seconds": Scalar(float, 5.0, "size and mtime unchanged this long", minimum=0),
+                    "poll": Scalar(object, "auto", "auto (polling on network filesystems), true or false", check=_auto_or_bool),
+                    "rescan_seconds": Scalar(float, 300.0, "periodic reconcile", minimum=1),
+                    "after": Scalar(str, "keep", "keep or move (into <root>/.i2vd-done/)", choices=("keep", "move")),
+                    "output_dir": Scalar(str, None, "this root's own output folder", nullable=True),
+                }
+            ),
+            "hot folders",
+            default=list,
+        ),
+        "profiles": MapOf(PROFILE_SCHEMA, "prompt profiles by name; each inherits from `default`", partial=True),
+    }
+)
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def report(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s):"]
+        lines += [f"  {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    kind: str
+    url: str
+    path: str
+    timeout_seconds: float
+    connect_timeout_seconds: float
+    image_encoding: str
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    enabled: object
+    source: str
+    max_used_mb: int | None
+    min_free_mb: int | None
+    poll_seconds: float
+    index: int
+    command: str | None
+    on_error: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    initial_backoff_seconds: float = 10.0
+    max_backoff_seconds: float = 600.0
+    max_interruptions: int = 3
+
+    def backoff_seconds(self, failures: int) -> float:
+        """Wait after the `failures`-th failure: doubles each time, capped."""
+        return min(self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** max(0, failures - 1))
+
+
+@dataclass(frozen=True)
+class WatchRoot:
+    path: Path
+    output_dir: Path
+    settle_seconds: float
+    poll: object
+    rescan_seconds: float
+    after: str
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    state_dir: Path
+    output_dir: Path
+    log_level: str
+    server: ServerConfig
+    gpu: GpuConfig
+    retry: RetryPolicy
+    watch: tuple[WatchRoot, ...]
+    profiles: dict[str, dict[str, Any]]
+
+    def profile(self, name: str) -> dict[str, Any]:
+        """The named profile with everything it does not set taken from `default`."""
+        return {**self.profiles["default"], **self.profiles[name]}
+
+    def root_for(self, path: Path) -> WatchRoot | None:
+        for root in self.watch:
+            if path == root.path or root.path in path.parents:
+                return root
+        return None
+
+
+def config_path(explicit: str | None) -> Path:
+    return Path(explicit or os.environ.get("I2VD_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(str(path), [f"cannot read: {error.strerror}"]) from None
+    return parse_config(text, source=str(path), base_dir=Path(path).resolve().parent)
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(source, [f"not valid YAML: {error}"]) from None
+    problems: list[str] = []
+    values = validate(data, CONFIG_SCHEMA, "", problems, fill_defaults=True)
+    profiles = _with_full_default(values.get("profiles", {}))
+    if not values.get("watch") and not problems:
+        problems.append("watch: needs at least one hot folder")
+    if problems:
+        raise ConfigError(source, problems)
+    base = base_dir or Path.cwd()
+
+    def absolute(value: str) -> Path:
+        return (base / os.path.expanduser(value)).resolve()
+
+    output_dir = absolute(values["output_dir"])
+    roots = tuple(
+        WatchRoot(
+            path=absolute(entry["path"]),
+            output_dir=absolute(entry["output_dir"]) if entry["output_dir"] else output_dir,
+            settle_seconds=entry["settle_seconds"],
+            poll=entry["poll"],
+            rescan_seconds=entry["rescan_seconds"],
+            after=entry["after"],
+        )
+        for entry in values["watch"]
+    )
+    _check_roots(roots, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(
+        source=source,
+        state_dir=absolute(values["state_dir"]),
+        output_dir=output_dir,
+        log_level=values["log_level"],
+        server=ServerConfig(**values["server"]),
+        gpu=GpuConfig(**values["gpu"]),
+        retry=RetryPolicy(**values["retry"]),
+        watch=roots,
+        profiles=profiles,
+    )
+
+
+def _with_full_default(profiles: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Profiles keep only the keys they set; `default` gets every built-in default."""
+    default = validate(profiles.get("default") or {}, PROFILE_SCHEMA, "profiles.default", [], fill_defaults=True)
+    return {**profiles, "default": default}
+
+
+def _check_roots(roots: tuple[WatchRoot, ...], problems: list[str]) -> None:
+    for index, root in enumerate(roots):
+        for other_index, other in enumerate(roots):
+            if index != other_index and other.path in root.path.parents:
+                problems.append(f"watch[{index}].path: {root.path} is inside watch[{other_index}].path {other.path}")

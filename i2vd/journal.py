@@ -1,0 +1,454 @@
+"""The SQLite journal: jobs, the files already seen, events and the daemon's status.
+
+This is the only module with SQL in it. The database runs in WAL mode with
+synchronous=FULL so a power cut after a commit loses nothing, and every write is
+a `BEGIN IMMEDIATE` transaction so a claim can never be taken twice. Readers
+(`i2vd status`, `i2vd jobs`) open the same file from other processes while the
+daemon writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterator
+
+from i2vd.clock import Clock
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    idem_key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    source_path TEXT NOT NULL,
+    root TEXT NOT NULL,
+    rel_path TEXT NOT NULL,
+    source_sha256 TEXT NOT NULL,
+    source_size INTEGER NOT NULL,
+    profile_name TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    output_name TEXT,
+    output_path TEXT UNIQUE,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    interruptions INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_expires_at REAL,
+    last_error TEXT,
+    server_json TEXT,
+    server_seconds REAL,
+    queued_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, next_attempt_at, id);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    job_id INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    job_id INTEGER,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS daemon_status (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+EVENTS_KEPT = 10_000
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """Everything known about a job when it is recorded."""
+
+    idem_key: str
+    source_path: str
+    root: str
+    rel_path: str
+    source_sha256: str
+    source_size: int
+    profile_name: str
+    prompt: str
+    params: dict[str, Any]
+    output_name: str | None = None
+    error: str | None = None  # a job that is failed from the start (an unreadable image)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    idem_key: str
+    state: JobState
+    source_path: str
+    root: str
+    rel_path: str
+    source_sha256: str
+    source_size: int
+    profile_name: str
+    prompt: str
+    params_json: str
+    output_name: str | None
+    output_path: str | None
+    attempts: int
+    interruptions: int
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_expires_at: float | None
+    last_error: str | None
+    server_json: str | None
+    server_seconds: float | None
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json)
+
+    @property
+    def server(self) -> dict[str, Any]:
+        return json.loads(self.server_json) if self.server_json else {}
+
+    def as_dict(self) -> dict[str, Any]:
+        result = {field.name: getattr(self, field.name) for field in fields(self)}
+        result["state"] = self.state.value
+        result["params"] = self.params
+        del result["params_json"]
+        result["server"] = self.server
+        del result["server_json"]
+        return result
+
+
+_JOB_COLUMNS = ", ".join(field.name for field in fields(Job))
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+class Journal:
+    def __init__(self, path: Path, clock: Clock | None = None):
+        self.path = Path(path)
+        self.clock = clock or Clock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        with self._write() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, parameters).fetchall()
+
+    # -- files seen by the watcher -------------------------------------------------
+
+    def known_files(self) -> dict[str, tuple[int, int]]:
+        """path -> (size, mtime_ns) of every file already handled: the reconcile's memory."""
+        with self._lock:
+            cursor = self._db.execute("SELECT path, size, mtime_ns FROM files")
+            return {path: (size, mtime_ns) for path, size, mtime_ns in cursor}
+
+    def known_file(self, path: str) -> KnownFile | None:
+        rows = self._read("SELECT size, mtime_ns, sha256 FROM files WHERE path = ?", (path,))
+        return KnownFile(*rows[0]) if rows else None
+
+    def remember_file(self, path: str, size: int, mtime_ns: int, sha256: str, job_id: int | None) -> None:
+        with self._write() as db:
+            self._remember_file(db, path, size, mtime_ns, sha256, job_id)
+
+    @staticmethod
+    def _remember_file(db: sqlite3.Connection, path: str, size: int, mtime_ns: int, sha256: str, job_id: int | None) -> None:
+        db.execute(
+            "INSERT INTO files (path, size, mtime_ns, sha256, job_id) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
+            " sha256 = excluded.sha256, job_id = excluded.job_id",
+            (path, size, mtime_ns, sha256, job_id),
+        )
+
+    # -- recording jobs ------------------------------------------------------------
+
+    def add_job(self, new: NewJob, mtime_ns: int | None = None) -> tuple[Job, bool]:
+        """Record a job unless one with the same idempotency key exists.
+
+        Returns the job and whether it was created. The file is remembered in the
+        same transaction, so a crash cannot leave a job whose file looks unseen.
+        """
+        now = self.clock.now()
+        with self._write() as db:
+            existing = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idem_key = ?", (new.idem_key,)).fetchone()
+            created = existing is None
+            if created:
+                state = JobState.FAILED if new.error else JobState.QUEUED
+                cursor = db.execute(
+                    "INSERT INTO jobs (idem_key, state, source_path, root, rel_path, source_sha256, source_size,"
+                    " profile_name, prompt, params_json, output_name, next_attempt_at, last_error,"
+                    " queued_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        new.idem_key, state.value, new.source_path, new.root, new.rel_path, new.source_sha256,
+                        new.source_size, new.profile_name, new.prompt, json.dumps(new.params, sort_keys=True),
+                        new.output_name, now, new.error, now, now if new.error else None, now,
+                    ),
+                )
+                job_id = cursor.lastrowid
+                message = f"failed at intake: {new.error}" if new.error else f"queued {new.rel_path} (profile {new.profile_name})"
+                self._event(db, job_id, "error" if new.error else "info", message)
+            else:
+                job_id = existing["id"]
+            if mtime_ns is not None:
+                self._remember_file(db, new.source_path, new.source_size, mtime_ns, new.source_sha256, job_id)
+            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row), created
+
+    # -- the worker's side ---------------------------------------------------------
+
+    def ready_count(self) -> int:
+        now = self.clock.now()
+        return self._read("SELECT count(*) FROM jobs WHERE state = 'queued' AND next_attempt_at <= ?", (now,))[0][0]
+
+    def next_attempt_at(self) -> float | None:
+        """When the earliest queued job becomes due, or None when nothing is queued."""
+        return self._read("SELECT min(next_attempt_at) FROM jobs WHERE state = 'queued'")[0][0]
+
+    def claim_next(self, owner: str, lease_seconds: float) -> Job | None:
+        now = self.clock.now()
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, started_at = ?,"
+                " updated_at = ? WHERE id = ?",
+                (owner, now + lease_seconds, now, now, row["id"]),
+            )
+            self._event(db, row["id"], "info", f"started by {owner}")
+            return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    def renew_lease(self, job_id: int, owner: str, lease_seconds: float) -> bool:
+        now = self.clock.now()
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?",
+                (now + lease_seconds, now, job_id, owner),
+            )
+            return cursor.rowcount == 1
+
+    def set_output_path(self, job_id: int, output_path: str) -> bool:
+        """Record where the video will go; False when another job already owns that path."""
+        try:
+            with self._write() as db:
+                db.execute("UPDATE jobs SET output_path = ?, updated_at = ? WHERE id = ?", (output_path, self.clock.now(), job_id))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def output_owner(self, output_path: str) -> int | None:
+        rows = self._read("SELECT id FROM jobs WHERE output_path = ?", (output_path,))
+        return rows[0][0] if rows else None
+
+    def mark_done(self, job_id: int, server: dict[str, Any], server_seconds: float | None, note: str = "done") -> None:
+        now = self.clock.now()
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,"
+                " interruptions = 0, server_json = ?, server_seconds = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(server, sort_keys=True), server_seconds, now, now, job_id),
+            )
+            self._event(db, job_id, "info", note)
+
+    def mark_failed(self, job_id: int, error: str, *, count_attempt: bool = True) -> None:
+        now = self.clock.now()
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'failed', attempts = attempts + ?, last_error = ?, lease_owner = NULL,"
+                " lease_expires_at = NULL, interruptions = 0, finished_at = ?, updated_at = ? WHERE id = ?",
+                (1 if count_attempt else 0, error, now, now, job_id),
+            )
+            self._event(db, job_id, "error", f"failed: {error}")
+
+    def requeue(self, job_id: int, error: str | None, retry_at: float, *, count_attempt: bool) -> None:
+        """Back to the queue; `count_attempt` is False for failures that are not the job's own."""
+        now = self.clock.now()
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'queued', attempts = attempts + ?, last_error = coalesce(?, last_error),"
+                " next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL, interruptions = 0,"
+                " updated_at = ? WHERE id = ?",
+                (1 if count_attempt else 0, error, retry_at, now, job_id),
+            )
+            if error:
+                self._event(db, job_id, "warning", f"will retry at {retry_at:.0f}: {error}")
+
+    # -- recovery ------------------------------------------------------------------
+
+    def recover_running(self, max_interruptions: int) -> list[Job]:
+        """Return every `running` job to the queue: called only while holding the daemon lock.
+
+        Each such job was interrupted by a dead daemon; one interrupted too often
+        is failed so a file that crashes the process cannot hold the queue forever.
+        """
+        now = self.clock.now()
+        with self._write() as db:
+            rows = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running'").fetchall()
+            for row in rows:
+                interruptions = row["interruptions"] + 1
+                if interruptions >= max_interruptions:
+                    error = f"interrupted {interruptions} times (the daemon died while running it)"
+                    db.execute(
+                        "UPDATE jobs SET state = 'failed', interruptions = ?, last_error = ?, lease_owner = NULL,"
+                        " lease_expires_at = NULL, finished_at = ?, updated_at = ? WHERE id = ?",
+                        (interruptions, error, now, now, row["id"]),
+                    )
+                    self._event(db, row["id"], "error", f"failed: {error}")
+                else:
+                    db.execute(
+                        "UPDATE jobs SET state = 'queued', interruptions = ?, next_attempt_at = ?, lease_owner = NULL,"
+                        " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                        (interruptions, now, now, row["id"]),
+                    )
+                    self._event(db, row["id"], "warning", f"returned to the queue after interruption {interruptions}")
+            ids = [row["id"] for row in rows]
+            return [_job(row) for row in db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids
+            )] if ids else []
+
+    def requeue_expired_leases(self) -> int:
+        """Jobs whose lease ran out (their worker is gone) go back to the queue."""
+        now = self.clock.now()
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = ?,"
+                " interruptions = interruptions + 1, updated_at = ? WHERE state = 'running' AND lease_expires_at < ?",
+                (now, now, now),
+            )
+            return cursor.rowcount
+
+    def retry(self, job_ids: list[int] | None = None) -> list[int]:
+        """Queue failed jobs (or the named jobs in any finished state) again with fresh attempts."""
+        now = self.clock.now()
+        with self._write() as db:
+            if job_ids is None:
+                ids = [row[0] for row in db.execute("SELECT id FROM jobs WHERE state = 'failed'")]
+            else:
+                marks = ",".join("?" * len(job_ids))
+                ids = [row[0] for row in db.execute(f"SELECT id FROM jobs WHERE id IN ({marks}) AND state IN ('failed', 'done')", job_ids)]
+            for job_id in ids:
+                db.execute(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, interruptions = 0, last_error = NULL,"
+                    " next_attempt_at = ?, finished_at = NULL, updated_at = ? WHERE id = ?",
+                    (now, now, job_id),
+                )
+                self._event(db, job_id, "info", "queued again by retry")
+            return ids
+
+    # -- reading -------------------------------------------------------------------
+
+    def job(self, job_id: int) -> Job | None:
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        parameters: tuple = ()
+        if state is not None:
+            sql += " WHERE state = ?"
+            parameters = (state.value,)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_job(row) for row in self._read(sql, parameters)]
+
+    def counts(self) -> dict[str, int]:
+        result = {state.value: 0 for state in JobState}
+        for state, count in self._read("SELECT state, count(*) FROM jobs GROUP BY state"):
+            result[state] = count
+        return result
+
+    def events(self, job_id: int | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        sql = "SELECT id, at, job_id, level, message FROM events"
+        parameters: tuple = ()
+        if job_id is not None:
+            sql += " WHERE job_id = ?"
+            parameters = (job_id,)
+        rows = self._read(sql + f" ORDER BY id DESC LIMIT {int(limit)}", parameters)
+        return [dict(row) for row in reversed(rows)]
+
+    def add_event(self, level: str, message: str, job_id: int | None = None) -> None:
+        with self._write() as db:
+            self._event(db, job_id, level, message)
+
+    def _event(self, db: sqlite3.Connection, job_id: int | None, level: str, message: str) -> None:
+        cursor = db.execute(
+            "INSERT INTO events (at, job_id, level, message) VALUES (?, ?, ?, ?)", (self.clock.now(), job_id, level, message)
+        )
+        if cursor.lastrowid % 1000 == 0:  # keep the table bounded without a sweep on every insert
+            db.execute("DELETE FROM events WHERE id <= ?", (cursor.lastrowid - EVENTS_KEPT,))
+
+    # -- what the daemon says about itself, for `i2vd status` ----------------------
+
+    def publish_status(self, values: dict[str, Any]) -> None:
+        with self._write() as db:
+            for key, value in values.items():
+                db.execute(
+                    "INSERT INTO daemon_status (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, json.dumps(value)),
+                )
+
+    def daemon_status(self) -> dict[str, Any]:
+        return {key: json.loads(value) for key, value in self._read("SELECT key, value FROM daemon_status")}
+
+
+def _job(row: sqlite3.Row) -> Job:
+    values = dict(row)
+    values["state"] = JobState(values["state"])
+    return Job(**values)

@@ -150,6 +150,7 @@ class KnownFile:
     size: int
     mtime_ns: int
     sha256: str
+    job_id: int | None
 
 
 class Journal:
@@ -197,7 +198,7 @@ class Journal:
             return {path: (size, mtime_ns) for path, size, mtime_ns in cursor}
 
     def known_file(self, path: str) -> KnownFile | None:
-        rows = self._read("SELECT size, mtime_ns, sha256 FROM files WHERE path = ?", (path,))
+        rows = self._read("SELECT size, mtime_ns, sha256, job_id FROM files WHERE path = ?", (path,))
         return KnownFile(*rows[0]) if rows else None
 
     def remember_file(self, path: str, size: int, mtime_ns: int, sha256: str, job_id: int | None) -> None:
@@ -385,7 +386,7 @@ class Journal:
             for job_id in ids:
                 db.execute(
                     "UPDATE jobs SET state = 'queued', attempts = 0, interruptions = 0, last_error = NULL,"
-                    " next_attempt_at = ?, finished_at = NULL, updated_at = ? WHERE id = ?",
+                    " output_path = NULL, next_attempt_at = ?, finished_at = NULL, updated_at = ? WHERE id = ?",
                     (now, now, job_id),
                 )
                 self._event(db, job_id, "info", "queued again by retry")
@@ -407,6 +408,19 @@ class Journal:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [_job(row) for row in self._read(sql, parameters)]
+
+    def recently_updated(self, state: JobState, limit: int) -> list[Job]:
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = ? ORDER BY updated_at DESC, id DESC LIMIT ?", (state.value, limit))
+        return [_job(row) for row in rows]
+
+    def states(self, job_ids: list[int]) -> dict[int, JobState]:
+        result: dict[int, JobState] = {}
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for job_id, state in self._read(f"SELECT id, state FROM jobs WHERE id IN ({marks})", tuple(chunk)):
+                result[job_id] = JobState(state)
+        return result
 
     def counts(self) -> dict[str, int]:
         result = {state.value: 0 for state in JobState}

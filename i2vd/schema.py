@@ -64,7 +64,8 @@ def _join(path: str, key: str | int) -> str:
 
 
 def _type_name(kind: type) -> str:
-    return {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}[kind]
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", dict: "a mapping", list: "a list"}
+    return names.get(kind, f"a {kind.__name__}")
 
 
 def _describe(value: Any) -> str:

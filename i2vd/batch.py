@@ -1,0 +1,127 @@
+"""One-shot work: `i2vd enqueue PATH...` and `i2vd batch DIR` with a progress bar.
+
+Both go through the same intake and journal as the daemon, so a batch that is
+interrupted resumes where it stopped, and a file the daemon already did is not
+done again. When a daemon holds the state_dir lock, batch only enqueues and
+follows the daemon's progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from i2vd.backends import make_backend
+from i2vd.clock import Clock
+from i2vd.config import Config, WatchRoot
+from i2vd.gpu import VramGate
+from i2vd.intake import Intake, IntakeResult, Outcome
+from i2vd.journal import JobState, Journal
+from i2vd.lock import AlreadyRunning, StateLock
+from i2vd.watcher import scan
+from i2vd.worker import Worker
+
+POLL_SECONDS = 0.2
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(found for found, _ in scan(path))
+    return [path]
+
+
+def enqueue_paths(config: Config, journal: Journal, paths: list[Path], profile_name: str = "default") -> list[tuple[Path, IntakeResult]]:
+    intake = Intake(config, journal)
+    results = []
+    for given in paths:
+        for path in _files(given.absolute()):
+            results.append((path, intake.consider(path, config.root_for(path), profile_name=profile_name)))
+    return results
+
+
+def _with_batch_root(config: Config, folder: Path, output_dir: Path | None) -> Config:
+    """The config, with `folder` as a root (or its existing root given the batch's output folder)."""
+    existing = config.root_for(folder)
+    if existing is not None:
+        if output_dir is None:
+            return config
+        roots = tuple(dataclasses.replace(root, output_dir=output_dir) if root is existing else root for root in config.watch)
+        return dataclasses.replace(config, watch=roots)
+    root = WatchRoot(path=folder, output_dir=output_dir or config.output_dir, settle_seconds=0, poll=False, rescan_seconds=3600, after="keep")
+    return dataclasses.replace(config, watch=config.watch + (root,))
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} img/s" if speed else "-- img/s")
+
+
+def run_batch(config: Config, folder: Path, *, profile_name: str = "default", output_dir: Path | None = None, console: Console | None = None) -> int:
+    from i2vd.daemon import journal_path
+
+    console = console or Console(stderr=True)
+    folder = folder.resolve()
+    if not folder.is_dir():
+        console.print(f"i2vd batch: {folder} is not a folder")
+        return 2
+    config = _with_batch_root(config, folder, output_dir.resolve() if output_dir else None)
+    lock = StateLock(config.state_dir)
+    try:
+        lock.acquire()
+        own_worker = True
+    except AlreadyRunning as running:
+        console.print(f"a daemon is running (PID {running.pid}): enqueueing, it does the work")
+        own_worker = False
+    journal = Journal(journal_path(config))
+    stop = threading.Event()
+    worker_thread = None
+    try:
+        if own_worker:
+            journal.recover_running(config.retry.max_interruptions)
+        results = enqueue_paths(config, journal, [folder], profile_name)
+        job_ids = sorted({result.job.id for _, result in results if result.job is not None})
+        rejected = [(path, result) for path, result in results if result.job is None and result.outcome is not Outcome.KNOWN]
+        if own_worker:
+            worker = Worker(config, journal, make_backend(config.server), VramGate.from_config(config.gpu, Clock()))
+            worker_thread = threading.Thread(target=worker.run, args=(stop,), kwargs={"burst": True}, name="i2vd-batch-worker", daemon=True)
+            worker_thread.start()
+        finished = _follow(journal, job_ids, console)
+        failed = [journal.job(job_id) for job_id, state in journal.states(job_ids).items() if state is JobState.FAILED]
+    except KeyboardInterrupt:
+        console.print("interrupted: run the same command again to resume")
+        return 130
+    finally:
+        stop.set()
+        if worker_thread is not None:
+            worker.interrupt()
+            worker_thread.join()
+            worker.backend.close()
+        journal.close()
+        lock.release()
+    for path, result in rejected:
+        console.print(f"skipped {path}: {result.reason}")
+    for job in failed:
+        console.print(f"failed  job {job.id} {job.rel_path}: {job.last_error}")
+    console.print(f"{finished - len(failed)} done, {len(failed)} failed, {len(rejected)} skipped of {len(job_ids) + len(rejected)} image(s)")
+    return 1 if failed or rejected else 0
+
+
+def _follow(journal: Journal, job_ids: list[int], console: Console) -> int:
+    """Progress until every job of the batch is done or failed; returns how many finished."""
+    finished_states = (JobState.DONE, JobState.FAILED)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    stop = threading.Event()
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("videos", total=len(job_ids))
+        while True:
+            finished = sum(1 for state in journal.states(job_ids).values() if state in finished_states)
+            progress.update(task, completed=finished)
+            if finished == len(job_ids):
+                return finished
+            stop.wait(POLL_SECONDS)

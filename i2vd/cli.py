@@ -1,0 +1,200 @@
+"""The `i2vd` command line: argument parsing and printing, nothing else.
+
+Each subcommand is a small function taking the parsed arguments and returning an
+exit code, so tests call `main([...])` in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from i2vd import __version__
+from i2vd.config import Config, ConfigError, config_path, load_config
+from i2vd.journal import JobState, Journal
+
+EX_CONFIG = 78
+EX_UNAVAILABLE = 69
+
+
+def _setup_logging(level: str = "info") -> None:
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if sys.stderr.isatty():  # journald stamps time itself; a terminal needs it
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()), format=fmt, force=True)
+
+
+def _load(arguments: argparse.Namespace) -> Config:
+    return load_config(config_path(arguments.config))
+
+
+def _open_journal(config: Config) -> Journal | None:
+    from i2vd.daemon import journal_path
+
+    path = journal_path(config)
+    if not path.exists():
+        print(f"no journal yet at {path} (has `i2vd run` started with this config?)", file=sys.stderr)
+        return None
+    return Journal(path)
+
+
+def command_run(arguments: argparse.Namespace) -> int:
+    from i2vd.daemon import Daemon
+    from i2vd.gpu import GpuReadError
+    from i2vd.lock import AlreadyRunning
+
+    config = _load(arguments)
+    _setup_logging(config.log_level)
+    daemon = Daemon(config)
+    try:
+        daemon.start()
+    except AlreadyRunning as error:
+        print(f"i2vd: {error}", file=sys.stderr)
+        return 1
+    except GpuReadError as error:
+        print(f"i2vd: gpu: {error}", file=sys.stderr)
+        daemon.shutdown(0)
+        return EX_CONFIG
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda number, frame: daemon.request_stop())
+    try:
+        daemon.serve()
+    finally:
+        daemon.shutdown()
+    return 0
+
+
+def command_status(arguments: argparse.Namespace) -> int:
+    from i2vd.status import gather_status, render_status
+
+    config = _load(arguments)
+    journal = _open_journal(config)
+    if journal is None:
+        return 1
+    with_journal = gather_status(config, journal)
+    journal.close()
+    if arguments.json:
+        print(json.dumps(with_journal, indent=2, sort_keys=True))
+    else:
+        print(render_status(with_journal))
+    return 0
+
+
+def command_jobs(arguments: argparse.Namespace) -> int:
+    from i2vd.status import render_jobs
+
+    config = _load(arguments)
+    journal = _open_journal(config)
+    if journal is None:
+        return 1
+    jobs = journal.jobs(JobState(arguments.state) if arguments.state else None, limit=arguments.limit)
+    journal.close()
+    if arguments.json:
+        print(json.dumps([job.as_dict() for job in jobs], indent=2, sort_keys=True))
+    else:
+        print(render_jobs(jobs))
+    return 0
+
+
+def command_retry(arguments: argparse.Namespace) -> int:
+    config = _load(arguments)
+    journal = _open_journal(config)
+    if journal is None:
+        return 1
+    if arguments.failed:
+        ids = journal.retry(None)
+    else:
+        ids = journal.retry([arguments.job_id])
+        if not ids:
+            job = journal.job(arguments.job_id)
+            journal.close()
+            reason = "no such job" if job is None else f"it is {job.state.value}"
+            print(f"i2vd: cannot retry job {arguments.job_id}: {reason}", file=sys.stderr)
+            return 1
+    journal.close()
+    print(f"queued again: {', '.join(map(str, ids)) if ids else 'nothing (no failed jobs)'}")
+    return 0
+
+
+def command_enqueue(arguments: argparse.Namespace) -> int:
+    from i2vd.batch import enqueue_paths
+    from i2vd.daemon import journal_path
+
+    config = _load(arguments)
+    journal = Journal(journal_path(config))
+    try:
+        results = enqueue_paths(config, journal, [Path(path) for path in arguments.paths], profile_name=arguments.profile)
+    finally:
+        journal.close()
+    for path, result in results:
+        job = f"job {result.job.id} " if result.job else ""
+        print(f"{result.outcome.value:9} {job}{path}{': ' + result.reason if result.reason else ''}")
+    return 1 if any(result.outcome.value in ("failed", "not ready") for _, result in results) else 0
+
+
+def command_batch(arguments: argparse.Namespace) -> int:
+    from i2vd.batch import run_batch
+
+    config = _load(arguments)
+    _setup_logging("warning" if not arguments.verbose else config.log_level)
+    return run_batch(config, Path(arguments.folder), profile_name=arguments.profile, output_dir=Path(arguments.output) if arguments.output else None)
+
+
+def command_demo(arguments: argparse.Namespace) -> int:
+    from i2vd.demo import run_demo
+
+    _setup_logging("warning")
+    return run_demo(Path(arguments.dir) if arguments.dir else None, images_per_folder=arguments.images)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="i2vd", description="Hot-folder image-to-video service.")
+    parser.add_argument("--version", action="version", version=f"i2vd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, function, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("-c", "--config", help="config file (default: $I2VD_CONFIG or /etc/i2vd/config.yaml)")
+        sub.set_defaults(function=function)
+        return sub
+
+    add("run", command_run, "run the daemon")
+    status = add("status", command_status, "queue counts, current job, server and GPU state")
+    status.add_argument("--json", action="store_true")
+    jobs = add("jobs", command_jobs, "list jobs")
+    jobs.add_argument("--state", choices=[state.value for state in JobState])
+    jobs.add_argument("--limit", type=int, default=None)
+    jobs.add_argument("--json", action="store_true")
+    retry = add("retry", command_retry, "queue a job (or every failed job) again")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("job_id", nargs="?", type=int, metavar="ID")
+    which.add_argument("--failed", action="store_true", help="every failed job")
+    enqueue = add("enqueue", command_enqueue, "record jobs for these images (or folders) now")
+    enqueue.add_argument("paths", nargs="+", metavar="PATH")
+    enqueue.add_argument("--profile", default="default")
+    batch = add("batch", command_batch, "process a folder tree and exit, with a progress bar; resumable")
+    batch.add_argument("folder", metavar="DIR")
+    batch.add_argument("--profile", default="default")
+    batch.add_argument("--output", help="output folder (default: the config's output_dir)")
+    batch.add_argument("-v", "--verbose", action="store_true", help="log each job")
+    demo = commands.add_parser("demo", help="the built-in engine end to end on generated sample images")
+    demo.add_argument("--dir", help="work folder (default: a new temporary folder)")
+    demo.add_argument("--images", type=int, default=2, help="sample images per folder")
+    demo.set_defaults(function=command_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        return arguments.function(arguments)
+    except ConfigError as error:
+        print(error.report(), file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,139 @@
+"""The composition root: lock, journal, backend, gate, watchers and worker, wired and run.
+
+Threads: one intake loop (events, rescans, settling, hashing), one worker per
+server, and the main thread, which publishes status, pings systemd and waits for
+a stop. Every thread stops on one Event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from i2vd import __version__
+from i2vd.backends import make_backend
+from i2vd.backends.base import Backend
+from i2vd.clock import Clock
+from i2vd.config import Config
+from i2vd.gpu import Reader, VramGate
+from i2vd.intake import Intake, IntakeLoop
+from i2vd.journal import Journal
+from i2vd.lock import StateLock
+from i2vd.notify import Notifier
+from i2vd.worker import Worker
+
+log = logging.getLogger("i2vd.daemon")
+
+JOURNAL_NAME = "journal.sqlite3"
+STATUS_EVERY_SECONDS = 1.0
+STOP_GRACE_SECONDS = 30.0
+
+
+def journal_path(config: Config) -> Path:
+    return config.state_dir / JOURNAL_NAME
+
+
+class Daemon:
+    def __init__(self, config: Config, *, clock: Clock | None = None, backend: Backend | None = None, gpu_reader: Reader | None = None, notifier: Notifier | None = None):
+        self.config = config
+        self.clock = clock or Clock()
+        self._backend = backend
+        self._gpu_reader = gpu_reader
+        self.notifier = notifier or Notifier()
+        self.stop_event = threading.Event()
+        self.lock = StateLock(config.state_dir)
+        self._threads: list[threading.Thread] = []
+        self.journal: Journal | None = None
+        self.worker: Worker | None = None
+        self.intake_loop: IntakeLoop | None = None
+        self.started_at = self.clock.now()
+
+    def start(self) -> None:
+        """Everything up: raises AlreadyRunning (lock) or GpuReadError (gate misconfigured)."""
+        self.lock.acquire()
+        self.journal = Journal(journal_path(self.config), self.clock)
+        for job in self.journal.recover_running(self.config.retry.max_interruptions):
+            log.warning("job %d (%s) was running when i2vd stopped: %s", job.id, job.rel_path, job.state.value)
+        backend = self._backend or make_backend(self.config.server)
+        gate = VramGate.from_config(self.config.gpu, self.clock, self._gpu_reader)
+        self.worker = Worker(self.config, self.journal, backend, gate, self.clock)
+        intake = Intake(self.config, self.journal, on_queued=lambda job: self.worker.interrupt())
+        self.intake_loop = IntakeLoop(self.config, intake, self.clock)
+        self.intake_loop.start_watches()
+        self._spawn("i2vd-intake", self.intake_loop.run, self.stop_event)
+        self._spawn("i2vd-worker", self.worker.run, self.stop_event)
+        self.journal.publish_status({"pid": os.getpid(), "version": __version__, "started_at": self.started_at, "server": backend.describe()})
+        self.publish_status()
+        self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+        log.info("i2vd %s running: %d watch root(s), server %s", __version__, len(self.config.watch), backend.describe()["url"])
+
+    def _spawn(self, name: str, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def status_line(self) -> str:
+        counts = self.journal.counts()
+        line = f"{counts['queued']} queued, {counts['running']} running, {counts['done']} done, {counts['failed']} failed"
+        if self.worker.state.server_down_since is not None:
+            line += "; server down"
+        if self.worker.state.current_file:
+            line += f"; working on {self.worker.state.current_file}"
+        return line
+
+    def publish_status(self) -> None:
+        state = self.worker.state
+        self.journal.publish_status(
+            {
+                "heartbeat_at": self.clock.now(),
+                "current_job": state.current_job,
+                "current_file": state.current_file,
+                "gate": self.worker.gate.detail,
+                "server": {**self.worker.backend.describe(), "down_since": state.server_down_since, "error": state.server_error},
+                "watches": [{"path": str(watch.root), "method": watch.method, "active": watch.active} for watch in self.intake_loop.watches],
+                "settling": len(self.intake_loop.tracker),
+                "jobs_done_since_start": state.jobs_done,
+            }
+        )
+
+    def serve(self) -> None:
+        """The main thread's loop until stop is requested."""
+        ping_every = self.notifier.watchdog_interval()
+        last_status = float("-inf")
+        while not self.stop_event.is_set():
+            now = self.clock.monotonic()
+            if now - last_status >= STATUS_EVERY_SECONDS:
+                self.publish_status()
+                self.notifier.send(f"STATUS={self.status_line()}")
+                last_status = now
+            if ping_every is not None and all(thread.is_alive() for thread in self._threads):
+                self.notifier.send("WATCHDOG=1")
+            self.clock.wait(self.stop_event, min(STATUS_EVERY_SECONDS, ping_every or STATUS_EVERY_SECONDS))
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+        if self.worker is not None:
+            self.worker.interrupt()
+
+    def shutdown(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """Stop taking work, let the running job finish within the grace, release it otherwise."""
+        self.request_stop()
+        self.notifier.send("STOPPING=1")
+        if self.intake_loop is not None:
+            self.intake_loop.stop_watches()
+        deadline = self.clock.monotonic() + grace_seconds
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - self.clock.monotonic()))
+        if self.worker is not None and self.worker.state.current_job is not None:
+            job_id = self.worker.state.current_job
+            log.warning("job %d did not finish within %.0f s: released to the queue", job_id, grace_seconds)
+            self.journal.requeue(job_id, None, self.clock.now(), count_attempt=False)
+        if self.journal is not None:
+            self.journal.publish_status({"heartbeat_at": None, "current_job": None, "current_file": None})
+            if all(not thread.is_alive() for thread in self._threads):
+                self.worker.backend.close()
+                self.journal.close()
+        self.lock.release()
+        log.info("i2vd stopped")

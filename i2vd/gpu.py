@@ -1,0 +1,150 @@
+"""The VRAM gate: a job is sent only while the GPU's memory use is under the threshold.
+
+Readers are small callables returning (used MiB, total MiB or None). NVML is
+imported lazily because a machine without a GPU is normal; `enabled: auto` turns
+the gate on only when NVML finds one. A gate that cannot read the GPU does not
+silently pass: it waits (or proceeds, if configured) and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from i2vd.clock import Clock
+from i2vd.config import GpuConfig
+
+log = logging.getLogger("i2vd.gpu")
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    used_mb: int
+    total_mb: int | None = None
+
+    @property
+    def free_mb(self) -> int | None:
+        return None if self.total_mb is None else self.total_mb - self.used_mb
+
+
+Reader = Callable[[], MemoryReading]
+
+
+class GpuReadError(Exception):
+    pass
+
+
+def nvml_reader(index: int) -> Reader:
+    """Raises GpuReadError at once when NVML or the GPU is not there."""
+    try:
+        import pynvml  # from nvidia-ml-py, imported only when asked for
+    except ImportError:
+        raise GpuReadError("NVML is not installed (pip install 'i2vd[nvml]')") from None
+    try:
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    except pynvml.NVMLError as error:
+        raise GpuReadError(f"NVML cannot open GPU {index}: {error}") from None
+
+    def read() -> MemoryReading:
+        try:
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        except pynvml.NVMLError as error:
+            raise GpuReadError(f"NVML read of GPU {index} failed: {error}") from None
+        return MemoryReading(used_mb=int(memory.used // (1024 * 1024)), total_mb=int(memory.total // (1024 * 1024)))
+
+    return read
+
+
+def command_reader(command: str, timeout_seconds: float = 30) -> Reader:
+    """A command printing used MiB (optionally `used, total`) on its first line, e.g. nvidia-smi over ssh."""
+
+    def read() -> MemoryReading:
+        try:
+            finished = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=timeout_seconds, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise GpuReadError(f"gpu.command failed to run: {error}") from None
+        if finished.returncode != 0:
+            raise GpuReadError(f"gpu.command exited {finished.returncode}: {finished.stderr.strip()[:200]}")
+        lines = [line for line in finished.stdout.splitlines() if line.strip()]
+        if not lines:
+            raise GpuReadError("gpu.command printed nothing")
+        fields = [field.strip().removesuffix("MiB").strip() for field in lines[0].split(",")]
+        try:
+            numbers = [int(float(field)) for field in fields]
+        except ValueError:
+            raise GpuReadError(f"gpu.command printed {lines[0]!r}, expected used MiB (a number)") from None
+        if len(numbers) > 2 or any(number < 0 for number in numbers):
+            raise GpuReadError(f"gpu.command printed {lines[0]!r}, expected 'used' or 'used, total' MiB")
+        return MemoryReading(used_mb=numbers[0], total_mb=numbers[1] if len(numbers) == 2 else None)
+
+    return read
+
+
+class VramGate:
+    def __init__(self, config: GpuConfig, reader: Reader | None, clock: Clock | None = None):
+        self.config = config
+        self.reader = reader
+        self.clock = clock or Clock()
+        self.state = "off" if reader is None else "unknown"
+        self.last_reading: MemoryReading | None = None
+        self.detail = "gate off"
+
+    @classmethod
+    def from_config(cls, config: GpuConfig, clock: Clock | None = None, reader: Reader | None = None) -> VramGate:
+        if reader is not None or config.enabled is False or config.source == "none":
+            return cls(config, reader, clock)
+        if config.source == "command":
+            if not config.command:
+                raise GpuReadError("gpu.source is command but gpu.command is empty")
+            return cls(config, command_reader(config.command), clock)
+        try:
+            return cls(config, nvml_reader(config.index), clock)
+        except GpuReadError as error:
+            if config.enabled == "auto":
+                log.info("VRAM gate off: %s", error)
+                gate = cls(config, None, clock)
+                gate.detail = f"gate off ({error})"
+                return gate
+            raise
+
+    def _verdict(self, reading: MemoryReading) -> str | None:
+        """Why the gate is closed for this reading, or None when it is open."""
+        if self.config.min_free_mb is not None and reading.free_mb is not None and reading.free_mb < self.config.min_free_mb:
+            return f"waiting for VRAM: {reading.free_mb:,} MB free < {self.config.min_free_mb:,} MB"
+        if self.config.max_used_mb is not None and self.config.min_free_mb is None and reading.used_mb > self.config.max_used_mb:
+            return f"waiting for VRAM: {reading.used_mb:,} MB used > {self.config.max_used_mb:,} MB"
+        return None
+
+    def check(self) -> bool:
+        """Read once: True when a job may go now."""
+        if self.reader is None:
+            return True
+        try:
+            reading = self.reader()
+        except GpuReadError as error:
+            self.state = "error"
+            self.detail = f"cannot read GPU memory: {error}"
+            return self.config.on_error == "proceed"
+        self.last_reading = reading
+        closed_because = self._verdict(reading)
+        self.state = "closed" if closed_because else "open"
+        self.detail = closed_because or f"open: {reading.used_mb:,} MB used"
+        return closed_because is None
+
+    def wait_open(self, stop: threading.Event, on_wait: Callable[[str], None] = lambda detail: None) -> bool:
+        """Block until the gate opens (True) or `stop` is set (False)."""
+        last_detail = None
+        while not stop.is_set():
+            if self.check():
+                return True
+            if self.detail != last_detail:
+                log.info(self.detail)
+                on_wait(self.detail)
+                last_detail = self.detail
+            self.clock.wait(stop, self.config.poll_seconds)
+        return False

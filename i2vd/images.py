@@ -1,0 +1,81 @@
+"""Reading image files safely: full decode, content hash, EXIF facts for prompts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+HASH_CHUNK = 1 << 20
+
+
+class BadImage(Exception):
+    """The file is not an image i2vd can send: the message says why, for the job's error."""
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    width: int
+    height: int
+    format: str
+    exif_date: str | None = None
+    exif_camera: str | None = None
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The whole file, refusing anything that is not a regular file (a FIFO would block forever)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise BadImage(f"{path.name} is not a regular file")
+        chunks = []
+        while chunk := os.read(descriptor, HASH_CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def inspect_image(data: bytes, name: str) -> ImageFacts:
+    """Decode the image fully; raise BadImage with a clear reason when it cannot be."""
+    if not data:
+        raise BadImage(f"{name} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(BytesIO(data)) as image:
+                image.load()
+                exif = image.getexif()
+                return ImageFacts(
+                    width=image.width,
+                    height=image.height,
+                    format=image.format or "unknown",
+                    exif_date=_exif_text(exif, ExifTags.Base.DateTimeOriginal) or _exif_text(exif, ExifTags.Base.DateTime),
+                    exif_camera=" ".join(filter(None, (_exif_text(exif, ExifTags.Base.Make), _exif_text(exif, ExifTags.Base.Model)))) or None,
+                )
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage(f"{name} is too large to decode safely (decompression bomb?): {error}") from None
+    except UnidentifiedImageError:
+        raise BadImage(f"{name} is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImage(f"{name} is damaged or incomplete: {error}") from None
+
+
+def _exif_text(exif: Image.Exif, tag: int) -> str | None:
+    value = exif.get(tag)
+    if value is None and tag == ExifTags.Base.DateTimeOriginal:
+        value = exif.get_ifd(ExifTags.IFD.Exif).get(tag)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value).strip("\x00 ") or None if value is not None else None

@@ -1,0 +1,42 @@
+"""sd_notify without systemd-python: one datagram per message to $NOTIFY_SOCKET."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+class Notifier:
+    """Sends READY=1, STATUS=..., WATCHDOG=1, STOPPING=1; does nothing outside systemd."""
+
+    def __init__(self, address: str | None = None):
+        address = address if address is not None else os.environ.get("NOTIFY_SOCKET", "")
+        if address.startswith("@"):
+            address = "\0" + address[1:]  # abstract socket namespace
+        self.address = address or None
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def send(self, *fields: str) -> bool:
+        if not self.address:
+            return False
+        message = "\n".join(fields).encode("utf-8", "replace")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto(message, self.address)
+        except OSError:
+            return False
+        return True
+
+    def watchdog_interval(self) -> float | None:
+        """Half of WATCHDOG_USEC in seconds, when systemd asked for pings for this process."""
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not usec or (pid and pid != str(os.getpid())):
+            return None
+        try:
+            return int(usec) / 2_000_000
+        except ValueError:
+            return None

@@ -1,0 +1,129 @@
+"""Where videos go and how they get there: naming, atomic writes, the audit record.
+
+A video appears under its final name only when it is complete: it is written to
+a temp file named after its job in the same folder, fsynced, renamed, and the
+folder fsynced. The `.json` record goes first and carries the job's idempotency
+key, so after a crash "video and matching record both exist" proves the job
+finished, and the server is not called again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterator
+
+from i2vd import mp4
+
+TEMP_MARK = ".i2vd-"
+
+
+def record_path(video: Path) -> Path:
+    return video.with_name(video.name + ".json")
+
+
+def default_video_path(output_dir: Path, rel_path: str, output_name: str | None) -> Path:
+    relative = PurePosixPath(rel_path)
+    name = output_name or f"{relative.stem}.mp4"
+    return output_dir.joinpath(*relative.parent.parts, name)
+
+
+def candidates(first: Path) -> Iterator[Path]:
+    """The wanted name, then `name-1.mp4`, `name-2.mp4`, ...: collisions get a suffix, never an overwrite."""
+    yield first
+    number = 1
+    while True:
+        yield first.with_name(f"{first.stem}-{number}{first.suffix}")
+        number += 1
+
+
+def record_key(video: Path) -> str | None:
+    try:
+        return json.loads(record_path(video).read_text(encoding="utf-8")).get("idempotency_key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def is_complete(video: Path, idem_key: str) -> bool:
+    """The video and a record naming this job's key are both in place."""
+    return video.is_file() and record_key(video) == idem_key
+
+
+def choose_path(first: Path, idem_key: str, claim: Callable[[Path], bool]) -> Path:
+    """The first candidate that is free on disk (or already this job's) and that `claim` records for us."""
+    for candidate in candidates(first):
+        taken_on_disk = (candidate.exists() or record_path(candidate).exists()) and record_key(candidate) != idem_key
+        if not taken_on_disk and claim(candidate):
+            return candidate
+    raise AssertionError("unreachable: candidates() never ends")
+
+
+def temp_path(final: Path, job_id: int) -> Path:
+    return final.with_name(f".{final.name}{TEMP_MARK}{job_id}.tmp")
+
+
+def remove_temp_files(folder: Path, job_id: int) -> list[Path]:
+    """Stray temp files a crashed attempt of this job left behind."""
+    removed = []
+    suffix = f"{TEMP_MARK}{job_id}.tmp"
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(suffix):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _fsync_file(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_bytes_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_video(final: Path, job_id: int, video: bytes, record: dict[str, Any], comment: str) -> None:
+    """Validate, tag and place the video and its record atomically.
+
+    Raises mp4.VideoError when `video` is not a playable MP4 (the server's fault)
+    and OSError when the disk refuses (full, read-only): in both cases nothing is
+    left under the final names and the temp files are gone.
+    """
+    folder = final.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = final.with_name(f".{final.name}.raw{TEMP_MARK}{job_id}.tmp")
+    video_temp = temp_path(final, job_id)
+    record_temp = temp_path(record_path(final), job_id)
+    try:
+        if not video:
+            raise mp4.VideoError("the server returned an empty video")
+        _write_bytes_synced(raw, video)
+        mp4.write_tagged_copy(raw, video_temp, comment)
+        _fsync_file(video_temp)
+        record_text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        _write_bytes_synced(record_temp, record_text.encode("utf-8"))
+        os.replace(record_temp, record_path(final))
+        os.replace(video_temp, final)
+        _fsync_folder(folder)
+    finally:
+        for leftover in (raw, video_temp, record_temp):
+            leftover.unlink(missing_ok=True)

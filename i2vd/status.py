@@ -1,0 +1,90 @@
+"""What `i2vd status` and `i2vd jobs` show: gathered from the journal, rendered as text."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from datetime import datetime
+from typing import Any
+
+from i2vd.config import Config
+from i2vd.journal import Job, JobState, Journal
+from i2vd.lock import LOCK_NAME
+
+
+def daemon_alive(config: Config) -> bool:
+    """True when some process holds the state_dir lock (the lock is the proof, not a PID file)."""
+    path = config.state_dir / LOCK_NAME
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def gather_status(config: Config, journal: Journal) -> dict[str, Any]:
+    published = journal.daemon_status()
+    running = daemon_alive(config)
+    current = journal.job(published["current_job"]) if running and published.get("current_job") else None
+    failed = [
+        {"id": job.id, "file": job.rel_path, "error": job.last_error}
+        for job in journal.recently_updated(JobState.FAILED, 5)
+    ]
+    return {
+        "daemon": {"running": running, "pid": published.get("pid") if running else None, "version": published.get("version"), "heartbeat_at": published.get("heartbeat_at")},
+        "journal": str(journal.path),
+        "counts": journal.counts(),
+        "current_job": current.as_dict() if current else None,
+        "server": published.get("server"),
+        "gate": published.get("gate"),
+        "watches": published.get("watches", []) if running else [],
+        "settling": published.get("settling", 0) if running else 0,
+        "recent_failures": failed,
+        "recent_events": journal.events(limit=10),
+    }
+
+
+def _when(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
+
+
+def render_status(status: dict[str, Any]) -> str:
+    daemon = status["daemon"]
+    lines = [f"daemon:  {'running, PID ' + str(daemon['pid']) if daemon['running'] else 'not running'}"]
+    counts = status["counts"]
+    lines.append("jobs:    " + ", ".join(f"{count} {state}" for state, count in counts.items()))
+    if status["settling"]:
+        lines.append(f"         {status['settling']} file(s) still being written or settling")
+    current = status["current_job"]
+    if current:
+        lines.append(f"current: job {current['id']} {current['rel_path']} (started {_when(current['started_at'])})")
+    server = status.get("server") or {}
+    if server:
+        health = f"DOWN since {_when(server['down_since'])}: {server.get('error')}" if server.get("down_since") else "up"
+        lines.append(f"server:  {server.get('kind')} {server.get('url')} — {health if daemon['running'] else 'unknown (daemon not running)'}")
+    if status.get("gate") and daemon["running"]:
+        lines.append(f"gpu:     {status['gate']}")
+    for watch in status["watches"]:
+        lines.append(f"watch:   {watch['path']} ({watch['method']}{'' if watch['active'] else ', NOT ACTIVE'})")
+    if status["recent_failures"]:
+        lines.append("last errors:")
+        lines += [f"  job {failure['id']} {failure['file']}: {failure['error']}" for failure in status["recent_failures"]]
+    return "\n".join(lines)
+
+
+def render_jobs(jobs: list[Job]) -> str:
+    if not jobs:
+        return "no jobs"
+    rows = [("ID", "STATE", "TRIES", "PROFILE", "FILE", "RESULT")]
+    for job in jobs:
+        result = job.last_error if job.state.value in ("failed", "queued") and job.last_error else (job.output_path or "")
+        rows.append((str(job.id), job.state.value, str(job.attempts), job.profile_name, job.rel_path, result))
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths)) + "  " + row[5] for row in rows)
+

@@ -1,0 +1,203 @@
+"""Notice files in the hot folders and decide when each one is complete.
+
+Events (inotify, or polling where asked) and periodic rescans only *suggest* a
+path; the `SettleTracker` decides: a file counts as written once its size and
+mtime have not changed for `settle_seconds`. Decoding the image is the intake's
+final check. Nothing here touches the journal: the intake does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from i2vd.clock import Clock
+
+log = logging.getLogger("i2vd.watcher")
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "@eaDir", "#recycle", "#snapshot", ".@__thumb", "desktop.ini"})
+IGNORED_PATTERNS = ("._*", "*.part", "*.crdownload", "*.tmp", "~$*")
+DONE_FOLDER = ".i2vd-done"
+
+
+def is_ignored_name(name: str) -> bool:
+    """Junk that NAS boxes, Macs, Windows and browsers leave in shared folders."""
+    if name.startswith(".") or name in IGNORED_NAMES:
+        return True
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in IGNORED_PATTERNS)
+
+
+def is_candidate(path: Path, root: Path, excluded: tuple[Path, ...] = ()) -> bool:
+    """An image under `root` whose every path part is a name worth looking at."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    try:
+        relative = path.relative_to(root)
+    except ValueError:
+        return False
+    if any(is_ignored_name(part) for part in relative.parts):
+        return False
+    return not any(path == folder or folder in path.parents for folder in excluded)
+
+
+def scan(root: Path, excluded: tuple[Path, ...] = ()) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every candidate image file under `root`, with its stat; symlinks are not followed."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as error:
+            log.warning("cannot list %s: %s", folder, error.strerror)
+            continue
+        for entry in entries:
+            if is_ignored_name(entry.name):
+                continue
+            path = Path(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not any(path == folder_ or folder_ in path.parents for folder_ in excluded):
+                        stack.append(path)
+                    continue
+                if entry.is_file(follow_symlinks=False) and is_candidate(path, root, excluded):
+                    yield path, entry.stat(follow_symlinks=False)
+            except OSError as error:
+                log.warning("cannot stat %s: %s", path, error.strerror)
+
+
+@dataclass
+class _Pending:
+    size: int
+    mtime_ns: int
+    unchanged_since: float
+
+
+class SettleTracker:
+    """Paths that might be images still being written, until they stop changing."""
+
+    def __init__(self, clock: Clock):
+        self._clock = clock
+        self._pending: dict[Path, _Pending] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def touch(self, path: Path) -> None:
+        """Something happened to `path`: (re)start its settle window."""
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except OSError:
+            with self._lock:
+                self._pending.pop(path, None)
+            return
+        if not stat.S_ISREG(info.st_mode):
+            return
+        with self._lock:
+            current = self._pending.get(path)
+            if current is None or (current.size, current.mtime_ns) != (info.st_size, info.st_mtime_ns):
+                self._pending[path] = _Pending(info.st_size, info.st_mtime_ns, self._clock.monotonic())
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._pending.pop(path, None)
+
+    def settled(self, settle_seconds: Callable[[Path], float]) -> list[tuple[Path, int, int]]:
+        """Paths unchanged for their settle window, removed from the tracker, with size and mtime."""
+        now = self._clock.monotonic()
+        with self._lock:
+            candidates = list(self._pending.items())
+        ready = []
+        for path, pending in candidates:
+            try:
+                info = os.stat(path, follow_symlinks=False)
+            except OSError:
+                self.forget(path)
+                continue
+            with self._lock:
+                if (info.st_size, info.st_mtime_ns) != (pending.size, pending.mtime_ns):
+                    self._pending[path] = _Pending(info.st_size, info.st_mtime_ns, now)
+                elif now - pending.unchanged_since >= settle_seconds(path):
+                    del self._pending[path]
+                    ready.append((path, info.st_size, info.st_mtime_ns))
+        return ready
+
+
+class _EventHandler(FileSystemEventHandler):
+    """Turns watchdog events into suggestions; an exception here never stops the observer."""
+
+    def __init__(self, on_file: Callable[[Path], None], on_folder: Callable[[Path], None]):
+        self._on_file = on_file
+        self._on_folder = on_folder
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.event_type in ("opened", "closed_no_write", "deleted"):
+                return
+            path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
+            if event.is_directory:
+                if event.event_type in ("created", "moved"):
+                    self._on_folder(Path(path))
+            else:
+                self._on_file(Path(path))
+        except Exception:  # noqa: BLE001 - a handler bug must not kill the observer thread
+            log.exception("error handling %s", event)
+
+
+class FolderWatch:
+    """One observer per watch root: inotify by default, polling when asked or when inotify fails."""
+
+    def __init__(self, root: Path, use_polling: bool, on_file: Callable[[Path], None], on_folder: Callable[[Path], None]):
+        self.root = root
+        self.use_polling = use_polling
+        self._handler = _EventHandler(on_file, on_folder)
+        self._observer: Observer | PollingObserver | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._observer is not None and self._observer.is_alive()
+
+    @property
+    def method(self) -> str:
+        return "polling" if self.use_polling else "inotify"
+
+    def start(self) -> bool:
+        """Start watching; False (and logged) when the root is not there yet."""
+        if not self.root.is_dir():
+            log.warning("watch root %s is not a folder (yet): will look again at the next rescan", self.root)
+            return False
+        try:
+            self._observer = self._start_observer(self.use_polling)
+        except OSError as error:
+            if self.use_polling:
+                raise
+            log.warning("inotify failed on %s (%s): falling back to polling", self.root, error)
+            self.use_polling = True
+            self._observer = self._start_observer(True)
+        log.info("watching %s (%s)", self.root, self.method)
+        return True
+
+    def _start_observer(self, polling: bool) -> Observer | PollingObserver:
+        observer = PollingObserver(timeout=1.0) if polling else Observer()
+        observer.schedule(self._handler, str(self.root), recursive=True)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=10)
+            self._observer = None

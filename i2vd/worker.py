@@ -1,0 +1,234 @@
+"""The work loop: claim a job, wait for the GPU gate, call the backend, write the output.
+
+One worker per server, one job at a time. Failures are sorted by whose fault they
+are: the job's own (a bad reply, an HTTP 500) uses an attempt and backs off; a
+server that cannot be reached, a full disk or a shutdown uses none. The loop is a
+plain loop with a stop flag; `burst=True` drains the queue and returns, which is
+what `i2vd batch` and the tests use instead of threads and sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from i2vd import __version__, mp4, output
+from i2vd.backends.base import Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
+from i2vd.clock import Clock
+from i2vd.config import Config
+from i2vd.gpu import VramGate
+from i2vd.images import BadImage, read_regular_file, sha256_of
+from i2vd.journal import Job, Journal
+from i2vd.watcher import DONE_FOLDER
+
+log = logging.getLogger("i2vd.worker")
+
+IDLE_POLL_SECONDS = 1.0
+LEASE_MARGIN_SECONDS = 120.0
+SERVER_DOWN_MAX_BACKOFF = 60.0
+
+
+@dataclass
+class WorkerState:
+    """What the worker is doing, for `i2vd status` and sd_notify."""
+
+    current_job: int | None = None
+    current_file: str | None = None
+    server_down_since: float | None = None
+    server_error: str | None = None
+    gate: str = ""
+    jobs_done: int = 0
+    jobs_failed: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(self, config: Config, journal: Journal, backend: Backend, gate: VramGate, clock: Clock | None = None, *, name: str | None = None, wake: threading.Event | None = None):
+        self.config = config
+        self.journal = journal
+        self.backend = backend
+        self.gate = gate
+        self.clock = clock or Clock()
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{backend.kind}"
+        self.wake = wake or threading.Event()
+        self.state = WorkerState()
+        self._down_failures = 0
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.config.server.timeout_seconds + LEASE_MARGIN_SECONDS
+
+    def run(self, stop: threading.Event, *, burst: bool = False, keep_going: Callable[[], bool] = lambda: False) -> None:
+        """Work until `stop` is set; with burst, return once nothing is queued (unless keep_going())."""
+        while not stop.is_set():
+            if self.run_once(stop):
+                continue
+            if burst and self.journal.next_attempt_at() is None and not keep_going():
+                return
+            self.wake.clear()
+            due = self.journal.next_attempt_at()
+            pause = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - self.clock.now()))
+            if self.state.server_down_since is not None:
+                pause = self._server_down_pause()
+            self.clock.wait(self.wake, pause)  # the intake, and stop(), set `wake`
+
+    def interrupt(self) -> None:
+        """Wake the loop now (new work, or stop was set)."""
+        self.wake.set()
+
+    def _server_down_pause(self) -> float:
+        return min(SERVER_DOWN_MAX_BACKOFF, 0.5 * 2 ** min(self._down_failures, 10))
+
+    def run_once(self, stop: threading.Event) -> bool:
+        """Process at most one job; True if one was taken."""
+        if self.journal.ready_count() == 0:
+            return False
+        if not self.gate.wait_open(stop, on_wait=self._note_gate):
+            return False
+        self.state.gate = self.gate.detail
+        job = self.journal.claim_next(self.name, self.lease_seconds)
+        if job is None:
+            return False
+        self.state.current_job, self.state.current_file = job.id, job.rel_path
+        try:
+            self.process(job)
+        except Exception as error:  # noqa: BLE001 - one job's surprise must not end the worker
+            log.exception("job %d: unexpected error", job.id)
+            self._job_failed(job, f"internal error: {type(error).__name__}: {error}")
+        finally:
+            self.state.current_job = self.state.current_file = None
+        return True
+
+    def _note_gate(self, detail: str) -> None:
+        self.state.gate = detail
+        self.journal.publish_status({"gate": detail})
+
+    def process(self, job: Job) -> None:
+        destination = self._destination(job)
+        if job.output_path and output.is_complete(destination, job.idem_key):
+            log.info("job %d: %s was already written before a restart; marking done", job.id, destination)
+            self.journal.mark_done(job.id, job.server, job.server_seconds, note=f"found finished output {destination}")
+            return
+        output.remove_temp_files(destination.parent, job.id)
+        try:
+            image = read_regular_file(Path(job.source_path))
+        except FileNotFoundError:
+            self.journal.mark_failed(job.id, f"source file is gone: {job.source_path}", count_attempt=False)
+            return
+        except (OSError, BadImage) as error:
+            self._job_failed(job, f"cannot read source: {error}")
+            return
+        if sha256_of(image) != job.source_sha256:
+            self.journal.mark_failed(job.id, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
+            return
+        request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, **job.params)
+        log.info("job %d: sending %s to %s (%s, %d frames, %d fps)", job.id, job.rel_path, self.backend.kind, request.resolution, request.frames, request.fps)
+        try:
+            reply = self.backend.generate(request)
+        except ServerUnavailable as error:
+            self._server_down(job, str(error))
+            return
+        except BadInput as error:
+            self.journal.mark_failed(job.id, str(error))
+            self.state.jobs_failed += 1
+            return
+        except ServerOutOfMemory as error:
+            self._job_failed(job, str(error))
+            return
+        except BackendError as error:
+            self._job_failed(job, str(error))
+            return
+        self._server_up()
+        finished = self.clock.now()
+        record = self._record(job, destination, reply.server_seconds, finished)
+        try:
+            output.write_video(destination, job.id, reply.data, record, comment=self._comment(job))
+        except mp4.VideoError as error:
+            self._job_failed(job, f"server sent an unusable video: {error}")
+            return
+        except OSError as error:
+            retry_at = self.clock.now() + self.config.retry.initial_backoff_seconds
+            log.warning("job %d: cannot write %s (%s); will retry", job.id, destination, error.strerror or error)
+            self.journal.requeue(job.id, f"cannot write output: {error.strerror or error}", retry_at, count_attempt=False)
+            return
+        self.journal.mark_done(job.id, self.backend.describe(), reply.server_seconds, note=f"video {destination}")
+        self.state.jobs_done += 1
+        log.info("job %d: done -> %s (%.1f s on the server)", job.id, destination, reply.server_seconds)
+        self._after(job)
+
+    def _destination(self, job: Job) -> Path:
+        if job.output_path:
+            return Path(job.output_path)
+        root = self.config.root_for(Path(job.root)) if job.root else None
+        output_dir = root.output_dir if root else self.config.output_dir
+        first = output.default_video_path(output_dir, job.rel_path, job.output_name)
+        return output.choose_path(first, job.idem_key, lambda candidate: self.journal.set_output_path(job.id, str(candidate)))
+
+    def _comment(self, job: Job) -> str:
+        return f"i2vd {__version__}; profile={job.profile_name}; source_sha256={job.source_sha256}; prompt={job.prompt}"
+
+    def _record(self, job: Job, destination: Path, server_seconds: float, finished: float) -> dict:
+        return {
+            "idempotency_key": job.idem_key,
+            "job_id": job.id,
+            "video": str(destination),
+            "source": {"path": job.source_path, "relative_path": job.rel_path, "sha256": job.source_sha256, "size": job.source_size},
+            "profile": job.profile_name,
+            "prompt": job.prompt,
+            "parameters": job.params,
+            "server": self.backend.describe(),
+            "timings": {"queued": job.queued_at, "started": job.started_at, "finished": finished, "server_seconds": round(server_seconds, 3)},
+            "attempts": job.attempts + 1,
+            "i2vd_version": __version__,
+        }
+
+    def _job_failed(self, job: Job, error: str) -> None:
+        """The job's own failure: uses an attempt; backs off, or fails for good when none are left."""
+        attempts = job.attempts + 1
+        if attempts >= self.config.retry.attempts:
+            log.error("job %d: failed after %d attempt(s): %s", job.id, attempts, error)
+            self.journal.mark_failed(job.id, error)
+            self.state.jobs_failed += 1
+            return
+        wait = self.config.retry.backoff_seconds(attempts)
+        log.warning("job %d: attempt %d failed (%s); retrying in %.0f s", job.id, attempts, error, wait)
+        self.journal.requeue(job.id, error, self.clock.now() + wait, count_attempt=True)
+
+    def _server_down(self, job: Job, error: str) -> None:
+        """Not the job's fault: back to the queue with no attempt used, and pause the queue."""
+        if self.state.server_down_since is None:
+            self.state.server_down_since = self.clock.now()
+            log.error("server down: %s; pausing the queue", error)
+        self._down_failures += 1
+        self.state.server_error = error
+        self.journal.requeue(job.id, error, self.clock.now(), count_attempt=False)
+        self.journal.publish_status({"server": self._server_status()})
+
+    def _server_up(self) -> None:
+        if self.state.server_down_since is not None:
+            log.info("server is back")
+            self.state.server_down_since = None
+            self.state.server_error = None
+            self._down_failures = 0
+            self.journal.publish_status({"server": self._server_status()})
+
+    def _server_status(self) -> dict:
+        return {**self.backend.describe(), "down_since": self.state.server_down_since, "error": self.state.server_error}
+
+    def _after(self, job: Job) -> None:
+        """`after: move`: the source moves into <root>/.i2vd-done/ only once its video is safe."""
+        root = self.config.root_for(Path(job.root)) if job.root else None
+        if root is None or root.after != "move":
+            return
+        target = root.path / DONE_FOLDER / job.rel_path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(job.source_path, target)
+        except OSError as error:
+            log.warning("job %d: could not move %s to %s: %s", job.id, job.source_path, target, error)

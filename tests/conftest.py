@@ -1,0 +1,47 @@
+"""Fixtures shared by every test tier (unit, integration, end_to_end).
+
+- `mp4_bytes`: a real small H.264 MP4, made once per session.
+- `fake_server`: a started FakePredictServer that answers with `mp4_bytes` (see tests/fakes.py).
+- `no_thread_leaks` (autouse): fails a test that leaves a thread running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fakes import FakePredictServer, make_test_mp4
+
+THREAD_GRACE_SECONDS = 2.0
+
+
+@pytest.fixture(scope="session")
+def mp4_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_test_mp4(tmp_path_factory.mktemp("media") / "video.mp4")
+
+
+@pytest.fixture
+def fake_server(mp4_bytes: bytes) -> Iterator[FakePredictServer]:
+    with FakePredictServer(video=mp4_bytes) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail a test that leaves threads behind, daemon or not (after watchdog's conftest).
+
+    Threads get THREAD_GRACE_SECONDS to finish after the test: a stop() that has been
+    asked for but not yet joined is fine, a thread nobody stops is not.
+    """
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREAD_GRACE_SECONDS
+    leftover = [thread for thread in threading.enumerate() if thread not in before]
+    for thread in leftover:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    alive = [thread.name for thread in leftover if thread.is_alive()]
+    if alive:
+        pytest.fail(f"test left {len(alive)} thread(s) running: {', '.join(alive)}")

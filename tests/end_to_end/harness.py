@@ -1,0 +1,129 @@
+"""Run `i2vd run` as a real subprocess, the way systemd does, and watch what it says.
+
+The daemon is started with NOTIFY_SOCKET pointing at a datagram socket this
+harness binds, so "ready" means the daemon said READY=1, not "some time passed".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import yaml
+
+from i2vd.journal import Journal
+from tests.fakes import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(tmp_path: Path, server_url: str | None, **overrides) -> Path:
+    """A config for a test: fast settle and retries, the fake server (or the builtin engine)."""
+    config = {
+        "state_dir": str(tmp_path / "state"),
+        "output_dir": str(tmp_path / "out"),
+        "log_level": "debug",
+        "server": {"kind": "predict", "url": server_url, "timeout_seconds": 30, "connect_timeout_seconds": 2} if server_url else {"kind": "builtin"},
+        "gpu": {"enabled": False},
+        "retry": {"attempts": 2, "initial_backoff_seconds": 0.1, "max_backoff_seconds": 0.5},
+        "watch": [{"path": str(tmp_path / "in"), "settle_seconds": 0.5, "rescan_seconds": 30}],
+        "profiles": {"default": {"prompt": "A {{ subject }} scene with smooth motion"}},
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    (tmp_path / "in").mkdir(exist_ok=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+class DaemonProcess:
+    def __init__(self, config: Path, log_path: Path):
+        self.config = config
+        self.log_path = log_path
+        self.messages: list[str] = []
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._address = f"@i2vd-test-{uuid.uuid4().hex}"
+        self._socket.bind("\0" + self._address[1:])
+        self._socket.settimeout(0.05)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True) -> DaemonProcess:
+        environment = {**os.environ, "NOTIFY_SOCKET": self._address, "PYTHONPATH": str(REPO)}
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "i2vd", "run", "-c", str(self.config)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=environment, cwd=REPO,
+        )
+        if wait_ready:
+            wait_for(lambda: self._said("READY=1") or self._exited(), timeout=30, message=f"daemon never said READY=1; log:\n{self.log()}")
+            assert self.process.poll() is None, f"daemon exited early: {self.log()}"
+        return self
+
+    def _exited(self) -> bool:
+        return self.process.poll() is not None
+
+    def _said(self, field: str) -> bool:
+        try:
+            while True:
+                self.messages.append(self._socket.recv(4096).decode())
+        except (socket.timeout, BlockingIOError):
+            pass
+        return any(field in message.split("\n") for message in self.messages)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """kill -9: no chance to clean up, as in a crash or an OOM kill."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"daemon ignored SIGTERM; log:\n{self.log()}")
+        return self.process.returncode
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._socket.close()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def run_cli(config: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "i2vd", *arguments, "-c", str(config)],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    if check:
+        assert result.returncode == 0, f"i2vd {' '.join(arguments)} exited {result.returncode}: {result.stderr}"
+    return result
+
+
+def journal_counts(state_dir: Path) -> dict[str, int]:
+    path = state_dir / "journal.sqlite3"
+    if not path.exists():
+        return {}
+    journal = Journal(path)
+    try:
+        return journal.counts()
+    finally:
+        journal.close()
+
+
+def videos(output_dir: Path) -> list[Path]:
+    return sorted(output_dir.rglob("*.mp4")) if output_dir.exists() else []

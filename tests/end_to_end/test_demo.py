@@ -1,0 +1,36 @@
+"""`i2vd demo` (what `make demo` runs): the built-in engine makes real, playable MP4s."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import imageio_ffmpeg
+
+from i2vd.demo import FOLDERS, PROFILES
+from tests.end_to_end.harness import REPO, videos
+
+
+def test_demo_makes_playable_videos_of_the_requested_size_and_length(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "i2vd", "demo", "--dir", str(tmp_path), "--images", "1"],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(FOLDERS)} of {len(FOLDERS)} videos" in result.stdout
+    made = videos(tmp_path / "out")
+    assert [video.relative_to(tmp_path / "out").as_posix() for video in made] == [
+        "beach/beach_1.mp4", "forest/forest_1.mp4", "mountain/mountain_1.mp4", "products/sku_products_1_rotate.mp4"
+    ]
+    for video in made:
+        profile = {**PROFILES["default"], **PROFILES[FOLDERS[video.parent.name]]}
+        reader = imageio_ffmpeg.read_frames(str(video))
+        meta = next(reader)
+        frames = sum(1 for _ in reader)
+        width, height = meta["size"]
+        assert frames == profile["frames"]
+        assert height == int(profile["resolution"].removesuffix("p"))
+        assert width % 2 == 0 and width > height  # the sample images are landscape
+        assert round(meta["fps"]) == profile["fps"]
+        assert meta["codec"].startswith("h264")

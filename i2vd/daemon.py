@@ -29,6 +29,7 @@ log = logging.getLogger("i2vd.daemon")
 JOURNAL_NAME = "journal.sqlite3"
 STATUS_EVERY_SECONDS = 1.0
 STOP_GRACE_SECONDS = 30.0
+LEASE_SWEEP_SECONDS = 60.0
 
 
 def journal_path(config: Config) -> Path:
@@ -101,9 +102,13 @@ class Daemon:
     def serve(self) -> None:
         """The main thread's loop until stop is requested."""
         ping_every = self.notifier.watchdog_interval()
-        last_status = float("-inf")
+        last_status = last_sweep = float("-inf")
         while not self.stop_event.is_set():
             now = self.clock.monotonic()
+            if now - last_sweep >= LEASE_SWEEP_SECONDS:  # a safety net: a worker that vanished mid-job
+                if self.journal.requeue_expired_leases():
+                    log.warning("returned jobs with expired leases to the queue")
+                last_sweep = now
             if now - last_status >= STATUS_EVERY_SECONDS:
                 self.publish_status()
                 self.notifier.send(f"STATUS={self.status_line()}")

@@ -275,15 +275,6 @@ class Journal:
             self._event(db, row["id"], "info", f"started by {owner}")
             return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (row["id"],)).fetchone())
 
-    def renew_lease(self, job_id: int, owner: str, lease_seconds: float) -> bool:
-        now = self.clock.now()
-        with self._write() as db:
-            cursor = db.execute(
-                "UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?",
-                (now + lease_seconds, now, job_id, owner),
-            )
-            return cursor.rowcount == 1
-
     def set_output_path(self, job_id: int, output_path: str) -> bool:
         """Record where the video will go; False when another job already owns that path."""
         try:

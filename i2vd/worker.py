@@ -67,6 +67,8 @@ class Worker:
     def run(self, stop: threading.Event, *, burst: bool = False, keep_going: Callable[[], bool] = lambda: False) -> None:
         """Work until `stop` is set; with burst, return once nothing is queued (unless keep_going())."""
         while not stop.is_set():
+            if self.state.server_down_since is not None and self.clock.wait(stop, self._server_down_pause()):
+                return  # the server is down: the next claim is the probe, after a growing pause
             if self.run_once(stop):
                 continue
             if burst and self.journal.next_attempt_at() is None and not keep_going():
@@ -74,8 +76,6 @@ class Worker:
             self.wake.clear()
             due = self.journal.next_attempt_at()
             pause = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - self.clock.now()))
-            if self.state.server_down_since is not None:
-                pause = self._server_down_pause()
             self.clock.wait(self.wake, pause)  # the intake, and stop(), set `wake`
 
     def interrupt(self) -> None:

@@ -1,0 +1,193 @@
+"""PredictBackend against the fake /predict server over real HTTP on 127.0.0.1.
+
+What goes over the wire (the 7-item data array, both image encodings), every reply
+form a real server uses, and how each kind of failure maps to an error class: the
+worker handles failures by class, so a wrong class means a wrong retry decision.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from i2vd.backends.base import (
+    RESOLUTIONS,
+    BackendError,
+    BadReply,
+    ServerOutOfMemory,
+    ServerUnavailable,
+    VideoRequest,
+)
+from i2vd.backends.predict import PredictBackend
+from tests.fakes import OOM_MESSAGE, REPLY_FORMS, FakePredictServer, write_image
+
+
+@pytest.fixture
+def jpeg(tmp_path: Path) -> bytes:
+    return write_image(tmp_path / "beach.jpg")
+
+
+@pytest.fixture
+def backend_factory(fake_server: FakePredictServer):
+    made: list[PredictBackend] = []
+
+    def make(**options) -> PredictBackend:
+        options.setdefault("timeout_seconds", 10)
+        options.setdefault("connect_timeout_seconds", 2)
+        backend = PredictBackend(fake_server.url, **options)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def video_request(image: bytes, name: str = "beach.jpg", **changes) -> VideoRequest:
+    fields = {"prompt": "Waves crashing, camera panning left", "resolution": "512p", "frames": 16, "fps": 8, "steps": 50, "guidance": 9.0}
+    return VideoRequest(image=image, image_name=name, **(fields | changes))
+
+
+# -- the request -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index, resolution", list(enumerate(RESOLUTIONS)))
+def test_request_carries_the_seven_inputs_with_the_resolution_index(fake_server, backend_factory, jpeg, index, resolution):
+    assert RESOLUTIONS[index] == resolution and resolution == ("256p", "512p", "768p", "1024p")[index]
+    backend = backend_factory()
+
+    backend.generate(video_request(jpeg, prompt="Sunrise over mountains", resolution=resolution, frames=24, fps=12, steps=60, guidance=7.5))
+
+    assert fake_server.rejections == []  # the fake answers 422 to anything but exactly 7 valid inputs
+    [received] = fake_server.requests
+    assert received.image == jpeg
+    assert received.image_encoding == "base64"
+    assert received.prompt == "Sunrise over mountains"
+    assert received.resolution_index == index
+    assert (received.frames, received.fps, received.steps, received.guidance) == (24, 12, 60, 7.5)
+    assert received.path == "/api/predict/"
+
+
+def test_image_is_sent_as_a_data_url_when_configured(fake_server, backend_factory, tmp_path):
+    png = write_image(tmp_path / "product.png")
+    backend = backend_factory(image_encoding="data_url")
+
+    backend.generate(video_request(png, name="product.png"))
+
+    assert fake_server.rejections == []
+    [received] = fake_server.requests
+    assert received.image_encoding == "data_url"
+    assert received.image == png
+
+
+def test_configured_path_is_used(fake_server, backend_factory, jpeg):
+    backend = backend_factory(path="/run/predict")
+
+    backend.generate(video_request(jpeg))
+
+    assert [received.path for received in fake_server.requests] == ["/run/predict"]
+
+
+# -- the reply ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", REPLY_FORMS)
+def test_every_reply_form_gives_the_exact_video_bytes(fake_server, backend_factory, jpeg, mp4_bytes, form):
+    fake_server.reply_form = form
+    backend = backend_factory()
+
+    reply = backend.generate(video_request(jpeg))
+
+    assert reply.data == mp4_bytes
+    assert reply.server_seconds >= 0
+    downloads = fake_server.file_downloads
+    assert len(downloads) == (1 if form in ("path", "file_dict", "gradio3_list") else 0)
+
+
+def test_describe_names_the_server(fake_server, backend_factory):
+    described = backend_factory().describe()
+    assert described["kind"] == "predict"
+    assert described["url"] == fake_server.url + "/api/predict/"
+
+
+# -- failures, by class ------------------------------------------------------------
+
+
+def test_http_500_is_a_plain_backend_error(fake_server, backend_factory, jpeg):
+    fake_server.fail_with(500, "Internal Server Error: something broke")
+    with pytest.raises(BackendError) as caught:
+        backend_factory().generate(video_request(jpeg))
+    assert not isinstance(caught.value, (ServerUnavailable, ServerOutOfMemory, BadReply))
+    assert "HTTP 500" in str(caught.value)
+    assert "something broke" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_gateway_errors_mean_the_server_is_unavailable(fake_server, backend_factory, jpeg, status):
+    fake_server.fail_with(status, "Bad Gateway")
+    with pytest.raises(ServerUnavailable):
+        backend_factory().generate(video_request(jpeg))
+
+
+def test_out_of_memory_body_is_server_out_of_memory(fake_server, backend_factory, jpeg):
+    fake_server.reply_oom()
+    with pytest.raises(ServerOutOfMemory) as caught:
+        backend_factory().generate(video_request(jpeg))
+    assert "out of memory" in str(caught.value).lower()
+
+
+def test_out_of_memory_in_a_200_error_field_is_server_out_of_memory(fake_server, backend_factory, jpeg):
+    fake_server.fail_with(200, {"error": OOM_MESSAGE})
+    with pytest.raises(ServerOutOfMemory):
+        backend_factory().generate(video_request(jpeg))
+
+
+@pytest.mark.parametrize("body", [None, {}, {"data": None}], ids=["empty-list", "no-data-key", "null-data"])
+def test_reply_without_data_is_a_bad_reply(fake_server, backend_factory, jpeg, body):
+    fake_server.reply_empty(body=body)
+    with pytest.raises(BadReply, match="no data"):
+        backend_factory().generate(video_request(jpeg))
+
+
+def test_empty_video_is_a_bad_reply(fake_server, backend_factory, jpeg):
+    fake_server.reply_garbage(data=b"")
+    with pytest.raises(BadReply):
+        backend_factory().generate(video_request(jpeg))
+
+
+def test_non_json_reply_is_a_bad_reply(fake_server, backend_factory, jpeg):
+    fake_server.fail_with(200, "<html><body>Gradio is starting</body></html>")
+    with pytest.raises(BadReply, match="not JSON"):
+        backend_factory().generate(video_request(jpeg))
+
+
+def test_server_down_is_server_unavailable(fake_server, backend_factory, jpeg):
+    backend = backend_factory()
+    fake_server.go_down()
+    with pytest.raises(ServerUnavailable, match="cannot reach"):
+        backend.generate(video_request(jpeg))
+
+
+def test_server_back_up_works_with_the_same_backend(fake_server, backend_factory, jpeg, mp4_bytes):
+    backend = backend_factory()
+    backend.generate(video_request(jpeg))  # a kept-alive connection now exists
+    fake_server.go_down()
+    with pytest.raises(ServerUnavailable):
+        backend.generate(video_request(jpeg))
+    fake_server.come_up()
+    assert backend.generate(video_request(jpeg)).data == mp4_bytes
+
+
+def test_hanging_server_times_out_with_a_backend_error_in_bounded_time(fake_server, backend_factory, jpeg):
+    fake_server.hang()
+    backend = backend_factory(timeout_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        backend.generate(video_request(jpeg))
+    elapsed = time.monotonic() - started
+    assert not isinstance(caught.value, ServerUnavailable)  # the server is there: this uses an attempt
+    assert "0.5 s" in str(caught.value) and "no reply within" in str(caught.value)
+    assert elapsed < 5
+    assert len(fake_server.requests) == 1

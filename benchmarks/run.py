@@ -1,0 +1,143 @@
+"""i2vd benchmarks: prints figures and ratios against SPEC's performance targets.
+
+    .venv/bin/python benchmarks/run.py [--jobs N] [--latency S] [--files N]
+
+- overhead: wall time / sum of server processing time over a sequence of jobs
+  (target 1.00-1.05; the seed's server sleeps 2 s per job, use --latency 2 for that)
+- detection: a completed file becomes a queued job within settle_seconds + 0.5 s
+- scale: N images already in the journal: reconcile time, RSS; enqueue rate
+These are measurements, not tests: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from i2vd.clock import Clock  # noqa: E402
+from i2vd.config import parse_config  # noqa: E402
+from i2vd.daemon import Daemon  # noqa: E402
+from i2vd.intake import IntakeLoop, Intake  # noqa: E402
+from i2vd.journal import Journal, NewJob  # noqa: E402
+from tests.fakes import FakePredictServer, make_test_mp4, wait_for, write_image  # noqa: E402
+
+
+def _config(folder: Path, server_url: str, settle: float = 0.5):
+    text = f"""
+state_dir: {folder / 'state'}
+output_dir: {folder / 'out'}
+log_level: warning
+server: {{kind: predict, url: "{server_url}"}}
+gpu: {{enabled: false}}
+watch: [{{path: {folder / 'in'}, settle_seconds: {settle}, rescan_seconds: 3600}}]
+profiles: {{default: {{prompt: "A {{{{ subject }}}} scene"}}}}
+"""
+    (folder / "in").mkdir(parents=True, exist_ok=True)
+    return parse_config(text)
+
+
+def bench_overhead(jobs: int, latency: float) -> None:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        video = make_test_mp4(folder / "v.mp4")
+        with FakePredictServer(video=video, latency_seconds=latency) as server:
+            config = _config(folder, server.url, settle=0.2)
+            for index in range(jobs):
+                write_image(folder / "in" / f"img_{index}.png", color=(index % 256, index // 256, 7))
+            daemon = Daemon(config)
+            daemon.start()
+            try:
+                wait_for(lambda: daemon.journal.counts()["done"] == jobs, timeout=jobs * (latency + 5) + 60)
+                done = daemon.journal.jobs()
+            finally:
+                daemon.shutdown()
+        first_start = min(job.started_at for job in done)
+        last_finish = max(job.finished_at for job in done)
+        server_total = sum(job.server_seconds for job in done)
+        wall = last_finish - first_start
+        print(f"overhead: {jobs} jobs, server {latency:g} s each: wall {wall:.2f} s / server {server_total:.2f} s = {wall / server_total:.3f} (target <= 1.05)")
+        print(f"          (server_seconds as i2vd measured them, including upload and download; the fake sleeps {latency * jobs:.2f} s in all)")
+
+
+def bench_detection(samples: int) -> None:
+    settle = 0.5
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        config = _config(folder, "http://127.0.0.1:9", settle=settle)
+        journal = Journal(folder / "state" / "journal.sqlite3")
+        loop = IntakeLoop(config, Intake(config, journal))
+        stop = threading.Event()
+        loop.start_watches()
+        thread = threading.Thread(target=loop.run, args=(stop,))
+        thread.start()
+        delays = []
+        try:
+            for index in range(samples):
+                path = folder / "in" / f"d_{index}.png"
+                write_image(path, color=(index, 1, 2))
+                written = time.monotonic()
+                wait_for(lambda: journal.known_file(str(path)) is not None, timeout=30)
+                delays.append(time.monotonic() - written)
+        finally:
+            stop.set()
+            thread.join()
+            loop.stop_watches()
+            journal.close()
+        delays.sort()
+        print(f"detection: settle {settle} s; completed file -> queued job median {delays[len(delays) // 2]:.3f} s, worst {delays[-1]:.3f} s (target <= {settle + 0.5:.1f} s)")
+
+
+def bench_scale(files: int) -> None:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        config = _config(folder, "http://127.0.0.1:9")
+        journal = Journal(folder / "state" / "journal.sqlite3")
+        root = folder / "in"
+        for index in range(files):
+            sub = root / f"d{index // 1000}"
+            if index % 1000 == 0:
+                sub.mkdir()
+            (sub / f"f{index}.jpg").write_bytes(b"x")
+        started = time.monotonic()
+        for index in range(files):
+            path = root / f"d{index // 1000}" / f"f{index}.jpg"
+            sha = hashlib.sha256(str(index).encode()).hexdigest()
+            info = path.stat()
+            journal.add_job(NewJob(sha, str(path), str(root), path.relative_to(root).as_posix(), sha, 1, "default", "p", {"frames": 16}), mtime_ns=info.st_mtime_ns)
+        enqueue = time.monotonic() - started
+        print(f"enqueue: {files} jobs recorded in {enqueue:.2f} s = {files / enqueue:,.0f} jobs/s (target >= 5,000/s)")
+        loop = IntakeLoop(config, Intake(config, journal), Clock())
+        started = time.monotonic()
+        suggested = loop.reconcile(0)
+        reconcile = time.monotonic() - started
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"reconcile: {files} known files scanned in {reconcile:.2f} s, {suggested} suggested (target <= 10 s); peak RSS {rss_mb:.0f} MB (target <= 200 MB)")
+        journal.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10)
+    parser.add_argument("--latency", type=float, default=2.0)
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--samples", type=int, default=10)
+    arguments = parser.parse_args()
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    bench_overhead(arguments.jobs, arguments.latency)
+    bench_detection(arguments.samples)
+    bench_scale(arguments.files)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

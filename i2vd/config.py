@@ -32,7 +32,7 @@ def _template_syntax(text: str) -> str | None:
 
 
 def _auto_or_bool(value: Any) -> str | None:
-    return None if value in ("auto", True, False) else f"{value!r} is not one of auto, true, false"
+    return None if value == "auto" or isinstance(value, bool) else f"{value!r} is not one of auto, true, false"
 
 
 PROFILE_FIELDS = {
@@ -192,6 +192,8 @@ def load_config(path: Path) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(str(path), [f"cannot read: {error.strerror}"]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(str(path), [f"cannot read: not UTF-8 text ({error})"]) from None
     return parse_config(text, source=str(path), base_dir=Path(path).resolve().parent)
 
 
@@ -203,8 +205,11 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     problems: list[str] = []
     values = validate(data, CONFIG_SCHEMA, "", problems, fill_defaults=True)
     profiles = _with_full_default(values.get("profiles", {}))
-    if not values.get("watch") and not problems:
+    if not values.get("watch"):
         problems.append("watch: needs at least one hot folder")
+    gpu = values.get("gpu") or {}
+    if gpu.get("source") == "command" and gpu.get("enabled") is not False and not gpu.get("command"):
+        problems.append("gpu.command: is required when gpu.source is command")
     if problems:
         raise ConfigError(source, problems)
     base = base_dir or Path.cwd()
@@ -251,3 +256,5 @@ def _check_roots(roots: tuple[WatchRoot, ...], problems: list[str]) -> None:
         for other_index, other in enumerate(roots):
             if index != other_index and other.path in root.path.parents:
                 problems.append(f"watch[{index}].path: {root.path} is inside watch[{other_index}].path {other.path}")
+            elif other_index < index and other.path == root.path:
+                problems.append(f"watch[{index}].path: {root.path} is the same folder as watch[{other_index}].path")

@@ -76,7 +76,7 @@ def command_reader(command: str, timeout_seconds: float = 30) -> Reader:
         fields = [field.strip().removesuffix("MiB").strip() for field in lines[0].split(",")]
         try:
             numbers = [int(float(field)) for field in fields]
-        except ValueError:
+        except (ValueError, OverflowError):
             raise GpuReadError(f"gpu.command printed {lines[0]!r}, expected used MiB (a number)") from None
         if len(numbers) > 2 or any(number < 0 for number in numbers):
             raise GpuReadError(f"gpu.command printed {lines[0]!r}, expected 'used' or 'used, total' MiB")
@@ -131,6 +131,10 @@ class VramGate:
             self.detail = f"cannot read GPU memory: {error}"
             return self.config.on_error == "proceed"
         self.last_reading = reading
+        if self.config.min_free_mb is not None and reading.total_mb is None:
+            self.state = "error"
+            self.detail = "cannot read GPU memory: gpu.min_free_mb needs the total (print 'used, total')"
+            return self.config.on_error == "proceed"
         closed_because = self._verdict(reading)
         self.state = "closed" if closed_because else "open"
         self.detail = closed_because or f"open: {reading.used_mb:,} MB used"

@@ -20,7 +20,7 @@ from i2vd.clock import Clock
 from i2vd.config import Config, WatchRoot
 from i2vd.images import BadImage, inspect_image, read_regular_file, sha256_of
 from i2vd.journal import Job, Journal, NewJob
-from i2vd.profiles import ProfileError, read_sidecars, resolve_profile
+from i2vd.profiles import ProfileError, read_caption, read_sidecars, resolve_profile
 from i2vd.watcher import DONE_FOLDER, FolderWatch, SettleTracker, is_candidate, scan
 
 log = logging.getLogger("i2vd.intake")
@@ -81,7 +81,7 @@ class Intake:
             error = str(problem)
         try:
             sidecars = read_sidecars(root.path if root else None, path)
-            resolved = resolve_profile(self.config, relative, facts, profile_name, sidecars)
+            resolved = resolve_profile(self.config, relative, facts, profile_name, sidecars, caption=read_caption(path))
         except ProfileError as problem:
             error = error or str(problem)
             resolved = None
@@ -144,6 +144,9 @@ class IntakeLoop:
         def on_file(path: Path) -> None:
             if is_candidate(path, root.path, self._excluded):
                 self.tracker.touch(path)
+            elif path.suffix in (".txt", ".yaml"):
+                # A caption or sidecar that arrives while its images settle must apply to them.
+                self.tracker.restart(lambda pending: pending.parent == path.parent or path.parent in pending.parents)
 
         return on_file
 

@@ -122,7 +122,11 @@ def write_video(final: Path, job_id: int, video: bytes, record: dict[str, Any], 
         record_text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         _write_bytes_synced(record_temp, record_text.encode("utf-8"))
         os.replace(record_temp, record_path(final))
-        os.replace(video_temp, final)
+        try:
+            os.replace(video_temp, final)
+        except OSError:
+            record_path(final).unlink(missing_ok=True)
+            raise
         _fsync_folder(folder)
     finally:
         for leftover in (raw, video_temp, record_temp):

@@ -89,12 +89,32 @@ def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
             raise ProfileError(f"sidecar {file}: not valid YAML: {error}") from None
         problems: list[str] = []
         values = validate(data, SIDECAR_SCHEMA, "", problems, fill_defaults=False)
+        bad_names = [key for key in (values.get("vars") or {}) if not isinstance(key, str)]
+        if bad_names:
+            problems.append(f"vars: key {bad_names[0]!r} is not a name")
         if problems:
             raise ProfileError(f"sidecar {file}: " + "; ".join(problems))
         profile = values.pop("profile", None) or profile
         variables.update(values.pop("vars", None) or {})
         overrides.update(values)
     return SidecarSettings(profile, variables, overrides, tuple(str(file) for file in files))
+
+
+CAPTION_SUFFIX = ".txt"
+CAPTION_LIMIT = 10_000
+
+
+def caption_path(image: Path) -> Path:
+    return image.with_suffix(CAPTION_SUFFIX)
+
+
+def read_caption(image: Path) -> str | None:
+    """`<stem>.txt` beside the image (the A1111/SD.Next batch convention), trimmed; None when absent or empty."""
+    try:
+        text = caption_path(image).read_text(encoding="utf-8", errors="replace")[:CAPTION_LIMIT].strip()
+    except OSError:
+        return None
+    return text or None
 
 
 def subject_of(stem: str) -> str:
@@ -126,7 +146,7 @@ def render(template: str, variables: dict[str, Any], what: str) -> str:
         raise ProfileError(f"{what}: {error}") from None
 
 
-def resolve_profile(config: Config, relative_path: PurePosixPath, facts: ImageFacts | None, profile_name: str = "default", sidecars: SidecarSettings | None = None) -> ResolvedProfile:
+def resolve_profile(config: Config, relative_path: PurePosixPath, facts: ImageFacts | None, profile_name: str = "default", sidecars: SidecarSettings | None = None, caption: str | None = None) -> ResolvedProfile:
     sidecars = sidecars or SidecarSettings()
     profile_name = sidecars.profile or profile_name
     if profile_name not in config.profiles:
@@ -134,7 +154,7 @@ def resolve_profile(config: Config, relative_path: PurePosixPath, facts: ImageFa
         where = f" (set in {sidecars.sources[-1]})" if sidecars.profile else ""
         raise ProfileError(f"unknown profile {profile_name!r}{where}; profiles: {known}")
     fields = {**config.profile(profile_name), **(sidecars.overrides or {})}
-    variables = template_variables(relative_path, facts, {"vars": sidecars.variables or {}, **(sidecars.variables or {})})
+    variables = template_variables(relative_path, facts, {"vars": sidecars.variables or {}, **(sidecars.variables or {}), "caption": caption})
     prompt = render(fields["prompt"], variables, f"profile {profile_name} prompt")
     if not prompt:
         raise ProfileError(f"profile {profile_name} prompt renders empty for {relative_path.name}")

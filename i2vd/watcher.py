@@ -110,6 +110,14 @@ class SettleTracker:
             if current is None or (current.size, current.mtime_ns) != (info.st_size, info.st_mtime_ns):
                 self._pending[path] = _Pending(info.st_size, info.st_mtime_ns, self._clock.monotonic())
 
+    def restart(self, which: Callable[[Path], bool]) -> None:
+        """Restart the settle window of pending paths chosen by `which`."""
+        now = self._clock.monotonic()
+        with self._lock:
+            for path, pending in self._pending.items():
+                if which(path):
+                    pending.unchanged_since = now
+
     def forget(self, path: Path) -> None:
         with self._lock:
             self._pending.pop(path, None)

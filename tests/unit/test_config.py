@@ -235,7 +235,6 @@ def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     assert caught.value.problems == ["cannot read: Is a directory"]
 
 
-@pytest.mark.xfail(reason="bug: load_config lets UnicodeDecodeError through (config.py load_config catches only OSError)", strict=True)
 def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"output_dir: /srv/caf\xe9\nwatch: [{path: /in}]\n")
@@ -258,7 +257,6 @@ def test_a_watch_entry_without_path_is_refused() -> None:
     assert problems_of("output_dir: /o\nwatch: [{settle_seconds: 1}]\n") == ["watch[0].path: is required"]
 
 
-@pytest.mark.xfail(reason="bug: a missing `watch` is reported only when there is no other problem (config.py parse_config)", strict=True)
 def test_a_missing_watch_is_reported_together_with_other_problems() -> None:
     problems = problems_of("log_level: loud\n")
     assert "output_dir: is required" in problems
@@ -277,7 +275,6 @@ def test_sibling_roots_with_a_common_prefix_are_not_nested() -> None:
     assert len(config.watch) == 2
 
 
-@pytest.mark.xfail(reason="bug: the same root listed twice is not rejected (config.py _check_roots compares parents only)", strict=True)
 def test_the_same_root_twice_is_rejected() -> None:
     problems = problems_of("output_dir: /o\nwatch: [{path: /srv/in}, {path: /srv/in/}]\n")
     assert len(problems) == 1 and "watch[1].path" in problems[0]
@@ -308,7 +305,6 @@ def test_gpu_enabled_refuses_anything_else(value: str) -> None:
     assert problems[0].startswith("gpu.enabled: ") and problems[0].endswith("is not one of auto, true, false")
 
 
-@pytest.mark.xfail(reason="bug: _auto_or_bool accepts 1, 0 and 1.0 because 1 == True in Python (config.py _auto_or_bool)", strict=True)
 @pytest.mark.parametrize("value", ["1", "0", "1.0"])
 def test_gpu_enabled_refuses_numbers_that_equal_a_bool(value: str) -> None:
     problems = problems_of(MINIMAL + f"gpu: {{enabled: {value}}}\n")
@@ -322,7 +318,6 @@ def test_watch_poll_accepts_auto_true_and_false_only() -> None:
     ]
 
 
-@pytest.mark.xfail(reason="bug: gpu.source command with no gpu.command passes validation; only Daemon.start notices (config.py parse_config)", strict=True)
 def test_gpu_source_command_needs_a_command() -> None:
     problems = problems_of(MINIMAL + "gpu: {source: command}\n")
     assert any(problem.startswith("gpu.command:") for problem in problems)

@@ -111,11 +111,13 @@ class Worker:
 
     def process(self, job: Job) -> None:
         destination = self._destination(job)
+        output.remove_temp_files(destination.parent, job.id)
         if job.output_path and output.is_complete(destination, job.idem_key):
             log.info("job %d: %s was already written before a restart; marking done", job.id, destination)
             self.journal.mark_done(job.id, job.server, job.server_seconds, note=f"found finished output {destination}")
+            self.state.jobs_done += 1
+            self._after(job)
             return
-        output.remove_temp_files(destination.parent, job.id)
         try:
             image = read_regular_file(Path(job.source_path))
         except FileNotFoundError:
@@ -226,9 +228,14 @@ class Worker:
         root = self.config.root_for(Path(job.root)) if job.root else None
         if root is None or root.after != "move":
             return
-        target = root.path / DONE_FOLDER / job.rel_path
+        source = Path(job.source_path)
+        if not source.exists():
+            return  # moved already (a job recovered after a crash), or the user took it away
+        wanted = root.path / DONE_FOLDER / job.rel_path
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(job.source_path, target)
+            wanted.parent.mkdir(parents=True, exist_ok=True)
+            # never replace an earlier original of the same name: the "-N" suffix scheme of the videos
+            target = next(candidate for candidate in output.candidates(wanted) if not candidate.exists())
+            shutil.move(source, target)
         except OSError as error:
-            log.warning("job %d: could not move %s to %s: %s", job.id, job.source_path, target, error)
+            log.warning("job %d: could not move %s into %s: %s", job.id, job.source_path, wanted.parent, error)

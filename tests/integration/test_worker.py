@@ -290,7 +290,6 @@ def test_finished_output_from_before_a_crash_is_marked_done_without_a_server_cal
     assert not (video.parent / "a-1.mp4").exists()
 
 
-@pytest.mark.xfail(reason="bug: Worker.process returns on the 'already finished' path before output.remove_temp_files, so a crashed attempt's temp files stay", strict=True)
 def test_stray_temp_files_are_removed_when_a_finished_output_is_recovered(rig, mp4_bytes):
     job, video = crashed_after_rename(rig, mp4_bytes)
     stray = output.temp_path(video, job.id)
@@ -383,7 +382,6 @@ def test_after_move_leaves_the_source_when_no_video_was_made(moving_rig):
     assert not (moving_rig.root / DONE_FOLDER).exists()
 
 
-@pytest.mark.xfail(reason="bug: Worker._after uses shutil.move onto <root>/.i2vd-done/<rel_path> even when an earlier original is there, replacing it (never delete)", strict=True)
 def test_after_move_never_replaces_an_earlier_original_of_the_same_name(moving_rig):
     first_job, first_image = moving_rig.add("a.jpg", color=(10, 10, 10))
     moving_rig.drain()
@@ -397,7 +395,6 @@ def test_after_move_never_replaces_an_earlier_original_of_the_same_name(moving_r
     assert kept == sorted([sha256(first_image), sha256(second_image)])
 
 
-@pytest.mark.xfail(reason="bug: Worker.process marks a recovered finished job done and returns without calling _after, so with after: move the source is never moved", strict=True)
 def test_after_move_still_happens_for_a_job_recovered_from_the_crash_window(moving_rig, mp4_bytes):
     job, _ = crashed_after_rename(moving_rig, mp4_bytes)
     moving_rig.journal.recover_running(3)

@@ -102,23 +102,28 @@ def command_jobs(arguments: argparse.Namespace) -> int:
 
 
 def command_retry(arguments: argparse.Namespace) -> int:
+    from i2vd.intake import Intake, Outcome
+
     config = _load(arguments)
     journal = _open_journal(config)
     if journal is None:
         return 1
-    if arguments.failed:
-        ids = journal.retry(None)
-    else:
-        ids = journal.retry([arguments.job_id])
-        if not ids:
+    try:
+        results = Intake(config, journal).retry(None if arguments.failed else [arguments.job_id])
+        if not results and not arguments.failed:
             job = journal.job(arguments.job_id)
-            journal.close()
-            reason = "no such job" if job is None else f"it is {job.state.value}"
+            reason = "no such job" if job is None else f"it is {job.state.value} (only failed or done jobs are retried)"
             print(f"i2vd: cannot retry job {arguments.job_id}: {reason}", file=sys.stderr)
             return 1
-    journal.close()
-    print(f"queued again: {', '.join(map(str, ids)) if ids else 'nothing (no failed jobs)'}")
-    return 0
+    finally:
+        journal.close()
+    if not results:
+        print("nothing to retry: no failed jobs")
+    for result in results:
+        job = result.job
+        detail = f" ({result.reason})" if result.reason else f" with profile {job.profile_name}"
+        print(f"job {job.id} {job.rel_path}: {result.outcome.value}{detail}")
+    return 0 if all(result.outcome is Outcome.QUEUED for result in results) else 1
 
 
 def command_enqueue(arguments: argparse.Namespace) -> int:

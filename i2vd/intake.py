@@ -9,6 +9,7 @@ so the user sees it in `i2vd jobs --state failed` instead of it vanishing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from typing import Callable
 
 from i2vd.clock import Clock
 from i2vd.config import Config, WatchRoot
-from i2vd.images import BadImage, inspect_image, read_regular_file, sha256_of
-from i2vd.journal import Job, Journal, NewJob
-from i2vd.profiles import ProfileError, read_caption, read_sidecars, resolve_profile
+from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
+from i2vd.journal import Job, JobState, Journal, NewJob
+from i2vd.profiles import resolve_profile
+from i2vd.sidecars import ProfileError, SidecarError, is_sidecar_name, read_caption, read_sidecars
 from i2vd.watcher import DONE_FOLDER, FolderWatch, SettleTracker, is_candidate, scan
 
 log = logging.getLogger("i2vd.intake")
@@ -30,6 +32,7 @@ class Outcome(str, Enum):
     QUEUED = "queued"
     KNOWN = "known"  # the journal already has this file or this content with these settings
     FAILED = "failed"  # recorded as a failed job with the reason
+    PARKED = "parked"  # recorded, waiting for a broken sidecar to be fixed
     NOT_READY = "not ready"  # could not be read or decoded yet: look again later
 
 
@@ -70,44 +73,99 @@ class Intake:
         if known and known.sha256 == sha256:
             self.journal.remember_file(str(path), info.st_size, info.st_mtime_ns, sha256, known.job_id)
             return IntakeResult(Outcome.KNOWN, self._job(known.job_id), reason="same content as before")
-        relative = self.relative_path(path, root)
-        error = None
-        facts = None
+        error = facts = None
         try:
             facts = inspect_image(data, path.name)
         except BadImage as problem:
             if not bad_is_final:
                 return IntakeResult(Outcome.NOT_READY, reason=str(problem))
             error = str(problem)
-        try:
-            sidecars = read_sidecars(root.path if root else None, path)
-            resolved = resolve_profile(self.config, relative, facts, profile_name, sidecars, caption=read_caption(path))
-        except ProfileError as problem:
-            error = error or str(problem)
-            resolved = None
-        params = resolved.params if resolved else {}
-        new = NewJob(
-            idem_key=resolved.idempotency_key(sha256) if resolved and not error else f"rejected:{sha256}:{profile_name}:{error}",
+        new = self._settings(path, root, sha256, len(data), facts, profile_name, error)
+        job, created = self.journal.add_job(new, mtime_ns=info.st_mtime_ns)
+        if not created:
+            return IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
+        return self._report(job)
+
+    def _report(self, job: Job) -> IntakeResult:
+        if job.state is JobState.FAILED:
+            log.warning("job %d %s failed: %s", job.id, job.rel_path, job.last_error)
+            return IntakeResult(Outcome.FAILED, job, reason=job.last_error or "")
+        if job.state is JobState.PARKED:
+            log.warning("job %d %s parked: %s", job.id, job.rel_path, job.last_error)
+            return IntakeResult(Outcome.PARKED, job, reason=job.last_error or "")
+        log.info("job %d queued: %s (profile %s)", job.id, job.rel_path, job.profile_name)
+        self.on_queued(job)
+        return IntakeResult(Outcome.QUEUED, job)
+
+    def _settings(self, path: Path, root: WatchRoot | None, sha256: str, size: int, facts: ImageFacts | None, profile_name: str, error: str | None) -> NewJob:
+        """The job this image makes with the sidecars as they are now: queued, parked (broken sidecar) or failed."""
+        relative = self.relative_path(path, root)
+        resolved = parked = None
+        if error is None:
+            try:
+                sidecars = read_sidecars(root.path if root else None, path)
+                resolved = resolve_profile(self.config, relative, facts, profile_name, sidecars, caption=read_caption(path))
+            except SidecarError as problem:
+                parked = str(problem)
+            except ProfileError as problem:
+                error = str(problem)
+        profile = {"facts": dataclasses.asdict(facts) if facts else None, "requested": profile_name}
+        if resolved is not None:
+            profile.update(fields=resolved.fields, sidecars=list(resolved.sidecars), hash=resolved.profile_hash)
+        return NewJob(
+            idem_key=resolved.idempotency_key(sha256) if resolved else f"{'parked' if parked else 'rejected'}:{sha256}:{path}",
             source_path=str(path),
             root=str(root.path) if root else "",
             rel_path=str(relative),
             source_sha256=sha256,
-            source_size=len(data),
+            source_size=size,
             profile_name=resolved.name if resolved else profile_name,
             prompt=resolved.prompt if resolved else "",
-            params=params,
+            params=resolved.params if resolved else {},
             output_name=resolved.output_name if resolved else None,
+            profile=profile,
             error=error,
+            parked=parked,
         )
-        job, created = self.journal.add_job(new, mtime_ns=info.st_mtime_ns)
-        if not created:
-            return IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
-        if error:
-            log.warning("job %d %s failed at intake: %s", job.id, relative, error)
-            return IntakeResult(Outcome.FAILED, job, reason=error)
-        log.info("job %d queued: %s (profile %s)", job.id, relative, job.profile_name)
-        self.on_queued(job)
-        return IntakeResult(Outcome.QUEUED, job)
+
+    def reresolve(self, job: Job, *, fresh_start: bool = False) -> IntakeResult:
+        """Apply the sidecars as they are now to a job not yet started (or, with fresh_start, a retried one)."""
+        path = Path(job.source_path)
+        root = self.config.root_for(path)
+        facts_data = job.profile.get("facts")
+        facts = ImageFacts(**facts_data) if facts_data else None
+        error = None
+        if facts is None:  # it failed at intake: look at the file again, the user may have replaced it
+            try:
+                data = read_regular_file(path)
+                if sha256_of(data) != job.source_sha256:
+                    error = "the file changed since this job was made (its new content is a job of its own)"
+                else:
+                    facts = inspect_image(data, path.name)
+            except (OSError, BadImage) as problem:
+                error = str(problem) if isinstance(problem, BadImage) else f"cannot read {path}: {problem.strerror}"
+        new = self._settings(path, root, job.source_sha256, job.source_size, facts, job.profile.get("requested", "default"), error)
+        if not fresh_start and (new.idem_key, new.state, new.error or new.parked) == (job.idem_key, job.state, job.last_error):
+            return IntakeResult(Outcome.KNOWN, job, reason="settings unchanged")
+        states = (JobState.FAILED, JobState.DONE) if fresh_start else (JobState.QUEUED, JobState.PARKED)
+        updated, other = self.journal.reresolve(job.id, new, from_states=states, fresh_start=fresh_start)
+        if other is not None:
+            if fresh_start:
+                return IntakeResult(Outcome.FAILED, job, reason=f"job {other} already has this content and these settings: retry {other} instead")
+            self.journal.merge_into(job.id, other)
+            return IntakeResult(Outcome.KNOWN, self.journal.job(other), reason=f"same content and settings as job {other}")
+        if updated is None:
+            return IntakeResult(Outcome.KNOWN, self.journal.job(job.id), reason="the job moved on meanwhile")
+        return self._report(updated)
+
+    def reresolve_under(self, folder: Path | None, *, parked_only: bool = False) -> list[IntakeResult]:
+        """A sidecar under `folder` changed: jobs not yet started there get the new settings."""
+        jobs = self.journal.unstarted_jobs(str(folder) if folder else None)
+        return [self.reresolve(job) for job in jobs if not parked_only or job.state is JobState.PARKED]
+
+    def retry(self, job_ids: list[int] | None) -> list[IntakeResult]:
+        """`i2vd retry`: failed (or named done) jobs run again with the profile and sidecars as they are now."""
+        return [self.reresolve(job, fresh_start=True) for job in self.journal.retryable(job_ids)]
 
 
 class IntakeLoop:
@@ -122,6 +180,7 @@ class IntakeLoop:
         self.tracker = SettleTracker(self.clock)
         self._excluded = self._excluded_folders(config)
         self._folders_to_scan: set[tuple[Path, int]] = set()
+        self._sidecar_folders: set[Path] = set()
         self._undecodable: dict[Path, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self.watches = [
@@ -144,9 +203,14 @@ class IntakeLoop:
         def on_file(path: Path) -> None:
             if is_candidate(path, root.path, self._excluded):
                 self.tracker.touch(path)
-            elif path.suffix in (".txt", ".yaml"):
-                # A caption or sidecar that arrives while its images settle must apply to them.
-                self.tracker.restart(lambda pending: pending.parent == path.parent or path.parent in pending.parents)
+            elif is_sidecar_name(path.name) and root.path in path.parents:
+                # A caption or sidecar arriving while its images settle must apply to them: restart their windows.
+                self.tracker.restart(lambda pending: path.parent == pending.parent or path.parent in pending.parents)
+                if path.exists():
+                    self.tracker.touch(path)  # it settles like an image before it is read
+                else:
+                    with self._lock:
+                        self._sidecar_folders.add(path.parent)
 
         return on_file
 
@@ -192,13 +256,28 @@ class IntakeLoop:
             if now - self._last_scan.get(index, float("-inf")) >= root.rescan_seconds:
                 if not self.watches[index].active:
                     self.watches[index].start()
+                first_scan = index not in self._last_scan
                 self.reconcile(index)
+                # Sidecars may have been fixed (or edited while i2vd was stopped) without an event reaching us.
+                self._apply_sidecars(root.path, parked_only=not first_scan)
         with self._lock:
             folders, self._folders_to_scan = self._folders_to_scan, set()
+            sidecar_folders, self._sidecar_folders = self._sidecar_folders, set()
         for folder, index in folders:
             self.reconcile(index, folder)
         for path, size, mtime_ns in self.tracker.settled(self._settle_seconds):
-            self._take(path, size, mtime_ns)
+            if is_sidecar_name(path.name):
+                sidecar_folders.add(path.parent)
+            else:
+                self._take(path, size, mtime_ns)
+        for folder in sorted(sidecar_folders):
+            self._apply_sidecars(folder)
+
+    def _apply_sidecars(self, folder: Path, parked_only: bool = False) -> None:
+        try:
+            self.intake.reresolve_under(folder, parked_only=parked_only)
+        except Exception:  # noqa: BLE001 - a surprise here must not stop the intake
+            log.exception("applying sidecars under %s failed", folder)
 
     def _take(self, path: Path, size: int, mtime_ns: int) -> None:
         root = self._root_of(path)

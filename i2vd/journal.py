@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     profile_name TEXT NOT NULL,
     prompt TEXT NOT NULL,
     params_json TEXT NOT NULL,
+    profile_json TEXT NOT NULL DEFAULT '{}',
     output_name TEXT,
     output_path TEXT UNIQUE,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -75,6 +76,7 @@ EVENTS_KEPT = 10_000
 class JobState(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"
+    PARKED = "parked"  # waits for a broken sidecar to be fixed; never claimed
     DONE = "done"
     FAILED = "failed"
 
@@ -93,7 +95,13 @@ class NewJob:
     prompt: str
     params: dict[str, Any]
     output_name: str | None = None
+    profile: dict[str, Any] = field(default_factory=dict)  # resolved fields, sidecars, hash, image facts
     error: str | None = None  # a job that is failed from the start (an unreadable image)
+    parked: str | None = None  # why the job waits (a broken sidecar)
+
+    @property
+    def state(self) -> JobState:
+        return JobState.FAILED if self.error else JobState.PARKED if self.parked else JobState.QUEUED
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,7 @@ class Job:
     profile_name: str
     prompt: str
     params_json: str
+    profile_json: str
     output_name: str | None
     output_path: str | None
     attempts: int
@@ -129,6 +138,10 @@ class Job:
         return json.loads(self.params_json)
 
     @property
+    def profile(self) -> dict[str, Any]:
+        return json.loads(self.profile_json)
+
+    @property
     def server(self) -> dict[str, Any]:
         return json.loads(self.server_json) if self.server_json else {}
 
@@ -137,6 +150,8 @@ class Job:
         result["state"] = self.state.value
         result["params"] = self.params
         del result["params_json"]
+        result["profile"] = self.profile
+        del result["profile_json"]
         result["server"] = self.server
         del result["server_json"]
         return result
@@ -227,26 +242,78 @@ class Journal:
             existing = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idem_key = ?", (new.idem_key,)).fetchone()
             created = existing is None
             if created:
-                state = JobState.FAILED if new.error else JobState.QUEUED
                 cursor = db.execute(
                     "INSERT INTO jobs (idem_key, state, source_path, root, rel_path, source_sha256, source_size,"
-                    " profile_name, prompt, params_json, output_name, next_attempt_at, last_error,"
-                    " queued_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " profile_name, prompt, params_json, profile_json, output_name, next_attempt_at, last_error,"
+                    " queued_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        new.idem_key, state.value, new.source_path, new.root, new.rel_path, new.source_sha256,
+                        new.idem_key, new.state.value, new.source_path, new.root, new.rel_path, new.source_sha256,
                         new.source_size, new.profile_name, new.prompt, json.dumps(new.params, sort_keys=True),
-                        new.output_name, now, new.error, now, now if new.error else None, now,
+                        json.dumps(new.profile, sort_keys=True, default=str), new.output_name, now,
+                        new.error or new.parked, now, now if new.error else None, now,
                     ),
                 )
                 job_id = cursor.lastrowid
-                message = f"failed at intake: {new.error}" if new.error else f"queued {new.rel_path} (profile {new.profile_name})"
-                self._event(db, job_id, "error" if new.error else "info", message)
+                if new.error:
+                    self._event(db, job_id, "error", f"failed at intake: {new.error}")
+                elif new.parked:
+                    self._event(db, job_id, "warning", f"parked {new.rel_path}: {new.parked}")
+                else:
+                    self._event(db, job_id, "info", f"queued {new.rel_path} (profile {new.profile_name})")
             else:
                 job_id = existing["id"]
             if mtime_ns is not None:
                 self._remember_file(db, new.source_path, new.source_size, mtime_ns, new.source_sha256, job_id)
             row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), created
+
+    def unstarted_jobs(self, under: str | None = None) -> list[Job]:
+        """Queued and parked jobs (optionally those whose source is under a folder): what a sidecar edit may change."""
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'parked')"
+        parameters: tuple = ()
+        if under is not None:
+            sql += " AND substr(source_path, 1, ?) = ?"
+            prefix = under.rstrip("/") + "/"
+            parameters = (len(prefix), prefix)
+        return [_job(row) for row in self._read(sql + " ORDER BY id", parameters)]
+
+    def reresolve(self, job_id: int, new: NewJob, *, from_states: tuple[JobState, ...], fresh_start: bool = False) -> tuple[Job | None, int | None]:
+        """Give a job new settings (and state queued, parked or failed from `new`).
+
+        Only a job in one of `from_states` changes: a job the worker took meanwhile
+        keeps its settings. Returns (the job, None), or (None, other id) when another
+        job already has the new idempotency key, or (None, None) when the job moved on.
+        `fresh_start` (a retry) also resets attempts and the output path.
+        """
+        now = self.clock.now()
+        with self._write() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or JobState(row["state"]) not in from_states:
+                return None, None
+            other = db.execute("SELECT id FROM jobs WHERE idem_key = ? AND id != ?", (new.idem_key, job_id)).fetchone()
+            if other is not None:
+                return None, other["id"]
+            reset = ", attempts = 0, interruptions = 0, output_path = NULL, finished_at = NULL" if fresh_start else ""
+            db.execute(
+                "UPDATE jobs SET idem_key = ?, state = ?, profile_name = ?, prompt = ?, params_json = ?, profile_json = ?,"
+                f" output_name = ?, last_error = ?, next_attempt_at = ?, updated_at = ?{reset} WHERE id = ?",
+                (
+                    new.idem_key, new.state.value, new.profile_name, new.prompt, json.dumps(new.params, sort_keys=True),
+                    json.dumps(new.profile, sort_keys=True, default=str), new.output_name, new.error or new.parked, now, now, job_id,
+                ),
+            )
+            if new.state is JobState.FAILED:
+                db.execute("UPDATE jobs SET finished_at = ? WHERE id = ?", (now, job_id))
+            message = {JobState.QUEUED: f"settings now: profile {new.profile_name}", JobState.PARKED: f"parked: {new.parked}", JobState.FAILED: f"failed: {new.error}"}
+            self._event(db, job_id, "warning" if new.state is not JobState.QUEUED else "info", message[new.state])
+            return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()), None
+
+    def merge_into(self, job_id: int, other_id: int) -> None:
+        """A not-yet-started job turned out to be the same work as another: drop it, its files now point there."""
+        with self._write() as db:
+            db.execute("UPDATE files SET job_id = ? WHERE job_id = ?", (other_id, job_id))
+            db.execute("DELETE FROM jobs WHERE id = ? AND state IN ('queued', 'parked')", (job_id,))
+            self._event(db, other_id, "info", f"job {job_id} had the same content and settings: merged into this one")
 
     # -- the worker's side ---------------------------------------------------------
 
@@ -365,23 +432,14 @@ class Journal:
             )
             return cursor.rowcount
 
-    def retry(self, job_ids: list[int] | None = None) -> list[int]:
-        """Queue failed jobs (or the named jobs in any finished state) again with fresh attempts."""
-        now = self.clock.now()
-        with self._write() as db:
-            if job_ids is None:
-                ids = [row[0] for row in db.execute("SELECT id FROM jobs WHERE state = 'failed'")]
-            else:
-                marks = ",".join("?" * len(job_ids))
-                ids = [row[0] for row in db.execute(f"SELECT id FROM jobs WHERE id IN ({marks}) AND state IN ('failed', 'done')", job_ids)]
-            for job_id in ids:
-                db.execute(
-                    "UPDATE jobs SET state = 'queued', attempts = 0, interruptions = 0, last_error = NULL,"
-                    " output_path = NULL, next_attempt_at = ?, finished_at = NULL, updated_at = ? WHERE id = ?",
-                    (now, now, job_id),
-                )
-                self._event(db, job_id, "info", "queued again by retry")
-            return ids
+    def retryable(self, job_ids: list[int] | None = None) -> list[Job]:
+        """Every failed job, or the named jobs that are failed or done."""
+        if job_ids is None:
+            rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'failed' ORDER BY id")
+        else:
+            marks = ",".join("?" * len(job_ids))
+            rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({marks}) AND state IN ('failed', 'done') ORDER BY id", tuple(job_ids))
+        return [_job(row) for row in rows]
 
     # -- reading -------------------------------------------------------------------
 

@@ -152,7 +152,7 @@ class _EventHandler(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
-            if event.event_type in ("opened", "closed_no_write", "deleted"):
+            if event.event_type in ("opened", "closed_no_write") or (event.is_directory and event.event_type == "deleted"):
                 return
             path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
             if event.is_directory:

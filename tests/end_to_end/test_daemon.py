@@ -103,7 +103,7 @@ def test_kill_9_mid_job_then_restart_gives_one_video_per_image(tmp_path, fake_se
     assert [video.name for video in made] == [f"img_{index}.mp4" for index in range(4)]
     assert all(video.with_name(video.name + ".json").exists() for video in made)
     assert not [path for path in (tmp_path / "out").rglob("*") if path.name.startswith(".")], "temp files left behind"
-    assert journal_counts(tmp_path / "state") == {"queued": 0, "running": 0, "done": 4, "failed": 0}
+    assert journal_counts(tmp_path / "state") == {"queued": 0, "running": 0, "parked": 0, "done": 4, "failed": 0}
     assert "was running when i2vd stopped" in second.log()
 
 
@@ -117,7 +117,7 @@ def test_server_500_for_one_image_is_retried_then_failed_and_shown(tmp_path, fak
         (tmp_path / "in" / f"good_{index}.jpg").write_bytes(photo_bytes(tmp_path / f"g{index}.jpg", seed=200 + index))
     daemon = daemon_factory(config).start()
 
-    wait_for(lambda: journal_counts(tmp_path / "state") == {"queued": 0, "running": 0, "done": 3, "failed": 1}, timeout=60, message=f"3 done 1 failed; log:\n{daemon.log()}")
+    wait_for(lambda: journal_counts(tmp_path / "state") == {"queued": 0, "running": 0, "parked": 0, "done": 3, "failed": 1}, timeout=60, message=f"3 done 1 failed; log:\n{daemon.log()}")
     assert sum(request.image_sha256 == bad_sha for request in fake_server.requests) == 2  # retry.attempts
     listing = run_cli(config, "jobs", "--state", "failed").stdout
     assert "bad.jpg" in listing and "HTTP 500" in listing and "model exploded on this image" in listing

@@ -18,6 +18,7 @@ import pytest
 from i2vd.cli import EX_CONFIG, main
 from i2vd.config import Config, load_config
 from i2vd.daemon import journal_path
+from i2vd.intake import Intake
 from i2vd.journal import JobState, Journal, NewJob
 from i2vd.lock import StateLock
 from tests.fakes import FakePredictServer, write_image
@@ -117,7 +118,7 @@ def test_status_json(capsys, config_file, jobs_in_every_state, journal):
 
     assert code == 0
     status = json.loads(out)
-    assert status["counts"] == {"queued": 1, "running": 1, "done": 1, "failed": 2}
+    assert status["counts"] == {"queued": 1, "running": 1, "parked": 0, "done": 1, "failed": 2}
     assert status["daemon"]["running"] is False
     assert status["journal"] == str(journal.path)
     assert {failure["id"] for failure in status["recent_failures"]} == {jobs_in_every_state["rejected"], jobs_in_every_state["failed"]}
@@ -181,24 +182,54 @@ def test_jobs_json_parses(capsys, config_file, jobs_in_every_state):
 # -- retry -------------------------------------------------------------------------------
 
 
-def test_retry_one_job_requeues_it(capsys, config_file, jobs_in_every_state, journal):
-    job_id = jobs_in_every_state["failed"]
+def real_failed_job(config: Config, journal: Journal, name: str, color: tuple[int, int, int], sidecar: str | None = None) -> int:
+    """A job made by the intake from a real image in the hot folder, then failed on the server."""
+    image = config.watch[0].path / name
+    write_image(image, color=color)
+    if sidecar is not None:
+        (image.parent / "i2vd.yaml").write_text(sidecar, encoding="utf-8")
+    job = Intake(config, journal).consider(image, config.watch[0]).job
+    journal.mark_failed(job.id, "HTTP 500 from the server: boom")
+    return job.id
+
+
+def test_retry_one_job_requeues_it_and_says_so(capsys, config_file, config, journal):
+    job_id = real_failed_job(config, journal, "server.jpg", (9, 9, 9))
     code, out, _ = cli(capsys, "retry", str(job_id), "-c", str(config_file))
 
     assert code == 0
-    assert f"queued again: {job_id}" in out
+    assert f"job {job_id} server.jpg: queued with profile default" in out
     job = journal.job(job_id)
     assert job.state is JobState.QUEUED and job.attempts == 0 and job.last_error is None
-    assert journal.job(jobs_in_every_state["rejected"]).state is JobState.FAILED
 
 
-def test_retry_failed_requeues_every_failed_job(capsys, config_file, jobs_in_every_state, journal):
+def test_retry_failed_requeues_every_failed_job_whose_file_is_still_there(capsys, config_file, config, journal, jobs_in_every_state):
+    real = [real_failed_job(config, journal, f"r{index}.jpg", (index, 5, 5)) for index in range(2)]
     code, out, _ = cli(capsys, "retry", "--failed", "-c", str(config_file))
 
-    assert code == 0
-    assert str(jobs_in_every_state["failed"]) in out and str(jobs_in_every_state["rejected"]) in out
-    assert journal.jobs(JobState.FAILED) == []
-    assert journal.counts()["queued"] == 3
+    assert code == 1  # the journal-only jobs of jobs_in_every_state have no file on disk: they fail again, saying so
+    assert all(journal.job(job_id).state is JobState.QUEUED for job_id in real)
+    gone = journal.job(jobs_in_every_state["failed"])
+    assert gone.state is JobState.FAILED and "No such file" in gone.last_error
+    assert "No such file" in out
+
+
+def test_retry_applies_the_sidecar_as_it_is_now(capsys, config_file, config, journal):
+    config = load_config(config_file.parent / write_profiles(config_file))
+    job_id = real_failed_job(config, journal, "photo.jpg", (3, 4, 5), sidecar="profile: beach\n")
+    assert journal.job(job_id).prompt == "Waves"
+    (config.watch[0].path / "i2vd.yaml").write_text("profile: forest\n", encoding="utf-8")
+
+    code, out, _ = cli(capsys, "retry", str(job_id), "-c", str(config_file))
+
+    assert code == 0, out
+    job = journal.job(job_id)
+    assert (job.state, job.profile_name, job.prompt) == (JobState.QUEUED, "forest", "Leaves")
+
+
+def write_profiles(config_file: Path) -> str:
+    config_file.write_text(config_file.read_text() + "profiles:\n  beach: {prompt: Waves}\n  forest: {prompt: Leaves}\n", encoding="utf-8")
+    return config_file.name
 
 
 def test_retry_of_an_unknown_job_exits_1_with_a_message(capsys, config_file, jobs_in_every_state):

@@ -123,7 +123,7 @@ def test_a_job_failed_at_intake_is_created_failed(journal: Journal, clock: Manua
     assert job.finished_at == clock.now()
     assert journal.claim_next("w", LEASE) is None
     assert journal.events(job.id)[-1]["message"] == "failed at intake: img1.jpg is empty (0 bytes)"
-    assert journal.counts() == {"queued": 0, "running": 0, "done": 0, "failed": 1}
+    assert journal.counts() == {"queued": 0, "running": 0, "parked": 0, "done": 0, "failed": 1}
 
 
 # -- files seen ------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def test_claim_next_hands_out_jobs_in_order_with_a_lease(journal: Journal, clock
     assert claimed.started_at == clock.now()
     assert [journal.claim_next("worker-1", LEASE).id for _ in range(2)] == ids[1:]
     assert journal.claim_next("worker-1", LEASE) is None
-    assert journal.counts() == {"queued": 0, "running": 3, "done": 0, "failed": 0}
+    assert journal.counts() == {"queued": 0, "running": 3, "parked": 0, "done": 0, "failed": 0}
 
 
 def test_claim_next_respects_next_attempt_at(journal: Journal, clock: ManualClock) -> None:
@@ -384,46 +384,71 @@ def test_requeue_expired_leases_only_touches_expired_ones(journal: Journal, cloc
 # -- retry -------------------------------------------------------------------------------
 
 
-def test_retry_none_requeues_every_failed_job_with_fresh_attempts(journal: Journal, clock: ManualClock) -> None:
-    first, second, done = add(journal, 1), add(journal, 2), add(journal, 3)
-    for job in (first, second, done):
+def test_retryable_lists_every_failed_job_or_the_named_finished_ones(journal: Journal, clock: ManualClock) -> None:
+    first, second, done, queued = add(journal, 1), add(journal, 2), add(journal, 3), add(journal, 4)
+    for _ in (first, second, done):
         journal.claim_next("w", LEASE)
     journal.mark_failed(first.id, "boom")
-    journal.requeue(second.id, "HTTP 500", clock.now(), count_attempt=True)
-    journal.claim_next("w", LEASE)
     journal.mark_failed(second.id, "boom again")
     journal.mark_done(done.id, {}, 1.0)
+    assert [job.id for job in journal.retryable(None)] == [first.id, second.id]
+    assert [job.id for job in journal.retryable([done.id, queued.id, 999])] == [done.id]
+    assert journal.retryable([]) == []
+
+
+def test_a_fresh_start_requeues_a_failed_job_with_fresh_attempts(journal: Journal, clock: ManualClock) -> None:
+    job = add(journal)
+    journal.claim_next("w", LEASE)
+    journal.requeue(job.id, "HTTP 500", clock.now(), count_attempt=True)
+    journal.claim_next("w", LEASE)
+    journal.mark_failed(job.id, "boom")
     clock.advance(100)
-    assert sorted(journal.retry(None)) == [first.id, second.id]
-    for job_id in (first.id, second.id):
-        job = journal.job(job_id)
-        assert job.state is JobState.QUEUED
-        assert (job.attempts, job.interruptions, job.last_error, job.finished_at) == (0, 0, None, None)
-        assert job.next_attempt_at == clock.now()
-        assert journal.events(job_id)[-1]["message"] == "queued again by retry"
-    assert journal.job(done.id).state is JobState.DONE
-    assert journal.retry(None) == []
+    again, other = journal.reresolve(job.id, new_job(1, prompt="new prompt"), from_states=(JobState.FAILED, JobState.DONE), fresh_start=True)
+    assert other is None
+    assert again.state is JobState.QUEUED
+    assert (again.attempts, again.interruptions, again.last_error, again.finished_at) == (0, 0, None, None)
+    assert again.next_attempt_at == clock.now()
+    assert again.prompt == "new prompt"
 
 
-def test_retry_of_a_done_job_clears_its_output_path(journal: Journal) -> None:
+def test_a_fresh_start_of_a_done_job_clears_its_output_path(journal: Journal) -> None:
     job = add(journal)
     journal.claim_next("w", LEASE)
     assert journal.set_output_path(job.id, "/out/img1.mp4")
     journal.mark_done(job.id, {}, 1.0)
-    assert journal.retry([job.id]) == [job.id]
-    again = journal.job(job.id)
+    again, _ = journal.reresolve(job.id, new_job(1), from_states=(JobState.FAILED, JobState.DONE), fresh_start=True)
     assert again.state is JobState.QUEUED
     assert again.output_path is None
     assert journal.output_owner("/out/img1.mp4") is None
 
 
-def test_retry_by_id_ignores_queued_and_running_jobs_and_unknown_ids(journal: Journal) -> None:
+def test_reresolve_leaves_a_job_in_another_state_alone(journal: Journal) -> None:
     running = add(journal, 1)
-    queued = add(journal, 2)
     assert journal.claim_next("w", LEASE).id == running.id
-    assert journal.retry([queued.id, running.id, 999]) == []
-    assert journal.job(running.id).state is JobState.RUNNING
-    assert journal.retry([]) == []
+    assert journal.reresolve(running.id, new_job(1, prompt="x"), from_states=(JobState.QUEUED, JobState.PARKED)) == (None, None)
+    assert journal.job(running.id).prompt != "x"
+    assert journal.reresolve(999, new_job(1), from_states=(JobState.QUEUED,)) == (None, None)
+
+
+def test_reresolve_refuses_a_key_another_job_has_and_merge_into_drops_the_duplicate(journal: Journal) -> None:
+    first, second = add(journal, 1), add(journal, 2)
+    journal.remember_file("/in/img2.jpg", 1, 2, "sha", second.id)
+    assert journal.reresolve(second.id, new_job(2, idem_key="key-1"), from_states=(JobState.QUEUED,)) == (None, first.id)
+    journal.merge_into(second.id, first.id)
+    assert journal.job(second.id) is None
+    assert journal.known_file("/in/img2.jpg").job_id == first.id
+
+
+def test_parked_jobs_are_never_claimed_and_reresolve_releases_them(journal: Journal) -> None:
+    parked = add(journal, 1, idem_key="parked:x", parked="sidecar /in/i2vd.yaml: fps: 40 is above 24")
+    assert parked.state is JobState.PARKED
+    assert parked.last_error.startswith("sidecar")
+    assert journal.claim_next("w", LEASE) is None
+    assert [job.id for job in journal.unstarted_jobs("/in")] == [parked.id]
+    assert journal.unstarted_jobs("/elsewhere") == []
+    released, _ = journal.reresolve(parked.id, new_job(1), from_states=(JobState.QUEUED, JobState.PARKED))
+    assert released.state is JobState.QUEUED and released.last_error is None
+    assert journal.claim_next("w", LEASE).id == parked.id
 
 
 # -- output paths ------------------------------------------------------------------------
@@ -447,7 +472,7 @@ def test_set_output_path_refuses_a_path_another_job_owns(journal: Journal) -> No
 
 
 def test_counts_states_jobs_and_recently_updated(journal: Journal, clock: ManualClock) -> None:
-    assert journal.counts() == {"queued": 0, "running": 0, "done": 0, "failed": 0}
+    assert journal.counts() == {"queued": 0, "running": 0, "parked": 0, "done": 0, "failed": 0}
     jobs = [add(journal, number) for number in range(4)]
     journal.claim_next("w", LEASE)
     journal.claim_next("w", LEASE)
@@ -455,7 +480,7 @@ def test_counts_states_jobs_and_recently_updated(journal: Journal, clock: Manual
     journal.mark_done(jobs[0].id, {}, 1.0)
     clock.advance(1)
     journal.mark_failed(jobs[1].id, "x")
-    assert journal.counts() == {"queued": 2, "running": 0, "done": 1, "failed": 1}
+    assert journal.counts() == {"queued": 2, "running": 0, "parked": 0, "done": 1, "failed": 1}
     assert journal.states([job.id for job in jobs] + [999]) == {
         jobs[0].id: JobState.DONE, jobs[1].id: JobState.FAILED, jobs[2].id: JobState.QUEUED, jobs[3].id: JobState.QUEUED,
     }
@@ -559,7 +584,7 @@ def test_another_process_reads_committed_state_while_a_write_is_open(journal: Jo
         output, errors = process.communicate("go\n", timeout=20)
         assert process.returncode == 0, errors
         result = json.loads(output)
-        assert result["counts"] == {"queued": 1, "running": 0, "done": 0, "failed": 0}
+        assert result["counts"] == {"queued": 1, "running": 0, "parked": 0, "done": 0, "failed": 0}
         assert result["status"] == {"pid": 42}
     finally:
         blocker.execute("ROLLBACK") if blocker.in_transaction else None

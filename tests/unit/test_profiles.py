@@ -8,14 +8,12 @@ import pytest
 
 from i2vd.config import Config, parse_config
 from i2vd.images import ImageFacts
+from i2vd.sidecars import SidecarSettings, read_sidecars, sidecar_files
 from i2vd.profiles import (
     ProfileError,
     ResolvedProfile,
-    SidecarSettings,
-    read_sidecars,
     render,
     resolve_profile,
-    sidecar_files,
     subject_of,
     template_variables,
 )

@@ -1,0 +1,123 @@
+"""Sidecar files in the hot folders: `i2vd.yaml` per folder, `<image>.yaml` per image, `<stem>.txt` captions.
+
+The folder an image lands in decides how it is animated. Sidecars may set only
+profile fields and template vars — never the server, never a path — and each is
+validated with the same schema as the config, so an error names the file and key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from i2vd.config import PROFILE_FIELDS
+from i2vd.schema import Scalar, Section, validate
+
+FOLDER_SIDECAR = "i2vd.yaml"
+IMAGE_SIDECAR_SUFFIX = ".yaml"
+CAPTION_SUFFIX = ".txt"
+CAPTION_LIMIT = 10_000
+SIDECAR_SCHEMA = Section(
+    {
+        "profile": Scalar(str, None, "profile for the images here", nullable=True),
+        "vars": Scalar(dict, None, "extra template variables", nullable=True),
+        **PROFILE_FIELDS,
+    },
+    "a folder sidecar (i2vd.yaml) or an image sidecar (<image>.yaml): only profile fields and vars",
+)
+
+
+class ProfileError(Exception):
+    """The profile cannot be applied to this image (unknown profile, template error): fails the job."""
+
+
+class SidecarError(ProfileError):
+    """A sidecar is broken: the job waits (parked) until the file is fixed."""
+
+    def __init__(self, file: Path | str, problems: list[str]):
+        self.file = str(file)
+        self.problems = problems
+        super().__init__(f"sidecar {file}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    """What the sidecars above an image say, nearest last: merged, not yet applied."""
+
+    profile: str | None = None
+    variables: dict[str, Any] | None = None
+    overrides: dict[str, Any] | None = None
+    sources: tuple[str, ...] = ()
+    profile_source: str | None = None  # the sidecar that chose the profile
+
+
+def image_sidecar(image: Path) -> Path:
+    return image.with_name(image.name + IMAGE_SIDECAR_SUFFIX)
+
+
+def caption_path(image: Path) -> Path:
+    return image.with_suffix(CAPTION_SUFFIX)
+
+
+def is_sidecar_name(name: str) -> bool:
+    """i2vd.yaml, IMG_01.jpg.yaml, or a caption: files whose change may alter an image's job."""
+    return name == FOLDER_SIDECAR or name.endswith(IMAGE_SIDECAR_SUFFIX) or name.endswith(CAPTION_SUFFIX)
+
+
+def sidecar_files(root: Path, image: Path) -> list[Path]:
+    """Folder sidecars from the root down to the image's folder, then the image's own sidecar."""
+    folders = [root]
+    for part in image.parent.relative_to(root).parts:
+        folders.append(folders[-1] / part)
+    found = [folder / FOLDER_SIDECAR for folder in folders if (folder / FOLDER_SIDECAR).is_file()]
+    own = image_sidecar(image)
+    return found + ([own] if own.is_file() else [])
+
+
+def load_sidecar(file: Path) -> dict[str, Any]:
+    """One sidecar's validated keys; raises SidecarError listing every problem in it."""
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise SidecarError(file, [f"cannot read: {error}"]) from None
+    except yaml.YAMLError as error:
+        raise SidecarError(file, [f"not valid YAML: {error}"]) from None
+    problems: list[str] = []
+    values = validate(data, SIDECAR_SCHEMA, "", problems, fill_defaults=False)
+    bad_names = [key for key in (values.get("vars") or {}) if not isinstance(key, str)]
+    if bad_names:
+        problems.append(f"vars: key {bad_names[0]!r} is not a name")
+    if problems:
+        raise SidecarError(file, problems)
+    return values
+
+
+def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
+    """Merge every sidecar that applies; deeper ones win key by key. Raises SidecarError naming file and key."""
+    if root is None:
+        files = [image_sidecar(image)] if image_sidecar(image).is_file() else []
+    else:
+        files = sidecar_files(root, image)
+    profile = profile_source = None
+    variables: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for file in files:
+        values = load_sidecar(file)
+        if values.get("profile"):
+            profile, profile_source = values["profile"], str(file)
+        values.pop("profile", None)
+        variables.update(values.pop("vars", None) or {})
+        overrides.update(values)
+    return SidecarSettings(profile, variables, overrides, tuple(str(file) for file in files), profile_source)
+
+
+def read_caption(image: Path) -> str | None:
+    """`<stem>.txt` beside the image (the A1111/SD.Next batch convention), trimmed; None when absent or empty."""
+    try:
+        text = caption_path(image).read_text(encoding="utf-8", errors="replace")[:CAPTION_LIMIT].strip()
+    except OSError:
+        return None
+    return text or None

@@ -8,7 +8,6 @@ follows the daemon's progress.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from rich.text import Text
 
 from i2vd.backends import make_backend
 from i2vd.clock import Clock
-from i2vd.config import Config, WatchRoot
+from i2vd.config import Config
 from i2vd.gpu import VramGate
 from i2vd.intake import Intake, IntakeResult, Outcome
 from i2vd.journal import JobState, Journal
@@ -44,18 +43,6 @@ def enqueue_paths(config: Config, journal: Journal, paths: list[Path], profile_n
     return results
 
 
-def _with_batch_root(config: Config, folder: Path, output_dir: Path | None) -> Config:
-    """The config, with `folder` as a root (or its existing root given the batch's output folder)."""
-    existing = config.root_for(folder)
-    if existing is not None:
-        if output_dir is None:
-            return config
-        roots = tuple(dataclasses.replace(root, output_dir=output_dir) if root is existing else root for root in config.watch)
-        return dataclasses.replace(config, watch=roots)
-    root = WatchRoot(path=folder, output_dir=output_dir or config.output_dir, settle_seconds=0, poll=False, rescan_seconds=3600, after="keep")
-    return dataclasses.replace(config, watch=config.watch + (root,))
-
-
 class RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
@@ -70,7 +57,7 @@ def run_batch(config: Config, folder: Path, *, profile_name: str = "default", ou
     if not folder.is_dir():
         console.print(f"i2vd batch: {folder} is not a folder")
         return 2
-    config = _with_batch_root(config, folder, output_dir.resolve() if output_dir else None)
+    config = config.with_root(folder, output_dir.resolve() if output_dir else None)
     lock = StateLock(config.state_dir)
     try:
         lock.acquire()

@@ -150,6 +150,12 @@ def command_batch(arguments: argparse.Namespace) -> int:
     return run_batch(config, Path(arguments.folder), profile_name=arguments.profile, output_dir=Path(arguments.output) if arguments.output else None)
 
 
+def command_check(arguments: argparse.Namespace) -> int:
+    from i2vd.check import run_check
+
+    return run_check(_load(arguments), Path(arguments.path) if arguments.path else None, sys.stdout)
+
+
 def command_demo(arguments: argparse.Namespace) -> int:
     from i2vd.demo import run_demo
 
@@ -187,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--profile", default="default")
     batch.add_argument("--output", help="output folder (default: the config's output_dir)")
     batch.add_argument("-v", "--verbose", action="store_true", help="log each job")
+    check = add("check", command_check, "validate config and sidecars; show each image's profile, prompt and output")
+    check.add_argument("path", nargs="?", metavar="PATH", help="a folder to check (default: every watch root)")
     demo = commands.add_parser("demo", help="the built-in engine end to end on generated sample images")
     demo.add_argument("--dir", help="work folder (default: a new temporary folder)")
     demo.add_argument("--images", type=int, default=2, help="sample images per folder")

@@ -8,6 +8,7 @@ lives beside its folders works from any working directory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from i2vd.schema import REQUIRED, ListOf, MapOf, Scalar, Section, validate
 
 DEFAULT_CONFIG_PATH = Path("/etc/i2vd/config.yaml")
+DONE_FOLDER = ".i2vd-done"  # `after: move` puts finished sources here, inside their root
 RESOLUTIONS = ("256p", "512p", "768p", "1024p")
 DEFAULT_PROMPT = "{{ caption or ('A ' ~ subject ~ ' scene with smooth motion') }}"
 
@@ -175,6 +177,24 @@ class Config:
     def profile(self, name: str) -> dict[str, Any]:
         """The named profile with everything it does not set taken from `default`."""
         return {**self.profiles["default"], **self.profiles[name]}
+
+    def excluded_folders(self) -> tuple[Path, ...]:
+        """i2vd's own outputs, state and done-folders: never inputs, even inside a root."""
+        folders = {self.output_dir, self.state_dir}
+        folders.update(root.output_dir for root in self.watch)
+        folders.update(root.path / DONE_FOLDER for root in self.watch)
+        return tuple(sorted(folders))
+
+    def with_root(self, folder: Path, output_dir: Path | None = None) -> Config:
+        """This config with `folder` as a root (or its existing root given `output_dir`): for batch and check."""
+        existing = self.root_for(folder)
+        if existing is not None:
+            if output_dir is None:
+                return self
+            roots = tuple(dataclasses.replace(root, output_dir=output_dir) if root is existing else root for root in self.watch)
+            return dataclasses.replace(self, watch=roots)
+        root = WatchRoot(path=folder, output_dir=output_dir or self.output_dir, settle_seconds=0, poll=False, rescan_seconds=3600, after="keep")
+        return dataclasses.replace(self, watch=self.watch + (root,))
 
     def root_for(self, path: Path) -> WatchRoot | None:
         for root in self.watch:

@@ -56,20 +56,39 @@ def inspect_image(data: bytes, name: str) -> ImageFacts:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(BytesIO(data)) as image:
                 image.load()
-                exif = image.getexif()
-                return ImageFacts(
-                    width=image.width,
-                    height=image.height,
-                    format=image.format or "unknown",
-                    exif_date=_exif_text(exif, ExifTags.Base.DateTimeOriginal) or _exif_text(exif, ExifTags.Base.DateTime),
-                    exif_camera=" ".join(filter(None, (_exif_text(exif, ExifTags.Base.Make), _exif_text(exif, ExifTags.Base.Model)))) or None,
-                )
+                return _facts(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadImage(f"{name} is too large to decode safely (decompression bomb?): {error}") from None
     except UnidentifiedImageError:
         raise BadImage(f"{name} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImage(f"{name} is damaged or incomplete: {error}") from None
+
+
+def peek_image(path: Path) -> ImageFacts:
+    """Size, format and EXIF from the header only (no full decode): for `i2vd check` over big folders."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return _facts(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage(f"{path.name} is too large to decode safely (decompression bomb?): {error}") from None
+    except UnidentifiedImageError:
+        raise BadImage(f"{path.name} is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImage(f"{path.name} cannot be read: {error}") from None
+
+
+def _facts(image: Image.Image) -> ImageFacts:
+    exif = image.getexif()
+    return ImageFacts(
+        width=image.width,
+        height=image.height,
+        format=image.format or "unknown",
+        exif_date=_exif_text(exif, ExifTags.Base.DateTimeOriginal) or _exif_text(exif, ExifTags.Base.DateTime),
+        exif_camera=" ".join(filter(None, (_exif_text(exif, ExifTags.Base.Make), _exif_text(exif, ExifTags.Base.Model)))) or None,
+    )
 
 
 def _exif_text(exif: Image.Exif, tag: int) -> str | None:

@@ -23,7 +23,7 @@ from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, 
 from i2vd.journal import Job, JobState, Journal, NewJob
 from i2vd.profiles import resolve_profile
 from i2vd.sidecars import ProfileError, SidecarError, is_sidecar_name, read_caption, read_sidecars
-from i2vd.watcher import DONE_FOLDER, FolderWatch, SettleTracker, is_candidate, scan
+from i2vd.watcher import FolderWatch, SettleTracker, is_candidate, scan
 
 log = logging.getLogger("i2vd.intake")
 
@@ -178,7 +178,7 @@ class IntakeLoop:
         self.intake = intake
         self.clock = clock or Clock()
         self.tracker = SettleTracker(self.clock)
-        self._excluded = self._excluded_folders(config)
+        self._excluded = config.excluded_folders()
         self._folders_to_scan: set[tuple[Path, int]] = set()
         self._sidecar_folders: set[Path] = set()
         self._undecodable: dict[Path, tuple[int, int]] = {}
@@ -188,14 +188,6 @@ class IntakeLoop:
             for index, root in enumerate(config.watch)
         ]
         self._last_scan: dict[int, float] = {}
-
-    @staticmethod
-    def _excluded_folders(config: Config) -> tuple[Path, ...]:
-        """i2vd's own outputs and done-folders are never inputs, even inside a root."""
-        folders = {config.output_dir, config.state_dir}
-        folders.update(root.output_dir for root in config.watch)
-        folders.update(root.path / DONE_FOLDER for root in config.watch)
-        return tuple(sorted(folders))
 
     def _file_callback(self, index: int) -> Callable[[Path], None]:
         root = self.config.watch[index]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import yaml
 
 from i2vd.config import PROFILE_FIELDS
-from i2vd.schema import Scalar, Section, validate
+from i2vd.schema import Scalar, Section, did_you_mean, validate
 
 FOLDER_SIDECAR = "i2vd.yaml"
 IMAGE_SIDECAR_SUFFIX = ".yaml"
@@ -77,8 +77,11 @@ def sidecar_files(root: Path, image: Path) -> list[Path]:
     return found + ([own] if own.is_file() else [])
 
 
-def load_sidecar(file: Path) -> dict[str, Any]:
-    """One sidecar's validated keys; raises SidecarError listing every problem in it."""
+def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
+    """One sidecar's validated keys; raises SidecarError listing every problem in it.
+
+    With `profiles`, a `profile:` naming none of them is one of the problems.
+    """
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
@@ -90,6 +93,9 @@ def load_sidecar(file: Path) -> dict[str, Any]:
     bad_names = [key for key in (values.get("vars") or {}) if not isinstance(key, str)]
     if bad_names:
         problems.append(f"vars: key {bad_names[0]!r} is not a name")
+    name = values.get("profile")
+    if profiles and name and name not in profiles:
+        problems.append(f"profile: unknown profile {name!r}{did_you_mean(name, list(profiles))}; profiles: {', '.join(sorted(profiles))}")
     if problems:
         raise SidecarError(file, problems)
     return values

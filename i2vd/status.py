@@ -36,7 +36,11 @@ def gather_status(config: Config, journal: Journal) -> dict[str, Any]:
         {"id": job.id, "file": job.rel_path, "error": job.last_error}
         for job in journal.recently_updated(JobState.FAILED, 5)
     ]
+    parked: dict[str, list[str]] = {}
+    for job in journal.recently_updated(JobState.PARKED, 1000):
+        parked.setdefault(job.last_error or "", []).append(job.rel_path)
     return {
+        "parked": [{"reason": reason, "files": sorted(files)} for reason, files in sorted(parked.items())],
         "daemon": {"running": running, "pid": published.get("pid") if running else None, "version": published.get("version"), "heartbeat_at": published.get("heartbeat_at")},
         "journal": str(journal.path),
         "counts": journal.counts(),
@@ -72,6 +76,9 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"gpu:     {status['gate']}")
     for watch in status["watches"]:
         lines.append(f"watch:   {watch['path']} ({watch['method']}{'' if watch['active'] else ', NOT ACTIVE'})")
+    for group in status.get("parked", []):
+        shown = ", ".join(group["files"][:3]) + (f" and {len(group['files']) - 3} more" if len(group["files"]) > 3 else "")
+        lines.append(f"parked:  {len(group['files'])} job(s) ({shown}) until this is fixed: {group['reason']}")
     if status["recent_failures"]:
         lines.append("last errors:")
         lines += [f"  job {failure['id']} {failure['file']}: {failure['error']}" for failure in status["recent_failures"]]
@@ -83,7 +90,7 @@ def render_jobs(jobs: list[Job]) -> str:
         return "no jobs"
     rows = [("ID", "STATE", "TRIES", "PROFILE", "FILE", "RESULT")]
     for job in jobs:
-        result = job.last_error if job.state.value in ("failed", "queued") and job.last_error else (job.output_path or "")
+        result = job.last_error if job.state.value in ("failed", "queued", "parked") and job.last_error else (job.output_path or "")
         rows.append((str(job.id), job.state.value, str(job.attempts), job.profile_name, job.rel_path, result))
     widths = [max(len(row[column]) for row in rows) for column in range(5)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths)) + "  " + row[5] for row in rows)

@@ -22,13 +22,13 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from i2vd.clock import Clock
+from i2vd.config import DONE_FOLDER  # noqa: F401 - re-exported: the watcher's view of what is not input
 
 log = logging.getLogger("i2vd.watcher")
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "@eaDir", "#recycle", "#snapshot", ".@__thumb", "desktop.ini"})
 IGNORED_PATTERNS = ("._*", "*.part", "*.crdownload", "*.tmp", "~$*")
-DONE_FOLDER = ".i2vd-done"
 
 
 def is_ignored_name(name: str) -> bool:

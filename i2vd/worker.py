@@ -21,11 +21,10 @@ from typing import Callable
 from i2vd import __version__, mp4, output
 from i2vd.backends.base import Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
 from i2vd.clock import Clock
-from i2vd.config import Config
+from i2vd.config import DONE_FOLDER, Config
 from i2vd.gpu import VramGate
 from i2vd.images import BadImage, read_regular_file, sha256_of
 from i2vd.journal import Job, Journal
-from i2vd.watcher import DONE_FOLDER
 
 log = logging.getLogger("i2vd.worker")
 
@@ -182,6 +181,9 @@ class Worker:
             "video": str(destination),
             "source": {"path": job.source_path, "relative_path": job.rel_path, "sha256": job.source_sha256, "size": job.source_size},
             "profile": job.profile_name,
+            "profile_hash": job.profile.get("hash"),
+            "profile_fields": job.profile.get("fields"),
+            "sidecars": job.profile.get("sidecars", []),
             "prompt": job.prompt,
             "parameters": job.params,
             "server": self.backend.describe(),

@@ -48,9 +48,14 @@ def command_run(arguments: argparse.Namespace) -> int:
     from i2vd.gpu import GpuReadError
     from i2vd.lock import AlreadyRunning
 
-    config = _load(arguments)
+    path = config_path(arguments.config)
+    config = load_config(path)
     _setup_logging(config.log_level)
-    daemon = Daemon(config)
+    daemon = Daemon(config, config_path=path)
+    # Before start(): a signal during start-up is acted on as soon as serve() runs, never fatal.
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda number, frame: daemon.request_stop())
+    signal.signal(signal.SIGHUP, lambda number, frame: daemon.request_reload())
     try:
         daemon.start()
     except AlreadyRunning as error:
@@ -60,8 +65,6 @@ def command_run(arguments: argparse.Namespace) -> int:
         print(f"i2vd: gpu: {error}", file=sys.stderr)
         daemon.shutdown(0)
         return EX_CONFIG
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda number, frame: daemon.request_stop())
     try:
         daemon.serve()
     finally:

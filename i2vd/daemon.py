@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 from i2vd import __version__
 from i2vd.backends import make_backend
 from i2vd.backends.base import Backend
 from i2vd.clock import Clock
-from i2vd.config import Config
-from i2vd.gpu import Reader, VramGate
+from i2vd.config import Config, ConfigError, load_config
+from i2vd.gpu import GpuReadError, Reader, VramGate
 from i2vd.intake import Intake, IntakeLoop
 from i2vd.journal import Journal
+from i2vd.liveness import DEFAULT_MARGIN_SECONDS, Heartbeat
 from i2vd.lock import StateLock
 from i2vd.notify import Notifier
 from i2vd.worker import Worker
@@ -37,8 +39,13 @@ def journal_path(config: Config) -> Path:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, clock: Clock | None = None, backend: Backend | None = None, gpu_reader: Reader | None = None, notifier: Notifier | None = None):
+    def __init__(self, config: Config, *, config_path: Path | None = None, clock: Clock | None = None, backend: Backend | None = None, gpu_reader: Reader | None = None, notifier: Notifier | None = None, liveness_margin_seconds: float = DEFAULT_MARGIN_SECONDS):
         self.config = config
+        self.config_path = config_path
+        self.liveness_margin_seconds = liveness_margin_seconds
+        self._attention = threading.Event()  # set by signals: stop or reload wanted
+        self._reload_requested = False
+        self._stuck_reported = False
         self.clock = clock or Clock()
         self._backend = backend
         self._gpu_reader = gpu_reader
@@ -62,6 +69,9 @@ class Daemon:
         self.worker = Worker(self.config, self.journal, backend, gate, self.clock)
         intake = Intake(self.config, self.journal, on_queued=lambda job: self.worker.interrupt())
         self.intake_loop = IntakeLoop(self.config, intake, self.clock)
+        for heartbeat in self._heartbeats():
+            heartbeat.margin_seconds = self.liveness_margin_seconds
+            heartbeat.beat()
         self.intake_loop.start_watches()
         self._spawn("i2vd-intake", self.intake_loop.run, self.stop_event)
         self._spawn("i2vd-worker", self.worker.run, self.stop_event)
@@ -99,11 +109,57 @@ class Daemon:
             }
         )
 
+    def _heartbeats(self) -> list[Heartbeat]:
+        return [self.worker.heartbeat, self.intake_loop.heartbeat]
+
+    def _working(self) -> bool:
+        """Every working loop keeps its promise; a hung one is reported once and stops the watchdog pings."""
+        overdue = [(heartbeat, heartbeat.overdue_seconds()) for heartbeat in self._heartbeats()]
+        stuck = [(heartbeat, seconds) for heartbeat, seconds in overdue if seconds > 0]
+        if stuck and not self._stuck_reported:
+            for heartbeat, seconds in stuck:
+                log.error("the %s is stuck (%s, %.0f s overdue): no more watchdog pings, systemd will restart i2vd", heartbeat.name, heartbeat.doing, seconds)
+            self._stuck_reported = True
+        elif not stuck:
+            self._stuck_reported = False
+        return not stuck
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._attention.set()
+
+    def reload(self) -> bool:
+        """SIGHUP: take the config file anew; a bad one is reported in full and the running config stays."""
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            if self.config_path is None:
+                raise ConfigError("<no config file>", ["this daemon was started without a config file to reload"])
+            new = load_config(self.config_path)
+            if new.state_dir != self.config.state_dir:
+                raise ConfigError(new.source, [f"state_dir: cannot change while running ({self.config.state_dir} -> {new.state_dir}); restart instead"])
+            backend = make_backend(new.server) if new.server != self.config.server and self._backend is None else None
+            gate = VramGate.from_config(new.gpu, self.clock, self._gpu_reader) if new.gpu != self.config.gpu else None
+        except (ConfigError, GpuReadError) as error:
+            problems = error.problems if isinstance(error, ConfigError) else [f"gpu: {error}"]
+            for problem in problems:
+                log.error("reload refused: %s", problem)
+            self.notifier.send("READY=1", f"STATUS=reload refused ({len(problems)} problem(s), see the log); still running the previous config")
+            return False
+        self.config = new
+        self.worker.reconfigure(new, backend, gate)
+        self.intake_loop.reconfigure(new)
+        log.info("reloaded %s: %d watch root(s), %d profile(s)", new.source, len(new.watch), len(new.profiles))
+        self.notifier.send("READY=1", f"STATUS=reloaded; {self.status_line()}")
+        return True
+
     def serve(self) -> None:
         """The main thread's loop until stop is requested."""
         ping_every = self.notifier.watchdog_interval()
         last_status = last_sweep = float("-inf")
         while not self.stop_event.is_set():
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
             now = self.clock.monotonic()
             if now - last_sweep >= LEASE_SWEEP_SECONDS:  # a safety net: a worker that vanished mid-job
                 if self.journal.requeue_expired_leases():
@@ -113,12 +169,14 @@ class Daemon:
                 self.publish_status()
                 self.notifier.send(f"STATUS={self.status_line()}")
                 last_status = now
-            if ping_every is not None and all(thread.is_alive() for thread in self._threads):
+            if ping_every is not None and self._working() and all(thread.is_alive() for thread in self._threads):
                 self.notifier.send("WATCHDOG=1")
-            self.clock.wait(self.stop_event, min(STATUS_EVERY_SECONDS, ping_every or STATUS_EVERY_SECONDS))
+            self._attention.clear()
+            self.clock.wait(self._attention, min(STATUS_EVERY_SECONDS, ping_every or STATUS_EVERY_SECONDS))
 
     def request_stop(self) -> None:
         self.stop_event.set()
+        self._attention.set()
         if self.worker is not None:
             self.worker.interrupt()
 

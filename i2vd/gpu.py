@@ -140,10 +140,11 @@ class VramGate:
         self.detail = closed_because or f"open: {reading.used_mb:,} MB used"
         return closed_because is None
 
-    def wait_open(self, stop: threading.Event, on_wait: Callable[[str], None] = lambda detail: None) -> bool:
-        """Block until the gate opens (True) or `stop` is set (False)."""
+    def wait_open(self, stop: threading.Event, on_wait: Callable[[str], None] = lambda detail: None, on_poll: Callable[[], None] = lambda: None) -> bool:
+        """Block until the gate opens (True) or `stop` is set (False); `on_wait` hears each new reason, `on_poll` each read."""
         last_detail = None
         while not stop.is_set():
+            on_poll()
             if self.check():
                 return True
             if self.detail != last_detail:

@@ -21,6 +21,7 @@ from i2vd.clock import Clock
 from i2vd.config import Config, WatchRoot
 from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
 from i2vd.journal import Job, JobState, Journal, NewJob
+from i2vd.liveness import Heartbeat
 from i2vd.profiles import resolve_profile
 from i2vd.sidecars import ProfileError, SidecarError, is_sidecar_name, read_caption, read_sidecars
 from i2vd.watcher import FolderWatch, SettleTracker, is_candidate, scan
@@ -183,11 +184,16 @@ class IntakeLoop:
         self._sidecar_folders: set[Path] = set()
         self._undecodable: dict[Path, tuple[int, int]] = {}
         self._lock = threading.Lock()
-        self.watches = [
+        self._pending_config: Config | None = None
+        self.heartbeat = Heartbeat("intake", self.clock)
+        self.watches = self._make_watches(config)
+        self._last_scan: dict[int, float] = {}
+
+    def _make_watches(self, config: Config) -> list[FolderWatch]:
+        return [
             FolderWatch(root.path, root.poll is True, self._file_callback(index), self._folder_callback(index))
             for index, root in enumerate(config.watch)
         ]
-        self._last_scan: dict[int, float] = {}
 
     def _file_callback(self, index: int) -> Callable[[Path], None]:
         root = self.config.watch[index]
@@ -287,8 +293,27 @@ class IntakeLoop:
         else:
             self._undecodable.pop(path, None)
 
+    def reconfigure(self, config: Config) -> None:
+        """Take a new config at the next tick (in the loop's own thread): new roots are watched and rescanned."""
+        with self._lock:
+            self._pending_config = config
+
+    def _apply_config(self) -> None:
+        with self._lock:
+            config, self._pending_config = self._pending_config, None
+        if config is None:
+            return
+        self.stop_watches()
+        self.config = self.intake.config = config
+        self._excluded = config.excluded_folders()
+        self.watches = self._make_watches(config)
+        self.start_watches()
+        self._last_scan.clear()  # rescan every root: new roots are reconciled, queued jobs get the new profiles
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            self._apply_config()
+            self.heartbeat.beat(self.TICK_SECONDS, "watching")
             try:
                 self.tick()
             except Exception:  # noqa: BLE001

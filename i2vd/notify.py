@@ -9,7 +9,8 @@ import socket
 class Notifier:
     """Sends READY=1, STATUS=..., WATCHDOG=1, STOPPING=1; does nothing outside systemd."""
 
-    def __init__(self, address: str | None = None):
+    def __init__(self, address: str | None = None, watchdog_usec: str | None = None):
+        self._watchdog_usec = watchdog_usec
         address = address if address is not None else os.environ.get("NOTIFY_SOCKET", "")
         if address.startswith("@"):
             address = "\0" + address[1:]  # abstract socket namespace
@@ -32,8 +33,8 @@ class Notifier:
 
     def watchdog_interval(self) -> float | None:
         """Half of WATCHDOG_USEC in seconds, when systemd asked for pings for this process."""
-        usec = os.environ.get("WATCHDOG_USEC")
-        pid = os.environ.get("WATCHDOG_PID")
+        usec = self._watchdog_usec if self._watchdog_usec is not None else os.environ.get("WATCHDOG_USEC")
+        pid = None if self._watchdog_usec is not None else os.environ.get("WATCHDOG_PID")
         if not usec or (pid and pid != str(os.getpid())):
             return None
         try:

@@ -25,11 +25,13 @@ from i2vd.config import DONE_FOLDER, Config
 from i2vd.gpu import VramGate
 from i2vd.images import BadImage, read_regular_file, sha256_of
 from i2vd.journal import Job, Journal
+from i2vd.liveness import Heartbeat
 
 log = logging.getLogger("i2vd.worker")
 
 IDLE_POLL_SECONDS = 1.0
 LEASE_MARGIN_SECONDS = 120.0
+GATE_READ_BOUND_SECONDS = 30.0  # a gpu.command (ssh nvidia-smi) may take this long
 SERVER_DOWN_MAX_BACKOFF = 60.0
 
 
@@ -57,7 +59,31 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{backend.kind}"
         self.wake = wake or threading.Event()
         self.state = WorkerState()
+        self.heartbeat = Heartbeat("worker", self.clock)
         self._down_failures = 0
+        self._pending_setup: tuple[Config, Backend | None, VramGate | None] | None = None
+        self._setup_lock = threading.Lock()
+
+    def reconfigure(self, config: Config, backend: Backend | None = None, gate: VramGate | None = None) -> None:
+        """Take a new config (and backend or gate, when they changed) between jobs, never during one."""
+        with self._setup_lock:
+            self._pending_setup = (config, backend, gate)
+        self.interrupt()
+
+    def _apply_setup(self) -> None:
+        with self._setup_lock:
+            pending, self._pending_setup = self._pending_setup, None
+        if pending is None:
+            return
+        config, backend, gate = pending
+        self.config = config
+        if backend is not None:
+            self.backend.close()
+            self.backend = backend
+            self.state.server_down_since = self.state.server_error = None
+            self._down_failures = 0
+        if gate is not None:
+            self.gate = gate
 
     @property
     def lease_seconds(self) -> float:
@@ -66,6 +92,8 @@ class Worker:
     def run(self, stop: threading.Event, *, burst: bool = False, keep_going: Callable[[], bool] = lambda: False) -> None:
         """Work until `stop` is set; with burst, return once nothing is queued (unless keep_going())."""
         while not stop.is_set():
+            self._apply_setup()
+            self.heartbeat.beat(IDLE_POLL_SECONDS + self._server_down_pause())
             if self.state.server_down_since is not None and self.clock.wait(stop, self._server_down_pause()):
                 return  # the server is down: the next claim is the probe, after a growing pause
             if self.run_once(stop):
@@ -88,7 +116,8 @@ class Worker:
         """Process at most one job; True if one was taken."""
         if self.journal.ready_count() == 0:
             return False
-        if not self.gate.wait_open(stop, on_wait=self._note_gate):
+        gate_bound = self.gate.config.poll_seconds + GATE_READ_BOUND_SECONDS
+        if not self.gate.wait_open(stop, on_wait=self._note_gate, on_poll=lambda: self.heartbeat.beat(gate_bound, "waiting for the GPU gate")):
             return False
         self.state.gate = self.gate.detail
         job = self.journal.claim_next(self.name, self.lease_seconds)
@@ -130,6 +159,7 @@ class Worker:
             return
         request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, **job.params)
         log.info("job %d: sending %s to %s (%s, %d frames, %d fps)", job.id, job.rel_path, self.backend.kind, request.resolution, request.frames, request.fps)
+        self.heartbeat.beat(self.config.server.timeout_seconds, f"job {job.id} on the server")
         try:
             reply = self.backend.generate(request)
         except ServerUnavailable as error:
@@ -146,6 +176,7 @@ class Worker:
             self._job_failed(job, str(error))
             return
         self._server_up()
+        self.heartbeat.beat(0, f"job {job.id} writing output")
         finished = self.clock.now()
         record = self._record(job, destination, reply.server_seconds, finished)
         try:

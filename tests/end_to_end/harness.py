@@ -43,8 +43,9 @@ def write_config(tmp_path: Path, server_url: str | None, **overrides) -> Path:
 
 
 class DaemonProcess:
-    def __init__(self, config: Path, log_path: Path):
+    def __init__(self, config: Path, log_path: Path, environment: dict[str, str] | None = None):
         self.config = config
+        self.environment = environment or {}
         self.log_path = log_path
         self.messages: list[str] = []
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -54,7 +55,7 @@ class DaemonProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = True) -> DaemonProcess:
-        environment = {**os.environ, "NOTIFY_SOCKET": self._address, "PYTHONPATH": str(REPO)}
+        environment = {**os.environ, "NOTIFY_SOCKET": self._address, "PYTHONPATH": str(REPO), **self.environment}
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "i2vd", "run", "-c", str(self.config)],
@@ -67,6 +68,15 @@ class DaemonProcess:
 
     def _exited(self) -> bool:
         return self.process.poll() is not None
+
+    def said(self, field: str) -> bool:
+        """The daemon sent a notify message containing this line (e.g. "READY=1")."""
+        return self._said(field)
+
+    def fields(self) -> list[str]:
+        """Every notify line received so far, in order."""
+        self._said("")
+        return [line for message in self.messages for line in message.split("\n")]
 
     def _said(self, field: str) -> bool:
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -23,10 +22,9 @@ EX_UNAVAILABLE = 69
 
 
 def _setup_logging(level: str = "info") -> None:
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if sys.stderr.isatty():  # journald stamps time itself; a terminal needs it
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()), format=fmt, force=True)
+    from i2vd.logs import configure
+
+    configure(level)
 
 
 def _load(arguments: argparse.Namespace) -> Config:

@@ -22,6 +22,7 @@ from i2vd.config import Config, WatchRoot
 from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
 from i2vd.journal import Job, JobState, Journal, NewJob
 from i2vd.liveness import Heartbeat
+from i2vd.logs import job_fields
 from i2vd.profiles import resolve_profile
 from i2vd.sidecars import ProfileError, SidecarError, is_sidecar_name, read_caption, read_sidecars
 from i2vd.watcher import FolderWatch, SettleTracker, is_candidate, scan
@@ -89,12 +90,12 @@ class Intake:
 
     def _report(self, job: Job) -> IntakeResult:
         if job.state is JobState.FAILED:
-            log.warning("job %d %s failed: %s", job.id, job.rel_path, job.last_error)
+            log.warning("job %d %s failed: %s", job.id, job.rel_path, job.last_error, extra=job_fields(job.id, job.source_path, "failed"))
             return IntakeResult(Outcome.FAILED, job, reason=job.last_error or "")
         if job.state is JobState.PARKED:
-            log.warning("job %d %s parked: %s", job.id, job.rel_path, job.last_error)
+            log.warning("job %d %s parked: %s", job.id, job.rel_path, job.last_error, extra=job_fields(job.id, job.source_path, "parked"))
             return IntakeResult(Outcome.PARKED, job, reason=job.last_error or "")
-        log.info("job %d queued: %s (profile %s)", job.id, job.rel_path, job.profile_name)
+        log.info("job %d queued: %s (profile %s)", job.id, job.rel_path, job.profile_name, extra=job_fields(job.id, job.source_path, "queued"))
         self.on_queued(job)
         return IntakeResult(Outcome.QUEUED, job)
 

@@ -26,6 +26,7 @@ from i2vd.gpu import VramGate
 from i2vd.images import BadImage, read_regular_file, sha256_of
 from i2vd.journal import Job, Journal
 from i2vd.liveness import Heartbeat
+from i2vd.logs import job_fields
 
 log = logging.getLogger("i2vd.worker")
 
@@ -158,7 +159,7 @@ class Worker:
             self.journal.mark_failed(job.id, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
             return
         request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, **job.params)
-        log.info("job %d: sending %s to %s (%s, %d frames, %d fps)", job.id, job.rel_path, self.backend.kind, request.resolution, request.frames, request.fps)
+        log.info("job %d: sending %s to %s (%s, %d frames, %d fps)", job.id, job.rel_path, self.backend.kind, request.resolution, request.frames, request.fps, extra=job_fields(job.id, job.source_path, "running"))
         self.heartbeat.beat(self.config.server.timeout_seconds, f"job {job.id} on the server")
         try:
             reply = self.backend.generate(request)
@@ -191,7 +192,7 @@ class Worker:
             return
         self.journal.mark_done(job.id, self.backend.describe(), reply.server_seconds, note=f"video {destination}")
         self.state.jobs_done += 1
-        log.info("job %d: done -> %s (%.1f s on the server)", job.id, destination, reply.server_seconds)
+        log.info("job %d: done -> %s (%.1f s on the server)", job.id, destination, reply.server_seconds, extra=job_fields(job.id, job.source_path, "done"))
         self._after(job)
 
     def _destination(self, job: Job) -> Path:
@@ -227,12 +228,12 @@ class Worker:
         """The job's own failure: uses an attempt; backs off, or fails for good when none are left."""
         attempts = job.attempts + 1
         if attempts >= self.config.retry.attempts:
-            log.error("job %d: failed after %d attempt(s): %s", job.id, attempts, error)
+            log.error("job %d: failed after %d attempt(s): %s", job.id, attempts, error, extra=job_fields(job.id, job.source_path, "failed"))
             self.journal.mark_failed(job.id, error)
             self.state.jobs_failed += 1
             return
         wait = self.config.retry.backoff_seconds(attempts)
-        log.warning("job %d: attempt %d failed (%s); retrying in %.0f s", job.id, attempts, error, wait)
+        log.warning("job %d: attempt %d failed (%s); retrying in %.0f s", job.id, attempts, error, wait, extra=job_fields(job.id, job.source_path, "queued"))
         self.journal.requeue(job.id, error, self.clock.now() + wait, count_attempt=True)
 
     def _server_down(self, job: Job, error: str) -> None:

@@ -54,6 +54,7 @@ CONFIG_SCHEMA = Section(
         "state_dir": Scalar(str, "/var/lib/i2vd", "where journal.sqlite3 and the lock live; local disk"),
         "output_dir": Scalar(str, REQUIRED, "where videos go, mirroring the input tree"),
         "log_level": Scalar(str, "info", "log verbosity", choices=("debug", "info", "warning", "error")),
+        "stop_grace_seconds": Scalar(float, 30.0, "on stop, how long the running job may take to finish before it is released", minimum=0),
         "server": Section(
             {
                 "kind": Scalar(str, "builtin", "builtin (CPU preview engine) or predict (I2VGen-XL /api/predict/)", choices=("builtin", "predict")),
@@ -168,6 +169,7 @@ class Config:
     state_dir: Path
     output_dir: Path
     log_level: str
+    stop_grace_seconds: float
     server: ServerConfig
     gpu: GpuConfig
     retry: RetryPolicy
@@ -257,6 +259,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         state_dir=absolute(values["state_dir"]),
         output_dir=output_dir,
         log_level=values["log_level"],
+        stop_grace_seconds=values["stop_grace_seconds"],
         server=ServerConfig(**values["server"]),
         gpu=GpuConfig(**values["gpu"]),
         retry=RetryPolicy(**values["retry"]),

@@ -30,7 +30,6 @@ log = logging.getLogger("i2vd.daemon")
 
 JOURNAL_NAME = "journal.sqlite3"
 STATUS_EVERY_SECONDS = 1.0
-STOP_GRACE_SECONDS = 30.0
 LEASE_SWEEP_SECONDS = 60.0
 
 
@@ -180,8 +179,9 @@ class Daemon:
         if self.worker is not None:
             self.worker.interrupt()
 
-    def shutdown(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+    def shutdown(self, grace_seconds: float | None = None) -> None:
         """Stop taking work, let the running job finish within the grace, release it otherwise."""
+        grace_seconds = self.config.stop_grace_seconds if grace_seconds is None else grace_seconds
         self.request_stop()
         self.notifier.send("STOPPING=1")
         if self.intake_loop is not None:

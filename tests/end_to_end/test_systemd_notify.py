@@ -20,6 +20,7 @@ import yaml
 from i2vd.backends.base import VideoReply, VideoRequest
 from i2vd.config import load_config
 from i2vd.daemon import Daemon
+from i2vd.journal import Journal
 from i2vd.notify import Notifier
 from tests.end_to_end.harness import DaemonProcess, journal_counts, write_config
 from tests.fakes import wait_for, write_image
@@ -155,3 +156,37 @@ def test_a_hung_worker_stops_the_watchdog_pings_and_they_resume_when_it_moves(tm
         lines = [line for _, line in listener.drain()]
         listener.close()
     assert lines.index("READY=1") < lines.index("STOPPING=1")
+
+
+def test_sigterm_lets_the_running_job_finish_within_the_grace(tmp_path, fake_server, daemon_process):
+    fake_server.latency_seconds = 1.0
+    config_path = write_config(tmp_path, fake_server.url, stop_grace_seconds=20)
+    daemon = daemon_process(config_path).start()
+    write_image(tmp_path / "in" / "finishing.png", color=(7, 7, 7))
+    wait_for(lambda: fake_server.in_flight == 1, timeout=30, message="job on the server")
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.stop() == 0
+    assert journal_counts(tmp_path / "state")["done"] == 1
+    assert (tmp_path / "out" / "finishing.mp4").exists()
+
+
+def test_sigterm_releases_a_job_that_outlasts_the_grace_without_using_an_attempt(tmp_path, fake_server, daemon_process):
+    fake_server.hang()
+    config_path = write_config(tmp_path, fake_server.url, stop_grace_seconds=0.5)
+    daemon = daemon_process(config_path).start()
+    write_image(tmp_path / "in" / "slow.png", color=(8, 8, 8))
+    wait_for(lambda: fake_server.in_flight == 1, timeout=30, message="job on the server")
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.stop() == 0
+    assert "released to the queue" in daemon.log()
+    assert journal_counts(tmp_path / "state")["queued"] == 1
+    journal = Journal(tmp_path / "state" / "journal.sqlite3")
+    assert [(job.state.value, job.attempts) for job in journal.jobs()] == [("queued", 0)]
+    journal.close()
+
+    fake_server.clear_faults()
+    restarted = daemon_process(config_path).start()
+    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 1, timeout=30, message="done after restart")
+    assert restarted.stop() == 0
+    assert (tmp_path / "out" / "slow.mp4").exists()
+    assert "was running when i2vd stopped" not in restarted.log()  # released cleanly, not recovered from a crash

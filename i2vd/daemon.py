@@ -102,7 +102,7 @@ class Daemon:
                 "current_file": state.current_file,
                 "gate": self.worker.gate.detail,
                 "server": {**self.worker.backend.describe(), "down_since": state.server_down_since, "error": state.server_error},
-                "watches": [{"path": str(watch.root), "method": watch.method, "active": watch.active} for watch in self.intake_loop.watches],
+                "watches": [{"path": str(watch.root), "method": watch.method, "why": watch.reason, "active": watch.active} for watch in self.intake_loop.watches],
                 "settling": len(self.intake_loop.tracker),
                 "jobs_done_since_start": state.jobs_done,
             }

@@ -23,6 +23,7 @@ from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, 
 from i2vd.journal import Job, JobState, Journal, NewJob
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
+from i2vd.mounts import read_mounts, should_poll
 from i2vd.profiles import resolve_profile
 from i2vd.sidecars import ProfileError, SidecarError, is_sidecar_name, read_caption, read_sidecars
 from i2vd.watcher import FolderWatch, SettleTracker, is_candidate, scan
@@ -191,10 +192,12 @@ class IntakeLoop:
         self._last_scan: dict[int, float] = {}
 
     def _make_watches(self, config: Config) -> list[FolderWatch]:
-        return [
-            FolderWatch(root.path, root.poll is True, self._file_callback(index), self._folder_callback(index))
-            for index, root in enumerate(config.watch)
-        ]
+        mounts = read_mounts()
+        watches = []
+        for index, root in enumerate(config.watch):
+            poll, reason = should_poll(root.poll, root.path, mounts)
+            watches.append(FolderWatch(root.path, poll, self._file_callback(index), self._folder_callback(index), reason))
+        return watches
 
     def _file_callback(self, index: int) -> Callable[[Path], None]:
         root = self.config.watch[index]

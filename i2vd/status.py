@@ -75,7 +75,8 @@ def render_status(status: dict[str, Any]) -> str:
     if status.get("gate") and daemon["running"]:
         lines.append(f"gpu:     {status['gate']}")
     for watch in status["watches"]:
-        lines.append(f"watch:   {watch['path']} ({watch['method']}{'' if watch['active'] else ', NOT ACTIVE'})")
+        why = f": {watch['why']}" if watch.get("why") else ""
+        lines.append(f"watch:   {watch['path']} ({watch['method']}{why}{'' if watch['active'] else ', NOT ACTIVE'})")
     for group in status.get("parked", []):
         shown = ", ".join(group["files"][:3]) + (f" and {len(group['files']) - 3} more" if len(group["files"]) > 3 else "")
         lines.append(f"parked:  {len(group['files'])} job(s) ({shown}) until this is fixed: {group['reason']}")

@@ -167,9 +167,10 @@ class _EventHandler(FileSystemEventHandler):
 class FolderWatch:
     """One observer per watch root: inotify by default, polling when asked or when inotify fails."""
 
-    def __init__(self, root: Path, use_polling: bool, on_file: Callable[[Path], None], on_folder: Callable[[Path], None]):
+    def __init__(self, root: Path, use_polling: bool, on_file: Callable[[Path], None], on_folder: Callable[[Path], None], reason: str = ""):
         self.root = root
         self.use_polling = use_polling
+        self.reason = reason
         self._handler = _EventHandler(on_file, on_folder)
         self._observer: Observer | PollingObserver | None = None
 
@@ -193,8 +194,9 @@ class FolderWatch:
                 raise
             log.warning("inotify failed on %s (%s): falling back to polling", self.root, error)
             self.use_polling = True
+            self.reason = f"inotify failed: {error.strerror or error}"
             self._observer = self._start_observer(True)
-        log.info("watching %s (%s)", self.root, self.method)
+        log.info("watching %s (%s%s)", self.root, self.method, f": {self.reason}" if self.reason else "")
         return True
 
     def _start_observer(self, polling: bool) -> Observer | PollingObserver:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -13,6 +14,13 @@ from pathlib import Path
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 HASH_CHUNK = 1 << 20
+
+
+class NotRegularFile(OSError):
+    """A FIFO, a device, a folder or a link where a file was expected: never opened for reading."""
+
+    def __init__(self, path: Path):
+        super().__init__(errno.EINVAL, "not a regular file", str(path))
 
 
 class BadImage(Exception):
@@ -28,16 +36,22 @@ class ImageFacts:
     exif_camera: str | None = None
 
 
-def read_regular_file(path: Path) -> bytes:
-    """The whole file, refusing anything that is not a regular file (a FIFO would block forever)."""
+def read_regular_file(path: Path, limit: int | None = None) -> bytes:
+    """The whole file (or its first `limit` bytes), refusing anything that is not a regular file.
+
+    O_NONBLOCK and O_NOFOLLOW make the open itself safe: a FIFO would block forever,
+    a symlink could point outside the hot folder.
+    """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     descriptor = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise BadImage(f"{path.name} is not a regular file")
+            raise NotRegularFile(path)
         chunks = []
-        while chunk := os.read(descriptor, HASH_CHUNK):
+        remaining = limit
+        while (remaining is None or remaining > 0) and (chunk := os.read(descriptor, HASH_CHUNK if remaining is None else min(HASH_CHUNK, remaining))):
             chunks.append(chunk)
+            remaining = None if remaining is None else remaining - len(chunk)
         return b"".join(chunks)
     finally:
         os.close(descriptor)

@@ -68,8 +68,6 @@ class Intake:
             if known and (known.size, known.mtime_ns) == (info.st_size, info.st_mtime_ns):
                 return IntakeResult(Outcome.KNOWN, self._job(known.job_id), reason="already in the journal")
             data = read_regular_file(path)
-        except BadImage as error:
-            return IntakeResult(Outcome.NOT_READY, reason=str(error))
         except OSError as error:
             return IntakeResult(Outcome.NOT_READY, reason=f"cannot read {path}: {error.strerror}")
         sha256 = sha256_of(data)
@@ -145,8 +143,10 @@ class Intake:
                     error = "the file changed since this job was made (its new content is a job of its own)"
                 else:
                     facts = inspect_image(data, path.name)
-            except (OSError, BadImage) as problem:
-                error = str(problem) if isinstance(problem, BadImage) else f"cannot read {path}: {problem.strerror}"
+            except BadImage as problem:
+                error = str(problem)
+            except OSError as problem:
+                error = f"cannot read {path}: {problem.strerror}"
         new = self._settings(path, root, job.source_sha256, job.source_size, facts, job.profile.get("requested", "default"), error)
         if not fresh_start and (new.idem_key, new.state, new.error or new.parked) == (job.idem_key, job.state, job.last_error):
             return IntakeResult(Outcome.KNOWN, job, reason="settings unchanged")

@@ -14,12 +14,14 @@ from typing import Any, Collection
 import yaml
 
 from i2vd.config import PROFILE_FIELDS
+from i2vd.images import read_regular_file
 from i2vd.schema import Scalar, Section, did_you_mean, validate
 
 FOLDER_SIDECAR = "i2vd.yaml"
 IMAGE_SIDECAR_SUFFIX = ".yaml"
 CAPTION_SUFFIX = ".txt"
 CAPTION_LIMIT = 10_000
+SIDECAR_LIMIT = 1_000_000  # a sidecar is a few lines; a huge one is a mistake, not a reason to eat memory
 SIDECAR_SCHEMA = Section(
     {
         "profile": Scalar(str, None, "profile for the images here", nullable=True),
@@ -83,7 +85,7 @@ def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
     With `profiles`, a `profile:` naming none of them is one of the problems.
     """
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_regular_file(file, SIDECAR_LIMIT).decode("utf-8"))
     except (OSError, UnicodeDecodeError) as error:
         raise SidecarError(file, [f"cannot read: {error}"]) from None
     except yaml.YAMLError as error:
@@ -123,7 +125,7 @@ def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
 def read_caption(image: Path) -> str | None:
     """`<stem>.txt` beside the image (the A1111/SD.Next batch convention), trimmed; None when absent or empty."""
     try:
-        text = caption_path(image).read_text(encoding="utf-8", errors="replace")[:CAPTION_LIMIT].strip()
+        text = read_regular_file(caption_path(image), CAPTION_LIMIT).decode("utf-8", "replace").strip()
     except OSError:
         return None
     return text or None

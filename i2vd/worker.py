@@ -23,7 +23,7 @@ from i2vd.backends.base import Backend, BackendError, BadInput, ServerOutOfMemor
 from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER, Config
 from i2vd.gpu import VramGate
-from i2vd.images import BadImage, read_regular_file, sha256_of
+from i2vd.images import read_regular_file, sha256_of
 from i2vd.journal import Job, Journal
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
@@ -152,8 +152,8 @@ class Worker:
         except FileNotFoundError:
             self.journal.mark_failed(job.id, f"source file is gone: {job.source_path}", count_attempt=False)
             return
-        except (OSError, BadImage) as error:
-            self._job_failed(job, f"cannot read source: {error}")
+        except OSError as error:
+            self._job_failed(job, f"cannot read source: {error.strerror or error}")
             return
         if sha256_of(image) != job.source_sha256:
             self.journal.mark_failed(job.id, "source file changed after it was queued (the new content is a new job)", count_attempt=False)

@@ -20,12 +20,14 @@ The video comes back as a file reference, downloaded with `GET {prefix}/file=<pa
 from __future__ import annotations
 
 import json
+import logging
 import mimetypes
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -54,6 +56,8 @@ from i2vd.backends.gradio_protocol import (
     read_app,
 )
 from i2vd.backends.predict import BODY_EXCERPT, _decode_base64, _reason, encode_image, looks_out_of_memory
+
+log = logging.getLogger(__name__)
 
 QUEUE_PROTOCOLS = ("sse", "sse_v1", "sse_v2", "sse_v2.1", "sse_v3")
 TRANSPORTS = ("auto", "queue", "call")
@@ -98,6 +102,7 @@ class GradioBackend:
         self._lock = threading.Lock()  # guards _target and _describe_failed
         self._target: _Target | None = None
         self._describe_failed = False
+        self._last_progress = ""  # on_progress hears each new message once
 
     # -- the Backend interface -------------------------------------------------------------
     def describe(self) -> dict[str, str]:
@@ -120,6 +125,7 @@ class GradioBackend:
     def generate(self, request: VideoRequest) -> VideoReply:
         started = time.monotonic()
         deadline = started + self.timeout_seconds
+        self._last_progress = ""
         try:
             target = self._ensure_target()
             if target.app.is_v3:
@@ -131,6 +137,10 @@ class GradioBackend:
             video = self._video(target, outputs, deadline)
         except ServerUnavailable:
             self._forget()
+            raise
+        except BackendError as error:
+            if getattr(error, "status", None) == 404:  # the app may have restarted with other routes
+                self._forget()
             raise
         except _Deadline:
             raise BackendError(f"no result within {self.timeout_seconds:g} s from {self.url}") from None
@@ -163,15 +173,24 @@ class GradioBackend:
         endpoint = target.mapping.endpoint
         body = {"data": target.mapping.arguments(request, encode_image(request, "data_url")), "fn_index": endpoint.fn_index}
         name = endpoint.api_name or "predict"
-        paths = [target.v3_http_path] if target.v3_http_path else [] if target.v3_http_path == "" else [f"/run/{name}", f"/api/{name}/"]
+        if target.v3_http_path is None:
+            paths = [f"/run/{name}", f"/api/{name}/"]
+        else:  # what answered before, or nothing once the app refused direct calls
+            paths = [target.v3_http_path] if target.v3_http_path else []
         for path in paths:
             response = self._http("POST", path, deadline, allow=(404, 500), json=body)
             if response.status_code == 404:
                 continue
             target.v3_http_path = path
-            reply = _json(response, f"POST {path}")
-            if response.status_code == 500 or (isinstance(reply, dict) and "error" in reply and "data" not in reply):
-                raise _app_error(reply.get("error") if isinstance(reply, dict) else reply)
+            try:
+                reply = response.json()
+            except ValueError:
+                raise _http_error(response, f"POST {path}") if response.status_code >= 400 else \
+                    BadReply(f"POST {path} answered no JSON: {response.text[:BODY_EXCERPT]!r}") from None
+            if isinstance(reply, dict) and "error" in reply and "data" not in reply:
+                raise _app_error(reply["error"])
+            if response.status_code >= 400:
+                raise _http_error(response, f"POST {path}")
             if not isinstance(reply, dict) or not isinstance(reply.get("data"), list):
                 raise BadReply(f"POST {path} answered without a data list: {response.text[:BODY_EXCERPT]!r}")
             return reply["data"]
@@ -180,7 +199,7 @@ class GradioBackend:
 
     def _run_v3_websocket(self, target: _Target, body: dict, deadline: float) -> list:
         try:
-            from websockets.exceptions import InvalidStatus, WebSocketException
+            from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
             from websockets.sync.client import connect
         except ImportError:
             raise AppMismatch(f"the Gradio {target.app.version} app at {self.url} takes jobs only through its websocket "
@@ -210,15 +229,19 @@ class GradioBackend:
                         return self._completed(message)
                     else:
                         self._report(message)
-        except (ConnectionRefusedError, InvalidStatus, OSError, WebSocketException) as error:
-            if isinstance(error, InvalidStatus) or not isinstance(error, (ConnectionRefusedError, OSError)):
-                raise BackendError(f"websocket queue of {self.url} failed: {error}") from None
+        except InvalidStatus as error:
+            raise BackendError(f"the websocket queue {ws_url} refused the connection: {error}") from None
+        except ConnectionClosed as error:
+            raise ServerUnavailable(f"the websocket queue {ws_url} closed mid-job: {error}") from None
+        except (OSError, WebSocketException) as error:  # refused, DNS, open timeout, a failed handshake
             raise ServerUnavailable(f"cannot reach {ws_url}: {_reason(error)}") from None
+        except ValueError:
+            raise BadReply(f"the websocket queue {ws_url} sent a message that is not JSON") from None
 
     # -- Gradio 4.x-6.x --------------------------------------------------------------------
     def _upload(self, target: _Target, request: VideoRequest, deadline: float) -> dict:
-        suffix = "".join(c for c in mimetypes.guess_extension(mimetypes.guess_type(request.image_name)[0] or "") or ".png" if c.isalnum() or c == ".")
-        name = "input" + suffix
+        suffix = PurePath(request.image_name).suffix.lower()
+        name = "input" + (suffix if suffix[1:].isalnum() and len(suffix) <= 6 else "")  # the app's file name: plain ASCII
         path = f"{target.app.api_prefix}/upload"
         response = self._http("POST", path, deadline, allow=(413,),
                               files={"files": (name, request.image, mimetypes.guess_type(name)[0] or "application/octet-stream")})
@@ -323,8 +346,12 @@ class GradioBackend:
     def _report(self, message: Any) -> None:
         if self.on_progress is not None and isinstance(message, dict):
             text = progress_message(message)
-            if text:
-                self.on_progress(text)
+            if text and text != self._last_progress:
+                self._last_progress = text
+                try:
+                    self.on_progress(text)
+                except Exception:  # a broken observer must not fail the job
+                    log.exception("on_progress callback failed")
 
     # -- the video -------------------------------------------------------------------------
     def _video(self, target: _Target, outputs: list, deadline: float) -> bytes:
@@ -481,12 +508,17 @@ def _is_read_timeout(error: Exception) -> bool:
 
 
 def _http_error(response: requests.Response, what: str) -> BackendError:
-    text = response.text
+    text, status = response.text, response.status_code
     if looks_out_of_memory(text):
-        return ServerOutOfMemory(f"server out of GPU memory (HTTP {response.status_code} on {what}): {text[:BODY_EXCERPT]}")
-    if response.status_code in (502, 503, 504):
-        return ServerUnavailable(f"server unavailable (HTTP {response.status_code} on {what}): {text[:BODY_EXCERPT]}")
-    return BackendError(f"HTTP {response.status_code} on {what}: {text[:BODY_EXCERPT]}")
+        error: BackendError = ServerOutOfMemory(f"server out of GPU memory (HTTP {status} on {what}): {text[:BODY_EXCERPT]}")
+    elif status in (502, 503, 504):
+        error = ServerUnavailable(f"server unavailable (HTTP {status} on {what}): {text[:BODY_EXCERPT]}")
+    elif status in (401, 403):
+        error = AppMismatch(f"the app wants a login (HTTP {status} on {what}), which i2vd does not do")
+    else:
+        error = BackendError(f"HTTP {status} on {what}: {text[:BODY_EXCERPT]}")
+    error.status = status  # type: ignore[attr-defined]
+    return error
 
 
 def _app_error(output: Any) -> BackendError:

@@ -410,7 +410,7 @@ def iter_sse(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
             continue
         else:
             name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             if name == "event":
                 event = value
             elif name == "data":

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import ExifTags, Image
 
-from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
+from i2vd.images import BadImage, ImageFacts, NotRegularFile, inspect_image, read_regular_file, sha256_of
 from tests.fakes import write_image
 
 
@@ -159,13 +159,13 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
         thread.join(timeout=5)
         pytest.fail("read_regular_file blocked on a FIFO")
     [result] = outcome
-    assert isinstance(result, BadImage)
-    assert str(result) == "x.jpg is not a regular file"
+    assert isinstance(result, NotRegularFile)
+    assert (result.strerror, result.filename) == ("not a regular file", str(fifo))
 
 
 def test_a_directory_named_like_an_image_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x.jpg").mkdir()
-    with pytest.raises(BadImage, match=r"^x\.jpg is not a regular file$"):
+    with pytest.raises(NotRegularFile, match="not a regular file"):
         read_regular_file(tmp_path / "x.jpg")
 
 

@@ -1,0 +1,150 @@
+"""`i2vd probe URL`: what kind of server a URL is, and how i2vd would call it.
+
+For a Gradio app: its version, protocol and API prefix, every endpoint with its parameters,
+where they were read (/info, or /config when /info is hidden or broken), the endpoint i2vd
+would call and the value each parameter would get, or why i2vd cannot use the app. A URL
+that is not Gradio but answers on the /predict path is named as such (`server.kind: predict`).
+Probing only reads: GET requests, no job is started.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from i2vd import __version__
+from i2vd.backends.base import ServerUnavailable
+from i2vd.backends.gradio import QUEUE_PROTOCOLS, discover_app
+from i2vd.backends.gradio_protocol import AppMismatch, Endpoint, ParameterMap, build_mapping, choose_endpoint, input_problems
+
+PREDICT_PATHS = ("/api/predict/", "/run/predict", "/predict")
+
+
+@dataclass
+class ProbeReport:
+    url: str
+    kind: str  # "gradio" | "predict" | "unknown" | "unreachable"
+    version: str | None = None
+    protocol: str | None = None
+    api_prefix: str | None = None
+    source: str | None = None  # "info" | "config": where the chosen endpoint's parameters were read
+    info_problem: str | None = None
+    endpoints: list[Endpoint] = field(default_factory=list)
+    endpoint: str | None = None  # the endpoint i2vd would call ("/generate", "fn_index 3")
+    transport: str | None = None
+    mapping: ParameterMap | None = None
+    problem: str | None = None  # why i2vd cannot use this server as configured
+    suggestion: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None and (self.kind == "predict" or self.mapping is not None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url, "kind": self.kind, "usable": self.usable, "version": self.version,
+            "protocol": self.protocol, "api_prefix": self.api_prefix, "source": self.source,
+            "info_problem": self.info_problem, "endpoints": [e.as_dict() for e in self.endpoints],
+            "endpoint": self.endpoint, "transport": self.transport,
+            "mapping": self.mapping.as_dict() if self.mapping else None,
+            "problem": self.problem, "suggestion": self.suggestion,
+        }
+
+    def render(self) -> str:
+        lines = [f"{self.url}: {self._kind_text()}"]
+        if self.kind == "gradio":
+            sources = "/info" if self.source == "info" else "/config" + (f"; /info: {self.info_problem}" if self.info_problem else "")
+            lines.append(f"endpoints (parameters read from {sources}):")
+            for endpoint in self.endpoints:
+                lines.extend(_endpoint_lines(endpoint))
+        if self.mapping is not None:
+            lines.append(f"i2vd would call {self.endpoint} ({self.transport}) with:")
+            width = max((len(b.parameter.name) for b in self.mapping.bindings), default=0)
+            for binding in self.mapping.bindings:
+                lines.append(f"  {binding.parameter.name:<{width}}  <- {binding.describe()}")
+            if self.mapping.unused_fields:
+                lines.append(f"  (not sent: {', '.join(self.mapping.unused_fields)})")
+        if self.problem:
+            lines.append(f"i2vd cannot use it: {self.problem}")
+        if self.suggestion:
+            lines.append(f"suggestion: {self.suggestion}")
+        return "\n".join(lines)
+
+    def _kind_text(self) -> str:
+        if self.kind == "gradio":
+            prefix = f", API prefix {self.api_prefix}" if self.api_prefix else ""
+            return f"Gradio {self.version} app (protocol {self.protocol}{prefix})"
+        if self.kind == "predict":
+            return "not a Gradio app, but an I2VGen-XL style /predict server"
+        if self.kind == "unreachable":
+            return "no server answers"
+        return "not a Gradio app and no /predict server"
+
+
+def probe(url: str, *, api_name: str | None = None, inputs: dict | None = None, timeout_seconds: float = 10,
+          session: requests.Session | None = None) -> ProbeReport:
+    url = url.rstrip("/")
+    own_session = session is None
+    session = session or requests.Session()
+    session.headers.setdefault("User-Agent", f"i2vd/{__version__}")
+    try:
+        return _probe(session, url, api_name, inputs, timeout_seconds)
+    finally:
+        if own_session:
+            session.close()
+
+
+def _probe(session: requests.Session, url: str, api_name: str | None, inputs: dict | None, timeout: float) -> ProbeReport:
+    try:
+        app = discover_app(session, url, timeout, timeout)
+    except AppMismatch as error:
+        return _not_gradio(session, url, str(error), timeout)
+    except ServerUnavailable as error:
+        return ProbeReport(url, "unreachable", problem=str(error))
+    report = ProbeReport(url, "gradio", app.version, app.protocol, app.api_prefix, app.source, app.info_problem,
+                         list(app.endpoints))
+    if app.is_v3:
+        report.transport = "POST /run/<api>, or the websocket queue when the app refuses direct calls"
+    else:
+        report.transport = "queue: POST {0}/queue/join + GET {0}/queue/data".format(app.api_prefix) \
+            if app.protocol in QUEUE_PROTOCOLS else "POST {0}/call/<api> + its event stream".format(app.api_prefix)
+    problems = input_problems(inputs)
+    if problems:
+        report.problem = "; ".join(problems)
+        return report
+    try:
+        endpoint = choose_endpoint(app, api_name)
+        report.endpoint, report.source = endpoint.title, endpoint.source
+        report.mapping = build_mapping(endpoint, inputs)
+    except AppMismatch as error:
+        report.problem = str(error)
+    return report
+
+
+def _not_gradio(session: requests.Session, url: str, reason: str, timeout: float) -> ProbeReport:
+    for path in PREDICT_PATHS:
+        try:
+            response = session.get(url + path, timeout=(timeout, timeout))
+        except requests.RequestException:
+            break
+        if response.status_code == 405:  # the path exists and takes POST only
+            return ProbeReport(url, "predict", problem=None,
+                               suggestion=f"use server.kind: predict (server.path: {path})" if path != "/api/predict/"
+                               else "use server.kind: predict")
+    return ProbeReport(url, "unknown", problem=reason)
+
+
+def _endpoint_lines(endpoint: Endpoint) -> list[str]:
+    visibility = "" if endpoint.public else ", hidden"
+    lines = [f"  {endpoint.title} (fn_index {endpoint.fn_index}{visibility})"]
+    for parameter in endpoint.parameters:
+        default = f"default {json.dumps(parameter.default)}" if parameter.has_default else "required"
+        label = f" {parameter.label!r}" if parameter.label and parameter.label != parameter.name else ""
+        type_text = f" {parameter.python_type}" if parameter.python_type else ""
+        lines.append(f"    {parameter.slot}: {parameter.name}{label} [{parameter.component}{type_text}] {default}")
+    returns = ", ".join(f"{r.component}" + (f" {r.label!r}" if r.label else "") for r in endpoint.returns) or "nothing"
+    lines.append(f"    returns: {returns}")
+    return lines

@@ -63,6 +63,7 @@ def check_root(config: Config, root_path: Path, start: Path, problems: list[str]
             resolved = resolve_profile(config, Path(relative.as_posix()), facts, "default", read_sidecars(root.path, path), caption=read_caption(path))
         except SidecarError as error:
             rows.append(Row(str(relative), error=f"parked: {error}"))
+            problems.extend(f"{error.file}: {problem}" for problem in error.problems)
             continue
         except (ProfileError, BadImage) as error:
             rows.append(Row(str(relative), error=str(error)))
@@ -71,6 +72,10 @@ def check_root(config: Config, root_path: Path, start: Path, problems: list[str]
         video = default_video_path(root.output_dir, relative.as_posix(), resolved.output_name)
         rows.append(Row(str(relative), resolved.name, resolved.prompt, _parameters(resolved.params), str(video.relative_to(root.output_dir))))
     return rows
+
+
+def _fit(text: str, width: int) -> str:
+    return (text if len(text) <= width else text[: width - 1] + "…").ljust(width)
 
 
 def render_rows(rows: list[Row]) -> list[str]:
@@ -83,7 +88,7 @@ def render_rows(rows: list[Row]) -> list[str]:
         if row.error:
             lines.append(f"{row.image.ljust(widths['image'])}  ERROR: {row.error}")
             continue
-        cells = [getattr(row, name)[: widths[name]].ljust(widths[name]) for name in columns]
+        cells = [_fit(getattr(row, name), widths[name]) for name in columns]
         lines.append("  ".join(cells) + "  " + row.output)
     return lines
 

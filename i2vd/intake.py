@@ -148,7 +148,9 @@ class Intake:
             except OSError as problem:
                 error = f"cannot read {path}: {problem.strerror}"
         new = self._settings(path, root, job.source_sha256, job.source_size, facts, job.profile.get("requested", "default"), error)
-        if not fresh_start and (new.idem_key, new.state, new.error or new.parked) == (job.idem_key, job.state, job.last_error):
+        # A queued job's last_error is its previous attempt's, not a settings problem: compare what settings decide.
+        settings_problem = None if job.state is JobState.QUEUED else job.last_error
+        if not fresh_start and (new.idem_key, new.state, new.error or new.parked) == (job.idem_key, job.state, settings_problem):
             return IntakeResult(Outcome.KNOWN, job, reason="settings unchanged")
         states = (JobState.FAILED, JobState.DONE) if fresh_start else (JobState.QUEUED, JobState.PARKED)
         updated, other = self.journal.reresolve(job.id, new, from_states=states, fresh_start=fresh_start)

@@ -38,11 +38,16 @@ def candidates(first: Path) -> Iterator[Path]:
         number += 1
 
 
-def record_key(video: Path) -> str | None:
+def _record(video: Path) -> dict[str, Any]:
     try:
-        return json.loads(record_path(video).read_text(encoding="utf-8")).get("idempotency_key")
-    except (OSError, ValueError, AttributeError):
-        return None
+        record = json.loads(record_path(video).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def record_key(video: Path) -> str | None:
+    return _record(video).get("idempotency_key")
 
 
 def is_complete(video: Path, idem_key: str) -> bool:
@@ -50,10 +55,18 @@ def is_complete(video: Path, idem_key: str) -> bool:
     return video.is_file() and record_key(video) == idem_key
 
 
-def choose_path(first: Path, idem_key: str, claim: Callable[[Path], bool]) -> Path:
-    """The first candidate that is free on disk (or already this job's) and that `claim` records for us."""
+def choose_path(first: Path, idem_key: str, claim: Callable[[Path], bool], job: tuple[int, str] | None = None) -> Path:
+    """The first candidate that is free on disk (or already this job's) and that `claim` records for us.
+
+    A video is this job's when its record carries the job's key, or the job's (id,
+    source sha256): a retried job with new settings replaces its own earlier video
+    instead of adding `-1` (the sha guards against ids reused by a new journal).
+    """
     for candidate in candidates(first):
-        taken_on_disk = (candidate.exists() or record_path(candidate).exists()) and record_key(candidate) != idem_key
+        record = _record(candidate)
+        recorded_job = (record.get("job_id"), (record.get("source") or {}).get("sha256"))
+        ours = record.get("idempotency_key") == idem_key or (job is not None and recorded_job == job)
+        taken_on_disk = (candidate.exists() or record_path(candidate).exists()) and not ours
         if not taken_on_disk and claim(candidate):
             return candidate
     raise AssertionError("unreachable: candidates() never ends")

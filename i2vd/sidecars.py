@@ -7,6 +7,7 @@ validated with the same schema as the config, so an error names the file and key
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection
@@ -86,8 +87,11 @@ def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
     """
     try:
         data = yaml.safe_load(read_regular_file(file, SIDECAR_LIMIT).decode("utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise SidecarError(file, [f"cannot read: {error}"]) from None
+    except OSError as error:
+        reason = "it is a symbolic link; sidecars must be regular files" if error.errno == errno.ELOOP else error.strerror
+        raise SidecarError(file, [f"cannot read: {reason}"]) from None
+    except UnicodeDecodeError as error:
+        raise SidecarError(file, [f"cannot read: not UTF-8 text ({error})"]) from None
     except yaml.YAMLError as error:
         raise SidecarError(file, [f"not valid YAML: {error}"]) from None
     problems: list[str] = []

@@ -154,6 +154,8 @@ class _EventHandler(FileSystemEventHandler):
         try:
             if event.event_type in ("opened", "closed_no_write") or (event.is_directory and event.event_type == "deleted"):
                 return
+            if event.event_type == "moved" and not event.is_directory:
+                self._on_file(Path(os.fsdecode(event.src_path)))  # the old name is gone: a sidecar renamed away matters
             path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
             if event.is_directory:
                 if event.event_type in ("created", "moved"):

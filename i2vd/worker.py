@@ -201,7 +201,7 @@ class Worker:
         root = self.config.root_for(Path(job.root)) if job.root else None
         output_dir = root.output_dir if root else self.config.output_dir
         first = output.default_video_path(output_dir, job.rel_path, job.output_name)
-        return output.choose_path(first, job.idem_key, lambda candidate: self.journal.set_output_path(job.id, str(candidate)))
+        return output.choose_path(first, job.idem_key, lambda candidate: self.journal.set_output_path(job.id, str(candidate)), job=(job.id, job.source_sha256))
 
     def _comment(self, job: Job) -> str:
         return f"i2vd {__version__}; profile={job.profile_name}; source_sha256={job.source_sha256}; prompt={job.prompt}"

@@ -242,3 +242,13 @@ def test_temp_files_of_a_crashed_attempt_are_cleared_and_the_next_write_succeeds
     write_video(final, 7, mp4_bytes, record_for(), COMMENT)
     assert is_complete(final, KEY)
     assert temp_files(tmp_path) == []
+
+
+def test_a_retried_job_with_new_settings_takes_back_its_own_video_but_not_a_namesake(tmp_path: Path) -> None:
+    first = tmp_path / "shore.mp4"
+    first.write_bytes(b"old video")
+    record_path(first).write_text(json.dumps({"idempotency_key": "old-key", "job_id": 7, "source": {"sha256": "abc"}}))
+    claimed: list[Path] = []
+    assert choose_path(first, "new-key", lambda path: claimed.append(path) or True, job=(7, "abc")) == first
+    # the same id from another journal, for another image: not ours
+    assert choose_path(first, "new-key", lambda path: True, job=(7, "def")) == tmp_path / "shore-1.mp4"

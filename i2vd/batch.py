@@ -15,15 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from i2vd.backends import make_backend
 from i2vd.clock import Clock
 from i2vd.config import Config
-from i2vd.gpu import VramGate
 from i2vd.intake import Intake, IntakeResult, Outcome
 from i2vd.journal import JobState, Journal
 from i2vd.lock import AlreadyRunning, StateLock
 from i2vd.watcher import scan
-from i2vd.worker import Worker
+from i2vd.worker import Worker, build_workers
 
 POLL_SECONDS = 0.2
 
@@ -67,27 +65,34 @@ def run_batch(config: Config, folder: Path, *, profile_name: str = "default", ou
         own_worker = False
     journal = Journal(journal_path(config))
     stop = threading.Event()
-    worker_thread = None
+    workers: list[Worker] = []
+    threads: list[threading.Thread] = []
     try:
         if own_worker:
             journal.recover_running(config.retry.max_interruptions)
+        Intake(config, journal).reresolve_under(folder, parked_only=True)  # sidecars fixed since the last run
         results = enqueue_paths(config, journal, [folder], profile_name)
         job_ids = sorted({result.job.id for _, result in results if result.job is not None})
         rejected = [(path, result) for path, result in results if result.job is None and result.outcome is not Outcome.KNOWN]
         if own_worker:
-            worker = Worker(config, journal, make_backend(config.server), VramGate.from_config(config.gpu, Clock()))
-            worker_thread = threading.Thread(target=worker.run, args=(stop,), kwargs={"burst": True}, name="i2vd-batch-worker", daemon=True)
-            worker_thread.start()
+            workers = build_workers(config, journal, Clock())
+            for index, worker in enumerate(workers):
+                threads.append(threading.Thread(target=worker.run, args=(stop,), kwargs={"burst": True}, name=f"i2vd-batch-worker-{index}", daemon=True))
+                threads[-1].start()
         finished = _follow(journal, job_ids, console)
-        failed = [journal.job(job_id) for job_id, state in journal.states(job_ids).items() if state is JobState.FAILED]
+        states = journal.states(job_ids)
+        failed = [journal.job(job_id) for job_id, state in states.items() if state is JobState.FAILED]
+        parked = [journal.job(job_id) for job_id, state in states.items() if state is JobState.PARKED]
     except KeyboardInterrupt:
         console.print("interrupted: run the same command again to resume")
         return 130
     finally:
         stop.set()
-        if worker_thread is not None:
+        for worker in workers:
             worker.interrupt()
-            worker_thread.join()
+        for thread in threads:
+            thread.join()
+        for worker in workers:
             worker.backend.close()
         journal.close()
         lock.release()
@@ -95,13 +100,16 @@ def run_batch(config: Config, folder: Path, *, profile_name: str = "default", ou
         console.print(f"skipped {path}: {result.reason}")
     for job in failed:
         console.print(f"failed  job {job.id} {job.rel_path}: {job.last_error}")
-    console.print(f"{finished - len(failed)} done, {len(failed)} failed, {len(rejected)} skipped of {len(job_ids) + len(rejected)} image(s)")
-    return 1 if failed or rejected else 0
+    for job in parked:
+        console.print(f"parked  job {job.id} {job.rel_path}: {job.last_error} (fix it and run batch again)")
+    done = finished - len(failed) - len(parked)
+    console.print(f"{done} done, {len(failed)} failed, {len(parked)} parked, {len(rejected)} skipped of {len(job_ids) + len(rejected)} image(s)")
+    return 1 if failed or parked or rejected else 0
 
 
 def _follow(journal: Journal, job_ids: list[int], console: Console) -> int:
     """Progress until every job of the batch is done or failed; returns how many finished."""
-    finished_states = (JobState.DONE, JobState.FAILED)
+    finished_states = (JobState.DONE, JobState.FAILED, JobState.PARKED)  # parked waits for a person, not for us
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     stop = threading.Event()
     with Progress(*columns, console=console, transient=False) as progress:

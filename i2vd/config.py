@@ -49,36 +49,39 @@ PROFILE_FIELDS = {
 }
 PROFILE_SCHEMA = Section(PROFILE_FIELDS, "a prompt profile; every field inherits from `default`")
 
+SERVER_FIELDS = {
+    "kind": Scalar(str, "builtin", "builtin (CPU preview engine) or predict (I2VGen-XL /api/predict/)", choices=("builtin", "predict")),
+    "url": Scalar(str, "http://127.0.0.1:7860", "the server's base URL"),
+    "path": Scalar(str, "/api/predict/", "predict endpoint path on the server"),
+    "timeout_seconds": Scalar(float, 900.0, "longest one video may take", minimum=1),
+    "connect_timeout_seconds": Scalar(float, 10.0, "longest a connection may take to open", minimum=0.1),
+    "image_encoding": Scalar(str, "base64", "how the image is sent: base64 or data_url", choices=("base64", "data_url")),
+}
+GPU_FIELDS = {
+    "enabled": Scalar(object, "auto", "auto (on when NVML finds a GPU), true or false", check=_auto_or_bool),
+    "source": Scalar(str, "nvml", "nvml, command or none", choices=("nvml", "command", "none")),
+    "max_used_mb": Scalar(int, 10000, "wait while the GPU uses more than this", minimum=0, nullable=True),
+    "min_free_mb": Scalar(int, None, "wait while the GPU has less free than this", minimum=0, nullable=True),
+    "poll_seconds": Scalar(float, 5.0, "how often a closed gate reads again", minimum=0.05),
+    "index": Scalar(int, 0, "NVML index of the GPU", minimum=0),
+    "command": Scalar(str, None, "with source: command, prints used MiB", nullable=True),
+    "on_error": Scalar(str, "wait", "when the GPU cannot be read: wait or proceed", choices=("wait", "proceed")),
+}
+
 CONFIG_SCHEMA = Section(
     {
         "state_dir": Scalar(str, "/var/lib/i2vd", "where journal.sqlite3 and the lock live; local disk"),
         "output_dir": Scalar(str, REQUIRED, "where videos go, mirroring the input tree"),
         "log_level": Scalar(str, "info", "log verbosity", choices=("debug", "info", "warning", "error")),
         "stop_grace_seconds": Scalar(float, 30.0, "on stop, how long the running job may take to finish before it is released", minimum=0),
-        "server": Section(
-            {
-                "kind": Scalar(str, "builtin", "builtin (CPU preview engine) or predict (I2VGen-XL /api/predict/)", choices=("builtin", "predict")),
-                "url": Scalar(str, "http://127.0.0.1:7860", "the server's base URL"),
-                "path": Scalar(str, "/api/predict/", "predict endpoint path on the server"),
-                "timeout_seconds": Scalar(float, 900.0, "longest one video may take", minimum=1),
-                "connect_timeout_seconds": Scalar(float, 10.0, "longest a connection may take to open", minimum=0.1),
-                "image_encoding": Scalar(str, "base64", "how the image is sent: base64 or data_url", choices=("base64", "data_url")),
-            },
-            "the image-to-video server",
+        "server": Section(SERVER_FIELDS, "the image-to-video server (or use `servers:` for several)"),
+        "servers": ListOf(
+            Section({"name": Scalar(str, None, "a short name for status and the log", nullable=True), **SERVER_FIELDS, "gpu": Section(GPU_FIELDS, "this server's own VRAM gate (keys not given come from `gpu:`)", partial=True)}),
+            "several servers (one per GPU), each pulling jobs from the one journal",
+            default=None,
+            min_items=1,
         ),
-        "gpu": Section(
-            {
-                "enabled": Scalar(object, "auto", "auto (on when NVML finds a GPU), true or false", check=_auto_or_bool),
-                "source": Scalar(str, "nvml", "nvml, command or none", choices=("nvml", "command", "none")),
-                "max_used_mb": Scalar(int, 10000, "wait while the GPU uses more than this", minimum=0, nullable=True),
-                "min_free_mb": Scalar(int, None, "wait while the GPU has less free than this", minimum=0, nullable=True),
-                "poll_seconds": Scalar(float, 5.0, "how often a closed gate reads again", minimum=0.05),
-                "index": Scalar(int, 0, "NVML index of the GPU", minimum=0),
-                "command": Scalar(str, None, "with source: command, prints used MiB", nullable=True),
-                "on_error": Scalar(str, "wait", "when the GPU cannot be read: wait or proceed", choices=("wait", "proceed")),
-            },
-            "the VRAM gate",
-        ),
+        "gpu": Section(GPU_FIELDS, "the VRAM gate"),
         "retry": Section(
             {
                 "attempts": Scalar(int, 3, "tries per job before it fails", minimum=1, maximum=100),
@@ -142,6 +145,15 @@ class GpuConfig:
 
 
 @dataclass(frozen=True)
+class ServerEntry:
+    """One server and the gate of the GPU it runs on: one worker each."""
+
+    name: str
+    server: ServerConfig
+    gpu: GpuConfig
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 3
     initial_backoff_seconds: float = 10.0
@@ -170,11 +182,16 @@ class Config:
     output_dir: Path
     log_level: str
     stop_grace_seconds: float
-    server: ServerConfig
+    servers: tuple[ServerEntry, ...]
     gpu: GpuConfig
     retry: RetryPolicy
     watch: tuple[WatchRoot, ...]
     profiles: dict[str, dict[str, Any]]
+
+    @property
+    def server(self) -> ServerConfig:
+        """The first (often the only) server."""
+        return self.servers[0].server
 
     def profile(self, name: str) -> dict[str, Any]:
         """The named profile with everything it does not set taken from `default`."""
@@ -232,6 +249,16 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     gpu = values.get("gpu") or {}
     if gpu.get("source") == "command" and gpu.get("enabled") is not False and not gpu.get("command"):
         problems.append("gpu.command: is required when gpu.source is command")
+    if isinstance(data, dict) and "servers" in data:
+        if "server" in data:
+            problems.append("server: give either `server` or `servers`, not both")
+        for index, entry in enumerate(values.get("servers") or []):
+            merged = {**gpu, **(entry.get("gpu") or {})}
+            if merged.get("source") == "command" and merged.get("enabled") is not False and not merged.get("command"):
+                problems.append(f"servers[{index}].gpu.command: is required when gpu.source is command")
+        names = [entry.get("name") or entry.get("url") for entry in values.get("servers") or []]
+        for name in {name for name in names if names.count(name) > 1}:
+            problems.append(f"servers: {name!r} appears twice: give each server its own name")
     if problems:
         raise ConfigError(source, problems)
     base = base_dir or Path.cwd()
@@ -260,12 +287,25 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         output_dir=output_dir,
         log_level=values["log_level"],
         stop_grace_seconds=values["stop_grace_seconds"],
-        server=ServerConfig(**values["server"]),
+        servers=_server_entries(values, raw_servers_given=isinstance(data, dict) and "servers" in data),
         gpu=GpuConfig(**values["gpu"]),
         retry=RetryPolicy(**values["retry"]),
         watch=roots,
         profiles=profiles,
     )
+
+
+def _server_entries(values: dict[str, Any], raw_servers_given: bool) -> tuple[ServerEntry, ...]:
+    default_gpu = values["gpu"]
+    if not raw_servers_given:
+        server = ServerConfig(**values["server"])
+        return (ServerEntry(name=server.kind if server.kind == "builtin" else server.url, server=server, gpu=GpuConfig(**default_gpu)),)
+    entries = []
+    for entry in values["servers"]:
+        fields = {key: entry[key] for key in SERVER_FIELDS}
+        server = ServerConfig(**fields)
+        entries.append(ServerEntry(name=entry["name"] or server.url, server=server, gpu=GpuConfig(**{**default_gpu, **(entry.get("gpu") or {})})))
+    return tuple(entries)
 
 
 def _with_full_default(profiles: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -24,7 +24,7 @@ from i2vd.journal import Journal
 from i2vd.liveness import DEFAULT_MARGIN_SECONDS, Heartbeat
 from i2vd.lock import StateLock
 from i2vd.notify import Notifier
-from i2vd.worker import Worker
+from i2vd.worker import Worker, build_workers
 
 log = logging.getLogger("i2vd.daemon")
 
@@ -53,7 +53,7 @@ class Daemon:
         self.lock = StateLock(config.state_dir)
         self._threads: list[threading.Thread] = []
         self.journal: Journal | None = None
-        self.worker: Worker | None = None
+        self.workers: list[Worker] = []
         self.intake_loop: IntakeLoop | None = None
         self.started_at = self.clock.now()
 
@@ -63,21 +63,25 @@ class Daemon:
         self.journal = Journal(journal_path(self.config), self.clock)
         for job in self.journal.recover_running(self.config.retry.max_interruptions):
             log.warning("job %d (%s) was running when i2vd stopped: %s", job.id, job.rel_path, job.state.value)
-        backend = self._backend or make_backend(self.config.server)
-        gate = VramGate.from_config(self.config.gpu, self.clock, self._gpu_reader)
-        self.worker = Worker(self.config, self.journal, backend, gate, self.clock)
-        intake = Intake(self.config, self.journal, on_queued=lambda job: self.worker.interrupt())
+        self.workers = build_workers(self.config, self.journal, self.clock, backend=self._backend, gpu_reader=self._gpu_reader)
+        intake = Intake(self.config, self.journal, on_queued=lambda job: self._wake_workers())
         self.intake_loop = IntakeLoop(self.config, intake, self.clock)
         for heartbeat in self._heartbeats():
             heartbeat.margin_seconds = self.liveness_margin_seconds
             heartbeat.beat()
         self.intake_loop.start_watches()
         self._spawn("i2vd-intake", self.intake_loop.run, self.stop_event)
-        self._spawn("i2vd-worker", self.worker.run, self.stop_event)
-        self.journal.publish_status({"pid": os.getpid(), "version": __version__, "started_at": self.started_at, "server": backend.describe()})
+        for index, worker in enumerate(self.workers):
+            self._spawn(f"i2vd-worker-{index}", worker.run, self.stop_event)
+        self.journal.publish_status({"pid": os.getpid(), "version": __version__, "started_at": self.started_at})
         self.publish_status()
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
-        log.info("i2vd %s running: %d watch root(s), server %s", __version__, len(self.config.watch), backend.describe()["url"])
+        servers = ", ".join(worker.backend.describe()["url"] for worker in self.workers)
+        log.info("i2vd %s running: %d watch root(s), server(s) %s", __version__, len(self.config.watch), servers)
+
+    def _wake_workers(self) -> None:
+        for worker in self.workers:
+            worker.interrupt()
 
     def _spawn(self, name: str, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -87,29 +91,28 @@ class Daemon:
     def status_line(self) -> str:
         counts = self.journal.counts()
         line = f"{counts['queued']} queued, {counts['running']} running, {counts['done']} done, {counts['failed']} failed"
-        if self.worker.state.server_down_since is not None:
-            line += "; server down"
-        if self.worker.state.current_file:
-            line += f"; working on {self.worker.state.current_file}"
+        if counts["parked"]:
+            line += f", {counts['parked']} parked"
+        down = sum(worker.state.server_down_since is not None for worker in self.workers)
+        if down:
+            line += f"; {down} server(s) down"
+        working = [worker.state.current_file for worker in self.workers if worker.state.current_file]
+        if working:
+            line += f"; working on {', '.join(working)}"
         return line
 
     def publish_status(self) -> None:
-        state = self.worker.state
         self.journal.publish_status(
             {
                 "heartbeat_at": self.clock.now(),
-                "current_job": state.current_job,
-                "current_file": state.current_file,
-                "gate": self.worker.gate.detail,
-                "server": {**self.worker.backend.describe(), "down_since": state.server_down_since, "error": state.server_error},
+                "servers": [worker.status() for worker in self.workers],
                 "watches": [{"path": str(watch.root), "method": watch.method, "why": watch.reason, "active": watch.active} for watch in self.intake_loop.watches],
                 "settling": len(self.intake_loop.tracker),
-                "jobs_done_since_start": state.jobs_done,
             }
         )
 
     def _heartbeats(self) -> list[Heartbeat]:
-        return [self.worker.heartbeat, self.intake_loop.heartbeat]
+        return [worker.heartbeat for worker in self.workers] + [self.intake_loop.heartbeat]
 
     def _working(self) -> bool:
         """Every working loop keeps its promise; a hung one is reported once and stops the watchdog pings."""
@@ -136,8 +139,13 @@ class Daemon:
             new = load_config(self.config_path)
             if new.state_dir != self.config.state_dir:
                 raise ConfigError(new.source, [f"state_dir: cannot change while running ({self.config.state_dir} -> {new.state_dir}); restart instead"])
-            backend = make_backend(new.server) if new.server != self.config.server and self._backend is None else None
-            gate = VramGate.from_config(new.gpu, self.clock, self._gpu_reader) if new.gpu != self.config.gpu else None
+            if len(new.servers) != len(self.config.servers):
+                raise ConfigError(new.source, [f"servers: {len(self.config.servers)} -> {len(new.servers)} servers needs a restart"])
+            changes = []
+            for old, entry in zip(self.config.servers, new.servers, strict=True):
+                backend = make_backend(entry.server) if entry.server != old.server and self._backend is None else None
+                gate = VramGate.from_config(entry.gpu, self.clock, self._gpu_reader) if entry.gpu != old.gpu else None
+                changes.append((entry.server, backend, gate))
         except (ConfigError, GpuReadError) as error:
             problems = error.problems if isinstance(error, ConfigError) else [f"gpu: {error}"]
             for problem in problems:
@@ -145,7 +153,8 @@ class Daemon:
             self.notifier.send("READY=1", f"STATUS=reload refused ({len(problems)} problem(s), see the log); still running the previous config")
             return False
         self.config = new
-        self.worker.reconfigure(new, backend, gate)
+        for worker, (server, backend, gate) in zip(self.workers, changes, strict=True):
+            worker.reconfigure(new, server, backend, gate)
         self.intake_loop.reconfigure(new)
         log.info("reloaded %s: %d watch root(s), %d profile(s)", new.source, len(new.watch), len(new.profiles))
         self.notifier.send("READY=1", f"STATUS=reloaded; {self.status_line()}")
@@ -176,11 +185,10 @@ class Daemon:
     def request_stop(self) -> None:
         self.stop_event.set()
         self._attention.set()
-        if self.worker is not None:
-            self.worker.interrupt()
+        self._wake_workers()
 
     def shutdown(self, grace_seconds: float | None = None) -> None:
-        """Stop taking work, let the running job finish within the grace, release it otherwise."""
+        """Stop taking work, let running jobs finish within the grace, release them otherwise."""
         grace_seconds = self.config.stop_grace_seconds if grace_seconds is None else grace_seconds
         self.request_stop()
         self.notifier.send("STOPPING=1")
@@ -189,14 +197,16 @@ class Daemon:
         deadline = self.clock.monotonic() + grace_seconds
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - self.clock.monotonic()))
-        if self.worker is not None and self.worker.state.current_job is not None:
-            job_id = self.worker.state.current_job
-            log.warning("job %d did not finish within %.0f s: released to the queue", job_id, grace_seconds)
-            self.journal.requeue(job_id, None, self.clock.now(), count_attempt=False)
+        for worker in self.workers:
+            job_id = worker.state.current_job
+            if job_id is not None:
+                log.warning("job %d did not finish within %.0f s: released to the queue", job_id, grace_seconds)
+                self.journal.requeue(job_id, None, self.clock.now(), count_attempt=False)
         if self.journal is not None:
-            self.journal.publish_status({"heartbeat_at": None, "current_job": None, "current_file": None})
+            self.journal.publish_status({"heartbeat_at": None, "servers": []})
             if all(not thread.is_alive() for thread in self._threads):
-                self.worker.backend.close()
+                for worker in self.workers:
+                    worker.backend.close()
                 self.journal.close()
         self.lock.release()
         log.info("i2vd stopped")

@@ -37,6 +37,7 @@ class Section:
     fields: dict[str, Any]
     description: str = ""
     default: Any = field(default_factory=dict)
+    partial: bool = False  # keep only the keys given: overrides merged onto something else later
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def validate(value: Any, node: Any, path: str, errors: list[str], *, fill_defaul
     if isinstance(node, Scalar):
         return _validate_scalar(value, node, path, errors)
     if isinstance(node, Section):
-        return _validate_section(value, node, path, errors, fill_defaults)
+        return _validate_section(value, node, path, errors, fill_defaults and not node.partial)
     if isinstance(node, ListOf):
         if not isinstance(value, list):
             errors.append(f"{path}: {_describe(value)} is not a list")
@@ -162,7 +163,8 @@ def _validate_section(value: Any, node: Section, path: str, errors: list[str], f
         elif not fill_defaults:
             continue
         elif isinstance(child, Section):
-            result[key] = validate(child.default, child, child_path, errors)
+            if not child.partial:
+                result[key] = validate(child.default, child, child_path, errors)
         elif getattr(child, "default", REQUIRED) is REQUIRED:
             errors.append(f"{child_path}: is required")
         else:

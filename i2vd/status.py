@@ -31,7 +31,8 @@ def daemon_alive(config: Config) -> bool:
 def gather_status(config: Config, journal: Journal) -> dict[str, Any]:
     published = journal.daemon_status()
     running = daemon_alive(config)
-    current = journal.job(published["current_job"]) if running and published.get("current_job") else None
+    servers = published.get("servers") or [] if running else []
+    current_jobs = [journal.job(server["current_job"]) for server in servers if server.get("current_job")]
     failed = [
         {"id": job.id, "file": job.rel_path, "error": job.last_error}
         for job in journal.recently_updated(JobState.FAILED, 5)
@@ -44,9 +45,8 @@ def gather_status(config: Config, journal: Journal) -> dict[str, Any]:
         "daemon": {"running": running, "pid": published.get("pid") if running else None, "version": published.get("version"), "heartbeat_at": published.get("heartbeat_at")},
         "journal": str(journal.path),
         "counts": journal.counts(),
-        "current_job": current.as_dict() if current else None,
-        "server": published.get("server"),
-        "gate": published.get("gate"),
+        "current_jobs": [job.as_dict() for job in current_jobs if job is not None],
+        "servers": servers,
         "watches": published.get("watches", []) if running else [],
         "settling": published.get("settling", 0) if running else 0,
         "recent_failures": failed,
@@ -65,15 +65,13 @@ def render_status(status: dict[str, Any]) -> str:
     lines.append("jobs:    " + ", ".join(f"{count} {state}" for state, count in counts.items()))
     if status["settling"]:
         lines.append(f"         {status['settling']} file(s) still being written or settling")
-    current = status["current_job"]
-    if current:
+    for current in status["current_jobs"]:
         lines.append(f"current: job {current['id']} {current['rel_path']} (started {_when(current['started_at'])})")
-    server = status.get("server") or {}
-    if server:
+    for server in status["servers"]:
         health = f"DOWN since {_when(server['down_since'])}: {server.get('error')}" if server.get("down_since") else "up"
-        lines.append(f"server:  {server.get('kind')} {server.get('url')} — {health if daemon['running'] else 'unknown (daemon not running)'}")
-    if status.get("gate") and daemon["running"]:
-        lines.append(f"gpu:     {status['gate']}")
+        doing = f"job {server['current_job']} {server['current_file']}" if server.get("current_job") else "idle"
+        lines.append(f"server:  {server.get('name')} ({server.get('kind')} {server.get('url')}) — {health}; {doing}; {server.get('jobs_done', 0)} done")
+        lines.append(f"gpu:     {server.get('gate')}")
     for watch in status["watches"]:
         why = f": {watch['why']}" if watch.get("why") else ""
         lines.append(f"watch:   {watch['path']} ({watch['method']}{why}{'' if watch['active'] else ', NOT ACTIVE'})")

@@ -14,14 +14,14 @@ import os
 import shutil
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from i2vd import __version__, mp4, output
 from i2vd.backends.base import Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
 from i2vd.clock import Clock
-from i2vd.config import DONE_FOLDER, Config
+from i2vd.config import DONE_FOLDER, Config, ServerConfig
 from i2vd.gpu import VramGate
 from i2vd.images import read_regular_file, sha256_of
 from i2vd.journal import Job, Journal
@@ -44,15 +44,27 @@ class WorkerState:
     current_file: str | None = None
     server_down_since: float | None = None
     server_error: str | None = None
-    gate: str = ""
     jobs_done: int = 0
     jobs_failed: int = 0
-    history: list[str] = field(default_factory=list)
+
+
+def build_workers(config: Config, journal: Journal, clock: Clock, *, backend: Backend | None = None, gpu_reader=None) -> list[Worker]:
+    """One worker per configured server, each with its backend and its GPU's gate."""
+    from i2vd.backends import make_backend
+
+    workers = []
+    for entry in config.servers:
+        worker_backend = backend if backend is not None and len(config.servers) == 1 else make_backend(entry.server)
+        gate = VramGate.from_config(entry.gpu, clock, gpu_reader)
+        name = f"{socket.gethostname()}:{os.getpid()}:{entry.name}"
+        workers.append(Worker(config, journal, worker_backend, gate, clock, name=name, server=entry.server))
+    return workers
 
 
 class Worker:
-    def __init__(self, config: Config, journal: Journal, backend: Backend, gate: VramGate, clock: Clock | None = None, *, name: str | None = None, wake: threading.Event | None = None):
+    def __init__(self, config: Config, journal: Journal, backend: Backend, gate: VramGate, clock: Clock | None = None, *, name: str | None = None, wake: threading.Event | None = None, server: ServerConfig | None = None):
         self.config = config
+        self.server = server or config.server
         self.journal = journal
         self.backend = backend
         self.gate = gate
@@ -62,13 +74,13 @@ class Worker:
         self.state = WorkerState()
         self.heartbeat = Heartbeat("worker", self.clock)
         self._down_failures = 0
-        self._pending_setup: tuple[Config, Backend | None, VramGate | None] | None = None
+        self._pending_setup: tuple[Config, ServerConfig, Backend | None, VramGate | None] | None = None
         self._setup_lock = threading.Lock()
 
-    def reconfigure(self, config: Config, backend: Backend | None = None, gate: VramGate | None = None) -> None:
+    def reconfigure(self, config: Config, server: ServerConfig, backend: Backend | None = None, gate: VramGate | None = None) -> None:
         """Take a new config (and backend or gate, when they changed) between jobs, never during one."""
         with self._setup_lock:
-            self._pending_setup = (config, backend, gate)
+            self._pending_setup = (config, server, backend, gate)
         self.interrupt()
 
     def _apply_setup(self) -> None:
@@ -76,8 +88,8 @@ class Worker:
             pending, self._pending_setup = self._pending_setup, None
         if pending is None:
             return
-        config, backend, gate = pending
-        self.config = config
+        config, server, backend, gate = pending
+        self.config, self.server = config, server
         if backend is not None:
             self.backend.close()
             self.backend = backend
@@ -88,7 +100,7 @@ class Worker:
 
     @property
     def lease_seconds(self) -> float:
-        return self.config.server.timeout_seconds + LEASE_MARGIN_SECONDS
+        return self.server.timeout_seconds + LEASE_MARGIN_SECONDS
 
     def run(self, stop: threading.Event, *, burst: bool = False, keep_going: Callable[[], bool] = lambda: False) -> None:
         """Work until `stop` is set; with burst, return once nothing is queued (unless keep_going())."""
@@ -118,9 +130,8 @@ class Worker:
         if self.journal.ready_count() == 0:
             return False
         gate_bound = self.gate.config.poll_seconds + GATE_READ_BOUND_SECONDS
-        if not self.gate.wait_open(stop, on_wait=self._note_gate, on_poll=lambda: self.heartbeat.beat(gate_bound, "waiting for the GPU gate")):
+        if not self.gate.wait_open(stop, on_poll=lambda: self.heartbeat.beat(gate_bound, "waiting for the GPU gate")):
             return False
-        self.state.gate = self.gate.detail
         job = self.journal.claim_next(self.name, self.lease_seconds)
         if job is None:
             return False
@@ -133,10 +144,6 @@ class Worker:
         finally:
             self.state.current_job = self.state.current_file = None
         return True
-
-    def _note_gate(self, detail: str) -> None:
-        self.state.gate = detail
-        self.journal.publish_status({"gate": detail})
 
     def process(self, job: Job) -> None:
         destination = self._destination(job)
@@ -160,7 +167,7 @@ class Worker:
             return
         request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, **job.params)
         log.info("job %d: sending %s to %s (%s, %d frames, %d fps)", job.id, job.rel_path, self.backend.kind, request.resolution, request.frames, request.fps, extra=job_fields(job.id, job.source_path, "running"))
-        self.heartbeat.beat(self.config.server.timeout_seconds, f"job {job.id} on the server")
+        self.heartbeat.beat(self.server.timeout_seconds, f"job {job.id} on the server")
         try:
             reply = self.backend.generate(request)
         except ServerUnavailable as error:
@@ -244,7 +251,6 @@ class Worker:
         self._down_failures += 1
         self.state.server_error = error
         self.journal.requeue(job.id, error, self.clock.now(), count_attempt=False)
-        self.journal.publish_status({"server": self._server_status()})
 
     def _server_up(self) -> None:
         if self.state.server_down_since is not None:
@@ -252,10 +258,22 @@ class Worker:
             self.state.server_down_since = None
             self.state.server_error = None
             self._down_failures = 0
-            self.journal.publish_status({"server": self._server_status()})
 
     def _server_status(self) -> dict:
         return {**self.backend.describe(), "down_since": self.state.server_down_since, "error": self.state.server_error}
+
+    def status(self) -> dict:
+        """This worker's server, gate and job, for `i2vd status`."""
+        return {
+            "name": self.name.rsplit(":", 1)[-1],
+            **self._server_status(),
+            "gate": self.gate.detail,
+            "gate_state": self.gate.state,
+            "current_job": self.state.current_job,
+            "current_file": self.state.current_file,
+            "jobs_done": self.state.jobs_done,
+            "jobs_failed": self.state.jobs_failed,
+        }
 
     def _after(self, job: Job) -> None:
         """`after: move`: the source moves into <root>/.i2vd-done/ only once its video is safe."""

@@ -293,9 +293,11 @@ class GradioBackend:
         if not endpoint.api_name:
             raise AppMismatch(f"{endpoint.title} has no api_name, which the /call API needs; use the queue transport")
         data = target.mapping.arguments(request, self._upload(target, request, deadline))
-        session_hash = uuid.uuid4().hex[:11]
         path = f"{prefix}/call/{endpoint.api_name}"
-        event_id = self._event_id(self._http("POST", path, deadline, json={"data": data, "session_hash": session_hash}), path)
+        # No session_hash of our own: before 6.x the result stream looks the job up by its event id
+        # as the session ("404: Session not found" otherwise), which is also what /cancel then needs.
+        event_id = self._event_id(self._http("POST", path, deadline, json={"data": data}), path)
+        session_hash = event_id
         stream = self._stream(f"{path}/{event_id}", deadline)
         try:
             for event, text in stream:

@@ -449,4 +449,8 @@ def error_text(output: Any) -> str | None:
         output = output.get("error", output.get("message"))
     if output is None or output == "":
         return None
-    return output if isinstance(output, str) else json.dumps(output)
+    if not isinstance(output, str):
+        return json.dumps(output)
+    if len(output) >= 2 and output[0] == output[-1] == "'":
+        return output[1:-1]  # Gradio 3 and 4 send gr.Error("bad") as "'bad'"
+    return output

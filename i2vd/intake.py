@@ -102,9 +102,11 @@ class Intake:
         """The job this image makes with the sidecars as they are now: queued, parked (broken sidecar) or failed."""
         relative = self.relative_path(path, root)
         resolved = parked = None
+        priority = 0
         if error is None:
             try:
                 sidecars = read_sidecars(root.path if root else None, path)
+                priority = sidecars.priority
                 resolved = resolve_profile(self.config, relative, facts, profile_name, sidecars, caption=read_caption(path))
             except SidecarError as problem:
                 parked = str(problem)
@@ -125,6 +127,7 @@ class Intake:
             params=resolved.params if resolved else {},
             output_name=resolved.output_name if resolved else None,
             profile=profile,
+            priority=priority,
             error=error,
             parked=parked,
         )
@@ -150,7 +153,7 @@ class Intake:
         new = self._settings(path, root, job.source_sha256, job.source_size, facts, job.profile.get("requested", "default"), error)
         # A queued job's last_error is its previous attempt's, not a settings problem: compare what settings decide.
         settings_problem = None if job.state is JobState.QUEUED else job.last_error
-        if not fresh_start and (new.idem_key, new.state, new.error or new.parked) == (job.idem_key, job.state, settings_problem):
+        if not fresh_start and (new.idem_key, new.state, new.error or new.parked, new.priority) == (job.idem_key, job.state, settings_problem, job.priority):
             return IntakeResult(Outcome.KNOWN, job, reason="settings unchanged")
         states = (JobState.FAILED, JobState.DONE) if fresh_start else (JobState.QUEUED, JobState.PARKED)
         updated, other = self.journal.reresolve(job.id, new, from_states=states, fresh_start=fresh_start)

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     profile_json TEXT NOT NULL DEFAULT '{}',
     output_name TEXT,
     output_path TEXT UNIQUE,
+    priority INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     interruptions INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
@@ -56,6 +57,10 @@ CREATE TABLE IF NOT EXISTS files (
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
     job_id INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS root_turns (
+    root TEXT PRIMARY KEY,
+    turn INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -96,6 +101,7 @@ class NewJob:
     params: dict[str, Any]
     output_name: str | None = None
     profile: dict[str, Any] = field(default_factory=dict)  # resolved fields, sidecars, hash, image facts
+    priority: int = 0  # from a sidecar: higher goes first
     error: str | None = None  # a job that is failed from the start (an unreadable image)
     parked: str | None = None  # why the job waits (a broken sidecar)
 
@@ -120,6 +126,7 @@ class Job:
     profile_json: str
     output_name: str | None
     output_path: str | None
+    priority: int
     attempts: int
     interruptions: int
     next_attempt_at: float
@@ -244,12 +251,12 @@ class Journal:
             if created:
                 cursor = db.execute(
                     "INSERT INTO jobs (idem_key, state, source_path, root, rel_path, source_sha256, source_size,"
-                    " profile_name, prompt, params_json, profile_json, output_name, next_attempt_at, last_error,"
-                    " queued_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " profile_name, prompt, params_json, profile_json, output_name, priority, next_attempt_at, last_error,"
+                    " queued_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         new.idem_key, new.state.value, new.source_path, new.root, new.rel_path, new.source_sha256,
                         new.source_size, new.profile_name, new.prompt, json.dumps(new.params, sort_keys=True),
-                        json.dumps(new.profile, sort_keys=True, default=str), new.output_name, now,
+                        json.dumps(new.profile, sort_keys=True, default=str), new.output_name, new.priority, now,
                         new.error or new.parked, now, now if new.error else None, now,
                     ),
                 )
@@ -296,10 +303,10 @@ class Journal:
             reset = ", attempts = 0, interruptions = 0, output_path = NULL, finished_at = NULL" if fresh_start else ""
             db.execute(
                 "UPDATE jobs SET idem_key = ?, state = ?, profile_name = ?, prompt = ?, params_json = ?, profile_json = ?,"
-                f" output_name = ?, last_error = ?, next_attempt_at = ?, updated_at = ?{reset} WHERE id = ?",
+                f" output_name = ?, priority = ?, last_error = ?, next_attempt_at = ?, updated_at = ?{reset} WHERE id = ?",
                 (
                     new.idem_key, new.state.value, new.profile_name, new.prompt, json.dumps(new.params, sort_keys=True),
-                    json.dumps(new.profile, sort_keys=True, default=str), new.output_name, new.error or new.parked, now, now, job_id,
+                    json.dumps(new.profile, sort_keys=True, default=str), new.output_name, new.priority, new.error or new.parked, now, now, job_id,
                 ),
             )
             if new.state is JobState.FAILED:
@@ -326,14 +333,25 @@ class Journal:
         return self._read("SELECT min(next_attempt_at) FROM jobs WHERE state = 'queued'")[0][0]
 
     def claim_next(self, owner: str, lease_seconds: float) -> Job | None:
+        """The next due job: highest priority first, then the watch root whose turn is longest ago, then oldest.
+
+        Taking roots in turn means one huge drop in one hot folder does not starve the others.
+        """
         now = self.clock.now()
         with self._write() as db:
             row = db.execute(
-                "SELECT id FROM jobs WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT 1",
+                "SELECT jobs.id, jobs.root FROM jobs LEFT JOIN root_turns ON root_turns.root = jobs.root"
+                " WHERE jobs.state = 'queued' AND jobs.next_attempt_at <= ?"
+                " ORDER BY jobs.priority DESC, coalesce(root_turns.turn, 0), jobs.next_attempt_at, jobs.id LIMIT 1",
                 (now,),
             ).fetchone()
             if row is None:
                 return None
+            db.execute(
+                "INSERT INTO root_turns (root, turn) VALUES (?, (SELECT coalesce(max(turn), 0) + 1 FROM root_turns))"
+                " ON CONFLICT (root) DO UPDATE SET turn = excluded.turn",
+                (row["root"],),
+            )
             db.execute(
                 "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, started_at = ?,"
                 " updated_at = ? WHERE id = ?",

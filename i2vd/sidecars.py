@@ -27,6 +27,7 @@ SIDECAR_SCHEMA = Section(
     {
         "profile": Scalar(str, None, "profile for the images here", nullable=True),
         "vars": Scalar(dict, None, "extra template variables", nullable=True),
+        "priority": Scalar(int, None, "higher goes first (default 0); not part of the video's settings", nullable=True, minimum=-1000, maximum=1000),
         **PROFILE_FIELDS,
     },
     "a folder sidecar (i2vd.yaml) or an image sidecar (<image>.yaml): only profile fields and vars",
@@ -55,6 +56,7 @@ class SidecarSettings:
     overrides: dict[str, Any] | None = None
     sources: tuple[str, ...] = ()
     profile_source: str | None = None  # the sidecar that chose the profile
+    priority: int = 0
 
 
 def image_sidecar(image: Path) -> Path:
@@ -116,14 +118,18 @@ def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
     profile = profile_source = None
     variables: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
+    priority = 0
     for file in files:
         values = load_sidecar(file)
         if values.get("profile"):
             profile, profile_source = values["profile"], str(file)
         values.pop("profile", None)
         variables.update(values.pop("vars", None) or {})
+        if values.get("priority") is not None:
+            priority = values["priority"]
+        values.pop("priority", None)
         overrides.update(values)
-    return SidecarSettings(profile, variables, overrides, tuple(str(file) for file in files), profile_source)
+    return SidecarSettings(profile, variables, overrides, tuple(str(file) for file in files), profile_source, priority)
 
 
 def read_caption(image: Path) -> str | None:

@@ -330,7 +330,7 @@ class GradioBackend:
         body = {"session_hash": session_hash, "fn_index": target.mapping.endpoint.fn_index, "event_id": event_id}
         for path, payload in ((f"{prefix}/cancel", body), (f"{prefix}/reset", {"event_id": event_id})):
             try:
-                response = self._session.post(self.url + path, json=payload, timeout=(self.connect_timeout_seconds, 10))
+                response = self._session.post(self.url + path, json=payload, timeout=(self.connect_timeout_seconds, 5))
             except requests.RequestException:
                 return
             if response.status_code < 400:

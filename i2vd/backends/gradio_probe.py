@@ -118,6 +118,8 @@ def _probe(session: requests.Session, url: str, api_name: str | None, inputs: di
     try:
         endpoint = choose_endpoint(app, api_name)
         report.endpoint, report.source = endpoint.title, endpoint.source
+        if endpoint.source == "config" and app.source == "info":
+            report.info_problem = f"it does not list {endpoint.title}"
         report.mapping = build_mapping(endpoint, inputs)
     except AppMismatch as error:
         report.problem = str(error)

@@ -593,3 +593,17 @@ def test_another_process_reads_committed_state_while_a_write_is_open(journal: Jo
             process.kill()
             process.wait()
     assert journal.counts()["queued"] == 1
+
+
+def test_claims_take_watch_roots_in_turn_so_one_huge_drop_does_not_starve_the_others(journal: Journal) -> None:
+    flood = [add(journal, number, root="/in/flood", source_path=f"/in/flood/{number}.jpg") for number in range(1, 11)]
+    small = [add(journal, number, root="/in/small", source_path=f"/in/small/{number}.jpg") for number in range(11, 13)]
+    claimed = [journal.claim_next("w", LEASE).id for _ in range(6)]
+    assert claimed == [flood[0].id, small[0].id, flood[1].id, small[1].id, flood[2].id, flood[3].id]
+
+
+def test_a_sidecar_priority_goes_first(journal: Journal) -> None:
+    ordinary = add(journal, 1)
+    urgent = add(journal, 2, priority=5)
+    later = add(journal, 3, priority=-1)
+    assert [journal.claim_next("w", LEASE).id for _ in range(3)] == [urgent.id, ordinary.id, later.id]

@@ -332,3 +332,20 @@ def test_read_sidecars_stops_at_the_first_broken_file_and_names_it(root: Path) -
     error = pytest.raises(SidecarError, read_sidecars, root, root / "beach" / "day1" / "x.jpg").value
     assert error.file == str(broken)
     assert read_sidecars(root, root / "y.jpg").profile == "beach"  # a sibling folder is unaffected
+
+
+def test_priority_comes_from_the_deepest_sidecar_that_sets_it_and_is_not_a_video_setting(root: Path) -> None:
+    write(root / "i2vd.yaml", "priority: 5\n")
+    write(root / "beach" / "i2vd.yaml", "profile: beach\n")
+    assert read_sidecars(root, root / "beach" / "day1" / "x.jpg").priority == 5
+    write(root / "beach" / "day1" / "i2vd.yaml", "priority: -3\n")
+    settings = read_sidecars(root, root / "beach" / "day1" / "x.jpg")
+    assert settings.priority == -3
+    assert "priority" not in settings.overrides
+    assert read_sidecars(root, root / "elsewhere.jpg").priority == 5
+
+
+def test_a_priority_out_of_range_is_a_sidecar_error(root: Path) -> None:
+    write(root / "i2vd.yaml", "priority: 99999\n")
+    with pytest.raises(SidecarError, match="priority: 99999 is above 1000"):
+        read_sidecars(root, root / "x.jpg")

@@ -66,6 +66,7 @@ GPU_FIELDS = {
     "index": Scalar(int, 0, "NVML index of the GPU", minimum=0),
     "command": Scalar(str, None, "with source: command, prints used MiB", nullable=True),
     "on_error": Scalar(str, "wait", "when the GPU cannot be read: wait or proceed", choices=("wait", "proceed")),
+    "stuck_minutes": Scalar(float, 10.0, "closed this long with no job of i2vd's running: say so, with advice", minimum=0.1),
 }
 
 CONFIG_SCHEMA = Section(
@@ -142,6 +143,7 @@ class GpuConfig:
     index: int
     command: str | None
     on_error: str
+    stuck_minutes: float
 
 
 @dataclass(frozen=True)

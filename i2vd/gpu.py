@@ -19,6 +19,7 @@ from i2vd.clock import Clock
 from i2vd.config import GpuConfig
 
 log = logging.getLogger("i2vd.gpu")
+REPORT_EVERY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -141,15 +142,40 @@ class VramGate:
         return closed_because is None
 
     def wait_open(self, stop: threading.Event, on_wait: Callable[[str], None] = lambda detail: None, on_poll: Callable[[], None] = lambda: None) -> bool:
-        """Block until the gate opens (True) or `stop` is set (False); `on_wait` hears each new reason, `on_poll` each read."""
-        last_detail = None
+        """Block until the gate opens (True) or `stop` is set (False).
+
+        `on_wait` hears each new reason (a change of state or of error, and again every
+        REPORT_EVERY_SECONDS while it lasts: readings move, the log should not follow each);
+        `on_poll` hears every read. Closed for gpu.stuck_minutes while i2vd runs nothing
+        on this GPU means the threshold can never open: that is said, with advice.
+        """
+        last_reason = None
+        last_report = closed_since = float("-inf")
+        stuck_said = False
         while not stop.is_set():
             on_poll()
             if self.check():
+                if stuck_said:
+                    log.info("VRAM gate open again: %s", self.detail)
                 return True
-            if self.detail != last_detail:
+            now = self.clock.monotonic()
+            closed_since = now if closed_since == float("-inf") else closed_since
+            stuck_for = now - closed_since
+            if self.state == "closed" and stuck_for >= self.config.stuck_minutes * 60:
+                self.detail += self._stuck_advice(stuck_for)
+                if not stuck_said:
+                    log.warning(self.detail)
+                    stuck_said = True
+            reason = (self.state, self.detail if self.state == "error" else None)
+            if reason != last_reason or now - last_report >= REPORT_EVERY_SECONDS:
                 log.info(self.detail)
                 on_wait(self.detail)
-                last_detail = self.detail
+                last_reason, last_report = reason, now
             self.clock.wait(stop, self.config.poll_seconds)
         return False
+
+    def _stuck_advice(self, seconds: float) -> str:
+        reading = self.last_reading
+        idle = f"{reading.used_mb:,} MB used" + (f" of {reading.total_mb:,} MB" if reading and reading.total_mb else "") if reading else "unknown use"
+        advice = "" if self.config.min_free_mb is not None else "; if the server keeps its model loaded, set gpu.min_free_mb (wait while free < N MB) instead of max_used_mb"
+        return f" — closed {seconds / 60:.0f} min while no i2vd job runs on this GPU (idle reading: {idle}){advice}"

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 QUEUE_PROTOCOLS = ("sse", "sse_v1", "sse_v2", "sse_v2.1", "sse_v3")
 TRANSPORTS = ("auto", "queue", "call")
 DISCOVERY_READ_TIMEOUT = 30.0
+WEBSOCKETS_MAJOR = 15  # the sync client with keepalive off (ping_interval=None) and recv(timeout)
 ProgressCallback = Callable[[str], None]
 
 
@@ -199,11 +200,14 @@ class GradioBackend:
 
     def _run_v3_websocket(self, target: _Target, body: dict, deadline: float) -> list:
         try:
+            import websockets
             from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
             from websockets.sync.client import connect
         except ImportError:
+            websockets = None
+        if websockets is None or int(websockets.__version__.split(".")[0]) < WEBSOCKETS_MAJOR:
             raise AppMismatch(f"the Gradio {target.app.version} app at {self.url} takes jobs only through its websocket "
-                              "queue, which needs the 'websockets' package (pip install websockets)") from None
+                              f"queue, which needs the package websockets>={WEBSOCKETS_MAJOR} (pip install 'websockets>={WEBSOCKETS_MAJOR}')")
         session_hash = uuid.uuid4().hex[:11]
         parts = urlsplit(self.url)
         ws_url = f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}{parts.path}/queue/join"

@@ -284,3 +284,28 @@ def test_nvml_with_enabled_auto_on_a_machine_without_nvml_turns_the_gate_off_and
 def test_nvml_with_enabled_true_on_a_machine_without_nvml_is_an_error() -> None:
     with pytest.raises(GpuReadError, match="NVML"):
         VramGate.from_config(gpu_config("enabled: true, source: nvml"))
+
+
+def test_a_gate_closed_by_the_idle_server_itself_says_so_after_stuck_minutes(caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock()
+    readings = [MemoryReading(11020, 24576)] * 13 + [MemoryReading(2000, 24576)]
+    gate = VramGate(gpu_config("poll_seconds: 60, stuck_minutes: 10"), Sequence(*readings), clock)
+    details: list[str] = []
+    with caplog.at_level("INFO", logger="i2vd.gpu"):
+        assert gate.wait_open(threading.Event(), on_wait=details.append)
+    stuck = [record.getMessage() for record in caplog.records if record.levelname == "WARNING" and "while no i2vd job runs" in record.getMessage()]
+    assert len(stuck) == 1, caplog.messages  # warned once; the minute-by-minute reports repeat it at INFO
+    assert "closed 10 min while no i2vd job runs on this GPU (idle reading: 11,020 MB used of 24,576 MB)" in stuck[0]
+    assert "set gpu.min_free_mb" in stuck[0]
+    assert details[0] == "waiting for VRAM: 11,020 MB used > 10,000 MB"
+    assert "while no i2vd job runs" in gate.detail or gate.state == "open"
+    assert any("VRAM gate open again" in message for message in caplog.messages)
+
+
+def test_a_moving_reading_is_reported_once_a_minute_not_at_every_poll() -> None:
+    clock = ManualClock()
+    readings = [MemoryReading(12000 + step) for step in range(30)] + [MemoryReading(1)]
+    gate = VramGate(gpu_config("poll_seconds: 5"), Sequence(*readings), clock)
+    details: list[str] = []
+    assert gate.wait_open(threading.Event(), on_wait=details.append)
+    assert len(details) == 3  # 150 s closed: at 0, 60 and 120 s

@@ -32,12 +32,14 @@ from i2vd.journal import Journal, NewJob  # noqa: E402
 from tests.fakes import FakePredictServer, make_test_mp4, wait_for, write_image  # noqa: E402
 
 
-def _config(folder: Path, server_url: str, settle: float = 0.5):
+def _config(folder: Path, server_url: str | list[str], settle: float = 0.5):
+    urls = [server_url] if isinstance(server_url, str) else server_url
+    servers = ", ".join(f'{{kind: predict, url: "{url}"}}' for url in urls)
     text = f"""
 state_dir: {folder / 'state'}
 output_dir: {folder / 'out'}
 log_level: warning
-server: {{kind: predict, url: "{server_url}"}}
+servers: [{servers}]
 gpu: {{enabled: false}}
 watch: [{{path: {folder / 'in'}, settle_seconds: {settle}, rescan_seconds: 3600}}]
 profiles: {{default: {{prompt: "A {{{{ subject }}}} scene"}}}}
@@ -67,6 +69,35 @@ def bench_overhead(jobs: int, latency: float) -> None:
         wall = last_finish - first_start
         print(f"overhead: {jobs} jobs, server {latency:g} s each: wall {wall:.2f} s / server {server_total:.2f} s = {wall / server_total:.3f} (target <= 1.05)")
         print(f"          (server_seconds as i2vd measured them, including upload and download; the fake sleeps {latency * jobs:.2f} s in all)")
+
+
+def _run_jobs(server_count: int, jobs: int, latency: float) -> float:
+    """Wall time for `jobs` images on `server_count` fake servers sharing one journal."""
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        video = make_test_mp4(folder / "v.mp4")
+        servers = [FakePredictServer(video=video, latency_seconds=latency).start() for _ in range(server_count)]
+        try:
+            config = _config(folder, [server.url for server in servers], settle=0.2)
+            for index in range(jobs):
+                write_image(folder / "in" / f"img_{index}.png", color=(index % 256, index // 256, 9))
+            daemon = Daemon(config)
+            daemon.start()
+            try:
+                wait_for(lambda: daemon.journal.counts()["done"] == jobs, timeout=jobs * (latency + 5) + 60)
+                done = daemon.journal.jobs()
+            finally:
+                daemon.shutdown()
+        finally:
+            for server in servers:
+                server.stop()
+        return max(job.finished_at for job in done) - min(job.started_at for job in done)
+
+
+def bench_servers(jobs: int, latency: float) -> None:
+    one = _run_jobs(1, jobs, latency)
+    three = _run_jobs(3, jobs, latency)
+    print(f"servers: {jobs} jobs at {latency:g} s: 1 server {one:.2f} s, 3 servers {three:.2f} s = {one / three:.2f}x throughput (target ~3x)")
 
 
 def bench_detection(samples: int) -> None:
@@ -134,6 +165,7 @@ def main() -> int:
     arguments = parser.parse_args()
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     bench_overhead(arguments.jobs, arguments.latency)
+    bench_servers(max(arguments.jobs, 12), min(arguments.latency, 1.0))
     bench_detection(arguments.samples)
     bench_scale(arguments.files)
     return 0

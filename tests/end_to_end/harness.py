@@ -35,7 +35,10 @@ def write_config(tmp_path: Path, server_url: str | None, **overrides) -> Path:
         "profiles": {"default": {"prompt": "A {{ subject }} scene with smooth motion"}},
     }
     for key, value in overrides.items():
-        config[key] = value
+        if value is None:
+            config.pop(key, None)  # e.g. server=None with servers=[...]
+        else:
+            config[key] = value
     (tmp_path / "in").mkdir(exist_ok=True)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -24,6 +24,7 @@ from i2vd.watcher import scan
 from i2vd.worker import Worker, build_workers
 
 POLL_SECONDS = 0.2
+ENQUEUE_BURST = 500  # files per journal transaction
 
 
 def _files(path: Path) -> list[Path]:
@@ -34,11 +35,12 @@ def _files(path: Path) -> list[Path]:
 
 def enqueue_paths(config: Config, journal: Journal, paths: list[Path], profile_name: str = "default") -> list[tuple[Path, IntakeResult]]:
     intake = Intake(config, journal)
+    files = [path for given in paths for path in _files(given.absolute())]
     results = []
-    for given in paths:
-        for path in _files(given.absolute()):
-            results.append((path, intake.consider(path, config.root_for(path), profile_name=profile_name)))
-    return results
+    for start in range(0, len(files), ENQUEUE_BURST):
+        burst = files[start:start + ENQUEUE_BURST]
+        results += intake.consider_many([(path, config.root_for(path), True) for path in burst], profile_name=profile_name)
+    return list(zip(files, results, strict=True))
 
 
 class RateColumn(ProgressColumn):

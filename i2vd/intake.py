@@ -62,6 +62,26 @@ class Intake:
 
     def consider(self, path: Path, root: WatchRoot | None, *, profile_name: str = "default", bad_is_final: bool = True) -> IntakeResult:
         """Look at one file; with bad_is_final=False an undecodable image is NOT_READY instead of FAILED."""
+        return self.consider_many([(path, root, bad_is_final)], profile_name=profile_name)[0]
+
+    def consider_many(self, files: list[tuple[Path, WatchRoot | None, bool]], *, profile_name: str = "default") -> list[IntakeResult]:
+        """`consider` for a burst of files (path, root, bad_is_final), recorded in one journal transaction."""
+        results: list[IntakeResult | None] = []
+        to_record: list[tuple[int, NewJob, int]] = []
+        for path, root, bad_is_final in files:
+            examined = self._examine(path, root, profile_name, bad_is_final)
+            if isinstance(examined, IntakeResult):
+                results.append(examined)
+            else:
+                to_record.append((len(results), *examined))
+                results.append(None)
+        recorded = self.journal.add_jobs([(new, mtime_ns) for _, new, mtime_ns in to_record]) if to_record else []
+        for (index, _, _), (job, created) in zip(to_record, recorded, strict=True):
+            results[index] = self._report(job) if created else IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
+        return results
+
+    def _examine(self, path: Path, root: WatchRoot | None, profile_name: str, bad_is_final: bool) -> IntakeResult | tuple[NewJob, int]:
+        """Read, hash and decode one file once: a result when nothing is to be recorded, else the job to record."""
         try:
             info = path.stat(follow_symlinks=False)
             known = self.journal.known_file(str(path))
@@ -81,11 +101,7 @@ class Intake:
             if not bad_is_final:
                 return IntakeResult(Outcome.NOT_READY, reason=str(problem))
             error = str(problem)
-        new = self._settings(path, root, sha256, len(data), facts, profile_name, error)
-        job, created = self.journal.add_job(new, mtime_ns=info.st_mtime_ns)
-        if not created:
-            return IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
-        return self._report(job)
+        return self._settings(path, root, sha256, len(data), facts, profile_name, error), info.st_mtime_ns
 
     def _report(self, job: Job) -> IntakeResult:
         if job.state is JobState.FAILED:
@@ -272,11 +288,14 @@ class IntakeLoop:
             sidecar_folders, self._sidecar_folders = self._sidecar_folders, set()
         for folder, index in folders:
             self.reconcile(index, folder)
+        images = []
         for path, size, mtime_ns in self.tracker.settled(self._settle_seconds):
             if is_sidecar_name(path.name):
                 sidecar_folders.add(path.parent)
             else:
-                self._take(path, size, mtime_ns)
+                images.append((path, size, mtime_ns))
+        if images:
+            self._take(images)
         for folder in sorted(sidecar_folders):
             self._apply_sidecars(folder)
 
@@ -286,21 +305,24 @@ class IntakeLoop:
         except Exception:  # noqa: BLE001 - a surprise here must not stop the intake
             log.exception("applying sidecars under %s failed", folder)
 
-    def _take(self, path: Path, size: int, mtime_ns: int) -> None:
-        root = self._root_of(path)
+    def _take(self, settled: list[tuple[Path, int, int]]) -> None:
+        """Settled images to the intake in one burst (one journal transaction)."""
         # An image that does not decode may still be arriving: give it one more settle window unchanged.
-        seen_broken_before = self._undecodable.get(path) == (size, mtime_ns)
+        files = [(path, self._root_of(path), self._undecodable.get(path) == (size, mtime_ns)) for path, size, mtime_ns in settled]
         try:
-            result = self.intake.consider(path, root, bad_is_final=seen_broken_before)
-        except Exception:  # noqa: BLE001 - one file's surprise must not stop intake for every other file
-            log.exception("intake of %s failed unexpectedly", path)
+            results = self.intake.consider_many(files)
+        except Exception:  # noqa: BLE001 - one burst's surprise must not stop intake for good
+            log.exception("intake of %d file(s) failed unexpectedly; they are looked at again", len(files))
+            for path, _, _ in settled:
+                self.tracker.touch(path)
             return
-        if result.outcome is Outcome.NOT_READY:
-            log.debug("%s not ready: %s", path, result.reason)
-            self._undecodable[path] = (size, mtime_ns)
-            self.tracker.touch(path)
-        else:
-            self._undecodable.pop(path, None)
+        for (path, size, mtime_ns), result in zip(settled, results, strict=True):
+            if result.outcome is Outcome.NOT_READY:
+                log.debug("%s not ready: %s", path, result.reason)
+                self._undecodable[path] = (size, mtime_ns)
+                self.tracker.touch(path)
+            else:
+                self._undecodable.pop(path, None)
 
     def reconfigure(self, config: Config) -> None:
         """Take a new config at the next tick (in the loop's own thread): new roots are watched and rescanned."""

@@ -244,35 +244,52 @@ class Journal:
         Returns the job and whether it was created. The file is remembered in the
         same transaction, so a crash cannot leave a job whose file looks unseen.
         """
+        return self.add_jobs([(new, mtime_ns)])[0]
+
+    def add_jobs(self, items: list[tuple[NewJob, int | None]]) -> list[tuple[Job, bool]]:
+        """add_job for many files in one transaction: one fsync for a whole burst of new files."""
         now = self.clock.now()
+        results = []
         with self._write() as db:
-            existing = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idem_key = ?", (new.idem_key,)).fetchone()
-            created = existing is None
-            if created:
-                cursor = db.execute(
-                    "INSERT INTO jobs (idem_key, state, source_path, root, rel_path, source_sha256, source_size,"
-                    " profile_name, prompt, params_json, profile_json, output_name, priority, next_attempt_at, last_error,"
-                    " queued_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        new.idem_key, new.state.value, new.source_path, new.root, new.rel_path, new.source_sha256,
-                        new.source_size, new.profile_name, new.prompt, json.dumps(new.params, sort_keys=True),
-                        json.dumps(new.profile, sort_keys=True, default=str), new.output_name, new.priority, now,
-                        new.error or new.parked, now, now if new.error else None, now,
-                    ),
-                )
-                job_id = cursor.lastrowid
-                if new.error:
-                    self._event(db, job_id, "error", f"failed at intake: {new.error}")
-                elif new.parked:
-                    self._event(db, job_id, "warning", f"parked {new.rel_path}: {new.parked}")
-                else:
-                    self._event(db, job_id, "info", f"queued {new.rel_path} (profile {new.profile_name})")
-            else:
-                job_id = existing["id"]
-            if mtime_ns is not None:
-                self._remember_file(db, new.source_path, new.source_size, mtime_ns, new.source_sha256, job_id)
-            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row), created
+            for new, mtime_ns in items:
+                existing = db.execute("SELECT id FROM jobs WHERE idem_key = ?", (new.idem_key,)).fetchone()
+                created = existing is None
+                job_id = self._insert_job(db, new, now) if created else existing["id"]
+                if mtime_ns is not None:
+                    self._remember_file(db, new.source_path, new.source_size, mtime_ns, new.source_sha256, job_id)
+                results.append((job_id, created))
+            rows = {row["id"]: row for row in self._rows_by_id(db, [job_id for job_id, _ in results])}
+        return [(_job(rows[job_id]), created) for job_id, created in results]
+
+    def _insert_job(self, db: sqlite3.Connection, new: NewJob, now: float) -> int:
+        cursor = db.execute(
+            "INSERT INTO jobs (idem_key, state, source_path, root, rel_path, source_sha256, source_size,"
+            " profile_name, prompt, params_json, profile_json, output_name, priority, next_attempt_at, last_error,"
+            " queued_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                new.idem_key, new.state.value, new.source_path, new.root, new.rel_path, new.source_sha256,
+                new.source_size, new.profile_name, new.prompt, json.dumps(new.params, sort_keys=True),
+                json.dumps(new.profile, sort_keys=True, default=str), new.output_name, new.priority, now,
+                new.error or new.parked, now, now if new.error else None, now,
+            ),
+        )
+        job_id = cursor.lastrowid
+        if new.error:
+            self._event(db, job_id, "error", f"failed at intake: {new.error}")
+        elif new.parked:
+            self._event(db, job_id, "warning", f"parked {new.rel_path}: {new.parked}")
+        else:
+            self._event(db, job_id, "info", f"queued {new.rel_path} (profile {new.profile_name})")
+        return job_id
+
+    @staticmethod
+    def _rows_by_id(db: sqlite3.Connection, job_ids: list[int]) -> list[sqlite3.Row]:
+        rows = []
+        unique = sorted(set(job_ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            rows += db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        return rows
 
     def unstarted_jobs(self, under: str | None = None) -> list[Job]:
         """Queued and parked jobs (optionally those whose source is under a folder): what a sidecar edit may change."""

@@ -10,11 +10,14 @@ Transports, by what the app speaks:
   `/queue/join` (the `websockets` package, imported only then), which also reports queue position.
 - 4.x-6.x ("sse", "sse_v1" ... "sse_v3"): the image is uploaded (`POST {prefix}/upload`), then the
   job joins the queue as the official clients do (`POST {prefix}/queue/join` + the SSE stream
-  `GET {prefix}/queue/data`; 4.0's "sse": `GET {prefix}/queue/join` + `send_data`): it reports queue
-  position and progress, and a job past timeout_seconds is cancelled with `POST {prefix}/cancel`.
+  `GET {prefix}/queue/data`; 4.0-4.9's "sse": `GET {prefix}/queue/join` + `send_data`): it reports
+  queue position and progress, and a job past timeout_seconds is cancelled with `POST {prefix}/cancel`.
   `transport="call"` (also the choice for a protocol newer than this module knows) uses the
   public curl API instead: `POST {prefix}/call/<api>` + `GET {prefix}/call/<api>/<event_id>`.
+  It is not the default because it reports no progress, does not exist before 4.2x, hung on
+  4.20, and before 6.x sends an app's error as `null` (so "CUDA out of memory" is lost).
 The video comes back as a file reference, downloaded with `GET {prefix}/file=<path>`.
+Every network wait is bounded by what is left of timeout_seconds; SSE reads included.
 """
 
 from __future__ import annotations

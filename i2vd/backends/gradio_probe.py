@@ -106,11 +106,15 @@ def _probe(session: requests.Session, url: str, api_name: str | None, inputs: di
         return ProbeReport(url, "unreachable", problem=str(error))
     report = ProbeReport(url, "gradio", app.version, app.protocol, app.api_prefix, app.source, app.info_problem,
                          list(app.endpoints))
+    prefix = app.api_prefix
     if app.is_v3:
         report.transport = "POST /run/<api>, or the websocket queue when the app refuses direct calls"
+    elif app.protocol == "sse":
+        report.transport = f"queue: GET {prefix}/queue/join + POST {prefix}/queue/data"
+    elif app.protocol in QUEUE_PROTOCOLS:
+        report.transport = f"queue: POST {prefix}/queue/join + GET {prefix}/queue/data"
     else:
-        report.transport = "queue: POST {0}/queue/join + GET {0}/queue/data".format(app.api_prefix) \
-            if app.protocol in QUEUE_PROTOCOLS else "POST {0}/call/<api> + its event stream".format(app.api_prefix)
+        report.transport = f"POST {prefix}/call/<api> + its event stream"
     problems = input_problems(inputs)
     if problems:
         report.problem = "; ".join(problems)

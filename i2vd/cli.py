@@ -157,6 +157,25 @@ def command_check(arguments: argparse.Namespace) -> int:
     return run_check(_load(arguments), Path(arguments.path) if arguments.path else None, sys.stdout)
 
 
+def command_probe(arguments: argparse.Namespace) -> int:
+    from i2vd.backends.gradio_probe import probe
+
+    if arguments.url:
+        targets = [(arguments.url, None, None)]
+    else:
+        config = _load(arguments)
+        targets = [(entry.server.url, entry.server.api_name, entry.server.inputs) for entry in config.servers if entry.server.kind != "builtin"]
+        if not targets:
+            print("i2vd probe: the config uses the built-in engine only; give a URL to probe a server")
+            return 1
+    reports = [probe(url, api_name=api_name, inputs=inputs, timeout_seconds=arguments.timeout) for url, api_name, inputs in targets]
+    if arguments.json:
+        print(json.dumps([report.as_dict() for report in reports], indent=2, sort_keys=True))
+    else:
+        print("\n\n".join(report.render() for report in reports))
+    return 0 if all(report.usable for report in reports) else 1
+
+
 def command_demo(arguments: argparse.Namespace) -> int:
     from i2vd.demo import run_demo
 
@@ -196,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("-v", "--verbose", action="store_true", help="log each job")
     check = add("check", command_check, "validate config and sidecars; show each image's profile, prompt and output")
     check.add_argument("path", nargs="?", metavar="PATH", help="a folder to check (default: every watch root)")
+    probe = add("probe", command_probe, "connect to a server: kind, version, endpoints and the parameter mapping i2vd would use")
+    probe.add_argument("url", nargs="?", metavar="URL", help="the server (default: every server in the config)")
+    probe.add_argument("--json", action="store_true")
+    probe.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
     demo = commands.add_parser("demo", help="the built-in engine end to end on generated sample images")
     demo.add_argument("--dir", help="work folder (default: a new temporary folder)")
     demo.add_argument("--images", type=int, default=2, help="sample images per folder")

@@ -33,6 +33,13 @@ def _template_syntax(text: str) -> str | None:
     return None
 
 
+def _gradio_inputs(value: Any) -> str | None:
+    from i2vd.backends.gradio_protocol import input_problems  # the backend knows its own mapping's shape
+
+    problems = input_problems(value)
+    return "; ".join(problems) if problems else None
+
+
 def _auto_or_bool(value: Any) -> str | None:
     return None if value == "auto" or isinstance(value, bool) else f"{value!r} is not one of auto, true, false"
 
@@ -50,12 +57,16 @@ PROFILE_FIELDS = {
 PROFILE_SCHEMA = Section(PROFILE_FIELDS, "a prompt profile; every field inherits from `default`")
 
 SERVER_FIELDS = {
-    "kind": Scalar(str, "builtin", "builtin (CPU preview engine) or predict (I2VGen-XL /api/predict/)", choices=("builtin", "predict")),
+    "kind": Scalar(str, "builtin", "builtin (CPU preview engine), predict (I2VGen-XL /api/predict/) or gradio (any Gradio app)", choices=("builtin", "predict", "gradio")),
     "url": Scalar(str, "http://127.0.0.1:7860", "the server's base URL"),
     "path": Scalar(str, "/api/predict/", "predict endpoint path on the server"),
     "timeout_seconds": Scalar(float, 900.0, "longest one video may take", minimum=1),
     "connect_timeout_seconds": Scalar(float, 10.0, "longest a connection may take to open", minimum=0.1),
     "image_encoding": Scalar(str, "base64", "how the image is sent: base64 or data_url", choices=("base64", "data_url")),
+    "api_name": Scalar(str, None, "gradio: the endpoint, e.g. /predict (default: the one taking an image and returning a video)", nullable=True),
+    "inputs": Scalar(dict, None, "gradio: the app's parameters (by name or position) from i2vd fields or {value: constant}", nullable=True, check=_gradio_inputs),
+    "transport": Scalar(str, "auto", "gradio 4+: auto, queue or call", choices=("auto", "queue", "call")),
+    "oom": Scalar(str, "wait", "on a GPU out-of-memory reply: wait (for VRAM, then retry), downgrade (one resolution step) or fail", choices=("wait", "downgrade", "fail")),
 }
 GPU_FIELDS = {
     "enabled": Scalar(object, "auto", "auto (on when NVML finds a GPU), true or false", check=_auto_or_bool),
@@ -131,6 +142,10 @@ class ServerConfig:
     timeout_seconds: float
     connect_timeout_seconds: float
     image_encoding: str
+    api_name: str | None = None
+    inputs: dict | None = None
+    transport: str = "auto"
+    oom: str = "wait"
 
 
 @dataclass(frozen=True)

@@ -332,6 +332,24 @@ class Journal:
             self._event(db, job_id, "warning" if new.state is not JobState.QUEUED else "info", message[new.state])
             return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()), None
 
+    def downgrade(self, job_id: int, params: dict[str, Any], note: str) -> None:
+        """Back to the queue at once with lower settings (after an out-of-memory reply); no attempt used.
+
+        The idempotency key stays: it names the request as the user made it, and the
+        job's profile record keeps what was asked for under `downgraded_from`.
+        """
+        now = self.clock.now()
+        with self._write() as db:
+            row = db.execute("SELECT params_json, profile_json FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            profile = json.loads(row["profile_json"])
+            profile.setdefault("downgraded_from", json.loads(row["params_json"]))
+            db.execute(
+                "UPDATE jobs SET state = 'queued', params_json = ?, profile_json = ?, last_error = ?, next_attempt_at = ?,"
+                " lease_owner = NULL, lease_expires_at = NULL, interruptions = 0, updated_at = ? WHERE id = ?",
+                (json.dumps(params, sort_keys=True), json.dumps(profile, sort_keys=True, default=str), note, now, now, job_id),
+            )
+            self._event(db, job_id, "warning", note)
+
     def merge_into(self, job_id: int, other_id: int) -> None:
         """A not-yet-started job turned out to be the same work as another: drop it, its files now point there."""
         with self._write() as db:

@@ -70,6 +70,8 @@ def render_status(status: dict[str, Any]) -> str:
     for server in status["servers"]:
         health = f"DOWN since {_when(server['down_since'])}: {server.get('error')}" if server.get("down_since") else "up"
         doing = f"job {server['current_job']} {server['current_file']}" if server.get("current_job") else "idle"
+        if server.get("current_job") and server.get("progress"):
+            doing += f" ({server['progress']})"
         lines.append(f"server:  {server.get('name')} ({server.get('kind')} {server.get('url')}) — {health}; {doing}; {server.get('jobs_done', 0)} done")
         lines.append(f"gpu:     {server.get('gate')}")
     for watch in status["watches"]:

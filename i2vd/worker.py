@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from i2vd import __version__, mp4, output
-from i2vd.backends.base import Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
+from i2vd.backends.base import RESOLUTIONS, Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
 from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER, Config, ServerConfig
 from i2vd.gpu import VramGate
@@ -46,6 +46,7 @@ class WorkerState:
     server_error: str | None = None
     jobs_done: int = 0
     jobs_failed: int = 0
+    progress: str | None = None  # the server's own word: queue position, percent
 
 
 def build_workers(config: Config, journal: Journal, clock: Clock, *, backend: Backend | None = None, gpu_reader=None) -> list[Worker]:
@@ -73,6 +74,8 @@ class Worker:
         self.wake = wake or threading.Event()
         self.state = WorkerState()
         self.heartbeat = Heartbeat("worker", self.clock)
+        if hasattr(backend, "on_progress"):  # Gradio reports queue position and progress
+            backend.on_progress = self.note_progress
         self._down_failures = 0
         self._pending_setup: tuple[Config, ServerConfig, Backend | None, VramGate | None] | None = None
         self._setup_lock = threading.Lock()
@@ -142,7 +145,7 @@ class Worker:
             log.exception("job %d: unexpected error", job.id)
             self._job_failed(job, f"internal error: {type(error).__name__}: {error}")
         finally:
-            self.state.current_job = self.state.current_file = None
+            self.state.current_job = self.state.current_file = self.state.progress = None
         return True
 
     def process(self, job: Job) -> None:
@@ -178,7 +181,7 @@ class Worker:
             self.state.jobs_failed += 1
             return
         except ServerOutOfMemory as error:
-            self._job_failed(job, str(error))
+            self._out_of_memory(job, str(error))
             return
         except BackendError as error:
             self._job_failed(job, str(error))
@@ -225,6 +228,7 @@ class Worker:
             "sidecars": job.profile.get("sidecars", []),
             "prompt": job.prompt,
             "parameters": job.params,
+            "downgraded_from": job.profile.get("downgraded_from"),
             "server": self.backend.describe(),
             "timings": {"queued": job.queued_at, "started": job.started_at, "finished": finished, "server_seconds": round(server_seconds, 3)},
             "attempts": job.attempts + 1,
@@ -242,6 +246,23 @@ class Worker:
         wait = self.config.retry.backoff_seconds(attempts)
         log.warning("job %d: attempt %d failed (%s); retrying in %.0f s", job.id, attempts, error, wait, extra=job_fields(job.id, job.source_path, "queued"))
         self.journal.requeue(job.id, error, self.clock.now() + wait, count_attempt=True)
+
+    def _out_of_memory(self, job: Job, error: str) -> None:
+        """server.oom: fail at once, step the resolution down one level, or wait (the backoff, then the gate)."""
+        if self.server.oom == "fail":
+            log.error("job %d: out of GPU memory, failed (server.oom: fail): %s", job.id, error, extra=job_fields(job.id, job.source_path, "failed"))
+            self.journal.mark_failed(job.id, f"out of GPU memory: {error}")
+            self.state.jobs_failed += 1
+            return
+        resolution = job.params["resolution"]
+        if self.server.oom == "downgrade" and RESOLUTIONS.index(resolution) > 0:
+            lower = RESOLUTIONS[RESOLUTIONS.index(resolution) - 1]
+            note = f"out of GPU memory at {resolution}: stepped down to {lower}"
+            log.warning("job %d: %s", job.id, note, extra=job_fields(job.id, job.source_path, "queued"))
+            self.journal.downgrade(job.id, {**job.params, "resolution": lower}, note)
+            return
+        # Not again at once with the same settings: the attempt counts, the retry waits for its backoff and the gate.
+        self._job_failed(job, f"out of GPU memory (waiting for VRAM before the next try): {error}")
 
     def _server_down(self, job: Job, error: str) -> None:
         """Not the job's fault: back to the queue with no attempt used, and pause the queue."""
@@ -262,6 +283,10 @@ class Worker:
     def _server_status(self) -> dict:
         return {**self.backend.describe(), "down_since": self.state.server_down_since, "error": self.state.server_error}
 
+    def note_progress(self, message: str) -> None:
+        self.state.progress = message
+        log.info("job %s: %s", self.state.current_job, message)
+
     def status(self) -> dict:
         """This worker's server, gate and job, for `i2vd status`."""
         return {
@@ -271,6 +296,7 @@ class Worker:
             "gate_state": self.gate.state,
             "current_job": self.state.current_job,
             "current_file": self.state.current_file,
+            "progress": self.state.progress,
             "jobs_done": self.state.jobs_done,
             "jobs_failed": self.state.jobs_failed,
         }

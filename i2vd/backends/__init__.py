@@ -21,4 +21,15 @@ def make_backend(server: ServerConfig) -> Backend:
             connect_timeout_seconds=server.connect_timeout_seconds,
             image_encoding=server.image_encoding,
         )
+    if server.kind == "gradio":
+        from i2vd.backends.gradio import GradioBackend
+
+        return GradioBackend(
+            server.url,
+            api_name=server.api_name,
+            inputs=server.inputs,
+            timeout_seconds=server.timeout_seconds,
+            connect_timeout_seconds=server.connect_timeout_seconds,
+            transport=server.transport,
+        )
     raise ValueError(f"unknown server kind {server.kind!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from enum import Enum
@@ -132,7 +133,7 @@ class Intake:
         if resolved is not None:
             profile.update(fields=resolved.fields, sidecars=list(resolved.sidecars), hash=resolved.profile_hash)
         return NewJob(
-            idem_key=resolved.idempotency_key(sha256) if resolved else f"{'parked' if parked else 'rejected'}:{sha256}:{path}",
+            idem_key=resolved.idempotency_key(sha256) if resolved else f"{'parked' if parked else 'rejected'}:{sha256}:{sha256_of(os.fsencode(path))}",
             source_path=str(path),
             root=str(root.path) if root else "",
             rel_path=str(relative),

@@ -10,6 +10,7 @@ daemon writes.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -76,6 +77,32 @@ CREATE TABLE IF NOT EXISTS daemon_status (
 """
 
 EVENTS_KEPT = 10_000
+PATH_FIELDS = ("source_path", "root", "rel_path", "output_path")
+
+
+def db_path(path: str) -> str | bytes:
+    """A path as SQLite can hold it: TEXT when it is UTF-8, else its raw bytes (a BLOB).
+
+    Names from SMB shares and old cameras are not always UTF-8; Python carries such
+    bytes as surrogates, which SQLite's TEXT refuses. The choice is deterministic, so
+    lookups by path find what was stored.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def py_path(value: str | bytes | None) -> str | None:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def printable(text: str | None) -> str | None:
+    """Messages and prompts stay readable text: undecodable bytes in a name become U+FFFD."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class JobState(str, Enum):
@@ -217,10 +244,10 @@ class Journal:
         """path -> (size, mtime_ns) of every file already handled: the reconcile's memory."""
         with self._lock:
             cursor = self._db.execute("SELECT path, size, mtime_ns FROM files")
-            return {path: (size, mtime_ns) for path, size, mtime_ns in cursor}
+            return {py_path(path): (size, mtime_ns) for path, size, mtime_ns in cursor}
 
     def known_file(self, path: str) -> KnownFile | None:
-        rows = self._read("SELECT size, mtime_ns, sha256, job_id FROM files WHERE path = ?", (path,))
+        rows = self._read("SELECT size, mtime_ns, sha256, job_id FROM files WHERE path = ?", (db_path(path),))
         return KnownFile(*rows[0]) if rows else None
 
     def remember_file(self, path: str, size: int, mtime_ns: int, sha256: str, job_id: int | None) -> None:
@@ -233,7 +260,7 @@ class Journal:
             "INSERT INTO files (path, size, mtime_ns, sha256, job_id) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
             " sha256 = excluded.sha256, job_id = excluded.job_id",
-            (path, size, mtime_ns, sha256, job_id),
+            (db_path(path), size, mtime_ns, sha256, job_id),
         )
 
     # -- recording jobs ------------------------------------------------------------
@@ -267,10 +294,10 @@ class Journal:
             " profile_name, prompt, params_json, profile_json, output_name, priority, next_attempt_at, last_error,"
             " queued_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                new.idem_key, new.state.value, new.source_path, new.root, new.rel_path, new.source_sha256,
-                new.source_size, new.profile_name, new.prompt, json.dumps(new.params, sort_keys=True),
-                json.dumps(new.profile, sort_keys=True, default=str), new.output_name, new.priority, now,
-                new.error or new.parked, now, now if new.error else None, now,
+                new.idem_key, new.state.value, db_path(new.source_path), db_path(new.root), db_path(new.rel_path), new.source_sha256,
+                new.source_size, new.profile_name, printable(new.prompt), json.dumps(new.params, sort_keys=True),
+                json.dumps(new.profile, sort_keys=True, default=str), printable(new.output_name), new.priority, now,
+                printable(new.error or new.parked), now, now if new.error else None, now,
             ),
         )
         job_id = cursor.lastrowid
@@ -297,7 +324,7 @@ class Journal:
         parameters: tuple = ()
         if under is not None:
             sql += " AND substr(source_path, 1, ?) = ?"
-            prefix = under.rstrip("/") + "/"
+            prefix = db_path(under.rstrip("/") + "/")
             parameters = (len(prefix), prefix)
         return [_job(row) for row in self._read(sql + " ORDER BY id", parameters)]
 
@@ -322,8 +349,9 @@ class Journal:
                 "UPDATE jobs SET idem_key = ?, state = ?, profile_name = ?, prompt = ?, params_json = ?, profile_json = ?,"
                 f" output_name = ?, priority = ?, last_error = ?, next_attempt_at = ?, updated_at = ?{reset} WHERE id = ?",
                 (
-                    new.idem_key, new.state.value, new.profile_name, new.prompt, json.dumps(new.params, sort_keys=True),
-                    json.dumps(new.profile, sort_keys=True, default=str), new.output_name, new.priority, new.error or new.parked, now, now, job_id,
+                    new.idem_key, new.state.value, new.profile_name, printable(new.prompt), json.dumps(new.params, sort_keys=True),
+                    json.dumps(new.profile, sort_keys=True, default=str), printable(new.output_name), new.priority,
+                    printable(new.error or new.parked), now, now, job_id,
                 ),
             )
             if new.state is JobState.FAILED:
@@ -346,7 +374,7 @@ class Journal:
             db.execute(
                 "UPDATE jobs SET state = 'queued', params_json = ?, profile_json = ?, last_error = ?, next_attempt_at = ?,"
                 " lease_owner = NULL, lease_expires_at = NULL, interruptions = 0, updated_at = ? WHERE id = ?",
-                (json.dumps(params, sort_keys=True), json.dumps(profile, sort_keys=True, default=str), note, now, now, job_id),
+                (json.dumps(params, sort_keys=True), json.dumps(profile, sort_keys=True, default=str), printable(note), now, now, job_id),
             )
             self._event(db, job_id, "warning", note)
 
@@ -399,13 +427,13 @@ class Journal:
         """Record where the video will go; False when another job already owns that path."""
         try:
             with self._write() as db:
-                db.execute("UPDATE jobs SET output_path = ?, updated_at = ? WHERE id = ?", (output_path, self.clock.now(), job_id))
+                db.execute("UPDATE jobs SET output_path = ?, updated_at = ? WHERE id = ?", (db_path(output_path), self.clock.now(), job_id))
         except sqlite3.IntegrityError:
             return False
         return True
 
     def output_owner(self, output_path: str) -> int | None:
-        rows = self._read("SELECT id FROM jobs WHERE output_path = ?", (output_path,))
+        rows = self._read("SELECT id FROM jobs WHERE output_path = ?", (db_path(output_path),))
         return rows[0][0] if rows else None
 
     def mark_done(self, job_id: int, server: dict[str, Any], server_seconds: float | None, note: str = "done") -> None:
@@ -424,7 +452,7 @@ class Journal:
             db.execute(
                 "UPDATE jobs SET state = 'failed', attempts = attempts + ?, last_error = ?, lease_owner = NULL,"
                 " lease_expires_at = NULL, interruptions = 0, finished_at = ?, updated_at = ? WHERE id = ?",
-                (1 if count_attempt else 0, error, now, now, job_id),
+                (1 if count_attempt else 0, printable(error), now, now, job_id),
             )
             self._event(db, job_id, "error", f"failed: {error}")
 
@@ -436,7 +464,7 @@ class Journal:
                 "UPDATE jobs SET state = 'queued', attempts = attempts + ?, last_error = coalesce(?, last_error),"
                 " next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL, interruptions = 0,"
                 " updated_at = ? WHERE id = ?",
-                (1 if count_attempt else 0, error, retry_at, now, job_id),
+                (1 if count_attempt else 0, printable(error), retry_at, now, job_id),
             )
             if error:
                 self._event(db, job_id, "warning", f"will retry at {retry_at:.0f}: {error}")
@@ -545,7 +573,7 @@ class Journal:
 
     def _event(self, db: sqlite3.Connection, job_id: int | None, level: str, message: str) -> None:
         cursor = db.execute(
-            "INSERT INTO events (at, job_id, level, message) VALUES (?, ?, ?, ?)", (self.clock.now(), job_id, level, message)
+            "INSERT INTO events (at, job_id, level, message) VALUES (?, ?, ?, ?)", (self.clock.now(), job_id, level, printable(message))
         )
         if cursor.lastrowid % 1000 == 0:  # keep the table bounded without a sweep on every insert
             db.execute("DELETE FROM events WHERE id <= ?", (cursor.lastrowid - EVENTS_KEPT,))
@@ -567,4 +595,6 @@ class Journal:
 def _job(row: sqlite3.Row) -> Job:
     values = dict(row)
     values["state"] = JobState(values["state"])
+    for name in PATH_FIELDS:
+        values[name] = py_path(values[name])
     return Job(**values)

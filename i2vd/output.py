@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
@@ -24,7 +25,8 @@ def record_path(video: Path) -> Path:
 
 
 def default_video_path(output_dir: Path, rel_path: str, output_name: str | None) -> Path:
-    relative = PurePosixPath(rel_path)
+    # NFC: "café" typed on a Mac (NFD) and on Windows (NFC) must not become two look-alike videos.
+    relative = PurePosixPath(unicodedata.normalize("NFC", rel_path))
     name = output_name or f"{relative.stem}.mp4"
     return output_dir.joinpath(*relative.parent.parts, name)
 
@@ -114,6 +116,14 @@ def _write_bytes_synced(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def _record_bytes(record: dict[str, Any]) -> bytes:
+    """The audit record as UTF-8 JSON; a name with undecodable bytes is kept exactly, as JSON escapes."""
+    try:
+        return (json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(record, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode("ascii")
+
+
 def write_video(final: Path, job_id: int, video: bytes, record: dict[str, Any], comment: str) -> None:
     """Validate, tag and place the video and its record atomically.
 
@@ -132,8 +142,7 @@ def write_video(final: Path, job_id: int, video: bytes, record: dict[str, Any], 
         _write_bytes_synced(raw, video)
         mp4.write_tagged_copy(raw, video_temp, comment)
         _fsync_file(video_temp)
-        record_text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        _write_bytes_synced(record_temp, record_text.encode("utf-8"))
+        _write_bytes_synced(record_temp, _record_bytes(record))
         os.replace(record_temp, record_path(final))
         try:
             os.replace(video_temp, final)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -46,18 +47,23 @@ class ResolvedProfile:
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
+def _text(name: str) -> str:
+    return unicodedata.normalize("NFC", name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
 def subject_of(stem: str) -> str:
     """`golden_retriever-2` -> "golden retriever 2": the file name as words for a prompt."""
     return " ".join(stem.lower().replace("_", " ").replace("-", " ").split())
 
 
 def template_variables(relative_path: PurePosixPath, facts: ImageFacts | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    stem = relative_path.stem
+    # Names are NFC (a Mac writes NFD) and readable text (undecodable bytes become U+FFFD): prompts are text.
+    stem = _text(relative_path.stem)
     variables: dict[str, Any] = {
         "stem": stem,
         "subject": subject_of(stem),
-        "filename": relative_path.name,
-        "folder": relative_path.parent.name,
+        "filename": _text(relative_path.name),
+        "folder": _text(relative_path.parent.name),
         "caption": None,
         "exif_date": facts.exif_date if facts else None,
         "exif_camera": facts.exif_camera if facts else None,

@@ -209,6 +209,8 @@ class IntakeLoop:
         self._undecodable: dict[Path, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._pending_config: Config | None = None
+        self._root_devices: dict[int, int] = {}
+        self._offline_since: dict[int, float] = {}
         self.heartbeat = Heartbeat("intake", self.clock)
         self.watches = self._make_watches(config)
         self._last_scan: dict[int, float] = {}
@@ -277,6 +279,8 @@ class IntakeLoop:
         """One round: rescans that are due, folder scans asked for by events, settled files to the intake."""
         now = self.clock.monotonic()
         for index, root in enumerate(self.config.watch):
+            if not self._root_online(index):
+                continue
             if now - self._last_scan.get(index, float("-inf")) >= root.rescan_seconds:
                 if not self.watches[index].active:
                     self.watches[index].start()
@@ -299,6 +303,35 @@ class IntakeLoop:
             self._take(images)
         for folder in sorted(sidecar_folders):
             self._apply_sidecars(folder)
+
+    def _root_online(self, index: int) -> bool:
+        """Notice a root that vanished (an unmounted share) or came back or changed file system.
+
+        Gone is not deleted: nothing is dropped, and when it is back (or remounted) the
+        watch is made anew and the root rescanned at once, finding what was added meanwhile.
+        """
+        root, watch = self.config.watch[index], self.watches[index]
+        try:
+            device = root.path.stat().st_dev if root.path.is_dir() else None
+        except OSError:
+            device = None
+        if device is None:
+            if index not in self._offline_since:
+                log.warning("watch root %s is gone (unmounted share?): nothing is dropped; watching for it to return", root.path)
+                self._offline_since[index] = self.clock.now()
+                watch.reason = "offline"
+                watch.stop()
+            return False
+        seen = self._root_devices.get(index)
+        if index in self._offline_since or (seen is not None and seen != device):
+            log.info("watch root %s is back%s: watching it anew and rescanning", root.path, "" if seen in (None, device) else " on another file system")
+            self._offline_since.pop(index, None)
+            watch.stop()
+            watch.reason = ""
+            watch.start()
+            self._last_scan.pop(index, None)
+        self._root_devices[index] = device
+        return True
 
     def _apply_sidecars(self, folder: Path, parked_only: bool = False) -> None:
         try:
@@ -341,6 +374,8 @@ class IntakeLoop:
         self.watches = self._make_watches(config)
         self.start_watches()
         self._last_scan.clear()  # rescan every root: new roots are reconciled, queued jobs get the new profiles
+        self._root_devices.clear()
+        self._offline_since.clear()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -9,6 +9,7 @@ what `i2vd batch` and the tests use instead of threads and sleeps.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -62,6 +63,9 @@ def build_workers(config: Config, journal: Journal, clock: Clock, *, backend: Ba
     return workers
 
 
+SHARE_OFFLINE_ERRORS = {errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ETIMEDOUT}
+
+
 class Worker:
     def __init__(self, config: Config, journal: Journal, backend: Backend, gate: VramGate, clock: Clock | None = None, *, name: str | None = None, wake: threading.Event | None = None, server: ServerConfig | None = None):
         self.config = config
@@ -77,6 +81,8 @@ class Worker:
         if hasattr(backend, "on_progress"):  # Gradio reports queue position and progress
             backend.on_progress = self.note_progress
         self._down_failures = 0
+        self._mount_roots: dict[str, bool] = {}  # was each root a mount point when first seen?
+        self._note_mount_roots(config)
         self._pending_setup: tuple[Config, ServerConfig, Backend | None, VramGate | None] | None = None
         self._setup_lock = threading.Lock()
 
@@ -93,6 +99,7 @@ class Worker:
             return
         config, server, backend, gate = pending
         self.config, self.server = config, server
+        self._note_mount_roots(config)
         if backend is not None:
             self.backend.close()
             self.backend = backend
@@ -159,11 +166,16 @@ class Worker:
             return
         try:
             image = read_regular_file(Path(job.source_path))
-        except FileNotFoundError:
-            self.journal.mark_failed(job.id, f"source file is gone: {job.source_path}", count_attempt=False)
-            return
         except OSError as error:
-            self._job_failed(job, f"cannot read source: {error.strerror or error}")
+            if error.errno in SHARE_OFFLINE_ERRORS or (isinstance(error, FileNotFoundError) and self._root_offline(job.root)):
+                # An unmounted share is not a deletion: the job waits, using no attempt, until the files are back.
+                retry_at = self.clock.now() + self.config.retry.initial_backoff_seconds
+                log.warning("job %d: %s is offline (%s); the job waits", job.id, job.root, error.strerror, extra=job_fields(job.id, job.source_path, "queued"))
+                self.journal.requeue(job.id, f"waiting: the share {job.root} is offline ({error.strerror})", retry_at, count_attempt=False)
+            elif isinstance(error, FileNotFoundError):
+                self.journal.mark_failed(job.id, f"source file is gone: {job.source_path}", count_attempt=False)
+            else:
+                self._job_failed(job, f"cannot read source: {error.strerror or error}")
             return
         if sha256_of(image) != job.source_sha256:
             self.journal.mark_failed(job.id, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
@@ -204,6 +216,20 @@ class Worker:
         self.state.jobs_done += 1
         log.info("job %d: done -> %s (%.1f s on the server)", job.id, destination, reply.server_seconds, extra=job_fields(job.id, job.source_path, "done"))
         self._after(job)
+
+    def _root_offline(self, root: str) -> bool:
+        """A watch root that is missing, or a mount point (when first seen) that is no longer mounted."""
+        if not root:
+            return False
+        path = Path(root)
+        if not path.is_dir():
+            return True
+        return self._mount_roots.get(root, False) and not os.path.ismount(path)
+
+    def _note_mount_roots(self, config: Config) -> None:
+        for root in config.watch:
+            if root.path.is_dir():
+                self._mount_roots.setdefault(str(root.path), os.path.ismount(root.path))
 
     def _destination(self, job: Job) -> Path:
         if job.output_path:

@@ -10,8 +10,10 @@ so the user sees it in `i2vd jobs --state failed` instead of it vanishing.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from enum import Enum
@@ -81,15 +83,24 @@ class Intake:
             results[index] = self._report(job) if created else IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
         return results
 
-    def _examine(self, path: Path, root: WatchRoot | None, profile_name: str, bad_is_final: bool) -> IntakeResult | tuple[NewJob, int]:
+    def _examine(self, path: Path, root: WatchRoot | None, profile_name: str, bad_is_final: bool) -> IntakeResult | tuple[NewJob, int | None]:
         """Read, hash and decode one file once: a result when nothing is to be recorded, else the job to record."""
         try:
             info = path.stat(follow_symlinks=False)
             known = self.journal.known_file(str(path))
             if known and (known.size, known.mtime_ns) == (info.st_size, info.st_mtime_ns):
                 return IntakeResult(Outcome.KNOWN, self._job(known.job_id), reason="already in the journal")
+            if not stat.S_ISREG(info.st_mode):
+                # Never opened: a FIFO would block, a link could lead outside the hot folder.
+                reason = describe_special(path, info, root)
+                return self._settings(path, root, "", info.st_size, None, profile_name, reason), info.st_mtime_ns
             data = read_regular_file(path)
+        except FileNotFoundError:
+            return IntakeResult(Outcome.NOT_READY, reason=f"{path} is gone")
         except OSError as error:
+            if bad_is_final and error.errno in (errno.EACCES, errno.EPERM):
+                # Not remembered as seen: once its permissions are fixed, a rescan takes it.
+                return self._settings(path, root, "", info.st_size, None, profile_name, f"cannot read {path.name}: {error.strerror}"), None
             return IntakeResult(Outcome.NOT_READY, reason=f"cannot read {path}: {error.strerror}")
         sha256 = sha256_of(data)
         if known and known.sha256 == sha256:
@@ -193,6 +204,21 @@ class Intake:
         return [self.reresolve(job, fresh_start=True) for job in self.journal.retryable(job_ids)]
 
 
+def describe_special(path: Path, info: os.stat_result, root: WatchRoot | None) -> str:
+    """Why an image-named thing that is not a regular file is not made into a video."""
+    if stat.S_ISLNK(info.st_mode):
+        target = os.readlink(path)
+        resolved = path.parent.joinpath(target).resolve()
+        if root is not None and not resolved.is_relative_to(root.path.resolve()):
+            return f"{path.name} is a symbolic link to {target}, outside its watch root: never followed or uploaded"
+        return f"{path.name} is a symbolic link to {target}: the file it points to is processed on its own, never through the link"
+    if stat.S_ISDIR(info.st_mode):
+        return f"{path.name} is a folder named like an image: the images in it are watched, the folder itself is no image"
+    if stat.S_ISFIFO(info.st_mode):
+        return f"{path.name} is a named pipe (FIFO), not an image file"
+    return f"{path.name} is a device or socket, not an image file"
+
+
 class IntakeLoop:
     """Watches every root and feeds settled files to the intake; one thread, so hashing never blocks events."""
 
@@ -206,6 +232,7 @@ class IntakeLoop:
         self._excluded = config.excluded_folders()
         self._folders_to_scan: set[tuple[Path, int]] = set()
         self._sidecar_folders: set[Path] = set()
+        self._special: set[Path] = set()  # image-named things that are no regular file
         self._undecodable: dict[Path, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._pending_config: Config | None = None
@@ -228,7 +255,9 @@ class IntakeLoop:
 
         def on_file(path: Path) -> None:
             if is_candidate(path, root.path, self._excluded):
-                self.tracker.touch(path)
+                if not self.tracker.touch(path):
+                    with self._lock:
+                        self._special.add(path)
             elif is_sidecar_name(path.name) and root.path in path.parents:
                 # A caption or sidecar arriving while its images settle must apply to them: restart their windows.
                 self.tracker.restart(lambda pending: path.parent == pending.parent or path.parent in pending.parents)
@@ -244,6 +273,8 @@ class IntakeLoop:
         def on_folder(path: Path) -> None:
             with self._lock:
                 self._folders_to_scan.add((path, index))
+                if is_candidate(path, self.config.watch[index].path, self._excluded):
+                    self._special.add(path)  # a folder called x.jpg: said once, its contents watched
 
         return on_folder
 
@@ -261,9 +292,13 @@ class IntakeLoop:
         root = self.config.watch[index]
         known = self.intake.journal.known_files()
         suggested = 0
-        for path, info in scan(folder or root.path, self._excluded):
+        for path, info in scan(folder or root.path, self._excluded, include_special=True):
             if known.get(str(path)) != (info.st_size, info.st_mtime_ns):
-                self.tracker.touch(path)
+                if stat.S_ISREG(info.st_mode):
+                    self.tracker.touch(path)
+                else:
+                    with self._lock:
+                        self._special.add(path)
                 suggested += 1
         self._last_scan[index] = self.clock.monotonic()
         return suggested
@@ -291,6 +326,7 @@ class IntakeLoop:
         with self._lock:
             folders, self._folders_to_scan = self._folders_to_scan, set()
             sidecar_folders, self._sidecar_folders = self._sidecar_folders, set()
+            special, self._special = self._special, set()
         for folder, index in folders:
             self.reconcile(index, folder)
         images = []
@@ -301,6 +337,8 @@ class IntakeLoop:
                 images.append((path, size, mtime_ns))
         if images:
             self._take(images)
+        if special:
+            self._take_special(sorted(special))
         for folder in sorted(sidecar_folders):
             self._apply_sidecars(folder)
 
@@ -338,6 +376,12 @@ class IntakeLoop:
             self.intake.reresolve_under(folder, parked_only=parked_only)
         except Exception:  # noqa: BLE001 - a surprise here must not stop the intake
             log.exception("applying sidecars under %s failed", folder)
+
+    def _take_special(self, paths: list[Path]) -> None:
+        try:
+            self.intake.consider_many([(path, self._root_of(path), True) for path in paths])
+        except Exception:  # noqa: BLE001
+            log.exception("intake of %d special file(s) failed unexpectedly", len(paths))
 
     def _take(self, settled: list[tuple[Path, int, int]]) -> None:
         """Settled images to the intake in one burst (one journal transaction)."""

@@ -51,8 +51,12 @@ def is_candidate(path: Path, root: Path, excluded: tuple[Path, ...] = ()) -> boo
     return not any(path == folder or folder in path.parents for folder in excluded)
 
 
-def scan(root: Path, excluded: tuple[Path, ...] = ()) -> Iterator[tuple[Path, os.stat_result]]:
-    """Every candidate image file under `root`, with its stat; symlinks are not followed."""
+def scan(root: Path, excluded: tuple[Path, ...] = (), *, include_special: bool = False) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every candidate image file under `root`, with its lstat; symlinks are not followed.
+
+    With include_special, image-named things that are not regular files (a FIFO, a
+    link, a folder called x.jpg) are yielded too, so the intake can say what they are.
+    """
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -66,11 +70,12 @@ def scan(root: Path, excluded: tuple[Path, ...] = ()) -> Iterator[tuple[Path, os
                 continue
             path = Path(entry.path)
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    if not any(path == folder_ or folder_ in path.parents for folder_ in excluded):
-                        stack.append(path)
+                is_folder = entry.is_dir(follow_symlinks=False)
+                if is_folder and not any(path == folder_ or folder_ in path.parents for folder_ in excluded):
+                    stack.append(path)
+                if not is_candidate(path, root, excluded):
                     continue
-                if entry.is_file(follow_symlinks=False) and is_candidate(path, root, excluded):
+                if include_special or (entry.is_file(follow_symlinks=False) and not is_folder):
                     yield path, entry.stat(follow_symlinks=False)
             except OSError as error:
                 log.warning("cannot stat %s: %s", path, error.strerror)
@@ -95,20 +100,21 @@ class SettleTracker:
         with self._lock:
             return len(self._pending)
 
-    def touch(self, path: Path) -> None:
-        """Something happened to `path`: (re)start its settle window."""
+    def touch(self, path: Path) -> bool:
+        """Something happened to `path`: (re)start its settle window. False when it is not a regular file."""
         try:
             info = os.stat(path, follow_symlinks=False)
         except OSError:
             with self._lock:
                 self._pending.pop(path, None)
-            return
+            return True  # gone: nothing to say about it
         if not stat.S_ISREG(info.st_mode):
-            return
+            return False
         with self._lock:
             current = self._pending.get(path)
             if current is None or (current.size, current.mtime_ns) != (info.st_size, info.st_mtime_ns):
                 self._pending[path] = _Pending(info.st_size, info.st_mtime_ns, self._clock.monotonic())
+        return True
 
     def restart(self, which: Callable[[Path], bool]) -> None:
         """Restart the settle window of pending paths chosen by `which`."""

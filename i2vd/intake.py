@@ -29,7 +29,7 @@ from i2vd.logs import job_fields
 from i2vd.mounts import read_mounts, should_poll
 from i2vd.profiles import resolve_profile
 from i2vd.sidecars import ProfileError, SidecarError, is_sidecar_name, read_caption, read_sidecars
-from i2vd.watcher import FolderWatch, SettleTracker, is_candidate, scan
+from i2vd.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, scan
 
 log = logging.getLogger("i2vd.intake")
 
@@ -233,6 +233,7 @@ class IntakeLoop:
         self._folders_to_scan: set[tuple[Path, int]] = set()
         self._sidecar_folders: set[Path] = set()
         self._special: set[Path] = set()  # image-named things that are no regular file
+        self._rescan_requested = False
         self._undecodable: dict[Path, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._pending_config: Config | None = None
@@ -313,6 +314,10 @@ class IntakeLoop:
     def tick(self) -> None:
         """One round: rescans that are due, folder scans asked for by events, settled files to the intake."""
         now = self.clock.monotonic()
+        with self._lock:
+            if self._rescan_requested:
+                self._last_scan.clear()
+                self._rescan_requested = False
         for index, root in enumerate(self.config.watch):
             if not self._root_online(index):
                 continue
@@ -360,6 +365,9 @@ class IntakeLoop:
                 watch.reason = "offline"
                 watch.stop()
             return False
+        if watch.started and not watch.active and not watch.use_polling:
+            self._last_scan.pop(index, None)  # events may have been missed while it was failing
+            watch.fall_back_to_polling("its inotify watcher stopped (watch limit reached?)")
         seen = self._root_devices.get(index)
         if index in self._offline_since or (seen is not None and seen != device):
             log.info("watch root %s is back%s: watching it anew and rescanning", root.path, "" if seen in (None, device) else " on another file system")
@@ -421,7 +429,17 @@ class IntakeLoop:
         self._root_devices.clear()
         self._offline_since.clear()
 
+    def rescan_all(self) -> None:
+        """Events were lost (the kernel's inotify queue overflowed): reconcile every root at the next tick."""
+        log.warning("file events were lost: rescanning every watch root")
+        with self._lock:
+            self._rescan_requested = True
+
     def run(self, stop: threading.Event) -> None:
+        with MissedEvents(self.rescan_all):
+            self._run(stop)
+
+    def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self._apply_config()
             self.heartbeat.beat(self.TICK_SECONDS, "watching")

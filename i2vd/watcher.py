@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from i2vd.clock import Clock
@@ -172,19 +173,55 @@ class _EventHandler(FileSystemEventHandler):
             log.exception("error handling %s", event)
 
 
+class MissedEvents(logging.Handler):
+    """Hears watchdog say the kernel dropped inotify events (it only logs that) and asks for a rescan."""
+
+    MARK = "queue overflow"
+
+    def __init__(self, on_missed: Callable[[], None]):
+        super().__init__(logging.WARNING)
+        self._on_missed = on_missed
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.MARK in record.getMessage().lower().replace("overflowed", "overflow"):
+            self._on_missed()
+
+    def __enter__(self) -> "MissedEvents":
+        logging.getLogger("watchdog.observers").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("watchdog.observers").removeHandler(self)
+
+
 class FolderWatch:
     """One observer per watch root: inotify by default, polling when asked or when inotify fails."""
 
-    def __init__(self, root: Path, use_polling: bool, on_file: Callable[[Path], None], on_folder: Callable[[Path], None], reason: str = ""):
+    def __init__(self, root: Path, use_polling: bool, on_file: Callable[[Path], None], on_folder: Callable[[Path], None], reason: str = "", make_observer: Callable[[bool], BaseObserver] | None = None):
         self.root = root
         self.use_polling = use_polling
         self.reason = reason
         self._handler = _EventHandler(on_file, on_folder)
-        self._observer: Observer | PollingObserver | None = None
+        self._observer: BaseObserver | None = None
+        self._make_observer = make_observer or (lambda polling: PollingObserver(timeout=1.0) if polling else Observer())
+
+    @property
+    def started(self) -> bool:
+        return self._observer is not None
 
     @property
     def active(self) -> bool:
-        return self._observer is not None and self._observer.is_alive()
+        """Started, and every thread behind it alive (an inotify emitter dies when it cannot add a watch)."""
+        if self._observer is None or not self._observer.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in self._observer.emitters)
+
+    def fall_back_to_polling(self, why: str) -> None:
+        log.warning("watching %s with inotify stopped (%s): falling back to polling", self.root, why)
+        self.stop()
+        self.use_polling = True
+        self.reason = why
+        self.start()
 
     @property
     def method(self) -> str:
@@ -207,8 +244,8 @@ class FolderWatch:
         log.info("watching %s (%s%s)", self.root, self.method, f": {self.reason}" if self.reason else "")
         return True
 
-    def _start_observer(self, polling: bool) -> Observer | PollingObserver:
-        observer = PollingObserver(timeout=1.0) if polling else Observer()
+    def _start_observer(self, polling: bool) -> BaseObserver:
+        observer = self._make_observer(polling)
         observer.schedule(self._handler, str(self.root), recursive=True)
         observer.daemon = True
         observer.start()

@@ -161,14 +161,16 @@ def command_probe(arguments: argparse.Namespace) -> int:
     from i2vd.backends.gradio_probe import probe
 
     if arguments.url:
-        targets = [(arguments.url, None, None)]
+        reports = [probe(arguments.url, timeout_seconds=arguments.timeout)]
     else:
-        config = _load(arguments)
-        targets = [(entry.server.url, entry.server.api_name, entry.server.inputs) for entry in config.servers if entry.server.kind != "builtin"]
-        if not targets:
+        servers = [entry.server for entry in _load(arguments).servers if entry.server.kind != "builtin"]
+        if not servers:
             print("i2vd probe: the config uses the built-in engine only; give a URL to probe a server")
             return 1
-    reports = [probe(url, api_name=api_name, inputs=inputs, timeout_seconds=arguments.timeout) for url, api_name, inputs in targets]
+        reports = [
+            probe(server.url, api_name=server.api_name, inputs=server.inputs, timeout_seconds=arguments.timeout, transport=server.transport, kind=server.kind)
+            for server in servers
+        ]
     if arguments.json:
         print(json.dumps([report.as_dict() for report in reports], indent=2, sort_keys=True))
     else:

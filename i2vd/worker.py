@@ -288,7 +288,8 @@ class Worker:
             self.journal.downgrade(job.id, {**job.params, "resolution": lower}, note)
             return
         # Not again at once with the same settings: the attempt counts, the retry waits for its backoff and the gate.
-        self._job_failed(job, f"out of GPU memory (waiting for VRAM before the next try): {error}")
+        waiting = " (waiting for VRAM before the next try)" if job.attempts + 1 < self.config.retry.attempts else ""
+        self._job_failed(job, f"out of GPU memory{waiting}: {error}")
 
     def _server_down(self, job: Job, error: str) -> None:
         """Not the job's fault: back to the queue with no attempt used, and pause the queue."""

@@ -85,19 +85,25 @@ class ProbeReport:
 
 
 def probe(url: str, *, api_name: str | None = None, inputs: dict | None = None, timeout_seconds: float = 10,
-          session: requests.Session | None = None) -> ProbeReport:
+          session: requests.Session | None = None, transport: str = "auto", kind: str | None = None) -> ProbeReport:
+    """What the server at `url` is and how i2vd would call it; with `kind` (the configured
+    server.kind), a server of another kind is a problem with the advice to change it."""
     url = url.rstrip("/")
     own_session = session is None
     session = session or requests.Session()
     session.headers.setdefault("User-Agent", f"i2vd/{__version__}")
     try:
-        return _probe(session, url, api_name, inputs, timeout_seconds)
+        report = _probe(session, url, api_name, inputs, timeout_seconds, transport)
     finally:
         if own_session:
             session.close()
+    if kind is not None and report.kind in ("gradio", "predict") and report.kind != kind and not report.problem:
+        report.problem = f"the config says server.kind: {kind}, but this is a {report.kind} server"
+        report.suggestion = f"use server.kind: {report.kind}"
+    return report
 
 
-def _probe(session: requests.Session, url: str, api_name: str | None, inputs: dict | None, timeout: float) -> ProbeReport:
+def _probe(session: requests.Session, url: str, api_name: str | None, inputs: dict | None, timeout: float, transport: str = "auto") -> ProbeReport:
     try:
         app = discover_app(session, url, timeout, timeout)
     except AppMismatch as error:
@@ -107,7 +113,11 @@ def _probe(session: requests.Session, url: str, api_name: str | None, inputs: di
     report = ProbeReport(url, "gradio", app.version, app.protocol, app.api_prefix, app.source, app.info_problem,
                          list(app.endpoints))
     prefix = app.api_prefix
-    if app.is_v3:
+    if transport == "call" and not app.is_v3:
+        report.transport = f"POST {prefix}/call/<api> + its event stream"
+    elif transport == "queue" and not app.is_v3:
+        report.transport = f"queue: POST {prefix}/queue/join + GET {prefix}/queue/data"
+    elif app.is_v3:
         report.transport = "POST /run/<api>, or the websocket queue when the app refuses direct calls"
     elif app.protocol == "sse":
         report.transport = f"queue: GET {prefix}/queue/join + POST {prefix}/queue/data"

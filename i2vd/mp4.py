@@ -7,6 +7,8 @@ captured, so a failure becomes a `VideoError` with ffmpeg's own reason in it.
 
 from __future__ import annotations
 
+import errno
+
 import re
 import subprocess
 from collections.abc import Iterable
@@ -92,9 +94,10 @@ def write_tagged_copy(source: Path, destination: Path, comment: str) -> None:
     )
     try:
         if completed.returncode != 0:
+            _raise_disk_error(completed.stderr, destination)
             raise VideoError(f"not a video: ffmpeg says: {_reason(completed.stderr)}")
         probe(destination)
-    except VideoError:
+    except (VideoError, OSError):
         destination.unlink(missing_ok=True)
         raise
 
@@ -184,6 +187,17 @@ def _file_url(path: Path) -> str:
     # "file:" keeps ffmpeg from reading a name such as "-x.mp4" as an option
     # or "http:a.mp4" as a network address.
     return "file:" + str(path)
+
+
+DISK_ERRORS = {"No space left on device": errno.ENOSPC, "Read-only file system": errno.EROFS, "Disk quota exceeded": errno.EDQUOT}
+
+
+def _raise_disk_error(stderr: bytes, destination: Path) -> None:
+    """ffmpeg failing to write is the disk's fault, not the video's: say so as the OSError it is."""
+    text = stderr.decode("utf-8", errors="replace")
+    for message, number in DISK_ERRORS.items():
+        if message in text:
+            raise OSError(number, message, str(destination))
 
 
 def _run_ffmpeg(arguments: list[str]) -> subprocess.CompletedProcess[bytes]:

@@ -2,11 +2,14 @@
 
 - `mp4_bytes`: a real small H.264 MP4, made once per session.
 - `fake_server`: a started FakePredictServer that answers with `mp4_bytes` (see tests/fakes.py).
+- `apps`: two real Gradio apps on 127.0.0.1 (a 7-input I2V app and an SVD-like one), started once
+  per session, only when a test asks (tests/gradio_apps.py).
 - `no_thread_leaks` (autouse): fails a test that leaves a thread running.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +32,19 @@ def fake_server(mp4_bytes: bytes) -> Iterator[FakePredictServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def apps(tmp_path_factory: pytest.TempPathFactory):
+    from tests.gradio_apps import start_apps  # imports gradio's client side only when a test needs the apps
+
+    yield from start_apps(tmp_path_factory)
+
+
+def _pooled_by_session_apps(thread: threading.Thread) -> bool:
+    """The session's Gradio apps (fixture `apps`) run sync handlers on AnyIO's worker pool, which starts
+    a thread when a call comes and ends it after 10 s idle: the pool's, not the test's."""
+    return thread.name == "AnyIO worker thread" and "tests.gradio_apps" in sys.modules
+
+
 @pytest.fixture(autouse=True)
 def no_thread_leaks() -> Iterator[None]:
     """Fail a test that leaves threads behind, daemon or not (after watchdog's conftest).
@@ -39,7 +55,7 @@ def no_thread_leaks() -> Iterator[None]:
     before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + THREAD_GRACE_SECONDS
-    leftover = [thread for thread in threading.enumerate() if thread not in before]
+    leftover = [thread for thread in threading.enumerate() if thread not in before and not _pooled_by_session_apps(thread)]
     for thread in leftover:
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
     alive = [thread.name for thread in leftover if thread.is_alive()]

@@ -28,10 +28,16 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import pytest
 from PIL import Image
+
+from i2vd.backends.base import VideoRequest
+from i2vd.backends.gradio import GradioBackend
+from tests.fakes import make_test_mp4, write_image
 
 log = logging.getLogger(__name__)
 
@@ -454,3 +460,45 @@ class _Handler3(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
+
+
+# -- the running apps, shared by every test module through the session fixture `apps` --------
+
+
+SVD_INPUTS = {"image": "image", "seed": "seed", "motion_bucket_id": {"value": 127}, "fps_id": "fps"}
+TRANSPORTS = ("queue", "call")
+
+
+@dataclass(frozen=True)
+class RunningApps:
+    predict_url: str
+    svd_url: str
+    calls: CallLog
+    video: bytes
+    version: str
+
+
+def start_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApps]:
+    """The body of the session fixture `apps` (tests/conftest.py): both apps started, warmed up, closed after."""
+    gradio = pytest.importorskip("gradio")
+    if int(gradio.__version__.split(".")[0]) < 4:
+        pytest.skip(f"these tests need Gradio 4 or later, this is {gradio.__version__}")
+    folder = tmp_path_factory.mktemp("gradio-apps")
+    video = make_test_mp4(folder / "clip.mp4")
+    image = write_image(folder / "warm.jpg")
+    calls = CallLog()
+    predict, svd = predict_app(folder / "clip.mp4", calls), svd_app(folder / "clip.mp4", calls)
+    try:
+        running = RunningApps(launch(predict, folder), launch(svd, folder), calls, video, gradio.__version__)
+        # Warm-up: every route a test uses, once, so Gradio's worker threads exist before the tests.
+        for transport in TRANSPORTS:
+            for url, inputs in ((running.predict_url, None), (running.svd_url, SVD_INPUTS)):
+                backend = GradioBackend(url, inputs=inputs, transport=transport, timeout_seconds=30)
+                try:
+                    assert backend.generate(VideoRequest(image=image, image_name="warm.jpg", prompt="warm up", resolution="512p", frames=16, fps=8, steps=50, guidance=9.0)).data == video
+                finally:
+                    backend.close()
+        yield running
+    finally:
+        predict.close()
+        svd.close()

@@ -13,10 +13,9 @@ import threading
 from pathlib import Path
 
 import numpy
-import pytest
 from PIL import Image
 
-from tests.end_to_end.harness import DaemonProcess, journal_counts, run_cli, videos, write_config
+from tests.end_to_end.harness import journal_counts, run_cli, videos, write_config
 from tests.fakes import FakePredictServer, wait_for, write_slowly
 
 
@@ -28,19 +27,6 @@ def photo_bytes(path: Path, seed: int, size: tuple[int, int] = (160, 120)) -> by
     path.unlink()
     return data
 
-
-@pytest.fixture
-def daemon_factory(tmp_path: Path):
-    started: list[DaemonProcess] = []
-
-    def make(config: Path) -> DaemonProcess:
-        daemon = DaemonProcess(config, tmp_path / f"daemon-{len(started)}.log")
-        started.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in started:
-        daemon.close()
 
 
 def test_twenty_slowly_written_images_make_exactly_twenty_videos(tmp_path, fake_server, daemon_factory):

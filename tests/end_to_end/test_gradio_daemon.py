@@ -16,16 +16,12 @@ from pathlib import Path
 import pytest
 
 from i2vd import mp4
-from tests.end_to_end import test_daemon as daemon_tests
 from tests.end_to_end.harness import journal_counts, run_cli, videos, write_config
 from tests.fakes import wait_for, write_image
-from tests.integration import test_gradio_backend as gradio_backend_tests
-from tests.integration.test_gradio_backend import SVD_INPUTS, RunningApps
+from tests.gradio_apps import SVD_INPUTS, RunningApps
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio")  # Gradio's own pandas deprecations
 
-apps = gradio_backend_tests.apps  # the session fixture, registered in this module too
-daemon_factory = daemon_tests.daemon_factory  # started daemons are killed after each test
 
 OOM_TEXT = "CUDA out of memory. Tried to allocate 2.00 GiB"
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.end_to_end.harness import journal_counts, videos, write_config
-from tests.end_to_end.test_daemon import daemon_factory, photo_bytes  # noqa: F401 - the fixture is used by name
+from tests.end_to_end.test_daemon import photo_bytes
 from tests.fakes import wait_for
 
 IMAGES = 8
@@ -29,7 +29,7 @@ def temp_files(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if ".i2vd-" in path.name] if folder.exists() else []
 
 
-def test_kill_9_again_and_again_still_gives_exactly_one_video_and_record_per_image(tmp_path, fake_server, daemon_factory):  # noqa: F811
+def test_kill_9_again_and_again_still_gives_exactly_one_video_and_record_per_image(tmp_path, fake_server, daemon_factory):
     fake_server.latency_seconds = 0.3
     config = write_config(tmp_path, fake_server.url, retry={"attempts": 3, "initial_backoff_seconds": 0.1, "max_interruptions": 10})
     contents = {f"shot_{index}.jpg": photo_bytes(tmp_path / f"s{index}.jpg", seed=700 + index) for index in range(IMAGES)}
@@ -67,7 +67,7 @@ def test_kill_9_again_and_again_still_gives_exactly_one_video_and_record_per_ima
     assert journal_counts(state) == {"queued": 0, "running": 0, "parked": 0, "done": IMAGES, "failed": 0}
 
 
-def test_a_samba_style_writer_preallocating_then_filling_slowly_sends_only_the_finished_image(tmp_path, fake_server, daemon_factory):  # noqa: F811
+def test_a_samba_style_writer_preallocating_then_filling_slowly_sends_only_the_finished_image(tmp_path, fake_server, daemon_factory):
     config = write_config(tmp_path, fake_server.url)  # settle_seconds 0.5
     daemon = daemon_factory(config).start()
     data = photo_bytes(tmp_path / "big.jpg", seed=900, size=(320, 240))

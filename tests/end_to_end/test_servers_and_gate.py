@@ -13,22 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.end_to_end.harness import DaemonProcess, journal_counts, run_cli, videos, write_config
+from tests.end_to_end.harness import journal_counts, run_cli, videos, write_config
 from tests.fakes import FakePredictServer, wait_for, write_image
 
-
-@pytest.fixture
-def daemon_factory(tmp_path: Path):
-    started: list[DaemonProcess] = []
-
-    def make(config: Path) -> DaemonProcess:
-        daemon = DaemonProcess(config, tmp_path / f"daemon-{len(started)}.log")
-        started.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in started:
-        daemon.close()
 
 
 @pytest.fixture

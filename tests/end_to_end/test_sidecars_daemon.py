@@ -16,14 +16,12 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 from PIL import Image
 
 from i2vd.journal import Job, Journal
 from tests.end_to_end.harness import (
     REPO,
-    DaemonProcess,
     journal_counts,
     run_cli,
     videos,
@@ -38,19 +36,6 @@ FOREST = "Leaves rustling in wind, gentle dolly forward"
 ROTATE = "Product rotating slowly on white background"
 TIMEOUT = 30
 
-
-@pytest.fixture
-def daemon_factory(tmp_path: Path):
-    started: list[DaemonProcess] = []
-
-    def make(config: Path) -> DaemonProcess:
-        daemon = DaemonProcess(config, tmp_path / f"daemon-{len(started)}.log")
-        started.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in started:
-        daemon.close()
 
 
 class Pictures:

@@ -14,7 +14,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 import yaml
 
 from i2vd.backends.base import VideoReply, VideoRequest
@@ -22,22 +21,9 @@ from i2vd.config import load_config
 from i2vd.daemon import Daemon
 from i2vd.journal import Journal
 from i2vd.notify import Notifier
-from tests.end_to_end.harness import DaemonProcess, journal_counts, write_config
+from tests.end_to_end.harness import journal_counts, write_config
 from tests.fakes import wait_for, write_image
 
-
-@pytest.fixture
-def daemon_process(tmp_path: Path):
-    started: list[DaemonProcess] = []
-
-    def make(config: Path, **environment: str) -> DaemonProcess:
-        daemon = DaemonProcess(config, tmp_path / f"daemon-{len(started)}.log", environment)
-        started.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in started:
-        daemon.close()
 
 
 def edit_config(path: Path, **changes) -> None:
@@ -46,9 +32,9 @@ def edit_config(path: Path, **changes) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
-def test_start_pings_reload_bad_reload_and_stop(tmp_path, daemon_process):
+def test_start_pings_reload_bad_reload_and_stop(tmp_path, daemon_factory):
     config_path = write_config(tmp_path, None)
-    daemon = daemon_process(config_path, WATCHDOG_USEC="400000").start()
+    daemon = daemon_factory(config_path, WATCHDOG_USEC="400000").start()
     first = daemon.fields()
     assert "READY=1" in first
     assert any(line.startswith("STATUS=0 queued") for line in first)
@@ -158,10 +144,10 @@ def test_a_hung_worker_stops_the_watchdog_pings_and_they_resume_when_it_moves(tm
     assert lines.index("READY=1") < lines.index("STOPPING=1")
 
 
-def test_sigterm_lets_the_running_job_finish_within_the_grace(tmp_path, fake_server, daemon_process):
+def test_sigterm_lets_the_running_job_finish_within_the_grace(tmp_path, fake_server, daemon_factory):
     fake_server.latency_seconds = 1.0
     config_path = write_config(tmp_path, fake_server.url, stop_grace_seconds=20)
-    daemon = daemon_process(config_path).start()
+    daemon = daemon_factory(config_path).start()
     write_image(tmp_path / "in" / "finishing.png", color=(7, 7, 7))
     wait_for(lambda: fake_server.in_flight == 1, timeout=30, message="job on the server")
     daemon.process.send_signal(signal.SIGTERM)
@@ -170,10 +156,10 @@ def test_sigterm_lets_the_running_job_finish_within_the_grace(tmp_path, fake_ser
     assert (tmp_path / "out" / "finishing.mp4").exists()
 
 
-def test_sigterm_releases_a_job_that_outlasts_the_grace_without_using_an_attempt(tmp_path, fake_server, daemon_process):
+def test_sigterm_releases_a_job_that_outlasts_the_grace_without_using_an_attempt(tmp_path, fake_server, daemon_factory):
     fake_server.hang()
     config_path = write_config(tmp_path, fake_server.url, stop_grace_seconds=0.5)
-    daemon = daemon_process(config_path).start()
+    daemon = daemon_factory(config_path).start()
     write_image(tmp_path / "in" / "slow.png", color=(8, 8, 8))
     wait_for(lambda: fake_server.in_flight == 1, timeout=30, message="job on the server")
     daemon.process.send_signal(signal.SIGTERM)
@@ -185,7 +171,7 @@ def test_sigterm_releases_a_job_that_outlasts_the_grace_without_using_an_attempt
     journal.close()
 
     fake_server.clear_faults()
-    restarted = daemon_process(config_path).start()
+    restarted = daemon_factory(config_path).start()
     wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 1, timeout=30, message="done after restart")
     assert restarted.stop() == 0
     assert (tmp_path / "out" / "slow.mp4").exists()

@@ -13,8 +13,6 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,48 +22,9 @@ from i2vd.backends.gradio import GradioBackend
 from i2vd.backends.gradio_probe import probe
 from i2vd.backends.gradio_protocol import AppMismatch, Parameter, resolution_value
 from tests.fakes import make_test_mp4, wait_for, write_image
-from tests.gradio_apps import CallLog, FakeGradio3, free_port, launch, predict_app, svd_app
+from tests.gradio_apps import SVD_INPUTS, TRANSPORTS, FakeGradio3, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio")  # Gradio's own pandas deprecations
-
-SVD_INPUTS = {"image": "image", "seed": "seed", "motion_bucket_id": {"value": 127}, "fps_id": "fps"}
-TRANSPORTS = ("queue", "call")
-
-
-@dataclass(frozen=True)
-class RunningApps:
-    predict_url: str
-    svd_url: str
-    calls: CallLog
-    video: bytes
-    version: str
-
-
-@pytest.fixture(scope="session")
-def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApps]:
-    gradio = pytest.importorskip("gradio")
-    if int(gradio.__version__.split(".")[0]) < 4:
-        pytest.skip(f"these tests need Gradio 4 or later, this is {gradio.__version__}")
-    folder = tmp_path_factory.mktemp("gradio-apps")
-    video = make_test_mp4(folder / "clip.mp4")
-    image = write_image(folder / "warm.jpg")
-    calls = CallLog()
-    predict, svd = predict_app(folder / "clip.mp4", calls), svd_app(folder / "clip.mp4", calls)
-    try:
-        running = RunningApps(launch(predict, folder), launch(svd, folder), calls, video, gradio.__version__)
-        # Warm-up: every route a test uses, once, so Gradio's worker threads exist before the tests.
-        for transport in TRANSPORTS:
-            for url, inputs in ((running.predict_url, None), (running.svd_url, SVD_INPUTS)):
-                backend = GradioBackend(url, inputs=inputs, transport=transport, timeout_seconds=30)
-                try:
-                    assert backend.generate(request(image)).data == video
-                finally:
-                    backend.close()
-        yield running
-    finally:
-        predict.close()
-        svd.close()
-
 
 @pytest.fixture
 def jpeg(tmp_path: Path) -> bytes:

@@ -19,12 +19,10 @@ import yaml
 from i2vd.cli import main
 from tests.fakes import FakePredictServer
 from tests.gradio_apps import free_port
-from tests.integration import test_gradio_backend as gradio_backend_tests
-from tests.integration.test_gradio_backend import SVD_INPUTS, RunningApps
+from tests.gradio_apps import SVD_INPUTS, RunningApps
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio")  # Gradio's own pandas deprecations
 
-apps = gradio_backend_tests.apps  # the session fixture, registered in this module too
 
 PREDICT_PARAMETERS = ("image", "prompt", "resolution", "frames", "fps", "steps", "guidance")
 

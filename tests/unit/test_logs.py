@@ -10,7 +10,15 @@ import pytest
 
 from i2vd.logs import PLAIN_FORMAT, job_fields, make_handler, stderr_is_journal
 
-HAVE_SYSTEMD = importlib.util.find_spec("systemd") is not None
+def _have_systemd_python() -> bool:
+    # Not find_spec("systemd"): the repository's own systemd/ folder (unit files) is a namespace package on the path.
+    try:
+        return importlib.util.find_spec("systemd.journal") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+HAVE_SYSTEMD = _have_systemd_python()
 
 
 def journal_stream_of(handle) -> str:

@@ -70,6 +70,10 @@ def command_run(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _print(arguments: argparse.Namespace, data: object, render) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True) if arguments.json else render(data))
+
+
 def command_status(arguments: argparse.Namespace) -> int:
     from i2vd.status import gather_status, render_status
 
@@ -77,12 +81,10 @@ def command_status(arguments: argparse.Namespace) -> int:
     journal = _open_journal(config)
     if journal is None:
         return 1
-    with_journal = gather_status(config, journal)
-    journal.close()
-    if arguments.json:
-        print(json.dumps(with_journal, indent=2, sort_keys=True))
-    else:
-        print(render_status(with_journal))
+    try:
+        _print(arguments, gather_status(config, journal), render_status)
+    finally:
+        journal.close()
     return 0
 
 
@@ -93,12 +95,11 @@ def command_jobs(arguments: argparse.Namespace) -> int:
     journal = _open_journal(config)
     if journal is None:
         return 1
-    jobs = journal.jobs(JobState(arguments.state) if arguments.state else None, limit=arguments.limit)
-    journal.close()
-    if arguments.json:
-        print(json.dumps([job.as_dict() for job in jobs], indent=2, sort_keys=True))
-    else:
-        print(render_jobs(jobs))
+    try:
+        jobs = journal.jobs(JobState(arguments.state) if arguments.state else None, limit=arguments.limit)
+    finally:
+        journal.close()
+    _print(arguments, [job.as_dict() for job in jobs], lambda _: render_jobs(jobs))
     return 0
 
 

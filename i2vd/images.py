@@ -65,11 +65,30 @@ def inspect_image(data: bytes, name: str) -> ImageFacts:
     """Decode the image fully; raise BadImage with a clear reason when it cannot be."""
     if not data:
         raise BadImage(f"{name} is empty (0 bytes)")
+    return _read_facts(BytesIO(data), name, decode=True)
+
+
+def peek_image(path: Path) -> ImageFacts:
+    """Size, format and EXIF without decoding the pixels: for `i2vd check` over big folders.
+
+    Read through read_regular_file, so a FIFO named like an image cannot block it.
+    """
+    try:
+        head = read_regular_file(path)
+    except OSError as error:
+        raise BadImage(f"{path.name} cannot be read: {error.strerror}") from None
+    if not head:
+        raise BadImage(f"{path.name} is empty (0 bytes)")
+    return _read_facts(BytesIO(head), path.name, decode=False)
+
+
+def _read_facts(source: BytesIO, name: str, *, decode: bool) -> ImageFacts:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(BytesIO(data)) as image:
-                image.load()
+            with Image.open(source) as image:
+                if decode:
+                    image.load()
                 return _facts(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadImage(f"{name} is too large to decode safely (decompression bomb?): {error}") from None
@@ -77,21 +96,6 @@ def inspect_image(data: bytes, name: str) -> ImageFacts:
         raise BadImage(f"{name} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImage(f"{name} is damaged or incomplete: {error}") from None
-
-
-def peek_image(path: Path) -> ImageFacts:
-    """Size, format and EXIF from the header only (no full decode): for `i2vd check` over big folders."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                return _facts(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise BadImage(f"{path.name} is too large to decode safely (decompression bomb?): {error}") from None
-    except UnidentifiedImageError:
-        raise BadImage(f"{path.name} is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise BadImage(f"{path.name} cannot be read: {error}") from None
 
 
 def _facts(image: Image.Image) -> ImageFacts:

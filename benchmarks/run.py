@@ -29,7 +29,7 @@ from i2vd.clock import Clock  # noqa: E402
 from i2vd.config import parse_config  # noqa: E402
 from i2vd.daemon import Daemon  # noqa: E402
 from i2vd.intake import IntakeLoop, Intake  # noqa: E402
-from i2vd.journal import Journal, NewJob  # noqa: E402
+from i2vd.journal import Job, Journal, NewJob  # noqa: E402
 from tests.fakes import FakePredictServer, make_test_mp4, wait_for, write_image  # noqa: E402
 
 
@@ -49,31 +49,8 @@ profiles: {{default: {{prompt: "A {{{{ subject }}}} scene"}}}}
     return parse_config(text)
 
 
-def bench_overhead(jobs: int, latency: float) -> None:
-    with tempfile.TemporaryDirectory() as name:
-        folder = Path(name)
-        video = make_test_mp4(folder / "v.mp4")
-        with FakePredictServer(video=video, latency_seconds=latency) as server:
-            config = _config(folder, server.url, settle=0.2)
-            for index in range(jobs):
-                write_image(folder / "in" / f"img_{index}.png", color=(index % 256, index // 256, 7))
-            daemon = Daemon(config)
-            daemon.start()
-            try:
-                wait_for(lambda: daemon.journal.counts()["done"] == jobs, timeout=jobs * (latency + 5) + 60)
-                done = daemon.journal.jobs()
-            finally:
-                daemon.shutdown()
-        first_start = min(job.started_at for job in done)
-        last_finish = max(job.finished_at for job in done)
-        server_total = sum(job.server_seconds for job in done)
-        wall = last_finish - first_start
-        print(f"overhead: {jobs} jobs, server {latency:g} s each: wall {wall:.2f} s / server {server_total:.2f} s = {wall / server_total:.3f} (target <= 1.05)")
-        print(f"          (server_seconds as i2vd measured them, including upload and download; the fake sleeps {latency * jobs:.2f} s in all)")
-
-
-def _run_jobs(server_count: int, jobs: int, latency: float) -> float:
-    """Wall time for `jobs` images on `server_count` fake servers sharing one journal."""
+def _run_jobs(server_count: int, jobs: int, latency: float) -> list[Job]:
+    """The finished jobs of `jobs` images on `server_count` fake servers sharing one journal."""
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         video = make_test_mp4(folder / "v.mp4")
@@ -86,18 +63,27 @@ def _run_jobs(server_count: int, jobs: int, latency: float) -> float:
             daemon.start()
             try:
                 wait_for(lambda: daemon.journal.counts()["done"] == jobs, timeout=jobs * (latency + 5) + 60)
-                done = daemon.journal.jobs()
+                return daemon.journal.jobs()
             finally:
                 daemon.shutdown()
         finally:
             for server in servers:
                 server.stop()
-        return max(job.finished_at for job in done) - min(job.started_at for job in done)
+
+
+def _wall(done: list[Job]) -> float:
+    return max(job.finished_at for job in done) - min(job.started_at for job in done)
+
+
+def bench_overhead(jobs: int, latency: float) -> None:
+    done = _run_jobs(1, jobs, latency)
+    wall, server_total = _wall(done), sum(job.server_seconds for job in done)
+    print(f"overhead: {jobs} jobs, server {latency:g} s each: wall {wall:.2f} s / server {server_total:.2f} s = {wall / server_total:.3f} (target <= 1.05)")
+    print(f"          (server_seconds as i2vd measured them, including upload and download; the fake sleeps {latency * jobs:.2f} s in all)")
 
 
 def bench_servers(jobs: int, latency: float) -> None:
-    one = _run_jobs(1, jobs, latency)
-    three = _run_jobs(3, jobs, latency)
+    one, three = _wall(_run_jobs(1, jobs, latency)), _wall(_run_jobs(3, jobs, latency))
     print(f"servers: {jobs} jobs at {latency:g} s: 1 server {one:.2f} s, 3 servers {three:.2f} s = {one / three:.2f}x throughput (target ~3x)")
 
 

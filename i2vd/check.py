@@ -36,6 +36,8 @@ def sidecars_under(root: Path, excluded: tuple[Path, ...]) -> list[Path]:
     for folder, folders, files in os.walk(root):
         folders[:] = sorted(name for name in folders if not is_ignored_name(name) and Path(folder, name) not in excluded)
         for name in sorted(files):
+            if is_ignored_name(name):
+                continue  # what the daemon ignores (a Mac's ._x.jpg.yaml), check ignores too
             is_image_sidecar = name.endswith(IMAGE_SIDECAR_SUFFIX) and Path(name.removesuffix(IMAGE_SIDECAR_SUFFIX)).suffix.lower() in IMAGE_SUFFIXES
             if name == FOLDER_SIDECAR or is_image_sidecar:
                 found.append(Path(folder, name))

@@ -19,6 +19,7 @@ from i2vd.journal import JobState, Journal
 
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
+EX_CANTCREAT = 73
 
 
 def _setup_logging(level: str = "info") -> None:
@@ -60,9 +61,13 @@ def command_run(arguments: argparse.Namespace) -> int:
         print(f"i2vd: {error}", file=sys.stderr)
         return 1
     except GpuReadError as error:
+        # Not 78: a driver that is late at boot must not keep the service down for good.
         print(f"i2vd: gpu: {error}", file=sys.stderr)
         daemon.shutdown(0)
-        return EX_CONFIG
+        return EX_UNAVAILABLE
+    except OSError as error:
+        print(f"i2vd: state_dir {config.state_dir}: {error.strerror or error}", file=sys.stderr)
+        return EX_CANTCREAT
     try:
         daemon.serve()
     finally:
@@ -186,6 +191,13 @@ def command_demo(arguments: argparse.Namespace) -> int:
     return run_demo(Path(arguments.dir) if arguments.dir else None, images_per_folder=arguments.images)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="i2vd", description="Hot-folder image-to-video service.")
     parser.add_argument("--version", action="version", version=f"i2vd {__version__}")
@@ -224,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
     demo = commands.add_parser("demo", help="the built-in engine end to end on generated sample images")
     demo.add_argument("--dir", help="work folder (default: a new temporary folder)")
-    demo.add_argument("--images", type=int, default=2, help="sample images per folder")
+    demo.add_argument("--images", type=_positive, default=2, help="sample images per folder")
     demo.set_defaults(function=command_demo)
     return parser
 

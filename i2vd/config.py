@@ -40,6 +40,10 @@ def _gradio_inputs(value: Any) -> str | None:
     return "; ".join(problems) if problems else None
 
 
+def _http_url(value: Any) -> str | None:
+    return None if str(value).startswith(("http://", "https://")) else f"{value!r} is not an http:// or https:// URL"
+
+
 def _auto_or_bool(value: Any) -> str | None:
     return None if value == "auto" or isinstance(value, bool) else f"{value!r} is not one of auto, true, false"
 
@@ -58,7 +62,7 @@ PROFILE_SCHEMA = Section(PROFILE_FIELDS, "a prompt profile; every field inherits
 
 SERVER_FIELDS = {
     "kind": Scalar(str, "builtin", "builtin (CPU preview engine), predict (I2VGen-XL /api/predict/) or gradio (any Gradio app)", choices=("builtin", "predict", "gradio")),
-    "url": Scalar(str, "http://127.0.0.1:7860", "the server's base URL"),
+    "url": Scalar(str, "http://127.0.0.1:7860", "the server's base URL", check=_http_url),
     "path": Scalar(str, "/api/predict/", "predict endpoint path on the server"),
     "timeout_seconds": Scalar(float, 900.0, "longest one video may take", minimum=1),
     "connect_timeout_seconds": Scalar(float, 10.0, "longest a connection may take to open", minimum=0.1),
@@ -247,7 +251,8 @@ def load_config(path: Path) -> Config:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError(str(path), [f"cannot read: {error.strerror}"]) from None
+        hint = " (give the config with -c CONFIG or $I2VD_CONFIG)" if isinstance(error, FileNotFoundError) else ""
+        raise ConfigError(str(path), [f"cannot read: {error.strerror}{hint}"]) from None
     except UnicodeDecodeError as error:
         raise ConfigError(str(path), [f"cannot read: not UTF-8 text ({error})"]) from None
     return parse_config(text, source=str(path), base_dir=Path(path).resolve().parent)
@@ -257,16 +262,20 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(source, [f"not valid YAML: {error}"]) from None
+        raise ConfigError(source, [f"not valid YAML: {str(error).replace('<unicode string>', source)}"]) from None
     problems: list[str] = []
     values = validate(data, CONFIG_SCHEMA, "", problems, fill_defaults=True)
     profiles = _with_full_default(values.get("profiles", {}))
     if not values.get("watch"):
         problems.append("watch: needs at least one hot folder")
     gpu = values.get("gpu") or {}
-    if gpu.get("source") == "command" and gpu.get("enabled") is not False and not gpu.get("command"):
+    servers_given = isinstance(data, dict) and "servers" in data
+    if not servers_given and gpu.get("source") == "command" and gpu.get("enabled") is not False and not gpu.get("command"):
         problems.append("gpu.command: is required when gpu.source is command")
-    if isinstance(data, dict) and "servers" in data:
+    retry = values.get("retry") or {}
+    if (retry.get("max_backoff_seconds") or 0) < (retry.get("initial_backoff_seconds") or 0):
+        problems.append("retry.max_backoff_seconds: is below retry.initial_backoff_seconds")
+    if servers_given:
         if "server" in data:
             problems.append("server: give either `server` or `servers`, not both")
         for index, entry in enumerate(values.get("servers") or []):
@@ -276,13 +285,13 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         names = [entry.get("name") or entry.get("url") for entry in values.get("servers") or []]
         for name in {name for name in names if names.count(name) > 1}:
             problems.append(f"servers: {name!r} appears twice: give each server its own name")
-    if problems:
-        raise ConfigError(source, problems)
     base = base_dir or Path.cwd()
 
     def absolute(value: str) -> Path:
         return (base / os.path.expanduser(value)).resolve()
 
+    if problems and not (values.get("output_dir") and values.get("watch") and all(entry.get("path") for entry in values["watch"])):
+        raise ConfigError(source, problems)  # the folders cannot be checked against each other yet
     output_dir = absolute(values["output_dir"])
     roots = tuple(
         WatchRoot(
@@ -295,7 +304,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         )
         for entry in values["watch"]
     )
-    _check_roots(roots, problems)
+    _check_roots(roots, problems, state_dir=absolute(values["state_dir"] or "."))
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -331,8 +340,12 @@ def _with_full_default(profiles: dict[str, dict[str, Any]]) -> dict[str, dict[st
     return {**profiles, "default": default}
 
 
-def _check_roots(roots: tuple[WatchRoot, ...], problems: list[str]) -> None:
+def _check_roots(roots: tuple[WatchRoot, ...], problems: list[str], state_dir: Path) -> None:
     for index, root in enumerate(roots):
+        # i2vd's own folders are never input: one that is (or holds) a root would silently hide it.
+        for name, folder in (("output_dir", root.output_dir), ("state_dir", state_dir)):
+            if folder == root.path or folder in root.path.parents:
+                problems.append(f"watch[{index}].path: {root.path} is {name} or inside it ({folder}): give {name} a folder of its own")
         for other_index, other in enumerate(roots):
             if index != other_index and other.path in root.path.parents:
                 problems.append(f"watch[{index}].path: {root.path} is inside watch[{other_index}].path {other.path}")

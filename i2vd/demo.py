@@ -18,14 +18,14 @@ import yaml
 from PIL import Image, ImageDraw
 
 from i2vd import mp4
-from i2vd.config import load_config
+from i2vd.config import DEFAULT_PROMPT, load_config
 from i2vd.daemon import Daemon
 from i2vd.journal import JobState
 
 DEMO_TIMEOUT_SECONDS = 900
 FOLDERS = {"beach": "beach", "mountain": "mountain", "forest": "forest", "products": "product-rotate"}
 PROFILES = {
-    "default": {"prompt": "{{ caption or ('A ' ~ subject ~ ' scene with smooth motion') }}", "resolution": "256p", "frames": 16, "fps": 8, "steps": 50, "guidance": 9.0},
+    "default": {"prompt": DEFAULT_PROMPT, "resolution": "256p", "frames": 16, "fps": 8, "steps": 50, "guidance": 9.0},
     "beach": {"prompt": "Waves crashing, camera panning left"},
     "mountain": {"prompt": "Sunrise over mountains, time-lapse effect"},
     "forest": {"prompt": "Leaves rustling in wind, gentle dolly forward"},

@@ -107,7 +107,7 @@ class VramGate:
             return cls(config, nvml_reader(config.index), clock)
         except GpuReadError as error:
             if config.enabled == "auto":
-                log.info("VRAM gate off: %s", error)
+                log.warning("VRAM gate off (gpu.enabled: auto found no GPU): %s", error)
                 gate = cls(config, None, clock)
                 gate.detail = f"gate off ({error})"
                 return gate

@@ -10,6 +10,7 @@ configuration bug.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -98,6 +99,9 @@ def _validate_scalar(value: Any, node: Scalar, path: str, errors: list[str]) -> 
     if not isinstance(value, node.kind):
         errors.append(f"{path}: {_describe(value)} is not {_type_name(node.kind)}")
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        errors.append(f"{path}: {value} is not a finite number")
+        return None
     if node.choices and value not in node.choices:
         options = ", ".join(str(choice) for choice in node.choices)
         hint = did_you_mean(str(value), [str(choice) for choice in node.choices])
@@ -171,18 +175,3 @@ def _validate_section(value: Any, node: Section, path: str, errors: list[str], f
             default = child.default
             result[key] = default() if callable(default) else default
     return result
-
-
-def document(node: Any, indent: int = 0) -> list[str]:
-    """Lines describing every key of a schema, for `--help`-style output and docs tests."""
-    lines: list[str] = []
-    pad = "  " * indent
-    if isinstance(node, Section):
-        for key, child in node.fields.items():
-            default = getattr(child, "default", REQUIRED)
-            shown = "" if default is REQUIRED or isinstance(child, (Section, MapOf)) else f" (default: {default!r})"
-            lines.append(f"{pad}{key}: {getattr(child, 'description', '')}{shown}")
-            lines.extend(document(child, indent + 1))
-    elif isinstance(node, (ListOf, MapOf)):
-        lines.extend(document(node.item if isinstance(node, ListOf) else node.value, indent + 1))
-    return lines

@@ -14,7 +14,7 @@ from typing import Any, Collection
 
 import yaml
 
-from i2vd.config import PROFILE_FIELDS
+from i2vd.config import CONFIG_SCHEMA, PROFILE_FIELDS
 from i2vd.images import read_regular_file
 from i2vd.schema import Scalar, Section, did_you_mean, validate
 
@@ -23,6 +23,7 @@ IMAGE_SIDECAR_SUFFIX = ".yaml"
 CAPTION_SUFFIX = ".txt"
 CAPTION_LIMIT = 10_000
 SIDECAR_LIMIT = 1_000_000  # a sidecar is a few lines; a huge one is a mistake, not a reason to eat memory
+CONFIG_ONLY_KEYS = frozenset(CONFIG_SCHEMA.fields) - {"profiles"} | {"path", "url"}
 SIDECAR_SCHEMA = Section(
     {
         "profile": Scalar(str, None, "profile for the images here", nullable=True),
@@ -97,6 +98,10 @@ def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise SidecarError(file, [f"not valid YAML: {error}"]) from None
     problems: list[str] = []
+    if isinstance(data, dict):
+        for key in CONFIG_ONLY_KEYS.intersection(map(str, data)):
+            problems.append(f"{key}: not allowed in a sidecar (a sidecar sets only profile fields, vars and priority)")
+            data = {name: value for name, value in data.items() if name != key}
     values = validate(data, SIDECAR_SCHEMA, "", problems, fill_defaults=False)
     bad_names = [key for key in (values.get("vars") or {}) if not isinstance(key, str)]
     if bad_names:

@@ -9,6 +9,7 @@ what `i2vd batch` and the tests use instead of threads and sleeps.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -57,7 +58,9 @@ def build_workers(config: Config, journal: Journal, clock: Clock, *, backend: Ba
     workers = []
     for entry in config.servers:
         worker_backend = backend if backend is not None and len(config.servers) == 1 else make_backend(entry.server)
-        gate = VramGate.from_config(entry.gpu, clock, gpu_reader)
+        # The built-in engine runs on the CPU: a busy GPU is no reason for it to wait.
+        gpu = dataclasses.replace(entry.gpu, enabled=False) if entry.server.kind == "builtin" else entry.gpu
+        gate = VramGate.from_config(gpu, clock, gpu_reader)
         name = f"{socket.gethostname()}:{os.getpid()}:{entry.name}"
         workers.append(Worker(config, journal, worker_backend, gate, clock, name=name, server=entry.server))
     return workers

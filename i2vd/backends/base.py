@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-RESOLUTIONS = ("256p", "512p", "768p", "1024p")
+from i2vd.config import RESOLUTIONS  # noqa: F401 - re-exported: the backends' view of the resolution steps
+
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ class PredictBackend:
             message = str(body["error"])
             raise (ServerOutOfMemory if looks_out_of_memory(message) else BackendError)(f"server error: {message[:BODY_EXCERPT]}")
         data = body.get("data") if isinstance(body, dict) else None
-        if not data:
+        if not data or not isinstance(data, list):
             raise BadReply(f"server reply has no data: {response.text[:BODY_EXCERPT]!r}")
         video = self._video_bytes(data[0])
         return VideoReply(data=video, server_seconds=time.monotonic() - started)
@@ -138,7 +138,10 @@ class PredictBackend:
         path = url.removeprefix(self.url) if url.startswith(self.url) else url
         if path.startswith("http"):
             raise BadReply(f"video URL {url} is not on the server {self.url}")
-        return self._call("GET", path).content
+        content = self._call("GET", path).content
+        if not content:
+            raise BadReply(f"server file {url} is empty")
+        return content
 
 
 def _decode_base64(text: str) -> bytes:

@@ -192,8 +192,8 @@ BROKEN = {  # folder: (broken sidecar, the problem it names, the fix, the prompt
     "bad_key": ("profle: mountain\n", "profle: unknown key (did you mean 'profile'?)", "profile: mountain\n", (MOUNTAIN, 8)),
     "bad_value": ("profile: forest\nfps: 40\n", "fps: 40 is above 24", "profile: forest\nfps: 20\n", (FOREST, 20)),
     "bad_profile": ("profile: beech\n", "profile: unknown profile 'beech' (did you mean 'beach'?)", "profile: beach\n", (BEACH, 8)),
-    "server": ("profile: beach\nserver: {url: 'http://127.0.0.1:9'}\n", "server: unknown key", "profile: beach\n", (BEACH, 8)),
-    "dirs": ("output_dir: /tmp/stolen\nstate_dir: /tmp/stolen\n", "output_dir: unknown key", "profile: mountain\nfps: 6\n", (MOUNTAIN, 6)),
+    "server": ("profile: beach\nserver: {url: 'http://127.0.0.1:9'}\n", "server: not allowed in a sidecar", "profile: beach\n", (BEACH, 8)),
+    "dirs": ("output_dir: /tmp/stolen\nstate_dir: /tmp/stolen\n", "output_dir: not allowed in a sidecar", "profile: mountain\nfps: 6\n", (MOUNTAIN, 6)),
 }
 
 

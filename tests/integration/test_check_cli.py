@@ -148,9 +148,9 @@ def test_every_broken_sidecar_is_listed_with_its_file_and_key_and_exits_non_zero
         "bad_key": ("profle: beach\n", "profle: unknown key (did you mean 'profile'?)"),
         "bad_value": ("fps: 40\n", "fps: 40 is above 24"),
         "bad_profile": ("profile: beech\n", "profile: unknown profile 'beech' (did you mean 'beach'?); profiles: beach, default, mountain, product-rotate"),
-        "server": ("server: {url: 'http://elsewhere:7860'}\n", "server: unknown key"),
-        "output_dir": ("output_dir: /tmp/elsewhere\n", "output_dir: unknown key"),
-        "state_dir": ("state_dir: /tmp/elsewhere\n", "state_dir: unknown key"),
+        "server": ("server: {url: 'http://elsewhere:7860'}\n", "server: not allowed in a sidecar"),
+        "output_dir": ("output_dir: /tmp/elsewhere\n", "output_dir: not allowed in a sidecar"),
+        "state_dir": ("state_dir: /tmp/elsewhere\n", "state_dir: not allowed in a sidecar"),
     }
     for index, (folder, (text, _)) in enumerate(broken.items()):
         write(root / folder / "i2vd.yaml", text)

@@ -155,9 +155,9 @@ def test_a_broken_sidecar_parks_its_folder_and_fixing_it_releases_the_jobs_with_
         ("profle: beach\n", "profle: unknown key (did you mean 'profile'?)"),
         ("resolution: 720p\n", "resolution: '720p' is not one of 256p, 512p, 768p, 1024p"),
         ("profile: beech\n", "profile: unknown profile 'beech' (did you mean 'beach'?)"),
-        ("server: {url: 'http://elsewhere:7860'}\n", "server: unknown key"),
-        ("output_dir: /tmp/stolen\n", "output_dir: unknown key"),
-        ("state_dir: /tmp/stolen\n", "state_dir: unknown key"),
+        ("server: {url: 'http://elsewhere:7860'}\n", "server: not allowed in a sidecar"),
+        ("output_dir: /tmp/stolen\n", "output_dir: not allowed in a sidecar"),
+        ("state_dir: /tmp/stolen\n", "state_dir: not allowed in a sidecar"),
     ],
 )
 def test_every_kind_of_broken_sidecar_parks_with_the_file_and_key_named(intake, journal, root, broken, problem):

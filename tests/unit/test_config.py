@@ -229,7 +229,7 @@ def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(missing)
     assert caught.value.source == str(missing)
-    assert caught.value.problems == ["cannot read: No such file or directory"]
+    assert caught.value.problems == ["cannot read: No such file or directory (give the config with -c CONFIG or $I2VD_CONFIG)"]
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path)
     assert caught.value.problems == ["cannot read: Is a directory"]

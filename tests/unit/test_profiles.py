@@ -275,9 +275,9 @@ def test_a_sidecar_profile_that_does_not_exist_names_the_sidecar(root: Path, con
         ("resolution: 4k\n", "resolution: '4k' is not one of 256p, 512p, 768p, 1024p"),
         ("vars: [a, b]\n", "vars: a list is not a mapping"),
         ("prompt: '{{ stem'\n", "prompt: template error"),
-        ("server: {url: 'http://evil:7860'}\n", "server: unknown key"),
-        ("output_dir: /etc\n", "output_dir: unknown key"),
-        ("watch: [{path: /}]\n", "watch: unknown key"),
+        ("server: {url: 'http://evil:7860'}\n", "server: not allowed in a sidecar"),
+        ("output_dir: /etc\n", "output_dir: not allowed in a sidecar"),
+        ("watch: [{path: /}]\n", "watch: not allowed in a sidecar"),
     ],
 )
 def test_a_bad_sidecar_names_the_file_and_the_key(root: Path, text: str, expected: str) -> None:
@@ -292,7 +292,7 @@ def test_a_bad_sidecar_names_the_file_and_the_key(root: Path, text: str, expecte
 def test_every_problem_of_a_sidecar_is_reported(root: Path) -> None:
     write(root / "x.jpg.yaml", "fps: 40\nframes: 2\nserver: {}\n")
     message = str(pytest.raises(ProfileError, read_sidecars, root, root / "x.jpg").value)
-    assert "fps: 40 is above 24" in message and "frames: 2 is below 8" in message and "server: unknown key" in message
+    assert "fps: 40 is above 24" in message and "frames: 2 is below 8" in message and "server: not allowed in a sidecar" in message
 
 
 def test_a_sidecar_that_is_not_yaml_or_not_a_mapping_is_an_error(root: Path) -> None:

@@ -280,10 +280,10 @@ def test_a_null_profile_is_no_choice(root: Path) -> None:
         ("vars: {1: one}\n", "vars: key 1 is not a name"),
         ("prompt: '{{ stem'\n", "prompt: template error"),
         ("output: '{% if %}'\n", "output: template error"),
-        ("server: {url: 'http://evil:7860'}\n", "server: unknown key"),
-        ("output_dir: /etc\n", "output_dir: unknown key"),
-        ("state_dir: /tmp/elsewhere\n", "state_dir: unknown key"),
-        ("watch: [{path: /}]\n", "watch: unknown key"),
+        ("server: {url: 'http://evil:7860'}\n", "server: not allowed in a sidecar"),
+        ("output_dir: /etc\n", "output_dir: not allowed in a sidecar"),
+        ("state_dir: /tmp/elsewhere\n", "state_dir: not allowed in a sidecar"),
+        ("watch: [{path: /}]\n", "watch: not allowed in a sidecar"),
     ],
 )
 def test_a_bad_sidecar_names_the_file_and_the_key(root: Path, text: str, problem: str) -> None:
@@ -301,7 +301,7 @@ def test_every_problem_of_one_sidecar_is_listed(root: Path) -> None:
     assert len(problems) == 4, problems
     assert any(problem.startswith("fps: 40 is above 24") for problem in problems)
     assert any(problem.startswith("fsp: unknown key (did you mean 'fps'?)") for problem in problems)
-    assert any(problem.startswith("server: unknown key") for problem in problems)
+    assert any(problem.startswith("server: not allowed in a sidecar") for problem in problems)
     assert any(problem.startswith("profile: unknown profile 'beech'") for problem in problems)
 
 

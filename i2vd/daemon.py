@@ -30,7 +30,6 @@ log = logging.getLogger("i2vd.daemon")
 
 JOURNAL_NAME = "journal.sqlite3"
 STATUS_EVERY_SECONDS = 1.0
-LEASE_SWEEP_SECONDS = 60.0
 
 
 def journal_path(config: Config) -> Path:
@@ -163,16 +162,12 @@ class Daemon:
     def serve(self) -> None:
         """The main thread's loop until stop is requested."""
         ping_every = self.notifier.watchdog_interval()
-        last_status = last_sweep = float("-inf")
+        last_status = float("-inf")
         while not self.stop_event.is_set():
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
             now = self.clock.monotonic()
-            if now - last_sweep >= LEASE_SWEEP_SECONDS:  # a safety net: a worker that vanished mid-job
-                if self.journal.requeue_expired_leases():
-                    log.warning("returned jobs with expired leases to the queue")
-                last_sweep = now
             if now - last_status >= STATUS_EVERY_SECONDS:
                 self.publish_status()
                 self.notifier.send(f"STATUS={self.status_line()}")

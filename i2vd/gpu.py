@@ -141,8 +141,8 @@ class VramGate:
         self.detail = closed_because or f"open: {reading.used_mb:,} MB used"
         return closed_because is None
 
-    def wait_open(self, stop: threading.Event, on_wait: Callable[[str], None] = lambda detail: None, on_poll: Callable[[], None] = lambda: None) -> bool:
-        """Block until the gate opens (True) or `stop` is set (False).
+    def wait_open(self, stop: threading.Event, on_wait: Callable[[str], None] = lambda detail: None, on_poll: Callable[[], None] = lambda: None, cancel: threading.Event | None = None) -> bool:
+        """Block until the gate opens (True), or `stop` or `cancel` is set (False).
 
         `on_wait` hears each new reason (a change of state or of error, and again every
         REPORT_EVERY_SECONDS while it lasts: readings move, the log should not follow each);
@@ -154,6 +154,8 @@ class VramGate:
         stuck_said = False
         while not stop.is_set():
             on_poll()
+            if cancel is not None and cancel.is_set():
+                return False
             if self.check():
                 if stuck_said:
                     log.info("VRAM gate open again: %s", self.detail)

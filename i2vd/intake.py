@@ -28,7 +28,7 @@ from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
 from i2vd.mounts import read_mounts, should_poll
 from i2vd.profiles import resolve_profile
-from i2vd.sidecars import ProfileError, SidecarError, is_sidecar_name, read_caption, read_sidecars
+from i2vd.sidecars import FOLDER_SIDECAR, ProfileError, SidecarError, belongs_to, is_sidecar_name, read_caption, read_sidecars
 from i2vd.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, scan
 
 log = logging.getLogger("i2vd.intake")
@@ -85,6 +85,7 @@ class Intake:
 
     def _examine(self, path: Path, root: WatchRoot | None, profile_name: str, bad_is_final: bool) -> IntakeResult | tuple[NewJob, int | None]:
         """Read, hash and decode one file once: a result when nothing is to be recorded, else the job to record."""
+        info = None
         try:
             info = path.stat(follow_symlinks=False)
             known = self.journal.known_file(str(path))
@@ -100,7 +101,8 @@ class Intake:
         except OSError as error:
             if bad_is_final and error.errno in (errno.EACCES, errno.EPERM):
                 # Not remembered as seen: once its permissions are fixed, a rescan takes it.
-                return self._settings(path, root, "", info.st_size, None, profile_name, f"cannot read {path.name}: {error.strerror}"), None
+                size = info.st_size if info is not None else 0
+                return self._settings(path, root, "", size, None, profile_name, f"cannot read {path.name}: {error.strerror}"), None
             return IntakeResult(Outcome.NOT_READY, reason=f"cannot read {path}: {error.strerror}")
         sha256 = sha256_of(data)
         if known and known.sha256 == sha256:
@@ -260,8 +262,12 @@ class IntakeLoop:
                     with self._lock:
                         self._special.add(path)
             elif is_sidecar_name(path.name) and root.path in path.parents:
-                # A caption or sidecar arriving while its images settle must apply to them: restart their windows.
-                self.tracker.restart(lambda pending: path.parent == pending.parent or path.parent in pending.parents)
+                # A sidecar arriving while its images settle must apply to them: restart their windows. A folder
+                # sidecar concerns its whole subtree; a caption or image sidecar only its own image.
+                if path.name == FOLDER_SIDECAR:
+                    self.tracker.restart(lambda pending: path.parent == pending.parent or path.parent in pending.parents)
+                else:
+                    self.tracker.restart(lambda pending: pending.parent == path.parent and belongs_to(path, pending))
                 if path.exists():
                     self.tracker.touch(path)  # it settles like an image before it is read
                 else:

@@ -457,16 +457,19 @@ class Journal:
             self._event(db, job_id, "error", f"failed: {error}")
 
     def requeue(self, job_id: int, error: str | None, retry_at: float, *, count_attempt: bool) -> None:
-        """Back to the queue; `count_attempt` is False for failures that are not the job's own."""
+        """A running job back to the queue; `count_attempt` is False for failures that are not the job's own.
+
+        Only a running job moves: a job finished meanwhile (shutdown racing the worker) stays as it is.
+        """
         now = self.clock.now()
         with self._write() as db:
-            db.execute(
+            cursor = db.execute(
                 "UPDATE jobs SET state = 'queued', attempts = attempts + ?, last_error = coalesce(?, last_error),"
                 " next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL, interruptions = 0,"
-                " updated_at = ? WHERE id = ?",
+                " updated_at = ? WHERE id = ? AND state = 'running'",
                 (1 if count_attempt else 0, printable(error), retry_at, now, job_id),
             )
-            if error:
+            if error and cursor.rowcount:
                 self._event(db, job_id, "warning", f"will retry at {retry_at:.0f}: {error}")
 
     # -- recovery ------------------------------------------------------------------
@@ -501,17 +504,6 @@ class Journal:
             return [_job(row) for row in db.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids
             )] if ids else []
-
-    def requeue_expired_leases(self) -> int:
-        """Jobs whose lease ran out (their worker is gone) go back to the queue."""
-        now = self.clock.now()
-        with self._write() as db:
-            cursor = db.execute(
-                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = ?,"
-                " interruptions = interruptions + 1, updated_at = ? WHERE state = 'running' AND lease_expires_at < ?",
-                (now, now, now),
-            )
-            return cursor.rowcount
 
     def retryable(self, job_ids: list[int] | None = None) -> list[Job]:
         """Every failed job, or the named jobs that are failed or done."""

@@ -143,6 +143,10 @@ def write_video(final: Path, job_id: int, video: bytes, record: dict[str, Any], 
         mp4.write_tagged_copy(raw, video_temp, comment)
         _fsync_file(video_temp)
         _write_bytes_synced(record_temp, _record_bytes(record))
+        if record_key(final) != record.get("idempotency_key"):
+            # A retried job replaces its own earlier video: it must never sit beside the new record,
+            # or a crash between the two renames would pass the old video off as the new one.
+            final.unlink(missing_ok=True)
         os.replace(record_temp, record_path(final))
         try:
             os.replace(video_temp, final)

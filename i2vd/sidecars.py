@@ -73,6 +73,11 @@ def is_sidecar_name(name: str) -> bool:
     return name == FOLDER_SIDECAR or name.endswith(IMAGE_SIDECAR_SUFFIX) or name.endswith(CAPTION_SUFFIX)
 
 
+def belongs_to(sidecar: Path, image: Path) -> bool:
+    """An image sidecar or caption that is this image's own (same folder)."""
+    return sidecar == image_sidecar(image) or sidecar == caption_path(image)
+
+
 def sidecar_files(root: Path, image: Path) -> list[Path]:
     """Folder sidecars from the root down to the image's folder, then the image's own sidecar."""
     folders = [root]

@@ -18,7 +18,6 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from i2vd import __version__, mp4, output
 from i2vd.backends.base import RESOLUTIONS, Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
@@ -115,21 +114,34 @@ class Worker:
     def lease_seconds(self) -> float:
         return self.server.timeout_seconds + LEASE_MARGIN_SECONDS
 
-    def run(self, stop: threading.Event, *, burst: bool = False, keep_going: Callable[[], bool] = lambda: False) -> None:
-        """Work until `stop` is set; with burst, return once nothing is queued (unless keep_going())."""
+    def run(self, stop: threading.Event, *, burst: bool = False) -> None:
+        """Work until `stop` is set; with burst, return once nothing is queued."""
         while not stop.is_set():
-            self._apply_setup()
-            self.heartbeat.beat(IDLE_POLL_SECONDS + self._server_down_pause())
-            if self.state.server_down_since is not None and self.clock.wait(stop, self._server_down_pause()):
-                return  # the server is down: the next claim is the probe, after a growing pause
-            if self.run_once(stop):
-                continue
-            if burst and self.journal.next_attempt_at() is None and not keep_going():
-                return
-            self.wake.clear()
-            due = self.journal.next_attempt_at()
-            pause = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - self.clock.now()))
-            self.clock.wait(self.wake, pause)  # the intake, and stop(), set `wake`
+            try:
+                if self._round(stop, burst):
+                    return
+            except Exception:  # noqa: BLE001 - a journal error (busy, disk full) must not end the worker for good
+                log.exception("worker round failed; trying again shortly")
+                self.clock.wait(stop, IDLE_POLL_SECONDS)
+
+    def _round(self, stop: threading.Event, burst: bool) -> bool:
+        """One pass of the loop; True when a burst run is finished."""
+        self._apply_setup()
+        self.heartbeat.beat(IDLE_POLL_SECONDS + self._server_down_pause())
+        if self.state.server_down_since is not None and self.clock.wait(stop, self._server_down_pause()):
+            return True  # stopped while the server is down: the next claim is the probe, after a growing pause
+        if self.run_once(stop):
+            return False
+        if burst and self.journal.next_attempt_at() is None:
+            return True
+        self._idle()
+        return False
+
+    def _idle(self) -> None:
+        self.wake.clear()
+        due = self.journal.next_attempt_at()
+        pause = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - self.clock.now()))
+        self.clock.wait(self.wake, pause)  # the intake, and stop(), set `wake`
 
     def interrupt(self) -> None:
         """Wake the loop now (new work, or stop was set)."""
@@ -140,10 +152,19 @@ class Worker:
 
     def run_once(self, stop: threading.Event) -> bool:
         """Process at most one job; True if one was taken."""
-        if self.journal.ready_count() == 0:
+        due = self.journal.next_attempt_at()
+        if due is None or due > self.clock.now():
             return False
         gate_bound = self.gate.config.poll_seconds + GATE_READ_BOUND_SECONDS
-        if not self.gate.wait_open(stop, on_poll=lambda: self.heartbeat.beat(gate_bound, "waiting for the GPU gate")):
+        # A reload (a new gate, say min_free_mb instead of max_used_mb) must reach a worker waiting here.
+        reconfigured = threading.Event()
+
+        def poll() -> None:
+            self.heartbeat.beat(gate_bound, "waiting for the GPU gate")
+            if self._pending_setup is not None:
+                reconfigured.set()
+
+        if not self.gate.wait_open(stop, on_poll=poll, cancel=reconfigured):
             return False
         job = self.journal.claim_next(self.name, self.lease_seconds)
         if job is None:
@@ -159,9 +180,14 @@ class Worker:
         return True
 
     def process(self, job: Job) -> None:
-        destination = self._destination(job)
-        output.remove_temp_files(destination.parent, job.id)
-        if job.output_path and output.is_complete(destination, job.idem_key):
+        try:
+            destination = self._destination(job)
+            output.remove_temp_files(destination.parent, job.id)
+            already_written = bool(job.output_path) and output.is_complete(destination, job.idem_key)
+        except OSError as error:
+            self._wait_for_disk(job, f"output folder unavailable: {error.strerror or error}")
+            return
+        if already_written:
             log.info("job %d: %s was already written before a restart; marking done", job.id, destination)
             self.journal.mark_done(job.id, job.server, job.server_seconds, note=f"found finished output {destination}")
             self.state.jobs_done += 1
@@ -172,9 +198,7 @@ class Worker:
         except OSError as error:
             if error.errno in SHARE_OFFLINE_ERRORS or (isinstance(error, FileNotFoundError) and self._root_offline(job.root)):
                 # An unmounted share is not a deletion: the job waits, using no attempt, until the files are back.
-                retry_at = self.clock.now() + self.config.retry.initial_backoff_seconds
-                log.warning("job %d: %s is offline (%s); the job waits", job.id, job.root, error.strerror, extra=job_fields(job.id, job.source_path, "queued"))
-                self.journal.requeue(job.id, f"waiting: the share {job.root} is offline ({error.strerror})", retry_at, count_attempt=False)
+                self._wait_for_disk(job, f"waiting: the share {job.root} is offline ({error.strerror})")
             elif isinstance(error, FileNotFoundError):
                 self.journal.mark_failed(job.id, f"source file is gone: {job.source_path}", count_attempt=False)
             else:
@@ -211,9 +235,7 @@ class Worker:
             self._job_failed(job, f"server sent an unusable video: {error}")
             return
         except OSError as error:
-            retry_at = self.clock.now() + self.config.retry.initial_backoff_seconds
-            log.warning("job %d: cannot write %s (%s); will retry", job.id, destination, error.strerror or error)
-            self.journal.requeue(job.id, f"cannot write output: {error.strerror or error}", retry_at, count_attempt=False)
+            self._wait_for_disk(job, f"cannot write output: {error.strerror or error}")
             return
         self.journal.mark_done(job.id, self.backend.describe(), reply.server_seconds, note=f"video {destination}")
         self.state.jobs_done += 1
@@ -276,6 +298,11 @@ class Worker:
         log.warning("job %d: attempt %d failed (%s); retrying in %.0f s", job.id, attempts, error, wait, extra=job_fields(job.id, job.source_path, "queued"))
         self.journal.requeue(job.id, error, self.clock.now() + wait, count_attempt=True)
 
+    def _wait_for_disk(self, job: Job, reason: str) -> None:
+        """A file system's trouble, not the job's: back to the queue after the first backoff, no attempt used."""
+        log.warning("job %d: %s; will retry", job.id, reason, extra=job_fields(job.id, job.source_path, "queued"))
+        self.journal.requeue(job.id, reason, self.clock.now() + self.config.retry.initial_backoff_seconds, count_attempt=False)
+
     def _out_of_memory(self, job: Job, error: str) -> None:
         """server.oom: fail at once, step the resolution down one level, or wait (the backoff, then the gate)."""
         if self.server.oom == "fail":
@@ -337,10 +364,10 @@ class Worker:
         if root is None or root.after != "move":
             return
         source = Path(job.source_path)
-        if not source.exists():
-            return  # moved already (a job recovered after a crash), or the user took it away
         wanted = root.path / DONE_FOLDER / job.rel_path
         try:
+            if not source.exists():
+                return  # moved already (a job recovered after a crash), or the user took it away
             wanted.parent.mkdir(parents=True, exist_ok=True)
             # never replace an earlier original of the same name: the "-N" suffix scheme of the videos
             target = next(candidate for candidate in output.candidates(wanted) if not candidate.exists())

@@ -365,23 +365,13 @@ def test_max_interruptions_one_fails_at_the_first_interruption(journal: Journal)
     assert journal.job(job.id).state is JobState.FAILED
 
 
-def test_requeue_expired_leases_only_touches_expired_ones(journal: Journal, clock: ManualClock) -> None:
-    short = add(journal, 1)
-    long = add(journal, 2)
-    journal.claim_next("a", 10)
-    journal.claim_next("b", 100)
-    clock.advance(10)
-    assert journal.requeue_expired_leases() == 0  # expires *after* its deadline
-    clock.advance(0.5)
-    assert journal.requeue_expired_leases() == 1
-    assert journal.job(short.id).state is JobState.QUEUED
-    assert journal.job(short.id).interruptions == 1
-    assert journal.job(short.id).lease_owner is None
-    assert journal.job(long.id).state is JobState.RUNNING
-    assert journal.claim_next("c", LEASE).id == short.id
-
-
-# -- retry -------------------------------------------------------------------------------
+def test_requeue_moves_only_a_running_job(journal: Journal, clock: ManualClock) -> None:
+    job = add(journal)
+    journal.claim_next("w", LEASE)
+    journal.mark_done(job.id, {}, 1.0)
+    journal.requeue(job.id, "released at shutdown", clock.now(), count_attempt=False)  # the worker finished first
+    assert journal.job(job.id).state is JobState.DONE
+    assert not any("released at shutdown" in event["message"] for event in journal.events(job.id))
 
 
 def test_retryable_lists_every_failed_job_or_the_named_finished_ones(journal: Journal, clock: ManualClock) -> None:

@@ -187,11 +187,11 @@ class Daemon:
         grace_seconds = self.config.stop_grace_seconds if grace_seconds is None else grace_seconds
         self.request_stop()
         self.notifier.send("STOPPING=1")
-        if self.intake_loop is not None:
-            self.intake_loop.stop_watches()
         deadline = self.clock.monotonic() + grace_seconds
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - self.clock.monotonic()))
+        if self.intake_loop is not None:
+            self.intake_loop.stop_watches()  # after its thread ended: it can no longer start them again
         for worker in self.workers:
             job_id = worker.state.current_job
             if job_id is not None:

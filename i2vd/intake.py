@@ -447,9 +447,9 @@ class IntakeLoop:
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self._apply_config()
             self.heartbeat.beat(self.TICK_SECONDS, "watching")
             try:
+                self._apply_config()
                 self.tick()
             except Exception:  # noqa: BLE001
                 log.exception("intake round failed; going on")

@@ -212,9 +212,10 @@ class FolderWatch:
     @property
     def active(self) -> bool:
         """Started, and every thread behind it alive (an inotify emitter dies when it cannot add a watch)."""
-        if self._observer is None or not self._observer.is_alive():
+        observer = self._observer  # read once: stop() may clear it from another thread
+        if observer is None or not observer.is_alive():
             return False
-        return all(emitter.is_alive() for emitter in self._observer.emitters)
+        return all(emitter.is_alive() for emitter in observer.emitters)
 
     def fall_back_to_polling(self, why: str) -> None:
         log.warning("watching %s with inotify stopped (%s): falling back to polling", self.root, why)

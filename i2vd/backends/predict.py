@@ -93,8 +93,12 @@ class PredictBackend:
         target = self.url + path
         try:
             response = self._session.request(method, target, timeout=self.timeout, **kwargs)
-        except requests.ConnectionError as error:  # refused, DNS, connect timeout: the server is not there
-            raise ServerUnavailable(f"cannot reach {self.url}: {_reason(error)}") from None
+        except requests.ConnectionError as error:
+            if _dropped_mid_request(error):
+                # The server took the request and died on it: counted, so an image that crashes the
+                # server cannot be resent forever each time the server comes back.
+                raise BackendError(f"{self.url} dropped the connection while working on this request: {_reason(error)}") from None
+            raise ServerUnavailable(f"cannot reach {self.url}: {_reason(error)}") from None  # refused, DNS, connect timeout
         except requests.ReadTimeout:
             raise BackendError(f"no reply within {self.timeout[1]:g} s from {target}") from None
         except requests.RequestException as error:
@@ -152,6 +156,15 @@ def _decode_base64(text: str) -> bytes:
     if not video:
         raise BadReply("the server returned an empty video")
     return video
+
+
+def _dropped_mid_request(error: requests.ConnectionError) -> bool:
+    """True when the connection was made and then lost (not refused, not unresolvable, not a connect timeout)."""
+    if isinstance(error, requests.ConnectTimeout):
+        return False
+    text = str(error)
+    dropped = "Connection aborted" in text or "RemoteDisconnected" in text or "Connection reset" in text
+    return dropped and "NewConnectionError" not in text
 
 
 def _reason(error: Exception) -> str:

@@ -7,6 +7,7 @@ worker handles failures by class, so a wrong class means a wrong retry decision.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from i2vd.backends.base import (
     VideoRequest,
 )
 from i2vd.backends.predict import PredictBackend
-from tests.fakes import OOM_MESSAGE, REPLY_FORMS, FakePredictServer, write_image
+from tests.fakes import OOM_MESSAGE, REPLY_FORMS, FakePredictServer, wait_for, write_image
 
 
 @pytest.fixture
@@ -191,3 +192,26 @@ def test_hanging_server_times_out_with_a_backend_error_in_bounded_time(fake_serv
     assert "0.5 s" in str(caught.value) and "no reply within" in str(caught.value)
     assert elapsed < 5
     assert len(fake_server.requests) == 1
+
+
+def test_a_server_that_dies_on_the_request_is_the_job_s_failure_not_server_down(fake_server, backend_factory, jpeg):
+    """An image that crashes the server must use attempts, or it would be resent each time the server is back."""
+    fake_server.hang()
+    backend = backend_factory()
+    outcome: list[BaseException] = []
+    caller = threading.Thread(target=lambda: outcome.append(_raised(lambda: backend.generate(video_request(jpeg)))))
+    caller.start()
+    wait_for(lambda: fake_server.in_flight == 1, message="the request reached the server")
+    fake_server.go_down()  # dies while working on it
+    caller.join(timeout=10)
+    [error] = outcome
+    assert type(error) is BackendError
+    assert "dropped the connection while working on this request" in str(error)
+
+
+def _raised(call) -> BaseException | None:
+    try:
+        call()
+    except BaseException as error:  # noqa: BLE001 - returned for the assertion
+        return error
+    return None

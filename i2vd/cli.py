@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -32,14 +33,19 @@ def _load(arguments: argparse.Namespace) -> Config:
     return load_config(config_path(arguments.config))
 
 
-def _open_journal(config: Config) -> Journal | None:
+def _open_journal(config: Config, *, read_only: bool = False) -> Journal | None:
     from i2vd.daemon import journal_path
 
     path = journal_path(config)
-    if not path.exists():
-        print(f"no journal yet at {path} (has `i2vd run` started with this config?)", file=sys.stderr)
+    try:
+        if not path.exists():
+            print(f"no journal yet at {path} (has `i2vd run` started with this config?)", file=sys.stderr)
+            return None
+        return Journal(path, read_only=read_only)
+    except (OSError, sqlite3.Error) as error:
+        reason = getattr(error, "strerror", None) or error
+        print(f"i2vd: cannot open the journal {path}: {reason} (run as the service's user, e.g. sudo -u i2vd)", file=sys.stderr)
         return None
-    return Journal(path)
 
 
 def command_run(arguments: argparse.Namespace) -> int:
@@ -83,7 +89,7 @@ def command_status(arguments: argparse.Namespace) -> int:
     from i2vd.status import gather_status, render_status
 
     config = _load(arguments)
-    journal = _open_journal(config)
+    journal = _open_journal(config, read_only=True)
     if journal is None:
         return 1
     try:
@@ -97,7 +103,7 @@ def command_jobs(arguments: argparse.Namespace) -> int:
     from i2vd.status import render_jobs
 
     config = _load(arguments)
-    journal = _open_journal(config)
+    journal = _open_journal(config, read_only=True)
     if journal is None:
         return 1
     try:

@@ -203,11 +203,17 @@ class KnownFile:
 
 
 class Journal:
-    def __init__(self, path: Path, clock: Clock | None = None):
+    def __init__(self, path: Path, clock: Clock | None = None, *, read_only: bool = False):
+        """Open (and create) the journal; read_only for `status` and `jobs`, which may run as another user."""
         self.path = Path(path)
         self.clock = clock or Clock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        if read_only:
+            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA busy_timeout = 30000")

@@ -597,3 +597,15 @@ def test_a_sidecar_priority_goes_first(journal: Journal) -> None:
     urgent = add(journal, 2, priority=5)
     later = add(journal, 3, priority=-1)
     assert [journal.claim_next("w", LEASE).id for _ in range(3)] == [urgent.id, ordinary.id, later.id]
+
+
+def test_a_read_only_journal_reads_and_never_writes(journal: Journal, journal_path: Path) -> None:
+    add(journal)
+    reader = Journal(journal_path, read_only=True)
+    try:
+        assert reader.counts()["queued"] == 1
+        assert [job.rel_path for job in reader.jobs()] == ["img1.jpg"]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.publish_status({"x": 1})
+    finally:
+        reader.close()

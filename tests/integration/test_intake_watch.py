@@ -59,12 +59,15 @@ def journal_factory(tmp_path: Path):
 
 
 @contextmanager
-def running(loop: IntakeLoop) -> Iterator[IntakeLoop]:
+def running(loop: IntakeLoop, *, after_first_scan: bool = False) -> Iterator[IntakeLoop]:
+    """The loop in its own thread, stopped and joined after; optionally once its startup reconcile is done."""
     stop = threading.Event()
     loop.start_watches()
     thread = threading.Thread(target=loop.run, args=(stop,), name="test-intake-loop")
     thread.start()
     try:
+        if after_first_scan:
+            wait_for(lambda: loop._last_scan, timeout=TIMEOUT, message="no initial reconcile")
         yield loop
     finally:
         stop.set()

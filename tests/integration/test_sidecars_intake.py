@@ -11,9 +11,7 @@ No fixed sleeps; every loop thread and watch is stopped and joined.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from i2vd.config import Config, parse_config
 from i2vd.intake import Intake, IntakeLoop, Outcome
 from i2vd.journal import Job, JobState, Journal
 from tests.fakes import wait_for, write_image
+from tests.integration.test_intake_watch import running as running_loop
 
 SETTLE_SECONDS = 0.4
 TIMEOUT = 10
@@ -73,21 +72,8 @@ def intake(config: Config, journal: Journal) -> Intake:
     return Intake(config, journal)
 
 
-@contextmanager
-def running(config: Config, journal: Journal) -> Iterator[IntakeLoop]:
-    loop = IntakeLoop(config, Intake(config, journal))
-    stop = threading.Event()
-    loop.start_watches()
-    thread = threading.Thread(target=loop.run, args=(stop,), name="test-intake-loop")
-    thread.start()
-    try:
-        wait_for(lambda: loop._last_scan, timeout=TIMEOUT, message="no initial reconcile")
-        yield loop
-    finally:
-        stop.set()
-        loop.stop_watches()
-        thread.join(timeout=TIMEOUT)
-        assert not thread.is_alive(), "the intake loop did not stop"
+def running(config: Config, journal: Journal):
+    return running_loop(IntakeLoop(config, Intake(config, journal)), after_first_scan=True)
 
 
 def write(path: Path, text: str) -> Path:

@@ -294,10 +294,10 @@ class IntakeLoop:
         for watch in self.watches:
             watch.stop()
 
-    def reconcile(self, index: int, folder: Path | None = None) -> int:
+    def reconcile(self, index: int, folder: Path | None = None, known: dict[str, tuple[int, int]] | None = None) -> int:
         """Suggest every file under a root (or one folder of it) that the journal does not know as it is now."""
         root = self.config.watch[index]
-        known = self.intake.journal.known_files()
+        known = self.intake.journal.known_files() if known is None else known
         suggested = 0
         for path, info in scan(folder or root.path, self._excluded, include_special=True):
             if known.get(str(path)) != (info.st_size, info.st_mtime_ns):
@@ -338,8 +338,9 @@ class IntakeLoop:
             folders, self._folders_to_scan = self._folders_to_scan, set()
             sidecar_folders, self._sidecar_folders = self._sidecar_folders, set()
             special, self._special = self._special, set()
+        known = self.intake.journal.known_files() if folders else None  # once for every new folder of this tick
         for folder, index in folders:
-            self.reconcile(index, folder)
+            self.reconcile(index, folder, known)
         images = []
         for path, size, mtime_ns in self.tracker.settled(self._settle_seconds):
             if is_sidecar_name(path.name):

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, next_attempt_at, id);
+CREATE INDEX IF NOT EXISTS jobs_by_root_turn ON jobs (state, root, priority DESC, next_attempt_at, id);
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -408,14 +409,22 @@ class Journal:
         """
         now = self.clock.now()
         with self._write() as db:
-            row = db.execute(
-                "SELECT jobs.id, jobs.root FROM jobs LEFT JOIN root_turns ON root_turns.root = jobs.root"
-                " WHERE jobs.state = 'queued' AND jobs.next_attempt_at <= ?"
-                " ORDER BY jobs.priority DESC, coalesce(root_turns.turn, 0), jobs.next_attempt_at, jobs.id LIMIT 1",
-                (now,),
-            ).fetchone()
-            if row is None:
+            # One indexed look per root (there are few) instead of sorting every due job (there may be 100k).
+            candidates = []
+            for (root,) in db.execute("SELECT DISTINCT root FROM jobs WHERE state = 'queued'").fetchall():
+                best = db.execute(
+                    "SELECT id, root, priority, next_attempt_at FROM jobs INDEXED BY jobs_by_root_turn"
+                    " WHERE state = 'queued' AND root = ? AND next_attempt_at <= ?"
+                    " ORDER BY priority DESC, next_attempt_at, id LIMIT 1",
+                    (root, now),
+                ).fetchone()
+                if best is not None:
+                    turn = db.execute("SELECT turn FROM root_turns WHERE root = ?", (root,)).fetchone()
+                    candidates.append((-best["priority"], turn[0] if turn else 0, best["next_attempt_at"], best["id"], best["root"]))
+            if not candidates:
                 return None
+            *_, job_id, root = min(candidates)
+            row = {"id": job_id, "root": root}
             db.execute(
                 "INSERT INTO root_turns (root, turn) VALUES (?, (SELECT coalesce(max(turn), 0) + 1 FROM root_turns))"
                 " ON CONFLICT (root) DO UPDATE SET turn = excluded.turn",

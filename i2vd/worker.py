@@ -22,7 +22,7 @@ from pathlib import Path
 from i2vd import __version__, mp4, output
 from i2vd.backends.base import RESOLUTIONS, Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
 from i2vd.clock import Clock
-from i2vd.config import DONE_FOLDER, Config, ServerConfig
+from i2vd.config import DONE_FOLDER, Config, ServerConfig, WatchRoot
 from i2vd.gpu import VramGate
 from i2vd.images import read_regular_file, sha256_of
 from i2vd.journal import Job, Journal
@@ -200,12 +200,12 @@ class Worker:
                 # An unmounted share is not a deletion: the job waits, using no attempt, until the files are back.
                 self._wait_for_disk(job, f"waiting: the share {job.root} is offline ({error.strerror})")
             elif isinstance(error, FileNotFoundError):
-                self.journal.mark_failed(job.id, f"source file is gone: {job.source_path}", count_attempt=False)
+                self._fail(job, f"source file is gone: {job.source_path}", count_attempt=False)
             else:
                 self._job_failed(job, f"cannot read source: {error.strerror or error}")
             return
         if sha256_of(image) != job.source_sha256:
-            self.journal.mark_failed(job.id, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
+            self._fail(job, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
             return
         request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, **job.params)
         log.info("job %d: sending %s to %s (%s, %d frames, %d fps)", job.id, job.rel_path, self.backend.kind, request.resolution, request.frames, request.fps, extra=job_fields(job.id, job.source_path, "running"))
@@ -216,8 +216,7 @@ class Worker:
             self._server_down(job, str(error))
             return
         except BadInput as error:
-            self.journal.mark_failed(job.id, str(error))
-            self.state.jobs_failed += 1
+            self._fail(job, str(error))
             return
         except ServerOutOfMemory as error:
             self._out_of_memory(job, str(error))
@@ -256,10 +255,13 @@ class Worker:
             if root.path.is_dir():
                 self._mount_roots.setdefault(str(root.path), os.path.ismount(root.path))
 
+    def _root(self, job: Job) -> WatchRoot | None:
+        return self.config.root_for(Path(job.root)) if job.root else None
+
     def _destination(self, job: Job) -> Path:
         if job.output_path:
             return Path(job.output_path)
-        root = self.config.root_for(Path(job.root)) if job.root else None
+        root = self._root(job)
         output_dir = root.output_dir if root else self.config.output_dir
         first = output.default_video_path(output_dir, job.rel_path, job.output_name)
         return output.choose_path(first, job.idem_key, lambda candidate: self.journal.set_output_path(job.id, str(candidate)), job=(job.id, job.source_sha256))
@@ -290,13 +292,17 @@ class Worker:
         """The job's own failure: uses an attempt; backs off, or fails for good when none are left."""
         attempts = job.attempts + 1
         if attempts >= self.config.retry.attempts:
-            log.error("job %d: failed after %d attempt(s): %s", job.id, attempts, error, extra=job_fields(job.id, job.source_path, "failed"))
-            self.journal.mark_failed(job.id, error)
-            self.state.jobs_failed += 1
+            self._fail(job, error, note=f"after {attempts} attempt(s)")
             return
         wait = self.config.retry.backoff_seconds(attempts)
         log.warning("job %d: attempt %d failed (%s); retrying in %.0f s", job.id, attempts, error, wait, extra=job_fields(job.id, job.source_path, "queued"))
         self.journal.requeue(job.id, error, self.clock.now() + wait, count_attempt=True)
+
+    def _fail(self, job: Job, error: str, *, count_attempt: bool = True, note: str = "") -> None:
+        """Failed for good: the one place that records it, counts it and says it."""
+        log.error("job %d: failed%s: %s", job.id, f" {note}" if note else "", error, extra=job_fields(job.id, job.source_path, "failed"))
+        self.journal.mark_failed(job.id, error, count_attempt=count_attempt)
+        self.state.jobs_failed += 1
 
     def _wait_for_disk(self, job: Job, reason: str) -> None:
         """A file system's trouble, not the job's: back to the queue after the first backoff, no attempt used."""
@@ -306,9 +312,7 @@ class Worker:
     def _out_of_memory(self, job: Job, error: str) -> None:
         """server.oom: fail at once, step the resolution down one level, or wait (the backoff, then the gate)."""
         if self.server.oom == "fail":
-            log.error("job %d: out of GPU memory, failed (server.oom: fail): %s", job.id, error, extra=job_fields(job.id, job.source_path, "failed"))
-            self.journal.mark_failed(job.id, f"out of GPU memory: {error}")
-            self.state.jobs_failed += 1
+            self._fail(job, f"out of GPU memory: {error}", note="(server.oom: fail)")
             return
         resolution = job.params["resolution"]
         if self.server.oom == "downgrade" and RESOLUTIONS.index(resolution) > 0:
@@ -360,7 +364,7 @@ class Worker:
 
     def _after(self, job: Job) -> None:
         """`after: move`: the source moves into <root>/.i2vd-done/ only once its video is safe."""
-        root = self.config.root_for(Path(job.root)) if job.root else None
+        root = self._root(job)
         if root is None or root.after != "move":
             return
         source = Path(job.source_path)

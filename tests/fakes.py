@@ -448,6 +448,13 @@ def make_test_mp4(path: Path, frames: int = 8, width: int = 64, height: int = 48
     return Path(path).read_bytes()
 
 
+def write_text(path: Path, text: str) -> Path:
+    """A text file (a sidecar, a caption), its folders made as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_image(path: Path, size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 80, 40),
                 format: str | None = None) -> bytes:
     """Write a real image (format from the extension, JPEG when unknown) and return its bytes.

@@ -28,6 +28,7 @@ from tests.end_to_end.harness import (
     write_config,
 )
 from tests.fakes import FakePredictServer, ReceivedRequest, wait_for, write_image
+from tests.fakes import write_text as write
 
 EXAMPLE_PROFILES = yaml.safe_load((REPO / "config.example.yaml").read_text(encoding="utf-8"))["profiles"]
 BEACH = "Waves crashing, camera panning left"
@@ -57,11 +58,6 @@ class Pictures:
         self.by_sha[digest] = path.name
         return digest
 
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def exif_jpeg(make: str, model: str, taken: str) -> bytes:

@@ -18,6 +18,7 @@ from PIL import Image
 from i2vd.cli import EX_CONFIG, main
 from i2vd.lock import StateLock
 from tests.fakes import write_image
+from tests.fakes import write_text as write
 
 BEACH = "Waves crashing, camera panning left"
 ROTATE = "Product rotating slowly on white background"
@@ -52,11 +53,6 @@ def check(capsys: pytest.CaptureFixture, config_file: Path, *path: Path | str) -
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def image(path: Path, shade: int) -> Path:

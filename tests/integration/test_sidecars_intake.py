@@ -22,6 +22,7 @@ from i2vd.intake import Intake, IntakeLoop, Outcome
 from i2vd.journal import Job, JobState, Journal
 from tests.fakes import wait_for, write_image
 from tests.integration.test_intake_watch import running as running_loop
+from tests.fakes import write_text as write
 
 SETTLE_SECONDS = 0.4
 TIMEOUT = 10
@@ -75,11 +76,6 @@ def intake(config: Config, journal: Journal) -> Intake:
 def running(config: Config, journal: Journal):
     return running_loop(IntakeLoop(config, Intake(config, journal)), after_first_scan=True)
 
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def image(path: Path, shade: int) -> Path:

@@ -17,6 +17,7 @@ from i2vd.profiles import (
     subject_of,
     template_variables,
 )
+from tests.fakes import write_text as write
 
 CONFIG_TEXT = """
 output_dir: /out
@@ -188,10 +189,6 @@ def root(tmp_path: Path) -> Path:
     (root / "beach" / "day1").mkdir(parents=True)
     return root
 
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_no_sidecars_means_no_settings(root: Path) -> None:

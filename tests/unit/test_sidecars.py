@@ -27,15 +27,11 @@ from i2vd.sidecars import (
     read_sidecars,
     sidecar_files,
 )
+from tests.fakes import write_text as write
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 PROFILES = ("default", "beach", "mountain", "forest", "product-rotate")
 
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 @pytest.fixture

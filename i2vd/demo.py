@@ -124,4 +124,25 @@ def run_demo(workdir: Path | None = None, images_per_folder: int = 2, timeout_se
             print(f"  {job.profile_name:15} {job.rel_path:28} -> {job.state.value}: {job.last_error or ''}")
     done = sum(job.state is JobState.DONE for job in jobs)
     print(f"i2vd demo: {done} of {expected} videos in {config.output_dir}")
+    print(next_steps(workdir))
     return 0 if done == expected else 1
+
+
+def _shown(path: Path) -> str:
+    """A path as a new user would type it: relative to where they stand when it is below."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def next_steps(workdir: Path) -> str:
+    """What to type next: the demo's config is a working one, for the user's own images."""
+    config, hot = _shown(workdir / "config.yaml"), _shown(workdir / "hot")
+    return (
+        "\nTry it on your own images (the demo wrote a working config):\n"
+        f"  i2vd run -c {config}            # the daemon; leave it running\n"
+        f"  cp photo.jpg {hot}/beach/       # any folder under {hot}: its i2vd.yaml names the profile\n"
+        f"  i2vd status -c {config}         # in another terminal: what it is doing\n"
+        f"Videos appear under {_shown(workdir / 'out')}/, mirroring the folders."
+    )

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from i2vd import __version__
 from i2vd.config import Config, ConfigError, config_path, load_config
-from i2vd.journal import JobState, Journal
+from i2vd.journal import JobState, Journal, JournalVersionError
 
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
@@ -254,5 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(error.report(), file=sys.stderr)
         return EX_CONFIG
+    except JournalVersionError as error:
+        # A newer journal is a configuration problem for this release (78: systemd does not restart);
+        # an older one read by status or jobs only needs `i2vd run` once.
+        print(f"i2vd: {error}", file=sys.stderr)
+        return EX_CONFIG if error.newer else 1
     except KeyboardInterrupt:
         return 130

@@ -115,14 +115,14 @@ def command_jobs(arguments: argparse.Namespace) -> int:
 
 
 def command_retry(arguments: argparse.Namespace) -> int:
-    from i2vd.intake import Intake, Outcome
+    from i2vd.operations import retry
 
     config = _load(arguments)
     journal = _open_journal(config)
     if journal is None:
         return 1
     try:
-        results = Intake(config, journal).retry(None if arguments.failed else [arguments.job_id])
+        results = retry(config, journal, None if arguments.failed else [arguments.job_id])
         if not results and not arguments.failed:
             job = journal.job(arguments.job_id)
             reason = "no such job" if job is None else f"it is {job.state.value} (only failed or done jobs are retried)"
@@ -135,8 +135,28 @@ def command_retry(arguments: argparse.Namespace) -> int:
     for result in results:
         job = result.job
         detail = f" ({result.reason})" if result.reason else f" with profile {job.profile_name}"
-        print(f"job {job.id} {job.rel_path}: {result.outcome.value}{detail}")
-    return 0 if all(result.outcome is Outcome.QUEUED for result in results) else 1
+        print(f"job {job.id} {job.rel_path}: {result.outcome}{detail}")
+    return 0 if all(result.ok for result in results) else 1
+
+
+def command_forget(arguments: argparse.Namespace) -> int:
+    from i2vd.operations import forget
+
+    config = _load(arguments)
+    journal = _open_journal(config)
+    if journal is None:
+        return 1
+    try:
+        forgotten, problems = forget(journal, None if arguments.failed else [arguments.job_id])
+    finally:
+        journal.close()
+    for problem in problems:
+        print(f"i2vd: {problem}", file=sys.stderr)
+    if arguments.failed and not forgotten:
+        print("nothing to forget: no failed jobs")
+    for job in forgotten:
+        print(f"job {job.id} {job.rel_path}: forgotten (no longer counted as failed; its file is untouched)")
+    return 1 if problems else 0
 
 
 def command_enqueue(arguments: argparse.Namespace) -> int:
@@ -224,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true")
     retry = add("retry", command_retry, "queue a job (or every failed job) again")
     which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("job_id", nargs="?", type=int, metavar="ID")
+    which.add_argument("--failed", action="store_true", help="every failed job")
+    forget = add("forget", command_forget, "drop a failed job (or every failed job) from the counts; files are untouched")
+    which = forget.add_mutually_exclusive_group(required=True)
     which.add_argument("job_id", nargs="?", type=int, metavar="ID")
     which.add_argument("--failed", action="store_true", help="every failed job")
     enqueue = add("enqueue", command_enqueue, "record jobs for these images (or folders) now")

@@ -251,9 +251,18 @@ class Job:
     def server(self) -> dict[str, Any]:
         return json.loads(self.server_json) if self.server_json else {}
 
+    @property
+    def tries(self) -> int:
+        """Calls made, the one that succeeded included: what the video's record calls `attempts`.
+
+        `attempts` counts the job's own failures (the retry budget); a done job made one more.
+        """
+        return self.attempts + (1 if self.state is JobState.DONE else 0)
+
     def as_dict(self) -> dict[str, Any]:
         result = {field.name: getattr(self, field.name) for field in fields(self)}
         result["state"] = self.state.value
+        result["tries"] = self.tries
         result["params"] = self.params
         del result["params_json"]
         result["profile"] = self.profile
@@ -624,8 +633,8 @@ class Journal:
         now = self.clock.now()
         with self._write() as db:
             db.execute(
-                "UPDATE jobs SET state = 'done', attempts = attempts + 1, lease_owner = NULL, lease_expires_at = NULL,"
-                " last_error = NULL, interruptions = 0, server_json = ?, server_seconds = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+                "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,"
+                " interruptions = 0, server_json = ?, server_seconds = ?, finished_at = ?, updated_at = ? WHERE id = ?",
                 (json.dumps(server, sort_keys=True), server_seconds, now, now, job_id),
             )
             self._event(db, job_id, "info", note)

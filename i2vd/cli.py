@@ -160,10 +160,14 @@ def command_forget(arguments: argparse.Namespace) -> int:
 
 
 def command_enqueue(arguments: argparse.Namespace) -> int:
-    from i2vd.batch import enqueue_paths
+    from i2vd.batch import enqueue_paths, unknown_profile
     from i2vd.daemon import journal_path
 
     config = _load(arguments)
+    problem = unknown_profile(config, arguments.profile)
+    if problem is not None:
+        print(f"i2vd enqueue: --profile: {problem}", file=sys.stderr)
+        return 2
     journal = Journal(journal_path(config))
     try:
         results = enqueue_paths(config, journal, [Path(path) for path in arguments.paths], profile_name=arguments.profile)

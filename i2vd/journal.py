@@ -390,6 +390,11 @@ class Journal:
         with self._write() as db:
             self._remember_file(db, path, size, mtime_ns, sha256, job_id)
 
+    def forget_files(self, paths: list[str]) -> None:
+        """The next look at these files reads them afresh (asked for with other settings than their job's)."""
+        with self._write() as db:
+            db.executemany("DELETE FROM files WHERE path = ?", [(db_path(path),) for path in paths])
+
     @staticmethod
     def _remember_file(db: sqlite3.Connection, path: str, size: int, mtime_ns: int, sha256: str, job_id: int | None) -> None:
         db.execute(

@@ -103,3 +103,50 @@ def test_parked_and_failed_jobs_show_the_profile_their_sidecar_names(capsys, con
     result = Intake(config, journal).consider(image, config.watch[0])
     assert result.job.state.value == expected_state
     assert result.job.profile_name == "beach"
+
+
+# -- batch --profile ---------------------------------------------------------------------
+
+
+def test_batch_and_enqueue_refuse_an_unknown_profile_naming_the_known_ones(capsys, tmp_path):
+    from tests.integration.test_cli import write_config
+
+    config_file = write_config(tmp_path)
+    config_file.write_text(config_file.read_text() + "profiles:\n  beach: {prompt: Waves}\n", encoding="utf-8")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_image(photos / "a.jpg", color=(1, 1, 1))
+    for command in ("batch", "enqueue"):
+        code, out, err = cli(capsys, command, str(photos), "--profile", "beech", "-c", str(config_file))
+        assert code == 2, (command, out, err)
+        assert "unknown profile 'beech'" in err and "beach" in err
+    assert not (tmp_path / "state" / "journal.sqlite3").exists()  # nothing recorded
+
+
+def test_batch_with_another_profile_on_a_done_folder_makes_the_videos_it_asks_for(capsys, tmp_path, fake_server):
+    from tests.integration.test_cli import write_config
+
+    config_file = write_config(tmp_path, fake_server.url)
+    config_file.write_text(config_file.read_text() + "profiles:\n  beach: {prompt: Waves}\n", encoding="utf-8")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_image(photos / "a.jpg", color=(1, 1, 1))
+    write_image(photos / "b.jpg", color=(2, 2, 2))
+    (photos / "b.jpg.yaml").write_text("profile: default\n", encoding="utf-8")  # b's own sidecar wins over --profile
+
+    code, _, err = cli(capsys, "batch", str(photos), "-c", str(config_file))
+    assert code == 0 and "2 done" in err
+    code, _, err = cli(capsys, "batch", str(photos), "--profile", "beach", "-c", str(config_file))
+
+    assert code == 0, err
+    assert [request.prompt for request in fake_server.requests].count("Waves") == 1  # a.jpg again, as beach
+    assert len(fake_server.requests) == 3
+    journal = Journal(tmp_path / "state" / "journal.sqlite3")
+    try:
+        assert sorted((job.rel_path, job.profile_name) for job in journal.jobs(JobState.DONE)) == [
+            ("a.jpg", "beach"), ("a.jpg", "default"), ("b.jpg", "default")
+        ]
+    finally:
+        journal.close()
+    code, _, err = cli(capsys, "batch", str(photos), "--profile", "beach", "-c", str(config_file))
+    assert code == 0 and len(fake_server.requests) == 3  # and a third run has nothing to do

@@ -322,7 +322,9 @@ class Journal:
                 version = self._version()  # another process may have upgraded it meanwhile
                 if version > SCHEMA_VERSION:
                     raise JournalVersionError(self.path, version)
-                if not self._is_empty():
+                if version == SCHEMA_VERSION:
+                    backup = None
+                elif not self._is_empty():
                     for migrate in MIGRATIONS[version:]:
                         migrate(db)
                 for statement in SCHEMA.split(";"):

@@ -46,7 +46,9 @@ def enqueue_paths(config: Config, journal: Journal, paths: list[Path], profile_n
         other = [index for index in range(start, len(results)) if _asked_otherwise(results[index], profile_name)]
         if other:
             journal.forget_files([str(files[index]) for index in other])
-            again = intake.consider_many([(files[index], config.root_for(files[index]), True) for index in other], profile_name=profile_name)
+            again = intake.consider_many(
+                [(files[index], config.root_for(files[index]), True) for index in other], profile_name=profile_name
+            )
             for index, result in zip(other, again, strict=True):
                 results[index] = result
     return list(zip(files, results, strict=True))
@@ -54,14 +56,17 @@ def enqueue_paths(config: Config, journal: Journal, paths: list[Path], profile_n
 
 def _asked_otherwise(result: IntakeResult, profile_name: str) -> bool:
     job = result.job
-    return result.outcome is Outcome.KNOWN and job is not None and job.profile.get("requested", "default") != profile_name
+    if result.outcome is not Outcome.KNOWN or job is None:
+        return False
+    return job.profile.get("requested", "default") != profile_name
 
 
 def unknown_profile(config: Config, profile_name: str) -> str | None:
     """What is wrong with `--profile NAME`, or None when the config has that profile."""
     if profile_name in config.profiles:
         return None
-    return f"unknown profile {profile_name!r}{did_you_mean(profile_name, list(config.profiles))}; profiles: {', '.join(sorted(config.profiles))}"
+    known = ", ".join(sorted(config.profiles))
+    return f"unknown profile {profile_name!r}{did_you_mean(profile_name, list(config.profiles))}; profiles: {known}"
 
 
 class RateColumn(ProgressColumn):

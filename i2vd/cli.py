@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("job_id", nargs="?", type=int, metavar="ID")
     which.add_argument("--failed", action="store_true", help="every failed job")
-    forget = add("forget", command_forget, "drop a failed job (or every failed job) from the counts; files are untouched")
+    forget = add("forget", command_forget, "drop failed jobs from the counts; no file is touched")
     which = forget.add_mutually_exclusive_group(required=True)
     which.add_argument("job_id", nargs="?", type=int, metavar="ID")
     which.add_argument("--failed", action="store_true", help="every failed job")

@@ -31,8 +31,8 @@ from i2vd.logs import job_fields
 from i2vd.mounts import read_mounts, should_poll
 from i2vd.profiles import resolve_profile
 from i2vd.sidecars import (
-    FOLDER_SIDECAR, SIDECAR_LIMIT, ProfileError, SidecarError, belongs_to, image_sidecar, is_sidecar_name, read_caption, read_sidecars,
-    sidecar_files,
+    FOLDER_SIDECAR, SIDECAR_LIMIT, ProfileError, SidecarError, belongs_to, image_sidecar, is_sidecar_name, read_caption,
+    read_sidecars, sidecar_files,
 )
 from i2vd.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, scan
 

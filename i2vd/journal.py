@@ -137,7 +137,8 @@ class JournalVersionError(Exception):
         else:
             message = (
                 f"the journal {path} is schema version {found}, from an earlier i2vd; i2vd {__version__} uses"
-                f" version {SCHEMA_VERSION}: run `i2vd run` once to upgrade it (a copy is kept as {path.name}.bak-v{found})"
+                f" version {SCHEMA_VERSION}: run `i2vd run` once to upgrade it"
+                f" (a copy is kept as {path.name}.bak-v{found})"
             )
         super().__init__(message)
 
@@ -335,10 +336,14 @@ class Journal:
             self._db.close()
             raise
         if backup is not None:
-            log.warning("journal %s upgraded from schema version %d to %d; the old one is kept as %s", self.path, version, SCHEMA_VERSION, backup)
+            log.warning(
+                "journal %s upgraded from schema version %d to %d; the old one is kept as %s",
+                self.path, version, SCHEMA_VERSION, backup,
+            )
 
     def _is_empty(self) -> bool:
-        return self._db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()[0] == 0
+        found = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'")
+        return found.fetchone()[0] == 0
 
     def _backup(self, version: int) -> Path:
         """A consistent copy (the WAL included) as journal.sqlite3.bak-v<version>, written whole or not at all."""
@@ -599,7 +604,9 @@ class Journal:
                     "SELECT id FROM jobs WHERE state = 'running' AND coalesce(lease_expires_at, 0) <= ?", (now,)
                 ) if job_id not in held
             ]
-            far = self._db.execute("SELECT count(*) FROM jobs WHERE state = 'queued' AND next_attempt_at > ?", (latest,)).fetchone()[0]
+            far = self._db.execute(
+                "SELECT count(*) FROM jobs WHERE state = 'queued' AND next_attempt_at > ?", (latest,)
+            ).fetchone()[0]
             if not expired and not far:
                 return [], 0
             with self._write() as db:
@@ -608,19 +615,22 @@ class Journal:
                     if job_id in self._held:
                         continue
                     cursor = db.execute(
-                        "UPDATE jobs SET state = 'queued', next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL,"
-                        " updated_at = ? WHERE id = ? AND state = 'running' AND coalesce(lease_expires_at, 0) <= ?",
+                        "UPDATE jobs SET state = 'queued', next_attempt_at = ?, lease_owner = NULL,"
+                        " lease_expires_at = NULL, updated_at = ?"
+                        " WHERE id = ? AND state = 'running' AND coalesce(lease_expires_at, 0) <= ?",
                         (now, now, job_id, now),
                     )
                     if cursor.rowcount:
                         returned.append(job_id)
-                        self._event(db, job_id, "warning", "lease expired with no outcome recorded: returned to the queue")
+                        note = "lease expired with no outcome recorded: returned to the queue"
+                        self._event(db, job_id, "warning", note)
                 shortened = db.execute(
-                    "UPDATE jobs SET next_attempt_at = ? WHERE state = 'queued' AND next_attempt_at > ?", (latest, latest)
+                    "UPDATE jobs SET next_attempt_at = ? WHERE state = 'queued' AND next_attempt_at > ?",
+                    (latest, latest),
                 ).rowcount
                 if shortened:
-                    self._event(db, None, "warning", f"{shortened} job(s) were waiting past {max_wait_seconds:.0f} s from now"
-                                " (the wall clock stepped back?): they are due within that now")
+                    note = f"{shortened} job(s) waited past max_backoff ({max_wait_seconds:.0f} s) from now"
+                    self._event(db, None, "warning", note + " (the wall clock stepped back?): now due within it")
             return returned, shortened
 
     def set_output_path(self, job_id: int, output_path: str) -> bool:
@@ -721,7 +731,8 @@ class Journal:
         note = f"superseded: the file has new content (sha256 {new_sha256[:12]}){follow}"
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state = 'superseded', last_error = ?, updated_at = ? WHERE id = ? AND state = 'failed'",
+                "UPDATE jobs SET state = 'superseded', last_error = ?, updated_at = ?"
+                " WHERE id = ? AND state = 'failed'",
                 (note, now, job_id),
             )
             if cursor.rowcount:
@@ -735,7 +746,8 @@ class Journal:
             if job_ids is None:
                 ids = [row[0] for row in db.execute("SELECT id FROM jobs WHERE state = 'failed' ORDER BY id")]
             else:
-                ids = [job_id for job_id in job_ids if db.execute("SELECT 1 FROM jobs WHERE id = ? AND state = 'failed'", (job_id,)).fetchone()]
+                failed = "SELECT 1 FROM jobs WHERE id = ? AND state = 'failed'"
+                ids = [job_id for job_id in job_ids if db.execute(failed, (job_id,)).fetchone()]
             for job_id in ids:
                 db.execute("UPDATE jobs SET state = 'forgotten', updated_at = ? WHERE id = ?", (now, job_id))
                 self._event(db, job_id, "info", "forgotten: no longer counted as failed; kept in history")

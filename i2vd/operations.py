@@ -43,7 +43,8 @@ def retry(config: Config, journal: Journal, job_ids: list[int] | None) -> list[R
             results.append(_supersede(intake, journal, job, sha256))
         else:
             result = intake.reresolve(job, fresh_start=True)
-            results.append(RetryResult(result.job or job, result.outcome.value, result.reason, result.outcome is Outcome.QUEUED))
+            ok = result.outcome is Outcome.QUEUED
+            results.append(RetryResult(result.job or job, result.outcome.value, result.reason, ok))
     return results
 
 
@@ -66,5 +67,6 @@ def forget(journal: Journal, job_ids: list[int] | None) -> tuple[list[Job], list
     for job_id in job_ids or []:
         if job_id not in forgotten:
             job = journal.job(job_id)
-            problems.append(f"cannot forget job {job_id}: " + ("no such job" if job is None else f"it is {job.state.value} (only failed jobs are forgotten)"))
+            why = "no such job" if job is None else f"it is {job.state.value} (only failed jobs are forgotten)"
+            problems.append(f"cannot forget job {job_id}: {why}")
     return [journal.job(job_id) for job_id in forgotten], problems

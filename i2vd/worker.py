@@ -152,7 +152,7 @@ class Worker:
         return min(SERVER_DOWN_MAX_BACKOFF, 0.5 * 2 ** min(self._down_failures, 10))
 
     def _tidy(self) -> None:
-        """Once a poll interval: expired leases (outcomes never recorded) back to the queue, no wait past max_backoff."""
+        """Once a poll interval: expired leases (no outcome recorded) back to the queue, no wait past max_backoff."""
         if 0 <= self.clock.monotonic() - self._tidied_at < IDLE_POLL_SECONDS:
             return
         self._tidied_at = self.clock.monotonic()

@@ -9,7 +9,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from i2vd.journal import SCHEMA_VERSION
+from i2vd.journal import SCHEMA_VERSION, Journal
 from tests.end_to_end.harness import journal_counts, run_cli, write_config
 from tests.fakes import wait_for
 
@@ -46,13 +46,22 @@ def test_status_and_jobs_on_an_older_journal_say_to_run_the_daemon_once(tmp_path
 def test_the_daemon_upgrades_an_older_journal_before_ready_and_keeps_every_job(tmp_path: Path, daemon_factory) -> None:
     config = write_config(tmp_path, None)
     journal = place(tmp_path, "a89a1cb.sqlite3")
+    db = sqlite3.connect(journal)
+    (running,) = db.execute("SELECT id FROM jobs WHERE state = 'running'").fetchone()
+    total = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    db.close()
     daemon = daemon_factory(config).start()  # READY=1 only after the upgrade
     assert user_version(journal) == SCHEMA_VERSION
     backup = journal.with_name("journal.sqlite3.bak-v0")
     assert user_version(backup) == 0
     assert "upgraded from schema version 0" in daemon.log()
     counts = journal_counts(tmp_path / "state")
-    assert (counts["done"], counts["failed"], counts["running"]) == (1, 2, 0)  # the running one went back to the queue
+    assert (counts["done"], counts["failed"], sum(counts.values())) == (1, 2, total)
+    opened = Journal(journal)
+    try:  # the job the old release left running went back to the queue at start
+        assert any("after interruption 1" in event["message"] for event in opened.events(running))
+    finally:
+        opened.close()
     result = run_cli(config, "status")
     assert "1 done" in result.stdout
     assert daemon.stop() == 0

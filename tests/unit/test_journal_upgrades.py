@@ -21,6 +21,17 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "journals"
 RELEASE_FIXTURES = sorted(FIXTURES.glob("*.sqlite3"))
 
 
+def _version_of(path: Path) -> int:
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
+
+
+OLDER_FIXTURES = [path for path in RELEASE_FIXTURES if _version_of(path) < SCHEMA_VERSION]
+
+
 def rows(path: Path, table: str) -> list[dict]:
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
@@ -122,9 +133,10 @@ def test_an_upgraded_journal_of_each_release_works(old_journal: Path) -> None:
         journal.close()
 
 
-def test_a_read_only_open_of_an_older_journal_says_to_run_the_daemon_once(old_journal: Path) -> None:
-    if user_version(old_journal) == SCHEMA_VERSION:
-        pytest.skip("this release's own journal")
+@pytest.mark.parametrize("fixture", OLDER_FIXTURES, ids=[path.stem for path in OLDER_FIXTURES])
+def test_a_read_only_open_of_an_older_journal_says_to_run_the_daemon_once(tmp_path: Path, fixture: Path) -> None:
+    old_journal = tmp_path / "journal.sqlite3"
+    shutil.copyfile(fixture, old_journal)
     with pytest.raises(JournalVersionError, match=r"run `i2vd run` once to upgrade") as raised:
         Journal(old_journal, read_only=True)
     assert not raised.value.newer

@@ -95,7 +95,11 @@ def run_batch(config: Config, folder: Path, *, profile_name: str = "default", ou
     except AlreadyRunning as running:
         console.print(f"a daemon is running (PID {running.pid}): enqueueing, it does the work")
         own_worker = False
-    journal = Journal(journal_path(config))
+    try:
+        journal = Journal(journal_path(config), upgrade=own_worker)  # a running daemon's journal is its release's
+    except Exception:
+        lock.release()
+        raise
     stop = threading.Event()
     workers: list[Worker] = []
     threads: list[threading.Thread] = []

@@ -33,6 +33,13 @@ def _load(arguments: argparse.Namespace) -> Config:
     return load_config(config_path(arguments.config))
 
 
+def _daemon_alive(config: Config) -> bool:
+    """A daemon runs on this state_dir: an older journal is then its release's to keep, not ours to upgrade."""
+    from i2vd.status import daemon_alive
+
+    return daemon_alive(config)
+
+
 def _open_journal(config: Config, *, read_only: bool = False) -> Journal | None:
     from i2vd.daemon import journal_path
 
@@ -41,7 +48,7 @@ def _open_journal(config: Config, *, read_only: bool = False) -> Journal | None:
         if not path.exists():
             print(f"no journal yet at {path} (has `i2vd run` started with this config?)", file=sys.stderr)
             return None
-        return Journal(path, read_only=read_only)
+        return Journal(path, read_only=read_only, upgrade=not read_only and not _daemon_alive(config))
     except (OSError, sqlite3.Error) as error:
         reason = getattr(error, "strerror", None) or error
         print(f"i2vd: cannot open the journal {path}: {reason} (run as the service's user, e.g. sudo -u i2vd)", file=sys.stderr)
@@ -168,7 +175,7 @@ def command_enqueue(arguments: argparse.Namespace) -> int:
     if problem is not None:
         print(f"i2vd enqueue: --profile: {problem}", file=sys.stderr)
         return 2
-    journal = Journal(journal_path(config))
+    journal = Journal(journal_path(config), upgrade=not _daemon_alive(config))
     try:
         results = enqueue_paths(config, journal, [Path(path) for path in arguments.paths], profile_name=arguments.profile)
     finally:

@@ -285,8 +285,12 @@ class KnownFile:
 
 
 class Journal:
-    def __init__(self, path: Path, clock: Clock | None = None, *, read_only: bool = False):
-        """Open (and create) the journal; read_only for `status` and `jobs`, which may run as another user."""
+    def __init__(self, path: Path, clock: Clock | None = None, *, read_only: bool = False, upgrade: bool = True):
+        """Open (and create) the journal; read_only for `status` and `jobs`, which may run as another user.
+
+        An older journal is upgraded unless `upgrade` is False (a daemon of the earlier release still runs
+        on it): then, as on a read-only open, JournalVersionError says to run `i2vd run` once.
+        """
         self.path = Path(path)
         self.clock = clock or Clock()
         self._lock = threading.RLock()
@@ -304,7 +308,7 @@ class Journal:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA foreign_keys = ON")
-        self._check_version(upgrade=True)
+        self._check_version(upgrade=upgrade)
 
     def _version(self) -> int:
         return self._db.execute("PRAGMA user_version").fetchone()[0]

@@ -150,3 +150,37 @@ def test_batch_with_another_profile_on_a_done_folder_makes_the_videos_it_asks_fo
         journal.close()
     code, _, err = cli(capsys, "batch", str(photos), "--profile", "beach", "-c", str(config_file))
     assert code == 0 and len(fake_server.requests) == 3  # and a third run has nothing to do
+
+
+# -- writers on an older journal -----------------------------------------------------------
+
+
+def test_a_writer_upgrades_an_older_journal_unless_a_daemon_of_the_earlier_release_runs_on_it(capsys, tmp_path):
+    import shutil
+    import sqlite3
+    from pathlib import Path
+
+    from i2vd.journal import SCHEMA_VERSION
+    from i2vd.lock import StateLock
+    from tests.integration.test_cli import write_config
+
+    config_file = write_config(tmp_path)
+    path = tmp_path / "state" / "journal.sqlite3"
+    path.parent.mkdir()
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "62516b9.sqlite3", path)
+
+    def version() -> int:
+        db = sqlite3.connect(path)
+        try:
+            return db.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            db.close()
+
+    with StateLock(tmp_path / "state"):  # the old daemon, not yet restarted after the package upgrade
+        for command in (["forget", "--failed"], ["enqueue", str(tmp_path / "in")], ["batch", str(tmp_path / "in")]):
+            code, _, err = cli(capsys, *command, "-c", str(config_file))
+            assert code == 1 and "run `i2vd run` once to upgrade" in err, (command, err)
+        assert version() == 0
+    code, out, _ = cli(capsys, "forget", "--failed", "-c", str(config_file))
+    assert code == 0 and "forgotten" in out
+    assert version() == SCHEMA_VERSION and path.with_name("journal.sqlite3.bak-v0").is_file()

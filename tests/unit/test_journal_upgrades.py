@@ -16,6 +16,7 @@ import pytest
 import i2vd.journal as journal_module
 from i2vd.clock import ManualClock
 from i2vd.journal import SCHEMA_VERSION, JobState, Journal, JournalVersionError, NewJob, backup_path
+from i2vd.status import render_jobs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "journals"
 RELEASE_FIXTURES = sorted(FIXTURES.glob("*.sqlite3"))
@@ -129,6 +130,9 @@ def test_an_upgraded_journal_of_each_release_works(old_journal: Path) -> None:
         assert journal.forget(None) == [job.id for job in before_failed[1:]]
         assert journal.counts()["forgotten"] == len(before_failed) - 1
         assert journal.events(failed.id)[0]["job_id"] == failed.id
+        # what `i2vd jobs` prints and `jobs --json` gives, for every job of the old release
+        table = render_jobs(journal.jobs())
+        assert all(job.rel_path in table and job.as_dict()["state"] == job.state.value for job in journal.jobs())
     finally:
         journal.close()
 

@@ -31,6 +31,8 @@ def test_retry_of_a_failed_job_whose_file_was_replaced_supersedes_it_and_queues_
     counts = journal.counts()
     assert (counts["failed"], counts["queued"], counts["superseded"]) == (0, 1, 1)
     assert journal.retryable() == []  # nothing failed is left: a second `retry --failed` has nothing to do
+    code, out, _ = cli(capsys, "jobs", "--state", "superseded", "-c", str(config_file))
+    assert f"the file has new content (sha256 {new.source_sha256[:12]}): job {new.id}" in out
     code, out, _ = cli(capsys, "retry", "--failed", "-c", str(config_file))
     assert code == 0 and "nothing to retry" in out
 

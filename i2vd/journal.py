@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS daemon_status (
 """
 
 EVENTS_KEPT = 10_000
+PATH_FIELDS = ("source_path", "root", "rel_path", "output_path")
 
 
 # -- schema versions -------------------------------------------------------------------
@@ -145,7 +146,6 @@ class JournalVersionError(Exception):
 
 def backup_path(path: Path, version: int) -> Path:
     return path.with_name(f"{path.name}.bak-v{version}")
-PATH_FIELDS = ("source_path", "root", "rel_path", "output_path")
 
 
 def db_path(path: str) -> str | bytes:

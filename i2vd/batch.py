@@ -20,6 +20,7 @@ from i2vd.config import Config
 from i2vd.intake import Intake, IntakeResult, Outcome
 from i2vd.journal import JobState, Journal
 from i2vd.lock import AlreadyRunning, StateLock
+from i2vd.schema import did_you_mean
 from i2vd.watcher import scan
 from i2vd.worker import Worker, build_workers
 
@@ -40,7 +41,32 @@ def enqueue_paths(config: Config, journal: Journal, paths: list[Path], profile_n
     for start in range(0, len(files), ENQUEUE_BURST):
         burst = files[start:start + ENQUEUE_BURST]
         results += intake.consider_many([(path, config.root_for(path), True) for path in burst], profile_name=profile_name)
+        # Known with another profile asked for (`batch --profile forest` on a folder done as beach): the
+        # request is new, so the file is looked at again with it; a sidecar naming a profile still wins.
+        other = [index for index in range(start, len(results)) if _asked_otherwise(results[index], profile_name)]
+        if other:
+            journal.forget_files([str(files[index]) for index in other])
+            again = intake.consider_many(
+                [(files[index], config.root_for(files[index]), True) for index in other], profile_name=profile_name
+            )
+            for index, result in zip(other, again, strict=True):
+                results[index] = result
     return list(zip(files, results, strict=True))
+
+
+def _asked_otherwise(result: IntakeResult, profile_name: str) -> bool:
+    job = result.job
+    if result.outcome is not Outcome.KNOWN or job is None:
+        return False
+    return job.profile.get("requested", "default") != profile_name
+
+
+def unknown_profile(config: Config, profile_name: str) -> str | None:
+    """What is wrong with `--profile NAME`, or None when the config has that profile."""
+    if profile_name in config.profiles:
+        return None
+    known = ", ".join(sorted(config.profiles))
+    return f"unknown profile {profile_name!r}{did_you_mean(profile_name, list(config.profiles))}; profiles: {known}"
 
 
 class RateColumn(ProgressColumn):
@@ -53,6 +79,10 @@ def run_batch(config: Config, folder: Path, *, profile_name: str = "default", ou
     from i2vd.daemon import journal_path
 
     console = console or Console(stderr=True)
+    problem = unknown_profile(config, profile_name)
+    if problem is not None:
+        console.print(f"i2vd batch: --profile: {problem}")
+        return 2
     folder = folder.resolve()
     if not folder.is_dir():
         console.print(f"i2vd batch: {folder} is not a folder")
@@ -65,7 +95,11 @@ def run_batch(config: Config, folder: Path, *, profile_name: str = "default", ou
     except AlreadyRunning as running:
         console.print(f"a daemon is running (PID {running.pid}): enqueueing, it does the work")
         own_worker = False
-    journal = Journal(journal_path(config))
+    try:
+        journal = Journal(journal_path(config), upgrade=own_worker)  # a running daemon's journal is its release's
+    except Exception:
+        lock.release()
+        raise
     stop = threading.Event()
     workers: list[Worker] = []
     threads: list[threading.Thread] = []

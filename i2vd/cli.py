@@ -16,7 +16,7 @@ from typing import Sequence
 
 from i2vd import __version__
 from i2vd.config import Config, ConfigError, config_path, load_config
-from i2vd.journal import JobState, Journal
+from i2vd.journal import JobState, Journal, JournalVersionError
 
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
@@ -33,6 +33,13 @@ def _load(arguments: argparse.Namespace) -> Config:
     return load_config(config_path(arguments.config))
 
 
+def _daemon_alive(config: Config) -> bool:
+    """A daemon runs on this state_dir: an older journal is then its release's to keep, not ours to upgrade."""
+    from i2vd.status import daemon_alive
+
+    return daemon_alive(config)
+
+
 def _open_journal(config: Config, *, read_only: bool = False) -> Journal | None:
     from i2vd.daemon import journal_path
 
@@ -41,7 +48,7 @@ def _open_journal(config: Config, *, read_only: bool = False) -> Journal | None:
         if not path.exists():
             print(f"no journal yet at {path} (has `i2vd run` started with this config?)", file=sys.stderr)
             return None
-        return Journal(path, read_only=read_only)
+        return Journal(path, read_only=read_only, upgrade=not read_only and not _daemon_alive(config))
     except (OSError, sqlite3.Error) as error:
         reason = getattr(error, "strerror", None) or error
         print(f"i2vd: cannot open the journal {path}: {reason} (run as the service's user, e.g. sudo -u i2vd)", file=sys.stderr)
@@ -115,14 +122,14 @@ def command_jobs(arguments: argparse.Namespace) -> int:
 
 
 def command_retry(arguments: argparse.Namespace) -> int:
-    from i2vd.intake import Intake, Outcome
+    from i2vd.operations import retry
 
     config = _load(arguments)
     journal = _open_journal(config)
     if journal is None:
         return 1
     try:
-        results = Intake(config, journal).retry(None if arguments.failed else [arguments.job_id])
+        results = retry(config, journal, None if arguments.failed else [arguments.job_id])
         if not results and not arguments.failed:
             job = journal.job(arguments.job_id)
             reason = "no such job" if job is None else f"it is {job.state.value} (only failed or done jobs are retried)"
@@ -135,16 +142,40 @@ def command_retry(arguments: argparse.Namespace) -> int:
     for result in results:
         job = result.job
         detail = f" ({result.reason})" if result.reason else f" with profile {job.profile_name}"
-        print(f"job {job.id} {job.rel_path}: {result.outcome.value}{detail}")
-    return 0 if all(result.outcome is Outcome.QUEUED for result in results) else 1
+        print(f"job {job.id} {job.rel_path}: {result.outcome}{detail}")
+    return 0 if all(result.ok for result in results) else 1
+
+
+def command_forget(arguments: argparse.Namespace) -> int:
+    from i2vd.operations import forget
+
+    config = _load(arguments)
+    journal = _open_journal(config)
+    if journal is None:
+        return 1
+    try:
+        forgotten, problems = forget(journal, None if arguments.failed else [arguments.job_id])
+    finally:
+        journal.close()
+    for problem in problems:
+        print(f"i2vd: {problem}", file=sys.stderr)
+    if arguments.failed and not forgotten:
+        print("nothing to forget: no failed jobs")
+    for job in forgotten:
+        print(f"job {job.id} {job.rel_path}: forgotten (no longer counted as failed; its file is untouched)")
+    return 1 if problems else 0
 
 
 def command_enqueue(arguments: argparse.Namespace) -> int:
-    from i2vd.batch import enqueue_paths
+    from i2vd.batch import enqueue_paths, unknown_profile
     from i2vd.daemon import journal_path
 
     config = _load(arguments)
-    journal = Journal(journal_path(config))
+    problem = unknown_profile(config, arguments.profile)
+    if problem is not None:
+        print(f"i2vd enqueue: --profile: {problem}", file=sys.stderr)
+        return 2
+    journal = Journal(journal_path(config), upgrade=not _daemon_alive(config))
     try:
         results = enqueue_paths(config, journal, [Path(path) for path in arguments.paths], profile_name=arguments.profile)
     finally:
@@ -226,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("job_id", nargs="?", type=int, metavar="ID")
     which.add_argument("--failed", action="store_true", help="every failed job")
+    forget = add("forget", command_forget, "drop failed jobs from the counts; no file is touched")
+    which = forget.add_mutually_exclusive_group(required=True)
+    which.add_argument("job_id", nargs="?", type=int, metavar="ID")
+    which.add_argument("--failed", action="store_true", help="every failed job")
     enqueue = add("enqueue", command_enqueue, "record jobs for these images (or folders) now")
     enqueue.add_argument("paths", nargs="+", metavar="PATH")
     enqueue.add_argument("--profile", default="default")
@@ -254,5 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(error.report(), file=sys.stderr)
         return EX_CONFIG
+    except JournalVersionError as error:
+        # A newer journal is a configuration problem for this release (78: systemd does not restart);
+        # an older one read by status or jobs only needs `i2vd run` once.
+        print(f"i2vd: {error}", file=sys.stderr)
+        return EX_CONFIG if error.newer else 1
     except KeyboardInterrupt:
         return 130

@@ -59,7 +59,11 @@ class Daemon:
     def start(self) -> None:
         """Everything up: raises AlreadyRunning (lock) or GpuReadError (gate misconfigured)."""
         self.lock.acquire()
-        self.journal = Journal(journal_path(self.config), self.clock)
+        try:
+            self.journal = Journal(journal_path(self.config), self.clock)  # upgrades an older journal before READY
+        except Exception:
+            self.lock.release()  # a newer journal (JournalVersionError) or an unreadable one: nothing started
+            raise
         for job in self.journal.recover_running(self.config.retry.max_interruptions):
             log.warning("job %d (%s) was running when i2vd stopped: %s", job.id, job.rel_path, job.state.value)
         self.workers = build_workers(self.config, self.journal, self.clock, backend=self._backend, gpu_reader=self._gpu_reader)

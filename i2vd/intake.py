@@ -20,6 +20,8 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+import yaml
+
 from i2vd.clock import Clock
 from i2vd.config import Config, WatchRoot
 from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
@@ -28,7 +30,10 @@ from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
 from i2vd.mounts import read_mounts, should_poll
 from i2vd.profiles import resolve_profile
-from i2vd.sidecars import FOLDER_SIDECAR, ProfileError, SidecarError, belongs_to, is_sidecar_name, read_caption, read_sidecars
+from i2vd.sidecars import (
+    FOLDER_SIDECAR, SIDECAR_LIMIT, ProfileError, SidecarError, belongs_to, image_sidecar, is_sidecar_name, read_caption,
+    read_sidecars, sidecar_files,
+)
 from i2vd.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, scan
 
 log = logging.getLogger("i2vd.intake")
@@ -152,7 +157,7 @@ class Intake:
             rel_path=str(relative),
             source_sha256=sha256,
             source_size=size,
-            profile_name=resolved.name if resolved else profile_name,
+            profile_name=resolved.name if resolved else sidecar_profile_name(root, path, profile_name),
             prompt=resolved.prompt if resolved else "",
             params=resolved.params if resolved else {},
             output_name=resolved.output_name if resolved else None,
@@ -204,6 +209,23 @@ class Intake:
     def retry(self, job_ids: list[int] | None) -> list[IntakeResult]:
         """`i2vd retry`: failed (or named done) jobs run again with the profile and sidecars as they are now."""
         return [self.reresolve(job, fresh_start=True) for job in self.journal.retryable(job_ids)]
+
+
+def sidecar_profile_name(root: WatchRoot | None, path: Path, requested: str) -> str:
+    """The profile the sidecars name, read leniently: what a parked or failed job shows instead of the requested one."""
+    name = requested
+    try:
+        files = sidecar_files(root.path, path) if root else [image_sidecar(path)]
+    except (OSError, ValueError):
+        return name
+    for file in files:
+        try:
+            data = yaml.safe_load(read_regular_file(file, SIDECAR_LIMIT).decode("utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # that sidecar is what is broken: a shallower one may still name the profile
+        if isinstance(data, dict) and isinstance(data.get("profile"), str) and data["profile"]:
+            name = data["profile"]
+    return name
 
 
 def describe_special(path: Path, info: os.stat_result, root: WatchRoot | None) -> str:

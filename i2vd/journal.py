@@ -10,6 +10,7 @@ daemon writes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -17,9 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from i2vd import __version__
 from i2vd.clock import Clock
+
+log = logging.getLogger("i2vd.journal")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -81,6 +85,69 @@ EVENTS_KEPT = 10_000
 PATH_FIELDS = ("source_path", "root", "rel_path", "output_path")
 
 
+# -- schema versions -------------------------------------------------------------------
+# The journal outlives every release. `PRAGMA user_version` says which layout a file has;
+# MIGRATIONS[n] takes a journal from version n to n + 1 inside the upgrade's one
+# transaction. A release that changes the layout (a column, a table, a new job state an
+# older release could not read) appends one function here and bumps nothing else: the
+# version is len(MIGRATIONS). Each release's journal is kept under tests/fixtures/journals/.
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _to_v1(db: sqlite3.Connection) -> None:
+    """Version 0, unversioned: the journals of the first releases, whose `jobs` grew columns over time.
+
+    a89a1cb..e2fdb09 lack profile_json and priority, 62516b9 lacks priority, 30cbdc6 and later
+    have both (the layout of version 1, stamped now). Old rows get the defaults those
+    releases used: no resolved-profile record, priority 0.
+    """
+    columns = _columns(db, "jobs")
+    if "profile_json" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN profile_json TEXT NOT NULL DEFAULT '{}'")
+    if "priority" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE TABLE IF NOT EXISTS root_turns (root TEXT PRIMARY KEY, turn INTEGER NOT NULL) WITHOUT ROWID")
+
+
+def _to_v2(db: sqlite3.Connection) -> None:
+    """Version 2 adds the job states `superseded` and `forgotten` (no column changes).
+
+    The bump is what matters: a release of version 1 cannot read those states, so it must
+    refuse this journal rather than fail on the first such row.
+    """
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class JournalVersionError(Exception):
+    """The journal's layout is not this release's: newer (refused), or older on a read-only open."""
+
+    def __init__(self, path: Path, found: int):
+        self.path, self.found, self.newer = path, found, found > SCHEMA_VERSION
+        if self.newer:
+            message = (
+                f"the journal {path} is schema version {found}, written by a newer i2vd; i2vd {__version__} reads"
+                f" version {SCHEMA_VERSION} at most: install the newer i2vd again (the upgrade left a copy of the"
+                f" journal as it was before, {path.name}.bak-v<old>, if you must go back to this release)"
+            )
+        else:
+            message = (
+                f"the journal {path} is schema version {found}, from an earlier i2vd; i2vd {__version__} uses"
+                f" version {SCHEMA_VERSION}: run `i2vd run` once to upgrade it"
+                f" (a copy is kept as {path.name}.bak-v{found})"
+            )
+        super().__init__(message)
+
+
+def backup_path(path: Path, version: int) -> Path:
+    return path.with_name(f"{path.name}.bak-v{version}")
+
+
 def db_path(path: str) -> str | bytes:
     """A path as SQLite can hold it: TEXT when it is UTF-8, else its raw bytes (a BLOB).
 
@@ -112,6 +179,11 @@ class JobState(str, Enum):
     PARKED = "parked"  # waits for a broken sidecar to be fixed; never claimed
     DONE = "done"
     FAILED = "failed"
+    SUPERSEDED = "superseded"  # failed, then its file got new content, which is a job of its own (version 2)
+    FORGOTTEN = "forgotten"  # failed, and `i2vd forget` dropped it from the counts; kept in history (version 2)
+
+
+CLOSED_STATES = (JobState.SUPERSEDED, JobState.FORGOTTEN)  # history only: never counted as failed, never retried
 
 
 @dataclass(frozen=True)
@@ -180,9 +252,18 @@ class Job:
     def server(self) -> dict[str, Any]:
         return json.loads(self.server_json) if self.server_json else {}
 
+    @property
+    def tries(self) -> int:
+        """Calls made, the one that succeeded included: what the video's record calls `attempts`.
+
+        `attempts` counts the job's own failures (the retry budget); a done job made one more.
+        """
+        return self.attempts + (1 if self.state is JobState.DONE else 0)
+
     def as_dict(self) -> dict[str, Any]:
         result = {field.name: getattr(self, field.name) for field in fields(self)}
         result["state"] = self.state.value
+        result["tries"] = self.tries
         result["params"] = self.params
         del result["params_json"]
         result["profile"] = self.profile
@@ -204,15 +285,21 @@ class KnownFile:
 
 
 class Journal:
-    def __init__(self, path: Path, clock: Clock | None = None, *, read_only: bool = False):
-        """Open (and create) the journal; read_only for `status` and `jobs`, which may run as another user."""
+    def __init__(self, path: Path, clock: Clock | None = None, *, read_only: bool = False, upgrade: bool = True):
+        """Open (and create) the journal; read_only for `status` and `jobs`, which may run as another user.
+
+        An older journal is upgraded unless `upgrade` is False (a daemon of the earlier release still runs
+        on it): then, as on a read-only open, JournalVersionError says to run `i2vd run` once.
+        """
         self.path = Path(path)
         self.clock = clock or Clock()
         self._lock = threading.RLock()
+        self._held: set[int] = set()  # jobs a worker of this process is on: their leases are never swept
         if read_only:
             self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA busy_timeout = 30000")
+            self._check_version(upgrade=False)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -221,10 +308,63 @@ class Journal:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA foreign_keys = ON")
-        with self._write() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        self._check_version(upgrade=upgrade)
+
+    def _version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _check_version(self, *, upgrade: bool) -> None:
+        """Create a new journal, upgrade an older one (after a backup copy), refuse a newer one."""
+        version = self._version()
+        if version == SCHEMA_VERSION or (not upgrade and version < SCHEMA_VERSION and self._is_empty()):
+            return
+        if version > SCHEMA_VERSION or not upgrade:
+            self._db.close()
+            raise JournalVersionError(self.path, version)
+        try:
+            backup = None if self._is_empty() else self._backup(version)
+            with self._write() as db:  # one transaction: the journal is the old one or the new one, never half
+                version = self._version()  # another process may have upgraded it meanwhile
+                if version > SCHEMA_VERSION:
+                    raise JournalVersionError(self.path, version)
+                if version == SCHEMA_VERSION:
+                    backup = None
+                elif not self._is_empty():
+                    for migrate in MIGRATIONS[version:]:
+                        migrate(db)
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._db.close()
+            raise
+        if backup is not None:
+            log.warning(
+                "journal %s upgraded from schema version %d to %d; the old one is kept as %s",
+                self.path, version, SCHEMA_VERSION, backup,
+            )
+
+    def _is_empty(self) -> bool:
+        found = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'")
+        return found.fetchone()[0] == 0
+
+    def _backup(self, version: int) -> Path:
+        """A consistent copy (the WAL included) as journal.sqlite3.bak-v<version>, written whole or not at all."""
+        target = backup_path(self.path, version)
+        partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
+        copy = sqlite3.connect(partial)
+        try:
+            with self._lock:
+                self._db.backup(copy)
+            copy.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            copy.close()
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+        return target
 
     def close(self) -> None:
         with self._lock:
@@ -260,6 +400,11 @@ class Journal:
     def remember_file(self, path: str, size: int, mtime_ns: int, sha256: str, job_id: int | None) -> None:
         with self._write() as db:
             self._remember_file(db, path, size, mtime_ns, sha256, job_id)
+
+    def forget_files(self, paths: list[str]) -> None:
+        """The next look at these files reads them afresh (asked for with other settings than their job's)."""
+        with self._write() as db:
+            db.executemany("DELETE FROM files WHERE path = ?", [(db_path(path),) for path in paths])
 
     @staticmethod
     def _remember_file(db: sqlite3.Connection, path: str, size: int, mtime_ns: int, sha256: str, job_id: int | None) -> None:
@@ -436,7 +581,61 @@ class Journal:
                 (owner, now + lease_seconds, now, now, row["id"]),
             )
             self._event(db, row["id"], "info", f"started by {owner}")
+            self._held.add(row["id"])
             return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    def release(self, job_id: int) -> None:
+        """The worker is off this job (recorded or not): from now on its lease alone says whether it is taken."""
+        with self._lock:
+            self._held.discard(job_id)
+
+    def tidy(self, max_wait_seconds: float) -> tuple[list[int], int]:
+        """While the daemon runs: expired leases back to the queue, no wait beyond `max_wait_seconds` from now.
+
+        A running job that no worker here is on and whose lease expired had an outcome that
+        could not be recorded (the state disk was full for a moment): it goes back to the
+        queue, using no attempt. A wall clock stepped back would push every wait out by the
+        size of the step; waits are pulled in to `max_wait_seconds` from now.
+        Returns the jobs returned to the queue and how many waits were shortened. Reads
+        first and writes only when something is to change.
+        """
+        now = self.clock.now()
+        latest = now + max_wait_seconds
+        with self._lock:
+            held = set(self._held)
+            expired = [
+                job_id for (job_id,) in self._db.execute(
+                    "SELECT id FROM jobs WHERE state = 'running' AND coalesce(lease_expires_at, 0) <= ?", (now,)
+                ) if job_id not in held
+            ]
+            far = self._db.execute(
+                "SELECT count(*) FROM jobs WHERE state = 'queued' AND next_attempt_at > ?", (latest,)
+            ).fetchone()[0]
+            if not expired and not far:
+                return [], 0
+            with self._write() as db:
+                returned = []
+                for job_id in expired:
+                    if job_id in self._held:
+                        continue
+                    cursor = db.execute(
+                        "UPDATE jobs SET state = 'queued', next_attempt_at = ?, lease_owner = NULL,"
+                        " lease_expires_at = NULL, updated_at = ?"
+                        " WHERE id = ? AND state = 'running' AND coalesce(lease_expires_at, 0) <= ?",
+                        (now, now, job_id, now),
+                    )
+                    if cursor.rowcount:
+                        returned.append(job_id)
+                        note = "lease expired with no outcome recorded: returned to the queue"
+                        self._event(db, job_id, "warning", note)
+                shortened = db.execute(
+                    "UPDATE jobs SET next_attempt_at = ? WHERE state = 'queued' AND next_attempt_at > ?",
+                    (latest, latest),
+                ).rowcount
+                if shortened:
+                    note = f"{shortened} job(s) waited past max_backoff ({max_wait_seconds:.0f} s) from now"
+                    self._event(db, None, "warning", note + " (the wall clock stepped back?): now due within it")
+            return returned, shortened
 
     def set_output_path(self, job_id: int, output_path: str) -> bool:
         """Record where the video will go; False when another job already owns that path."""
@@ -529,6 +728,35 @@ class Journal:
             rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({marks}) AND state IN ('failed', 'done') ORDER BY id", tuple(job_ids))
         return [_job(row) for row in rows]
 
+    def supersede(self, job_id: int, new_sha256: str, new_job_id: int | None) -> bool:
+        """A failed job whose file now holds other content: closed as superseded (the content is its own job)."""
+        now = self.clock.now()
+        follow = f": job {new_job_id}" if new_job_id is not None else ""
+        note = f"superseded: the file has new content (sha256 {new_sha256[:12]}){follow}"
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET state = 'superseded', last_error = ?, updated_at = ?"
+                " WHERE id = ? AND state = 'failed'",
+                (note, now, job_id),
+            )
+            if cursor.rowcount:
+                self._event(db, job_id, "info", note)
+            return bool(cursor.rowcount)
+
+    def forget(self, job_ids: list[int] | None) -> list[int]:
+        """`i2vd forget`: failed jobs (all, or the named ones) leave the counts; their rows and files stay."""
+        now = self.clock.now()
+        with self._write() as db:
+            if job_ids is None:
+                ids = [row[0] for row in db.execute("SELECT id FROM jobs WHERE state = 'failed' ORDER BY id")]
+            else:
+                failed = "SELECT 1 FROM jobs WHERE id = ? AND state = 'failed'"
+                ids = [job_id for job_id in job_ids if db.execute(failed, (job_id,)).fetchone()]
+            for job_id in ids:
+                db.execute("UPDATE jobs SET state = 'forgotten', updated_at = ? WHERE id = ?", (now, job_id))
+                self._event(db, job_id, "info", "forgotten: no longer counted as failed; kept in history")
+            return ids
+
     # -- reading -------------------------------------------------------------------
 
     def job(self, job_id: int) -> Job | None:
@@ -560,7 +788,8 @@ class Journal:
         return result
 
     def counts(self) -> dict[str, int]:
-        result = {state.value: 0 for state in JobState}
+        """Jobs per state; the history-only states (superseded, forgotten) appear once there are such jobs."""
+        result = {state.value: 0 for state in JobState if state not in CLOSED_STATES}
         for state, count in self._read("SELECT state, count(*) FROM jobs GROUP BY state"):
             result[state] = count
         return result

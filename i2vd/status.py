@@ -91,8 +91,8 @@ def render_jobs(jobs: list[Job]) -> str:
         return "no jobs"
     rows = [("ID", "STATE", "TRIES", "PROFILE", "FILE", "RESULT")]
     for job in jobs:
-        result = job.last_error if job.state.value in ("failed", "queued", "parked") and job.last_error else (job.output_path or "")
-        rows.append((str(job.id), job.state.value, str(job.attempts), job.profile_name, job.rel_path, result))
+        result = job.last_error if job.state.value in ("failed", "queued", "parked", "superseded", "forgotten") and job.last_error else (job.output_path or "")
+        rows.append((str(job.id), job.state.value, str(job.tries), job.profile_name, job.rel_path, result))
     widths = [max(len(row[column]) for row in rows) for column in range(5)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths)) + "  " + row[5] for row in rows)
 

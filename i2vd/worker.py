@@ -87,6 +87,7 @@ class Worker:
         self._note_mount_roots(config)
         self._pending_setup: tuple[Config, ServerConfig, Backend | None, VramGate | None] | None = None
         self._setup_lock = threading.Lock()
+        self._tidied_at = float("-inf")
 
     def reconfigure(self, config: Config, server: ServerConfig, backend: Backend | None = None, gate: VramGate | None = None) -> None:
         """Take a new config (and backend or gate, when they changed) between jobs, never during one."""
@@ -150,8 +151,18 @@ class Worker:
     def _server_down_pause(self) -> float:
         return min(SERVER_DOWN_MAX_BACKOFF, 0.5 * 2 ** min(self._down_failures, 10))
 
+    def _tidy(self) -> None:
+        """Once a poll interval: expired leases (no outcome recorded) back to the queue, no wait past max_backoff."""
+        if 0 <= self.clock.monotonic() - self._tidied_at < IDLE_POLL_SECONDS:
+            return
+        self._tidied_at = self.clock.monotonic()
+        returned, _ = self.journal.tidy(self.config.retry.max_backoff_seconds)
+        for job_id in returned:
+            log.warning("job %d: its lease expired with no outcome recorded; back in the queue", job_id)
+
     def run_once(self, stop: threading.Event) -> bool:
         """Process at most one job; True if one was taken."""
+        self._tidy()
         due = self.journal.next_attempt_at()
         if due is None or due > self.clock.now():
             return False
@@ -177,6 +188,7 @@ class Worker:
             self._job_failed(job, f"internal error: {type(error).__name__}: {error}")
         finally:
             self.state.current_job = self.state.current_file = self.state.progress = None
+            self.journal.release(job.id)  # an outcome that could not be recorded is the lease's to settle now
         return True
 
     def process(self, job: Job) -> None:

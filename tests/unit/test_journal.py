@@ -609,3 +609,37 @@ def test_a_read_only_journal_reads_and_never_writes(journal: Journal, journal_pa
             reader.publish_status({"x": 1})
     finally:
         reader.close()
+
+
+# -- while the daemon runs: leases and clock steps ---------------------------------------
+
+
+def test_an_expired_lease_no_worker_holds_returns_the_job_to_the_queue(journal: Journal, clock: ManualClock) -> None:
+    job = add(journal)
+    assert journal.claim_next("w", LEASE).id == job.id
+    clock.advance(LEASE + 1)
+    assert journal.tidy(600) == ([], 0)  # the worker is still on it: its lease is not swept
+    journal.release(job.id)  # the worker moved on without recording an outcome (the state disk was full)
+    assert journal.tidy(600) == ([job.id], 0)
+    returned = journal.job(job.id)
+    assert (returned.state, returned.attempts, returned.lease_owner) == (JobState.QUEUED, 0, None)
+    assert journal.claim_next("w", LEASE).id == job.id
+
+
+def test_a_lease_not_yet_expired_is_left_alone(journal: Journal, clock: ManualClock) -> None:
+    job = add(journal)
+    journal.claim_next("w", LEASE)
+    journal.release(job.id)
+    clock.advance(LEASE - 1)
+    assert journal.tidy(600) == ([], 0)
+    assert journal.job(job.id).state is JobState.RUNNING
+
+
+def test_a_clock_stepped_back_never_makes_a_wait_longer_than_the_longest_backoff(journal: Journal, clock: ManualClock) -> None:
+    job = add(journal)
+    journal.claim_next("w", LEASE)
+    journal.requeue(job.id, "HTTP 500", clock.now() + 30, count_attempt=True)
+    clock.advance(-86_400)  # NTP corrects a clock that was a day ahead
+    assert journal.tidy(600) == ([], 1)
+    assert journal.next_attempt_at() == clock.now() + 600
+    assert journal.tidy(600) == ([], 0)  # nothing more to shorten: no write

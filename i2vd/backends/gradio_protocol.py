@@ -206,7 +206,7 @@ def read_app(config: Mapping[str, Any], info: Any = None, info_problem: str | No
             info_problem = "it lists no endpoint that /config has"
     elif isinstance(named, dict):
         info_problem = "it lists no named endpoint (show_api=False?)"
-    return App(str(config.get("version") or "unknown"), protocol, prefix, endpoints, source,
+    return App(str(config.get("version") or "unknown").strip(), protocol, prefix, endpoints, source,
                None if source == "info" else info_problem)
 
 

@@ -287,7 +287,7 @@ def test_gradio3_without_an_open_api_uses_the_websocket_queue(make_backend, jpeg
         assert [(c.via, c.values[0]) for c in app.calls] == [("websocket", "Waves crashing, camera panning left"),
                                                              ("websocket", "again")]
         assert app.rejections == []
-        assert messages[:3] == ["queue position 2 of 2, eta 14 s", "processing", "progress 2/5 steps"]
+        assert messages[:3] == ["queue position 1 of 1", "processing", "progress 2/5 steps"]  # as 3.50.2 sent them
         wait_for(lambda: app.events.count("closed") == 2, message="the client did not close the websocket")
 
 

@@ -97,7 +97,8 @@ class ReplayedGradio:
             if entry.get("method") == method and entry.get("path") == path:
                 return entry
         if method == "GET" and path.startswith("/file="):
-            return next((e for e in self.exchanges if e.get("method") == "GET" and e.get("path", "").startswith("/file=")), None)
+            files = (e for e in self.exchanges if e.get("method") == "GET" and e.get("path", "").startswith("/file="))
+            return next(files, None)
         return None
 
     def websocket_messages(self, path: str) -> list[dict] | None:
@@ -122,7 +123,8 @@ class ReplayedGradio:
     def check_call(self, via: str, recorded: Any, sent: Any) -> bool:
         """`sent` has the recorded request's shape; the call is kept when it does."""
         if not isinstance(sent, dict) or set(sent) != set(recorded):
-            self.reject(f"{via}: keys {sorted(sent) if isinstance(sent, dict) else sent!r}, recorded {sorted(recorded)}")
+            keys = sorted(sent) if isinstance(sent, dict) else sent
+            self.reject(f"{via}: keys {keys!r}, recorded {sorted(recorded)}")
             return False
         if sent.get("fn_index") != recorded.get("fn_index"):
             self.reject(f"{via}: fn_index {sent.get('fn_index')!r}, recorded {recorded.get('fn_index')!r}")
@@ -230,7 +232,8 @@ class _ReplayHandler(_Handler3):
             replay.reject(f"POST {path}: the body is no JSON")
             return self._send(422, {"detail": "invalid JSON"})
         model = recorded["request"]["json"]
-        if recorded["status"] < 400 and not replay.check_call("queue" if path.endswith("/queue/join") else "http", model, sent):
+        via = "queue" if path.endswith("/queue/join") else "http"
+        if recorded["status"] < 400 and not replay.check_call(via, model, sent):
             return self._send(422, {"detail": "not what the app takes"})
         if path.endswith("/queue/join") and isinstance(sent, dict):
             replay.open_session(str(sent.get("session_hash")))
@@ -249,7 +252,8 @@ class _ReplayHandler(_Handler3):
 
         message = BytesParser(policy=HTTP).parsebytes(
             b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
-        files = [part for part in message.iter_parts() if part.get_param("name", header="content-disposition") == "files"]
+        files = [part for part in message.iter_parts()
+                 if part.get_param("name", header="content-disposition") == "files"]
         if len(files) != 1:
             replay.reject(f"POST /upload: {len(files)} parts named 'files'")
             return self._send(422, {"detail": "no files"})
@@ -290,12 +294,14 @@ class _ReplayHandler(_Handler3):
                     if "data" in model:
                         if not replay.check_call("websocket", model, sent):
                             return
-                    elif not isinstance(sent, dict) or set(sent) != set(model) or sent.get("fn_index") != model.get("fn_index"):
+                    elif not isinstance(sent, dict) or set(sent) != set(model) or \
+                            sent.get("fn_index") != model.get("fn_index"):
                         return replay.reject(f"websocket: sent {sent!r}, recorded {model!r}")
                     if session is None:
                         session = sent.get("session_hash")
                     elif sent.get("session_hash") != session:
-                        return replay.reject(f"websocket: session_hash changed from {session!r} to {sent.get('session_hash')!r}")
+                        changed = sent.get("session_hash")
+                        return replay.reject(f"websocket: session_hash changed from {session!r} to {changed!r}")
                 else:  # a close: the app's (sent, then the client's read) or the client's (read and answered)
                     if message["from"] == "server":
                         self._ws_send({}, opcode=0x8)

@@ -7,7 +7,7 @@ endpoints, of which one is chosen and its parameters bound to i2vd's fields (gra
 Transports, by what the app speaks:
 - 3.x ("ws"): `POST /run/<api>` (then `/api/<api>/`) with `{"data", "fn_index"}`, the image as a
   data URL; when the app refuses direct calls (api_open=False: 404, or 401 "Not authorized to skip the
-  queue" on 3.39), its websocket queue
+  queue" on 3.20 and 3.39), its websocket queue
   `/queue/join` (the `websockets` package, imported only then), which also reports queue position.
 - 4.x-6.x ("sse", "sse_v1" ... "sse_v3"): the image is uploaded (`POST {prefix}/upload`), then the
   job joins the queue as the official clients do (`POST {prefix}/queue/join` + the SSE stream
@@ -187,7 +187,7 @@ class GradioBackend:
             if response.status_code == 404:
                 continue
             if response.status_code == 401 and _refuses_direct_calls(response):
-                break  # 3.39's answer to api_open=False: not a login
+                break  # 3.20 and 3.39 answer api_open=False so: not a login
             target.v3_http_path = path
             try:
                 reply = response.json()
@@ -534,7 +534,7 @@ def _http_error(response: requests.Response, what: str) -> BackendError:
 
 
 def _refuses_direct_calls(response: requests.Response) -> bool:
-    """Gradio 3.39's 401 to a direct call when the queue has api_open=False (a login answers /config with 401)."""
+    """Gradio 3.20-3.39: 401 to a direct call when the queue has api_open=False (a login answers /config with 401)."""
     return "skip the queue" in response.text.lower()
 
 

@@ -83,7 +83,8 @@ def test_probe_of_the_vgen_339_app_maps_image_and_prompt_by_type(png, mp4):
         report = probe(app.url, timeout_seconds=10)
     assert report.usable, report.render()
     assert report.endpoint == "fn_index 1"
-    assert [(b.parameter.label, b.field) for b in report.mapping.bindings] == [("图片输入", "image"), ("文本描述", "prompt")]
+    bindings = [(b.parameter.label, b.field) for b in report.mapping.bindings]
+    assert bindings == [("图片输入", "image"), ("文本描述", "prompt")]
     assert "websocket queue" in report.transport
 
 
@@ -97,13 +98,16 @@ def test_probe_cli_of_the_vgen_320_app_shows_the_prompt_slot(capsys, mp4):
 
 
 def test_dynamicrafter_436_app_with_zero_config_gets_every_slot_right(png, mp4):
-    """Mirrors DynamiCrafter's gradio_app.py on Gradio 4.36.1: /get_image(image, prompt, steps, cfg_scale, eta, fs, seed)."""
+    """Mirrors DynamiCrafter's gradio_app.py on Gradio 4.36.1.
+
+    /get_image(image, prompt, steps, cfg_scale, eta, fs, seed), named by /info."""
     with ReplayedGradio("dynamicrafter-4.36", video=mp4) as app:
         assert generate(app.url, png) == mp4
         assert app.rejections == []
         (call,) = app.calls
         assert (call.via, call.fn_index, call.image) == ("queue", 2, png)
-        assert call.values == [PROMPT, 30, 7.0, 1.0, 8, 123]  # steps, cfg ← guidance, eta's default, fs ← fps, seed's default
+        # prompt, steps, cfg_scale ← guidance, eta's default, fs ← fps, seed's default
+        assert call.values == [PROMPT, 30, 7.0, 1.0, 8, 123]
         assert [line.split(" ")[:2] for line in app.requests] == [
             ["GET", "/config"], ["GET", "/info"], ["POST", "/upload"], ["POST", "/queue/join"],
             ["GET", "/queue/data"], ["GET", "/file="]]

@@ -39,7 +39,8 @@ def test_no_labels_at_all():
 
 
 def test_a_prompt_and_a_negative_prompt_are_told_apart_by_label():
-    endpoint = app_endpoint(("image", "Bild", None), ("textbox", "Prompt", ""), ("textbox", "Negative prompt", "blurry"))
+    endpoint = app_endpoint(("image", "Bild", None), ("textbox", "Prompt", ""),
+                            ("textbox", "Negative prompt", "blurry"))
     mapping = build_mapping(endpoint, None)
     assert [(b.parameter.label, b.field, b.value) for b in mapping.bindings] == [
         ("Bild", "image", None), ("Prompt", "prompt", None), ("Negative prompt", None, "blurry")]

@@ -204,7 +204,14 @@ def command_probe(arguments: argparse.Namespace) -> int:
     from i2vd.backends.gradio_probe import probe
 
     if arguments.url:
-        reports = [probe(arguments.url, timeout_seconds=arguments.timeout)]
+        url = arguments.url.strip()
+        if "://" not in url:  # "host:port", as people type it
+            print(f"i2vd probe: no scheme in {url!r}: assuming http://{url}", file=sys.stderr)
+            url = f"http://{url}"
+        elif not url.lower().startswith(("http://", "https://")):
+            print(f"i2vd probe: {url!r} is not an http:// or https:// URL", file=sys.stderr)
+            return 2
+        reports = [probe(url, timeout_seconds=arguments.timeout)]
     else:
         servers = [entry.server for entry in _load(arguments).servers if entry.server.kind != "builtin"]
         if not servers:

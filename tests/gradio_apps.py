@@ -7,16 +7,21 @@
   prompt steers the 7-input app: "!fail <message>" raises gr.Error(message), "!none" returns
   None, "!slow" runs (with progress) until it is cancelled. The functions are async, so a
   cancelled job stops at once and no worker thread stays busy after a test.
-- `FakeGradio3`: what i2vd sees of a Gradio 3.50 app (gradio 3 cannot be installed beside 6):
-  /config without a protocol key, a 3.x /info, `POST /run/<api>` and `/api/<api>/`, the
-  websocket queue `/queue/join` (a minimal RFC 6455 server, written here so the client is
-  checked against an implementation of its own), and `GET /file=`.
+- `FakeGradio3`: a Gradio 3.50 app shaped like `predict_app` (gradio 3 cannot be installed beside
+  6): its /config, /info, replies to `POST /run/<api>` (video, gr.Error, None), the 404 of a closed
+  API and the websocket queue's messages are replays of what a real Gradio 3.50.2 app of that
+  shape answered (tests/fixtures/gradio/predict7-3.50, README there); the knobs (errors, hangs,
+  other reply forms, a second endpoint) vary them. The websocket is a minimal RFC 6455 server,
+  written here so the client is checked against an implementation of its own. Replays of real
+  public apps (VGen, DynamiCrafter) are in tests/gradio_replay.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import copy
+import functools
 import hashlib
 import io
 import json
@@ -151,7 +156,6 @@ def launch(blocks, allowed: Path) -> str:
 # -- a fake Gradio 3.x app --------------------------------------------------------------------
 
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_NOT_OPEN = "This API endpoint does not accept direct HTTP POST requests. Please join the queue to use this API."
 _LABELS = ("Input image", "Prompt", "Resolution", "Frames", "FPS", "Steps", "Guidance")
 
 
@@ -235,44 +239,20 @@ class FakeGradio3:
     def port(self) -> int:
         return self._port
 
-    # -- what the app says about itself ---------------------------------------------------------
+    # -- what the app says about itself: what the real 3.50.2 app answered ------------------------
     def config(self) -> dict:
-        kinds = ("image", "textbox", "dropdown", "slider", "slider", "slider", "slider")
-        values = (None, "", "512p", 16, 8, 50, 9.0)
-        components = [{"id": index + 1, "type": kind, "props": {"label": label, "value": value, "visible": True,
-                                                                 **({"choices": RESOLUTION_CHOICES} if kind == "dropdown" else {})}}
-                      for index, (kind, label, value) in enumerate(zip(kinds, _LABELS, values))]
-        components += [{"id": 8, "type": "video", "props": {"label": "Video", "value": None}},
-                       {"id": 9, "type": "button", "props": {"value": "Generate"}},
-                       {"id": 10, "type": "state", "props": {"value": None}},
-                       {"id": 11, "type": "textbox", "props": {"label": "Caption", "value": ""}}]
-        common = {"backend_fn": True, "js": None, "queue": None, "scroll_to_output": False, "show_progress": "full",
-                  "every": None, "batch": False, "max_batch_size": 4, "cancels": [], "collects_event_data": False,
-                  "trigger_after": None, "trigger_only_on_success": False,
-                  "types": {"continuous": False, "generator": False}}
-        dependencies = [
-            {"targets": [9], "trigger": "click", "inputs": [1, 2, 3, 4, 5, 6, 7, 10], "outputs": [8, 10], "api_name": "predict", **common},
-            {"targets": [1], "trigger": "upload", "inputs": [1], "outputs": [11], "api_name": None, **common},
-        ]
+        config = copy.deepcopy(_recorded("open", "GET", "/config")["body"]["json"])
+        config["version"] = self.version
         if self.second_video_endpoint:
-            dependencies.append({"targets": [9], "trigger": "click", "inputs": [1, 2, 3, 4, 5, 6, 7, 10],
-                                 "outputs": [8, 10], "api_name": "predict_hd", **common})
-        return {"version": self.version, "mode": "blocks", "dev_mode": False, "analytics_enabled": False,
-                "components": components, "dependencies": dependencies, "enable_queue": True, "show_error": True,
-                "is_space": False, "title": "fake gradio 3", "root": ""}
+            predict = next(d for d in config["dependencies"] if d.get("api_name") == "predict")
+            config["dependencies"].append({**copy.deepcopy(predict), "api_name": "predict_hd"})
+        return config
 
     def api_info(self) -> dict:
-        types = ("str", "str", "str", "int | float", "int | float", "int | float", "int | float")
-        components = ("Image", "Textbox", "Dropdown", "Slider", "Slider", "Slider", "Slider")
-        parameters = [{"label": label, "type": {"type": "string"}, "python_type": {"type": kind, "description": ""},
-                       "component": component, "example_input": None}
-                      for label, kind, component in zip(_LABELS, types, components)]
-        returns = [{"label": "Video", "type": {"type": "string"}, "python_type": {"type": "str", "description": ""},
-                    "component": "Video"}]
-        named = {"/predict": {"parameters": parameters, "returns": returns}}
+        info = copy.deepcopy(_recorded("open", "GET", "/info")["body"]["json"])
         if self.second_video_endpoint:
-            named["/predict_hd"] = named["/predict"]
-        return {"named_endpoints": named, "unnamed_endpoints": {}}
+            info["named_endpoints"]["/predict_hd"] = info["named_endpoints"]["/predict"]
+        return info
 
     # -- predictions ---------------------------------------------------------------------------
     def predict(self, via: str, path: str, body: Any) -> tuple[bool, dict]:
@@ -290,20 +270,23 @@ class FakeGradio3:
             self._stopping.wait()
             return False, {"error": "server stopped"}
         if isinstance(reply, tuple) and reply[0] == "error":
-            return False, {"error": reply[1]}
+            return False, {"error": repr(reply[1])}  # as 3.x sends gr.Error(text): "'text'"
         if reply == "none":
-            return True, {"data": [None, None], "is_generating": False, "duration": 0.01, "average_duration": 0.01}
+            return True, _recorded_output("!none")
         file_path = f"/tmp/gradio/{secrets.token_hex(20)}/video.mp4"
         with self._lock:
             self._files[file_path] = self.video
-        video = {  # how Gradio 3 sends a video, and the other forms the client reads
-            "3.x": [{"name": file_path, "data": None, "is_file": True, "orig_name": "video.mp4"}, None],
+        output = _recorded_output("Waves crashing")
+        recorded = output["data"][0]  # [{"name": path, "data": None, "is_file": True, "orig_name": ...}, None]
+        video = {  # how Gradio 3 sends a video (recorded), and the other forms the client reads
+            "3.x": [{**recorded[0], "name": file_path}, *recorded[1:]],
             "path": file_path,
             "4.x": {"video": {"path": file_path, "url": None, "orig_name": "video.mp4"}, "subtitles": None},
             "url": {"path": None, "url": f"{self.url}/file={file_path}", "meta": {"_type": "gradio.FileData"}},
             "inline": {"name": "video.mp4", "data": "data:video/mp4;base64," + base64.b64encode(self.video).decode(), "is_file": False},
         }[self.reply_form]
-        return True, {"data": [video, None], "is_generating": False, "duration": 0.01, "average_duration": 0.01}
+        output["data"][0] = video
+        return True, output
 
     def file(self, path: str) -> bytes | None:
         with self._lock:
@@ -316,6 +299,34 @@ class FakeGradio3:
     def track(self, sock: socket.socket, active: bool) -> None:
         with self._lock:
             (self._sockets.add if active else self._sockets.discard)(sock)
+
+
+RECORDED = Path(__file__).parent / "fixtures" / "gradio" / "predict7-3.50"  # see the README there
+
+
+@functools.cache
+def _recording(name: str) -> list[dict]:
+    return json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _recorded(name: str, method: str, path: str) -> dict:
+    return next(e for e in _recording(name) if e.get("method") == method and e.get("path") == path)
+
+
+def _recorded_output(prompt: str) -> dict:
+    """The real app's reply to a POST /run/predict with this prompt (a deep copy, to fill in)."""
+    for entry in _recording("open"):
+        if entry.get("path") == "/run/predict" and entry["request"]["json"]["data"][1] == prompt:
+            return copy.deepcopy(entry["body"]["json"])
+    raise KeyError(prompt)
+
+
+def _recorded_queue_messages() -> list[dict]:
+    """What the real app sent on its websocket queue for a job that made a video, in order."""
+    for entry in _recording("queue"):
+        if "websocket" in entry:
+            return [m["data"] for m in entry["messages"] if m["from"] == "server" and "data" in m]
+    raise KeyError("websocket")
 
 
 def _parse_call(via: str, path: str, body: Any) -> Gradio3Call:
@@ -378,8 +389,8 @@ class _Handler3(BaseHTTPRequestHandler):
         route = path.strip("/").split("/")
         if len(route) != 2 or route[0] not in ("run", "api") or route[1] not in names:
             return self._send(404, {"detail": "Not Found"})
-        if not fake.api_open:
-            return self._send(404, {"detail": _NOT_OPEN})
+        if not fake.api_open:  # 3.50's answer (3.39's is 401, see tests/gradio_replay.py)
+            return self._send(404, _recorded("queue", "POST", "/run/predict")["body"]["json"])
         success, output = fake.predict("http", path, json.loads(body or b"null"))
         self._send(200 if success else 500, output)
 
@@ -404,18 +415,20 @@ class _Handler3(BaseHTTPRequestHandler):
         fake.track(self.connection, True)
         try:
             fake.note("joined")
-            self._ws_send({"msg": "send_hash"})
-            hello = self._ws_recv()
-            if not isinstance(hello, dict) or "session_hash" not in hello or "fn_index" not in hello:
-                return fake.note(f"bad hash message {hello!r}")
-            self._ws_send({"msg": "estimation", "rank": 1, "queue_size": 2, "avg_event_process_time": 7.0,
-                           "avg_event_concurrent_process_time": 7.0, "rank_eta": 14.0, "queue_eta": 14})
-            self._ws_send({"msg": "send_data"})
-            body = self._ws_recv()
-            fake.note("data")
-            self._ws_send({"msg": "process_starts"})
-            self._ws_send({"msg": "progress", "progress_data": [{"index": 2, "length": 5, "unit": "steps",
-                                                                 "progress": None, "desc": None}]})
+            recorded = _recorded_queue_messages()  # send_hash, estimation, send_data, process_starts, progress, ...
+            body = None
+            for message in recorded[:recorded.index({"msg": "process_starts"}) + 1]:
+                self._ws_send(message)
+                if message["msg"] == "send_hash":
+                    hello = self._ws_recv()
+                    if not isinstance(hello, dict) or "session_hash" not in hello or "fn_index" not in hello:
+                        return fake.note(f"bad hash message {hello!r}")
+                elif message["msg"] == "send_data":
+                    body = self._ws_recv()
+                    fake.note("data")
+            for message in recorded:
+                if message["msg"] == "progress":
+                    self._ws_send(message)
             if fake.reply == "hang":
                 self._ws_recv()  # until the client closes
                 return fake.note("left")

@@ -6,7 +6,8 @@ endpoints, of which one is chosen and its parameters bound to i2vd's fields (gra
 
 Transports, by what the app speaks:
 - 3.x ("ws"): `POST /run/<api>` (then `/api/<api>/`) with `{"data", "fn_index"}`, the image as a
-  data URL; when the app refuses direct calls (404: api_open=False), its websocket queue
+  data URL; when the app refuses direct calls (api_open=False: 404, or 401 "Not authorized to skip the
+  queue" on 3.20 and 3.39), its websocket queue
   `/queue/join` (the `websockets` package, imported only then), which also reports queue position.
 - 4.x-6.x ("sse", "sse_v1" ... "sse_v3"): the image is uploaded (`POST {prefix}/upload`), then the
   job joins the queue as the official clients do (`POST {prefix}/queue/join` + the SSE stream
@@ -182,9 +183,11 @@ class GradioBackend:
         else:  # what answered before, or nothing once the app refused direct calls
             paths = [target.v3_http_path] if target.v3_http_path else []
         for path in paths:
-            response = self._http("POST", path, deadline, allow=(404, 500), json=body)
+            response = self._http("POST", path, deadline, allow=(401, 404, 500), json=body)
             if response.status_code == 404:
                 continue
+            if response.status_code == 401 and _refuses_direct_calls(response):
+                break  # 3.20 and 3.39 answer api_open=False so: not a login
             target.v3_http_path = path
             try:
                 reply = response.json()
@@ -528,6 +531,11 @@ def _http_error(response: requests.Response, what: str) -> BackendError:
         error = BackendError(f"HTTP {status} on {what}: {text[:BODY_EXCERPT]}")
     error.status = status  # type: ignore[attr-defined]
     return error
+
+
+def _refuses_direct_calls(response: requests.Response) -> bool:
+    """Gradio 3.20-3.39: 401 to a direct call when the queue has api_open=False (a login answers /config with 401)."""
+    return "skip the queue" in response.text.lower()
 
 
 def _app_error(output: Any) -> BackendError:

@@ -35,6 +35,7 @@ NUMERIC_COMPONENTS = {"slider", "number"}
 VIDEO_OUTPUTS = ("video", "playablevideo")
 FILE_OUTPUTS = ("file", "downloadbutton")
 STATE_COMPONENTS = {"state"}
+TEXT_COMPONENTS = {"textbox", "text", "textarea"}
 
 
 class AppMismatch(ServerUnavailable):
@@ -205,7 +206,7 @@ def read_app(config: Mapping[str, Any], info: Any = None, info_problem: str | No
             info_problem = "it lists no endpoint that /config has"
     elif isinstance(named, dict):
         info_problem = "it lists no named endpoint (show_api=False?)"
-    return App(str(config.get("version") or "unknown"), protocol, prefix, endpoints, source,
+    return App(str(config.get("version") or "unknown").strip(), protocol, prefix, endpoints, source,
                None if source == "info" else info_problem)
 
 
@@ -322,7 +323,8 @@ def input_problems(inputs: Any) -> list[str]:
 
 
 def build_mapping(endpoint: Endpoint, inputs: Mapping[Any, Any] | None) -> ParameterMap:
-    """Bind every visible parameter: server.inputs first, then names/labels, then the app's defaults."""
+    """Bind every visible parameter: server.inputs first, then by component type (the one image input, the
+    one free-text box), then by name or label, then the app's own defaults."""
     problems = input_problems(inputs)
     if problems:
         raise AppMismatch("; ".join(problems))
@@ -334,6 +336,9 @@ def build_mapping(endpoint: Endpoint, inputs: Mapping[Any, Any] | None) -> Param
         else:
             chosen[parameter.slot] = Binding(parameter, None, target["value"], origin="config")
     taken = {b.field for b in chosen.values() if b.field}
+    for parameter in _by_type(endpoint, chosen, taken):
+        chosen[parameter.slot] = binding = Binding(parameter, "image" if parameter.kind == "image" else "prompt")
+        taken.add(binding.field)
     for parameter in endpoint.parameters:
         if parameter.slot in chosen:
             continue
@@ -341,10 +346,6 @@ def build_mapping(endpoint: Endpoint, inputs: Mapping[Any, Any] | None) -> Param
         if match:
             chosen[parameter.slot] = Binding(parameter, match, origin="auto")
             taken.add(match)
-    images = [p for p in endpoint.parameters if p.kind == "image" and p.slot not in chosen]
-    if "image" not in taken and len(images) == 1:
-        chosen[images[0].slot] = Binding(images[0], "image", origin="auto")
-        taken.add("image")
     unmapped = []
     for parameter in endpoint.parameters:
         if parameter.slot not in chosen:
@@ -380,6 +381,34 @@ def _find_parameter(endpoint: Endpoint, key: Any) -> Parameter:
             return parameter
     names = ", ".join(p.name for p in endpoint.parameters)
     raise AppMismatch(f"server.inputs: {endpoint.title} has no parameter {key!r} (its parameters: {names})")
+
+
+def _by_type(endpoint: Endpoint, chosen: Mapping[int, Binding], taken: set[str]) -> list[Parameter]:
+    """The one image input (for the image) and the one free-text box (for the prompt), whatever their labels.
+
+    Labels are not always English (VGen's I2VGen-XL app: '图片输入', '文本描述') nor present, so the
+    component type decides first; a text box whose name or label says it is something else (a
+    negative prompt, a seed typed as text) is no free-text prompt box. With two candidates of a
+    kind, neither is taken here: names and labels decide (`_auto_field`).
+    """
+    free = [p for p in endpoint.parameters if p.slot not in chosen]
+    found = []
+    images = [p for p in free if p.kind == "image"]
+    if "image" not in taken and len(images) == 1:
+        found.append(images[0])
+    texts = [p for p in free if p.kind in TEXT_COMPONENTS and not _other_text(p)]
+    if "prompt" not in taken and len(texts) == 1:
+        found.append(texts[0])
+    return found
+
+
+def _other_text(parameter: Parameter) -> bool:
+    """A text box that its name or label gives another use than the prompt."""
+    for text in (parameter.name, parameter.label):
+        name = normalize(text)
+        if "negative" in name or any(name in names for field_name, names in SYNONYMS.items() if field_name != "prompt"):
+            return True
+    return False
 
 
 def _auto_field(parameter: Parameter, taken: set[str]) -> str | None:

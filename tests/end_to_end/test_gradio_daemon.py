@@ -131,3 +131,31 @@ def test_out_of_memory_in_the_app_with_oom_fail_fails_that_job_and_the_others_ar
     assert OOM_TEXT in run_cli(config, "status").stdout
     assert daemon.stop() == 0
     assert [video.name for video in videos(tmp_path / "out")] == ["good_0.mp4", "good_1.mp4"]
+
+
+def test_the_official_i2vgen_xl_app_on_gradio_339_with_no_mapping_config(tmp_path, daemon_factory):
+    """Mirrors VGen's gradio_app.py on its pinned Gradio 3.39.0 (replayed): api_open=False, no api_name,
+    [image, Textbox '文本描述']. Nothing but the URL is configured: the daemon's job goes through the
+    websocket queue with the image and the resolved prompt in their slots."""
+    from tests.fakes import make_test_mp4
+    from tests.gradio_replay import ReplayedGradio
+
+    clip = make_test_mp4(tmp_path / "clip.mp4", frames=4)
+    with ReplayedGradio("vgen-3.39", video=clip) as app:
+        config = write_config(tmp_path, None, server=gradio_server(app.url),
+                              profiles={"default": {"prompt": "A {{ subject }} scene, slow dolly in"}})
+        daemon = daemon_factory(config).start()
+        image_sha = drop_image(tmp_path, "red_fox.jpg", color=(190, 70, 20))
+
+        wait_for(lambda: settled(tmp_path / "state", done=1), timeout=30, message=f"one video; log:\n{daemon.log()}")
+
+        assert app.rejections == []
+        [call] = app.calls
+        assert (call.via, call.fn_index, hashlib.sha256(call.image).hexdigest()) == ("websocket", 1, image_sha)
+        assert call.values == ["A red fox scene, slow dolly in"]
+        [video] = videos(tmp_path / "out")
+        assert video.name == "red_fox.mp4"
+        record = record_of(video)
+        assert {key: record["server"][key] for key in ("kind", "version", "api_name")} == \
+            {"kind": "gradio", "version": "3.39.0", "api_name": "fn_index 1"}
+        assert daemon.stop() == 0

@@ -4,7 +4,9 @@ The real apps run in this process on 127.0.0.1, started once per session (tests/
 and warmed up there, so that the threads Gradio makes lazily exist before any test counts threads.
 They record what they were called with: the tests check what arrived, not what was sent. Gradio
 3.x cannot be installed beside 6, so its protocols (HTTP /run, the websocket queue) are checked
-against FakeGradio3.
+against FakeGradio3, which mirrors a real Gradio 3.50.2 app of the 7-input shape (its replies are
+recordings: tests/fixtures/gradio/predict7-3.50). Replays of real public apps on 3.20, 3.39, 3.50
+and 4.36 are in test_gradio_recorded.py.
 """
 
 from __future__ import annotations
@@ -287,7 +289,7 @@ def test_gradio3_without_an_open_api_uses_the_websocket_queue(make_backend, jpeg
         assert [(c.via, c.values[0]) for c in app.calls] == [("websocket", "Waves crashing, camera panning left"),
                                                              ("websocket", "again")]
         assert app.rejections == []
-        assert messages[:3] == ["queue position 2 of 2, eta 14 s", "processing", "progress 2/5 steps"]
+        assert messages[:3] == ["queue position 1 of 1", "processing", "progress 2/5 steps"]  # as 3.50.2 sent them
         wait_for(lambda: app.events.count("closed") == 2, message="the client did not close the websocket")
 
 

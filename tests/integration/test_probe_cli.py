@@ -126,6 +126,33 @@ def test_probe_of_a_url_where_nothing_listens_says_so(capsys):
     assert (report["kind"], report["usable"]) == ("unreachable", False)
 
 
+def test_probe_of_host_and_port_without_a_scheme_assumes_http_and_says_so(capsys, tmp_path):
+    from tests.fakes import make_test_mp4
+    from tests.gradio_replay import ReplayedGradio
+
+    with ReplayedGradio("vgen-3.39", video=make_test_mp4(tmp_path / "clip.mp4", frames=4)) as app:
+        url = app.url
+        address = url.removeprefix("http://")
+        code, out = probe(capsys, address)
+    assert code == 0, out
+    assert f"no scheme in {address!r}: assuming {url}" in out
+    assert f"{url}: Gradio 3.39.0 app" in out
+
+
+def test_probe_of_an_unreachable_host_and_port_without_a_scheme_is_a_clear_message(capsys):
+    address = f"127.0.0.1:{free_port()}"
+    code, out = probe(capsys, address)
+    assert code == 1
+    assert "No connection adapters" not in out and "assuming http://" in out
+    assert f"http://{address}: no server answers" in out
+
+
+def test_probe_of_a_url_with_another_scheme_says_what_it_takes(capsys):
+    code, out = probe(capsys, "ftp://127.0.0.1:21")
+    assert code == 2
+    assert "i2vd probe: 'ftp://127.0.0.1:21' is not an http:// or https:// URL" in out
+
+
 # -- the servers of a config file ---------------------------------------------------------------------
 
 

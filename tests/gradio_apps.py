@@ -166,7 +166,11 @@ class Gradio3Call:
 
 
 class FakeGradio3:
-    """`with FakeGradio3(video=mp4) as app: ... app.url`; set `reply` to "video", "none", "hang" or ("error", text)."""
+    """`with FakeGradio3(video=mp4) as app: ... app.url`; set `reply` to "video", "none", "hang", "drop" or ("error", text).
+
+    "drop": the app dies on the job (the connection closes with no answer, after the data arrived).
+    `file_drip` (seconds): GET /file= sends one byte per that many seconds.
+    """
 
     def __init__(self, video: bytes, *, version: str = "3.50.2", api_open: bool = True, info: str = "ok",
                  second_video_endpoint: bool = False, port: int = 0) -> None:
@@ -177,6 +181,7 @@ class FakeGradio3:
         self.second_video_endpoint = second_video_endpoint
         self.reply: Any = "video"
         self.reply_form = "3.x"  # with reply "video": "3.x", "path", "4.x", "url" or "inline"
+        self.file_drip = 0.0
         self._port = port
         self._lock = threading.Lock()
         self._calls: list[Gradio3Call] = []
@@ -289,6 +294,8 @@ class FakeGradio3:
         if reply == "hang":
             self._stopping.wait()
             return False, {"error": "server stopped"}
+        if reply == "drop":
+            return False, {}
         if isinstance(reply, tuple) and reply[0] == "error":
             return False, {"error": reply[1]}
         if reply == "none":
@@ -366,6 +373,8 @@ class _Handler3(BaseHTTPRequestHandler):
             return self._send(404, {"detail": "Not Found"}) if fake.info == "missing" else self._send(200, fake.api_info())
         if path.startswith("/file="):
             data = fake.file(unquote(path.removeprefix("/file=")))
+            if data and fake.file_drip:
+                return self._drip(data, fake.file_drip)
             return self._send(200, data, "video/mp4") if data else self._send(404, {"detail": "File not allowed"})
         if path == "/queue/join" and self.headers.get("Upgrade", "").lower() == "websocket":
             return self._websocket()
@@ -381,7 +390,17 @@ class _Handler3(BaseHTTPRequestHandler):
         if not fake.api_open:
             return self._send(404, {"detail": _NOT_OPEN})
         success, output = fake.predict("http", path, json.loads(body or b"null"))
+        if fake.reply == "drop":
+            return  # HTTP/1.0: the connection closes with no answer at all
         self._send(200 if success else 500, output)
+
+    def _drip(self, data: bytes, interval: float) -> None:
+        self.wfile.write(f"HTTP/1.0 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+        for byte in data:
+            if self.server.fake._stopping.wait(interval):
+                return
+            self.wfile.write(bytes([byte]))  # OSError once the client hung up: the handler's end
+            self.wfile.flush()
 
     def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
         if isinstance(body, (dict, list)):
@@ -419,6 +438,9 @@ class _Handler3(BaseHTTPRequestHandler):
             if fake.reply == "hang":
                 self._ws_recv()  # until the client closes
                 return fake.note("left")
+            if fake.reply == "drop":
+                self.connection.shutdown(socket.SHUT_RDWR)  # no close frame: the app died
+                return fake.note("dropped")
             success, output = fake.predict("websocket", "/queue/join", body)
             self._ws_send({"msg": "process_completed", "output": output, "success": success})
             self._ws_recv()  # the client's close

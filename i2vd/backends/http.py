@@ -22,10 +22,11 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import requests
 import urllib3
+import urllib3.connection
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -119,9 +120,25 @@ def _quietly(closer: Callable[[], None]) -> None:
 
 
 def _shut(connection: Any) -> None:
-    sock = getattr(connection, "sock", None)
+    # http.client drops `sock` from a connection whose reply closes it (HTTP/1.0, "Connection: close"),
+    # while the reply still reads from that socket: the one kept at connect time is shut instead.
+    sock = getattr(connection, "sock", None) or getattr(connection, "_i2vd_socket", None)
     if sock is not None:
         sock.shutdown(socket.SHUT_RDWR)
+
+
+class _RememberSocket:
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self._i2vd_socket = self.sock  # type: ignore[attr-defined]
+
+
+class _Connection(_RememberSocket, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_RememberSocket, urllib3.connection.HTTPSConnection):
+    pass
 
 
 class _Watched:
@@ -134,11 +151,11 @@ class _Watched:
 
 
 class _WatchedPool(_Watched, HTTPConnectionPool):
-    pass
+    ConnectionCls = _Connection
 
 
 class _WatchedHTTPSPool(_Watched, HTTPSConnectionPool):
-    pass
+    ConnectionCls = _HTTPSConnection
 
 
 class _DeadlineAdapter(HTTPAdapter):
@@ -273,7 +290,35 @@ class StreamedBody:
         return data
 
 
-def write_stream(source: BinaryIO, target: Path) -> None:
-    with open(target, "wb") as sink:
-        while chunk := source.read(CHUNK):
-            sink.write(chunk)
+class MultipartBody:
+    """One file as multipart/form-data, read by the connection straight from the image: no second copy."""
+
+    def __init__(self, field: str, filename: str, content: bytes, mime: str) -> None:
+        self.boundary = uuid.uuid4().hex
+        self._parts = [
+            (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+             f"Content-Type: {mime}\r\n\r\n").encode(),
+            memoryview(content),
+            f"\r\n--{self.boundary}--\r\n".encode(),
+        ]
+        self._parts = [part for part in self._parts if len(part)]  # an empty read ends the body
+        self._length = sum(len(part) for part in self._parts)
+        self._part, self._offset = 0, 0
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        if self._part >= len(self._parts):
+            return b""
+        part = self._parts[self._part]
+        end = len(part) if size < 0 else min(len(part), self._offset + size)
+        data = bytes(part[self._offset:end])
+        self._offset = end
+        if self._offset >= len(part):
+            self._part, self._offset = self._part + 1, 0
+        return data

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from i2vd.backends.base import BackendError, BadReply, ServerOutOfMemory, ServerUnavailable, VideoRequest
+from i2vd.backends.http import CallTimedOut, ConnectionDropped
 from i2vd.backends.gradio import GradioBackend
 from i2vd.backends.gradio_probe import probe
 from i2vd.backends.gradio_protocol import AppMismatch, Parameter, resolution_value
@@ -148,7 +149,7 @@ def test_a_slow_job_times_out_and_is_cancelled_on_the_server(apps, make_backend,
     with pytest.raises(BackendError, match=r"no result within 1.5 s") as caught:
         backend.generate(request(jpeg, prompt="!slow"))
 
-    assert type(caught.value) is BackendError
+    assert isinstance(caught.value, CallTimedOut)  # the job's own failure: one attempt
     assert 1.5 <= time.monotonic() - started < 4
     wait_for(lambda: apps.calls.entries[-1] == {"app": "predict", "outcome": "cancelled"}, timeout=10,
              message="the app's job was not cancelled")
@@ -315,6 +316,35 @@ def test_gradio3_websocket_timeout_leaves_the_queue(make_backend, jpeg, mp4):
 
         assert time.monotonic() - started < 4
         wait_for(lambda: "left" in app.events, message="the client stayed in the queue")
+
+
+@pytest.mark.parametrize("api_open", [True, False], ids=["http", "websocket"])
+def test_gradio3_an_app_that_dies_on_the_job_uses_an_attempt(make_backend, jpeg, mp4, api_open):
+    """Dropped after the job was sent: the job's failure (an image that crashes the app is not sent forever)."""
+    with FakeGradio3(video=mp4, api_open=api_open) as app:
+        app.reply = "drop"
+        with pytest.raises(ConnectionDropped, match="mid-job|while working on this job"):
+            make_backend(app.url).generate(request(jpeg))
+        assert len(app.calls) == 1 if api_open else "dropped" in app.events
+
+
+def test_gradio3_a_download_that_drips_is_bounded_by_timeout_seconds(make_backend, jpeg, mp4):
+    with FakeGradio3(video=mp4) as app:
+        app.file_drip = 0.02  # every read gets a byte at once; the whole file would take minutes
+        started = time.monotonic()
+        with pytest.raises(CallTimedOut, match="no result within 1 s"):
+            make_backend(app.url, timeout_seconds=1).generate(request(jpeg))
+        assert time.monotonic() - started < 4
+
+
+def test_gradio3_the_video_arrives_as_a_file_in_the_reply_folder(make_backend, jpeg, mp4, tmp_path):
+    with FakeGradio3(video=mp4) as app:
+        for form in ("3.x", "inline"):
+            app.reply_form = form
+            reply = make_backend(app.url).generate(request(jpeg, reply_dir=tmp_path / "incoming"))
+            assert reply.data is None and reply.path.read_bytes() == mp4
+            reply.path.unlink()
+        assert list((tmp_path / "incoming").iterdir()) == []
 
 
 def test_gradio3_with_two_video_endpoints_needs_an_api_name(make_backend, jpeg, mp4):

@@ -172,6 +172,8 @@ class FakeGradio3:
     `file_drip` (seconds): GET /file= sends one byte per that many seconds.
     """
 
+    handler_class: type[BaseHTTPRequestHandler]  # _Handler3, set below; a test may serve other routes
+
     def __init__(self, video: bytes, *, version: str = "3.50.2", api_open: bool = True, info: str = "ok",
                  second_video_endpoint: bool = False, port: int = 0) -> None:
         self.video = video
@@ -203,7 +205,7 @@ class FakeGradio3:
 
     def start(self) -> FakeGradio3:
         self._stopping.clear()
-        self._http = _Server(("127.0.0.1", self._port), _Handler3)
+        self._http = _Server(("127.0.0.1", self._port), self.handler_class)
         self._http.fake = self
         self._port = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
@@ -482,6 +484,9 @@ class _Handler3(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
+
+
+FakeGradio3.handler_class = _Handler3
 
 
 # -- the running apps, shared by every test module through the session fixture `apps` --------

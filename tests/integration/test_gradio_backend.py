@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -23,7 +25,7 @@ from i2vd.backends.gradio import GradioBackend
 from i2vd.backends.gradio_probe import probe
 from i2vd.backends.gradio_protocol import AppMismatch, Parameter, resolution_value
 from tests.fakes import make_test_mp4, wait_for, write_image
-from tests.gradio_apps import SVD_INPUTS, TRANSPORTS, FakeGradio3, free_port
+from tests.gradio_apps import SVD_INPUTS, TRANSPORTS, FakeGradio3, _Handler3, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio")  # Gradio's own pandas deprecations
 
@@ -345,6 +347,47 @@ def test_gradio3_the_video_arrives_as_a_file_in_the_reply_folder(make_backend, j
             assert reply.data is None and reply.path.read_bytes() == mp4
             reply.path.unlink()
         assert list((tmp_path / "incoming").iterdir()) == []
+
+
+class _DroppingQueue(_Handler3):
+    """A 4.x app (sse_v3) whose event stream breaks off mid-job, as when the app process dies."""
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if path == "/upload":
+            self.server.fake.note(f"upload {len(body)}")
+            return self._send(200, ["/tmp/gradio/input.jpg"])
+        if path == "/queue/join":
+            self.server.fake.note("joined")
+            return self._send(200, {"event_id": "e1"})
+        self._send(404, {"detail": "Not Found"})
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path != "/queue/data":
+            return super().do_GET()
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        event = b'data: {"msg": "process_starts", "event_id": "e1"}\n\n'
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+        self.wfile.write(b"400\r\ndata: {\"msg\": \"progr")  # a chunk cut short: the app died
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Gradio4Dropping(FakeGradio3):
+    handler_class = _DroppingQueue
+
+    def config(self) -> dict:
+        return {**super().config(), "protocol": "sse_v3"}
+
+
+def test_gradio4_an_event_stream_lost_mid_job_uses_an_attempt(make_backend, jpeg, mp4):
+    with _Gradio4Dropping(video=mp4, version="4.44.1") as app:
+        with pytest.raises(ConnectionDropped, match="dropped the connection"):
+            make_backend(app.url, transport="queue").generate(request(jpeg))
+        assert "joined" in app.events
+        assert f"upload {len(jpeg)}" not in app.events  # multipart: the image and its headers
+        assert any(event.startswith("upload ") for event in app.events)
 
 
 def test_gradio3_with_two_video_endpoints_needs_an_api_name(make_backend, jpeg, mp4):

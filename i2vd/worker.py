@@ -239,6 +239,9 @@ class Worker:
         except BackendError as error:
             self._job_failed(job, str(error))
             return
+        except OSError as error:  # the reply could not be spooled under state_dir: not the job's fault
+            self._wait_for_disk(job, f"cannot receive the video into {self.incoming}: {error.strerror or error}")
+            return
         self._server_up()
         server = self.backend.describe()
         try:

@@ -249,3 +249,34 @@ def _raised(call) -> BaseException | None:
     except BaseException as error:  # noqa: BLE001 - returned for the assertion
         return error
     return None
+
+
+def test_timeout_bounds_an_upload_the_server_never_reads(jpeg):
+    """A server that accepts and then reads nothing: the upload blocks once the socket buffers are full."""
+    import os
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    release = threading.Event()
+
+    def hold() -> None:
+        connection, _ = listener.accept()
+        accepted.append(connection)
+        release.wait(30)
+        connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    backend = PredictBackend(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_seconds=1, connect_timeout_seconds=2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="no result within 1 s") as caught:
+            backend.generate(video_request(os.urandom(32 * 1024 * 1024)))  # far more than the socket buffers hold
+        assert not isinstance(caught.value, ServerUnavailable)
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        holder.join()
+        listener.close()
+        backend.close()

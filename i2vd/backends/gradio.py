@@ -272,8 +272,10 @@ class GradioBackend:
         suffix = PurePath(request.image_name).suffix.lower()
         name = "input" + (suffix if suffix[1:].isalnum() and len(suffix) <= 6 else "")  # the app's file name: plain ASCII
         path = f"{target.app.api_prefix}/upload"
-        upload = http.MultipartBody("files", name, request.image, mimetypes.guess_type(name)[0] or "application/octet-stream")
-        response = self._http("POST", path, deadline, allow=(413,), data=upload, headers={"Content-Type": upload.content_type})
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        upload = http.MultipartBody("files", name, request.image, mime)  # streamed: no copy of the image
+        response = self._http("POST", path, deadline, allow=(413,), data=upload,
+                              headers={"Content-Type": upload.content_type})
         if response.status_code == 413:
             raise BadInput(f"the server refuses the image as too large ({len(request.image)} bytes): {response.text[:BODY_EXCERPT]}")
         paths = _json(response, f"POST {path}")
@@ -360,7 +362,8 @@ class GradioBackend:
         for path, payload in ((f"{prefix}/cancel", body), (f"{prefix}/reset", {"event_id": event_id})):
             try:
                 with http.Deadline(self.connect_timeout_seconds + 5, self.url):  # the job's own deadline has passed
-                    response = self._session.post(self.url + path, json=payload, timeout=(self.connect_timeout_seconds, 5))
+                    response = self._session.post(self.url + path, json=payload,
+                                                  timeout=(self.connect_timeout_seconds, 5))
             except requests.RequestException:
                 return
             if response.status_code < 400:

@@ -83,7 +83,8 @@ class Deadline:
         return self.expired or time.monotonic() >= self.ends
 
     def error(self) -> CallTimedOut:
-        return CallTimedOut(f"no result within {self.seconds:g} s from {self.what} (timeout_seconds bounds the whole call)")
+        return CallTimedOut(f"no result within {self.seconds:g} s from {self.what} "
+                            "(timeout_seconds bounds the whole call)")
 
     def watch(self, closer: Callable[[], None]) -> None:
         """Run `closer` (it shuts a connection) when the deadline passes; at once if it has."""
@@ -176,7 +177,8 @@ def request(session: requests.Session, method: str, url: str, deadline: Deadline
     """One request inside `deadline` (the body is read later, still inside it: stream=True)."""
     remaining = deadline.remaining()
     try:
-        response = session.request(method, url, timeout=(min(connect_timeout, remaining), remaining), stream=True, **kwargs)
+        timeout = (min(connect_timeout, remaining), remaining)
+        response = session.request(method, url, timeout=timeout, stream=True, **kwargs)
     except requests.RequestException as error:
         raise classify(error, deadline, url) from None
     if deadline.expired:  # the connection was shut under a reply cut short: not a reply
@@ -203,19 +205,20 @@ def classify(error: Exception, deadline: Deadline | None, url: str) -> BackendEr
     text = str(error)
     if isinstance(error, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)) or "Read timed out" in text:
         return deadline.error() if deadline is not None else CallTimedOut(f"{url} did not answer in time")
-    never_connected = isinstance(error, requests.ConnectTimeout) or any(
-        mark in text for mark in ("NewConnectionError", "Failed to establish", "NameResolutionError", "Failed to resolve"))
+    marks = ("NewConnectionError", "Failed to establish", "NameResolutionError", "Failed to resolve")
+    never_connected = isinstance(error, requests.ConnectTimeout) or any(mark in text for mark in marks)
     if never_connected:
         return ServerUnavailable(f"cannot reach {url}: {reason(error)}")
-    if isinstance(error, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
-                          OSError)):
+    lost = (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError, OSError)
+    if isinstance(error, lost):
         return ConnectionDropped(f"{url} dropped the connection while working on this job: {reason(error)}")
     return BackendError(f"{url} failed: {text[:300]}")
 
 
 def reason(error: Exception) -> str:
     text = str(error)
-    for mark in ("Connection refused", "Name or service not known", "timed out", "No route to host", "Connection reset"):
+    marks = ("Connection refused", "Name or service not known", "timed out", "No route to host", "Connection reset")
+    for mark in marks:
         if mark.lower() in text.lower():
             return mark.lower()
     return text[:300]

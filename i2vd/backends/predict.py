@@ -84,13 +84,15 @@ class PredictBackend:
                 request.guidance,
             ]
         }
-        body = http.StreamedBody(payload, image_value, request.image, prefix=image_prefix(request.image_name, self.image_encoding))
+        prefix = image_prefix(request.image_name, self.image_encoding)
+        body = http.StreamedBody(payload, image_value, request.image, prefix=prefix)
         started = time.monotonic()
         with http.Deadline(self.timeout_seconds, self.url + self.path) as deadline, reply_folder(request) as folder:
             reply_file = http.spool_name(folder, ".json")
             video = http.spool_name(folder, ".mp4")
             try:
-                response = self._call("POST", self.path, deadline, data=body, headers={"Content-Type": "application/json"})
+                headers = {"Content-Type": "application/json"}
+                response = self._call("POST", self.path, deadline, data=body, headers=headers)
                 http.save_body(response, deadline, reply_file)
                 self._read_reply(replies.load_json(reply_file), reply_file, video, deadline)
                 return video_reply(request, video, time.monotonic() - started)
@@ -102,7 +104,8 @@ class PredictBackend:
 
     def _read_reply(self, body: Any, reply_file: Path, video: Path, deadline: http.Deadline) -> None:
         if isinstance(body, dict) and body.get("error"):
-            message = replies.head(body["error"], BODY_EXCERPT) if isinstance(body["error"], replies.BigString) else str(body["error"])
+            error = body["error"]
+            message = replies.head(error, 4096) if isinstance(error, replies.BigString) else str(error)
             raise (ServerOutOfMemory if looks_out_of_memory(message) else BackendError)(f"server error: {message[:BODY_EXCERPT]}")
         data = body.get("data") if isinstance(body, dict) else None
         if not data or not isinstance(data, list):

@@ -30,8 +30,8 @@ _PLACEHOLDER = "\x00i2vd-big-string:"
 class BigString:
     """A long JSON string left in the reply file: bytes [start, end) between its quotes, still escaped."""
 
-    def __init__(self, path: Path, start: int, end: int) -> None:
-        self.path, self.start, self.end = path, start, end
+    def __init__(self, path: Path, start: int, end: int, read_chunk: int = READ_CHUNK) -> None:
+        self.path, self.start, self.end, self.read_chunk = path, start, end, read_chunk
 
     def __repr__(self) -> str:
         return f"<{self.end - self.start} bytes of JSON string in {self.path.name}>"
@@ -43,7 +43,7 @@ class BigString:
             left = self.end - self.start
             carry = b""
             while left > 0:
-                raw = carry + source.read(min(READ_CHUNK, left))
+                raw = carry + source.read(min(self.read_chunk, left))
                 left = self.end - source.tell()
                 cut = len(raw)
                 escape = raw.rfind(b"\\", max(0, cut - 6))
@@ -58,9 +58,9 @@ class BigString:
                 yield json.loads(b'"' + carry + b'"')
 
 
-def load_json(path: Path) -> Any:
-    """The JSON in `path`, with strings longer than BIG_STRING as BigString; BadReply when it is not JSON."""
-    skeleton, bigs = _skeleton(path)
+def load_json(path: Path, *, big_string: int = BIG_STRING, read_chunk: int = READ_CHUNK) -> Any:
+    """The JSON in `path`, with strings longer than `big_string` bytes as BigString; BadReply when it is not JSON."""
+    skeleton, bigs = _skeleton(path, big_string, read_chunk)
     try:
         value = json.loads(skeleton)
     except ValueError:
@@ -68,12 +68,12 @@ def load_json(path: Path) -> Any:
     return _restore(value, bigs)
 
 
-def _skeleton(path: Path) -> tuple[bytes, list[BigString]]:
+def _skeleton(path: Path, big_string: int, read_chunk: int) -> tuple[bytes, list[BigString]]:
     """The file's JSON with each long string replaced by a short placeholder string."""
     parts: list[bytes] = []
     bigs: list[BigString] = []
     with open(path, "rb") as source:
-        data = source.read(READ_CHUNK)
+        data = source.read(read_chunk)
         offset = 0  # file offset of data[0]
         position = 0
         in_string = False
@@ -111,13 +111,13 @@ def _skeleton(path: Path) -> tuple[bytes, list[BigString]]:
                     end = match.start()
                     break
                 piece = data[position:end]
-                if kept_size <= BIG_STRING:
+                if kept_size <= big_string:
                     kept.append(piece)
                     kept_size += len(piece)
                 if end < len(data) and not escaped:  # the closing quote
-                    if kept_size > BIG_STRING:
+                    if kept_size > big_string:
                         parts.append(json.dumps(f"{_PLACEHOLDER}{len(bigs)}")[1:-1].encode())
-                        bigs.append(BigString(path, string_start, offset + end))
+                        bigs.append(BigString(path, string_start, offset + end, read_chunk))
                     else:
                         parts.append(b"".join(kept))
                     parts.append(b'"')
@@ -125,7 +125,7 @@ def _skeleton(path: Path) -> tuple[bytes, list[BigString]]:
                     position = end + 1
                     continue
             offset += len(data)
-            data, position = source.read(READ_CHUNK), 0
+            data, position = source.read(read_chunk), 0
     if in_string:
         raise BadReply("server reply is not JSON: it ends inside a string")
     return b"".join(parts), bigs

@@ -30,10 +30,9 @@ def _plain(value):
 
 
 @pytest.fixture(params=[1, 2, 3, 5, 7, 64, 1 << 20])
-def tiny_chunks(request, monkeypatch):
-    monkeypatch.setattr(replies, "READ_CHUNK", request.param)
-    monkeypatch.setattr(replies, "BIG_STRING", 16)
-    return request.param
+def load(request):
+    """load_json reading `param` bytes at a time, leaving strings over 16 bytes in the file."""
+    return lambda path: replies.load_json(path, big_string=16, read_chunk=request.param)
 
 
 REPLIES = [
@@ -46,27 +45,28 @@ REPLIES = [
 
 
 @pytest.mark.parametrize("reply", REPLIES, ids=["base64", "data_url", "escapes", "file_dict", "nested"])
-def test_the_value_is_what_json_loads_gives(tmp_path: Path, tiny_chunks, reply):
+def test_the_value_is_what_json_loads_gives(tmp_path: Path, load, reply):
     path = tmp_path / "reply.json"
     path.write_bytes(json.dumps(reply).encode())
-    assert _plain(replies.load_json(path)) == reply
+    assert _plain(load(path)) == reply
 
 
-def test_escaped_slashes_in_a_long_data_url_are_undone(tmp_path: Path, tiny_chunks):
+def test_escaped_slashes_in_a_long_data_url_are_undone(tmp_path: Path, load):
     path = tmp_path / "reply.json"
     text = "data:video/mp4;base64," + base64.b64encode(VIDEO).decode()
-    path.write_bytes(b'{"data": ["' + text.replace("/", "\\/").encode() + b'"]}')  # as PHP and some Java encoders write it
-    value = replies.load_json(path)["data"][0]
+    escaped = text.replace("/", "\\/").encode()  # as PHP and some Java encoders write it
+    path.write_bytes(b'{"data": ["' + escaped + b'"]}')
+    value = load(path)["data"][0]
     assert isinstance(value, replies.BigString)
     sink = io.BytesIO()
     replies.decode_base64(value.chunks(), sink, skip_prefix=True)
     assert sink.getvalue() == VIDEO
 
 
-def test_long_strings_stay_in_the_file(tmp_path: Path, tiny_chunks):
+def test_long_strings_stay_in_the_file(tmp_path: Path, load):
     path = tmp_path / "reply.json"
     path.write_bytes(json.dumps({"data": [base64.b64encode(VIDEO).decode()], "short": "kept"}).encode())
-    value = replies.load_json(path)
+    value = load(path)
     assert isinstance(value["data"][0], replies.BigString) and value["short"] == "kept"
     sink = io.BytesIO()
     assert replies.decode_base64(value["data"][0].chunks(), sink) == len(VIDEO)

@@ -169,7 +169,7 @@ class FakeGradio3:
     """`with FakeGradio3(video=mp4) as app: ... app.url`; set `reply` to "video", "none", "hang", "drop" or ("error", text).
 
     "drop": the app dies on the job (the connection closes with no answer, after the data arrived).
-    `file_drip` (seconds): GET /file= sends one byte per that many seconds.
+    `file_drip`, `config_drip` (seconds): GET /file=, GET /config send one byte per that many seconds.
     """
 
     handler_class: type[BaseHTTPRequestHandler]  # _Handler3, set below; a test may serve other routes
@@ -184,6 +184,7 @@ class FakeGradio3:
         self.reply: Any = "video"
         self.reply_form = "3.x"  # with reply "video": "3.x", "path", "4.x", "url" or "inline"
         self.file_drip = 0.0
+        self.config_drip = 0.0  # the same for GET /config
         self._port = port
         self._lock = threading.Lock()
         self._calls: list[Gradio3Call] = []
@@ -368,6 +369,8 @@ class _Handler3(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         fake, path = self.server.fake, urlsplit(self.path).path
         if path == "/config":
+            if fake.config_drip:
+                return self._drip(json.dumps(fake.config()).encode(), fake.config_drip, "application/json")
             return self._send(200, fake.config())
         if path == "/info":
             if fake.info == "error":
@@ -396,8 +399,8 @@ class _Handler3(BaseHTTPRequestHandler):
             return  # HTTP/1.0: the connection closes with no answer at all
         self._send(200 if success else 500, output)
 
-    def _drip(self, data: bytes, interval: float) -> None:
-        self.wfile.write(f"HTTP/1.0 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+    def _drip(self, data: bytes, interval: float, content_type: str = "video/mp4") -> None:
+        self.wfile.write(f"HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n".encode())
         for byte in data:
             if self.server.fake._stopping.wait(interval):
                 return

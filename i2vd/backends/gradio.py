@@ -117,7 +117,10 @@ class GradioBackend:
             target = self._target
             if target is None and not self._describe_failed:
                 try:
-                    target = self._target = self._discover()
+                    # bounded as a whole too: status and records call this, a dripping server must not hang them
+                    with http.Deadline(self.connect_timeout_seconds + min(self.timeout_seconds, DISCOVERY_READ_TIMEOUT),
+                                       self.url):
+                        target = self._target = self._discover()
                 except BackendError:
                     self._describe_failed = True  # not again until a generate() has run
         if target is None:

@@ -339,6 +339,15 @@ def test_gradio3_a_download_that_drips_is_bounded_by_timeout_seconds(make_backen
         assert time.monotonic() - started < 4
 
 
+def test_describe_is_bounded_against_an_app_that_drips_its_config(make_backend, mp4):
+    """status and the audit record call describe(): a dripping server must not hang them."""
+    with FakeGradio3(video=mp4) as app:
+        app.config_drip = 0.02
+        started = time.monotonic()
+        assert make_backend(app.url, timeout_seconds=1, connect_timeout_seconds=0.5).describe()["version"] == "unknown"
+        assert time.monotonic() - started < 5
+
+
 def test_gradio3_the_video_arrives_as_a_file_in_the_reply_folder(make_backend, jpeg, mp4, tmp_path):
     with FakeGradio3(video=mp4) as app:
         for form in ("3.x", "inline"):

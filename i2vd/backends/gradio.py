@@ -23,6 +23,7 @@ Every network wait is bounded by what is left of timeout_seconds; SSE reads incl
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import mimetypes
@@ -39,12 +40,12 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from i2vd import __version__
-from i2vd.backends import http, replies
+from i2vd.backends import failures, http, replies
 from i2vd.backends.base import (
     BackendError,
     BadInput,
     BadReply,
-    ServerOutOfMemory,
+    NotFound,
     ServerUnavailable,
     VideoReply,
     VideoRequest,
@@ -63,7 +64,8 @@ from i2vd.backends.gradio_protocol import (
     progress_message,
     read_app,
 )
-from i2vd.backends.predict import BODY_EXCERPT, _reason, encode_image, looks_out_of_memory
+from i2vd.backends.failures import BODY_EXCERPT
+from i2vd.backends.predict import image_prefix
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +142,11 @@ class GradioBackend:
         with http.Deadline(self.timeout_seconds, self.url) as whole, reply_folder(request) as folder:
             deadline = whole.ends
             video, reply = http.spool_name(folder, ".mp4"), None
+            reply_file = http.spool_name(folder, ".json")  # 3.x: the /run reply, read from there (replies.py)
             try:
                 target = self._ensure_target()
                 if target.app.is_v3:
-                    outputs = self._run_v3(target, request, deadline)
+                    outputs = self._run_v3(target, request, deadline, reply_file)
                 elif self._transport(target) == "queue":
                     outputs = self._run_queue(target, request, deadline)
                 else:
@@ -156,11 +159,11 @@ class GradioBackend:
                 raise
             except _Deadline:
                 raise whole.error() from None
-            except BackendError as error:
-                if getattr(error, "status", None) == 404:  # the app may have restarted with other routes
-                    self._forget()
+            except NotFound:  # the app may have restarted with other routes
+                self._forget()
                 raise
             finally:
+                reply_file.unlink(missing_ok=True)
                 if reply is None:
                     video.unlink(missing_ok=True)
 
@@ -187,35 +190,32 @@ class GradioBackend:
         return "queue" if target.app.protocol in QUEUE_PROTOCOLS else "call"
 
     # -- Gradio 3.x ------------------------------------------------------------------------
-    def _run_v3(self, target: _Target, request: VideoRequest, deadline: float) -> list:
+    def _run_v3(self, target: _Target, request: VideoRequest, deadline: float, reply_file: Path) -> list:
+        """POST /run/<api>: the image streamed into the JSON body, the reply streamed into `reply_file`."""
         endpoint = target.mapping.endpoint
-        body = {"data": target.mapping.arguments(request, encode_image(request, "data_url")), "fn_index": endpoint.fn_index}
+        image = "\x00i2vd-image"
+        body = {"data": target.mapping.arguments(request, image), "fn_index": endpoint.fn_index}
+        prefix = image_prefix(request.image_name, "data_url")
         name = endpoint.api_name or "predict"
         if target.v3_http_path is None:
             paths = [f"/run/{name}", f"/api/{name}/"]
         else:  # what answered before, or nothing once the app refused direct calls
             paths = [target.v3_http_path] if target.v3_http_path else []
         for path in paths:
-            response = self._http("POST", path, deadline, allow=(401, 404, 500), json=body)
+            upload = http.StreamedBody(body, image, request.image, prefix=prefix)  # a body is read once: one a try
+            response = self._http("POST", path, deadline, allow=(401, 404, 500), stream=True, data=upload,
+                                  headers={"Content-Type": "application/json"})
             if response.status_code == 404:
+                response.close()
                 continue
             if response.status_code == 401 and _refuses_direct_calls(response):
                 break  # 3.20 and 3.39 answer api_open=False so: not a login
             target.v3_http_path = path
-            try:
-                reply = response.json()
-            except ValueError:
-                raise _http_error(response, f"POST {path}") if response.status_code >= 400 else \
-                    BadReply(f"POST {path} answered no JSON: {response.text[:BODY_EXCERPT]!r}") from None
-            if isinstance(reply, dict) and "error" in reply and "data" not in reply:
-                raise _app_error(reply["error"])
-            if response.status_code >= 400:
-                raise _http_error(response, f"POST {path}")
-            if not isinstance(reply, dict) or not isinstance(reply.get("data"), list):
-                raise BadReply(f"POST {path} answered without a data list: {response.text[:BODY_EXCERPT]!r}")
-            return reply["data"]
+            http.save_body(response, _whole(), reply_file)
+            return _v3_outputs(response.status_code, reply_file, f"POST {path}")
         target.v3_http_path = ""  # api_open=False: only the websocket queue takes jobs
-        return self._run_v3_websocket(target, body, deadline)
+        data = target.mapping.arguments(request, prefix + base64.b64encode(request.image).decode("ascii"))
+        return self._run_v3_websocket(target, {"data": data, "fn_index": endpoint.fn_index}, deadline)
 
     def _run_v3_websocket(self, target: _Target, body: dict, deadline: float) -> list:
         try:
@@ -267,9 +267,9 @@ class GradioBackend:
         except (OSError, WebSocketException) as error:  # refused, DNS, open timeout, a failed handshake
             if _whole().expired:
                 raise _Deadline() from None
-            if sent:
-                raise http.ConnectionDropped(f"lost the websocket queue {ws_url} mid-job: {_reason(error)}") from None
-            raise ServerUnavailable(f"cannot reach {ws_url}: {_reason(error)}") from None
+            if sent and not failures.never_connected(error):
+                raise http.ConnectionDropped(f"lost the websocket queue {ws_url} mid-job: {failures.reason(error)}") from None
+            raise ServerUnavailable(f"cannot reach {ws_url}: {failures.reason(error)}") from None
         except ValueError:
             raise BadReply(f"the websocket queue {ws_url} sent a message that is not JSON") from None
 
@@ -406,9 +406,11 @@ class GradioBackend:
             item = item[0] if item else None
         if item is None or item == "":
             raise BadReply(f"the app returned no video ({target.mapping.endpoint.title} output {slot} is empty)")
+        if isinstance(item, replies.BigString):  # a long string in a 3.x /run reply: only a data URL is that long
+            return _save_data_url(item, video)
         if isinstance(item, dict):
             inline = item.get("data")
-            if isinstance(inline, str) and inline.startswith("data:"):
+            if isinstance(inline, (str, replies.BigString)) and replies.head(inline).startswith("data:"):
                 return _save_data_url(inline, video)
             reference = item.get("path") or item.get("name")
             if isinstance(reference, str) and reference:
@@ -510,9 +512,33 @@ def _whole() -> http.Deadline:
     return deadline
 
 
-def _save_data_url(text: str, video: Path) -> None:
+def _save_data_url(text: str | replies.BigString, video: Path) -> None:
     with open(video, "wb") as sink:
-        replies.decode_base64(iter([text]), sink, skip_prefix=True)
+        replies.decode_base64(replies.text_chunks(text), sink, skip_prefix=True)
+
+
+def _v3_outputs(status: int, reply_file: Path, what: str) -> list:
+    """The outputs of a 3.x `/run` reply, read from its file (long strings stay there: replies.py)."""
+    excerpt = _excerpt(reply_file)
+    try:
+        reply = replies.load_json(reply_file)
+    except BadReply:
+        if status >= 400:
+            raise failures.status_error(status, excerpt, what) from None
+        raise BadReply(f"{what} answered no JSON: {excerpt!r}") from None
+    if isinstance(reply, dict) and "error" in reply and "data" not in reply:
+        error = reply["error"]
+        raise _app_error(replies.head(error, 4096) if isinstance(error, replies.BigString) else error)
+    if status >= 400:
+        raise failures.status_error(status, excerpt, what)
+    if not isinstance(reply, dict) or not isinstance(reply.get("data"), list):
+        raise BadReply(f"{what} answered without a data list: {excerpt!r}")
+    return reply["data"]
+
+
+def _excerpt(path: Path, size: int = 4096) -> str:
+    with open(path, "rb") as source:
+        return source.read(size).decode("utf-8", "replace")
 
 
 def discover_app(session: requests.Session, url: str, connect_timeout: float, read_timeout: float) -> App:
@@ -539,35 +565,25 @@ def discover_app(session: requests.Session, url: str, connect_timeout: float, re
     return read_app(body, info, problem)
 
 
-def _discovery_get(session: requests.Session, url: str, path: str, connect_timeout: float, read_timeout: float) -> requests.Response:
+def _discovery_get(session: requests.Session, url: str, path: str, connect_timeout: float,
+                   read_timeout: float) -> requests.Response:
+    """Refused or not connected in time: ServerUnavailable; connected, then silent or lost: the call's
+    failure (CallTimedOut, ConnectionDropped), as for any request (failures.py)."""
+    deadline = http.current_deadline()
+    if deadline is not None:
+        read_timeout = min(read_timeout, deadline.remaining())
     try:
         return session.get(url + path, timeout=(connect_timeout, read_timeout))
-    except requests.ConnectionError as error:
-        if _is_read_timeout(error):
-            raise ServerUnavailable(f"{url} accepted the connection but did not answer GET {path} within {read_timeout:g} s") from None
-        raise ServerUnavailable(f"cannot reach {url}: {_reason(error)}") from None
-    except requests.Timeout:
-        raise ServerUnavailable(f"{url} did not answer GET {path} within {read_timeout:g} s") from None
     except requests.RequestException as error:
-        raise ServerUnavailable(f"GET {url + path} failed: {error}") from None
-
-
-def _is_read_timeout(error: Exception) -> bool:
-    return isinstance(error, requests.ReadTimeout) or "Read timed out" in str(error)
+        classified = http.classify(error, deadline, url + path)
+        if isinstance(classified, http.CallTimedOut) and deadline is None:
+            classified = http.CallTimedOut(f"{url} accepted the connection but did not answer GET {path} "
+                                           f"within {read_timeout:g} s")
+        raise classified from None
 
 
 def _http_error(response: requests.Response, what: str) -> BackendError:
-    text, status = response.text, response.status_code
-    if looks_out_of_memory(text):
-        error: BackendError = ServerOutOfMemory(f"server out of GPU memory (HTTP {status} on {what}): {text[:BODY_EXCERPT]}")
-    elif status in (502, 503, 504):
-        error = ServerUnavailable(f"server unavailable (HTTP {status} on {what}): {text[:BODY_EXCERPT]}")
-    elif status in (401, 403):
-        error = AppMismatch(f"the app wants a login (HTTP {status} on {what}), which i2vd does not do")
-    else:
-        error = BackendError(f"HTTP {status} on {what}: {text[:BODY_EXCERPT]}")
-    error.status = status  # type: ignore[attr-defined]
-    return error
+    return failures.status_error(response.status_code, response.text, what)
 
 
 def _refuses_direct_calls(response: requests.Response) -> bool:
@@ -576,12 +592,8 @@ def _refuses_direct_calls(response: requests.Response) -> bool:
 
 
 def _app_error(output: Any) -> BackendError:
-    message = error_text(output)
-    if message is None:
-        return BackendError("the app failed without saying why (Gradio hides exception text unless the app sets show_error=True)")
-    if looks_out_of_memory(message):
-        return ServerOutOfMemory(f"the app ran out of GPU memory: {message[:BODY_EXCERPT]}")
-    return BackendError(f"the app failed: {message[:BODY_EXCERPT]}")
+    return failures.app_error(error_text(output), hidden="the app failed without saying why "
+                              "(Gradio hides exception text unless the app sets show_error=True)")
 
 
 def _json(response: requests.Response, what: str) -> Any:

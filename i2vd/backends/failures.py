@@ -46,7 +46,9 @@ _NO_ANSWER = (urllib3.exceptions.ReadTimeoutError, requests.ReadTimeout, Timeout
 _LOST = (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError, http.client.HTTPException,
          ConnectionError, urllib3.exceptions.HTTPError, requests.ConnectionError, OSError)
 _REASONS = ((ConnectionRefusedError, "connection refused"), (socket.gaierror, "name or service not known"),
+            (urllib3.exceptions.NameResolutionError, "name or service not known"),
             (ConnectionResetError, "connection reset"), (BrokenPipeError, "connection reset"),
+            (urllib3.exceptions.NewConnectionError, "no connection"),
             (urllib3.exceptions.ConnectTimeoutError, "timed out"), (requests.ConnectTimeout, "timed out"),
             (TimeoutError, "timed out"), (urllib3.exceptions.ReadTimeoutError, "timed out"))
 
@@ -86,11 +88,11 @@ def connection_error(error: BaseException, url: str) -> BackendError:
 
 
 def reason(error: BaseException) -> str:
-    """A short human reason, from the innermost error whose type says it."""
-    for cause in reversed(list(causes(error))):
-        for kind, text in _REASONS:
-            if isinstance(cause, kind):
-                return text
+    """A short human reason: the first of _REASONS that one of the errors' types says."""
+    chain = list(causes(error))
+    for kind, text in _REASONS:
+        if any(isinstance(cause, kind) for cause in chain):
+            return text
     return str(error)[:BODY_EXCERPT]
 
 

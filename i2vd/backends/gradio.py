@@ -43,7 +43,6 @@ from i2vd import __version__
 from i2vd.backends import failures, http, replies
 from i2vd.backends.base import (
     BackendError,
-    BadInput,
     BadReply,
     NotFound,
     ServerUnavailable,
@@ -256,8 +255,10 @@ class GradioBackend:
                         return self._completed(message)
                     else:
                         self._report(message)
-        except InvalidStatus as error:
-            raise BackendError(f"the websocket queue {ws_url} refused the connection: {error}") from None
+        except InvalidStatus as error:  # an HTTP answer instead of the websocket: what its status says
+            answer = error.response
+            text = bytes(answer.body or b"").decode("utf-8", "replace")
+            raise failures.status_error(answer.status_code, text, f"the websocket queue {ws_url}") from None
         except ConnectionClosed as error:
             if _whole().expired:
                 raise _Deadline() from None
@@ -280,10 +281,8 @@ class GradioBackend:
         path = f"{target.app.api_prefix}/upload"
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
         upload = http.MultipartBody("files", name, request.image, mime)  # streamed: no copy of the image
-        response = self._http("POST", path, deadline, allow=(413,), data=upload,
-                              headers={"Content-Type": upload.content_type})
-        if response.status_code == 413:
-            raise BadInput(f"the server refuses the image as too large ({len(request.image)} bytes): {response.text[:BODY_EXCERPT]}")
+        # 413: BadInput, the image is too large for this server (failures.status_error)
+        response = self._http("POST", path, deadline, data=upload, headers={"Content-Type": upload.content_type})
         paths = _json(response, f"POST {path}")
         if not (isinstance(paths, list) and paths and isinstance(paths[0], str)):
             raise BadReply(f"POST {path} answered without a file path: {response.text[:BODY_EXCERPT]!r}")

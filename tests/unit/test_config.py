@@ -9,14 +9,14 @@ import pytest
 
 from i2vd.cli import EX_CONFIG, main
 from i2vd.config import (
-    CONFIG_SCHEMA,
     DEFAULT_PROMPT,
     ConfigError,
     RetryPolicy,
+    did_you_mean,
     load_config,
     parse_config,
 )
-from i2vd.schema import ListOf, MapOf, Section, did_you_mean
+from i2vd.config_reference import model_keys, reference
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "config.example.yaml"
@@ -46,25 +46,19 @@ def test_the_example_config_loads_with_every_profile() -> None:
     assert rotate["guidance"] == 9.0  # inherited from default
 
 
-def _leaf_keys(node, prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    if isinstance(node, Section):
-        for key, child in node.fields.items():
-            if isinstance(child, (Section, ListOf, MapOf)):
-                keys.extend(_leaf_keys(child, f"{prefix}{key}."))
-            else:
-                keys.append(f"{prefix}{key}")
-    elif isinstance(node, ListOf):
-        keys.extend(_leaf_keys(node.item, prefix))
-    elif isinstance(node, MapOf):
-        keys.extend(_leaf_keys(node.value, prefix))
-    return keys
+def test_the_example_config_is_the_reference_generated_from_the_models(capsys: pytest.CaptureFixture[str]) -> None:
+    # Regenerate it with: .venv/bin/i2vd config --example > config.example.yaml
+    assert EXAMPLE.read_text(encoding="utf-8") == reference()
+    assert main(["config", "--example"]) == 0
+    assert capsys.readouterr().out == reference()
 
 
 def test_the_example_config_mentions_every_schema_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
+    keys = model_keys()
+    assert {"server.kind", "gpu.max_used_mb", "retry.attempts", "watch.after", "profiles.fps", "servers.name"} <= set(keys)
     missing = [
-        key for key in _leaf_keys(CONFIG_SCHEMA)
+        key for key in keys
         if not re.search(rf"^\s*(#\s*)?(-\s*)?{re.escape(key.rsplit('.', 1)[-1])}:", text, re.MULTILINE)
     ]
     assert missing == []

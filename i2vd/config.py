@@ -127,20 +127,20 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     problems: list[str] = []
     if isinstance(data, dict) and "server" in data and "servers" in data:
         problems.append("server: give either `server` or `servers`, not both")
+    context = {"base_dir": base_dir or Path.cwd()}
     try:
-        values = ConfigFile.model_validate(data, context={"base_dir": base_dir or Path.cwd()})
+        values = ConfigFile.model_validate(data, context=context)
     except ValidationError as error:
-        raise ConfigError(source, validation_problems(error, ConfigFile) + problems) from None
-    servers = _server_entries(values)
-    for index, entry in enumerate(servers):
-        gpu = entry.gpu
-        if gpu.source == "command" and gpu.enabled is not False and not gpu.command:
-            place = f"servers[{index}].gpu" if values.servers is not None else "gpu"
-            problems.append(f"{place}.command: is required when gpu.source is command")
-    roots = tuple(dataclasses.replace(root, output_dir=root.output_dir or values.output_dir) for root in values.watch)
-    _check_roots(roots, problems, state_dir=values.state_dir)
+        problems = validation_problems(error, ConfigFile) + problems
+        rest, whole = _valid_rest(data, error, context)
+        if rest is not None:  # the checks across keys, over the keys without problems of their own
+            _check_across(rest, problems, roots=whole)
+        raise ConfigError(source, problems) from None
+    _check_across(values, problems, roots=True)
     if problems:
         raise ConfigError(source, problems)
+    servers = _server_entries(values)
+    roots = tuple(dataclasses.replace(root, output_dir=root.output_dir or values.output_dir) for root in values.watch)
     return Config(
         source=source,
         state_dir=values.state_dir,
@@ -153,6 +153,33 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         watch=roots,
         profiles=_with_full_default(values.profiles),
     )
+
+
+def _valid_rest(data: Any, error: ValidationError, context: dict) -> tuple[ConfigFile | None, bool]:
+    """The config without its top-level keys that have problems (placeholders for the required ones), and
+    whether its folders are all real; None when nothing can be checked further."""
+    bad = {item["loc"][0] if item["loc"] else None for item in error.errors()}
+    if not isinstance(data, dict) or None in bad:
+        return None, False
+    rest = {key: value for key, value in data.items() if key not in bad}
+    placeholders = {"output_dir": "/", "watch": [{"path": "/"}]}
+    whole = not placeholders.keys() - rest.keys() and "state_dir" not in bad
+    try:
+        return ConfigFile.model_validate({**placeholders, **rest}, context=context), whole
+    except ValidationError:
+        return None, False
+
+
+def _check_across(values: ConfigFile, problems: list[str], roots: bool) -> None:
+    """What no single key can say: a command for gpu.source command; folders that overlap."""
+    for index, entry in enumerate(_server_entries(values)):
+        gpu = entry.gpu
+        if gpu.source == "command" and gpu.enabled is not False and not gpu.command:
+            place = f"servers[{index}].gpu" if values.servers is not None else "gpu"
+            problems.append(f"{place}.command: is required when gpu.source is command")
+    if roots:
+        folders = tuple(dataclasses.replace(root, output_dir=root.output_dir or values.output_dir) for root in values.watch)
+        _check_roots(folders, problems, state_dir=values.state_dir)
 
 
 def _server_entries(values: ConfigFile) -> tuple[ServerEntry, ...]:

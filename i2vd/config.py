@@ -139,18 +139,16 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     _check_across(values, problems, roots=True)
     if problems:
         raise ConfigError(source, problems)
-    servers = _server_entries(values)
-    roots = tuple(dataclasses.replace(root, output_dir=root.output_dir or values.output_dir) for root in values.watch)
     return Config(
         source=source,
         state_dir=values.state_dir,
         output_dir=values.output_dir,
         log_level=values.log_level,
         stop_grace_seconds=values.stop_grace_seconds,
-        servers=servers,
+        servers=_server_entries(values),
         gpu=values.gpu,
         retry=values.retry,
-        watch=roots,
+        watch=_roots(values),
         profiles=_with_full_default(values.profiles),
     )
 
@@ -178,19 +176,25 @@ def _check_across(values: ConfigFile, problems: list[str], roots: bool) -> None:
             place = f"servers[{index}].gpu" if values.servers is not None else "gpu"
             problems.append(f"{place}.command: is required when gpu.source is command")
     if roots:
-        folders = tuple(dataclasses.replace(root, output_dir=root.output_dir or values.output_dir) for root in values.watch)
-        _check_roots(folders, problems, state_dir=values.state_dir)
+        _check_roots(_roots(values), problems, state_dir=values.state_dir)
+
+
+def _roots(values: ConfigFile) -> tuple[WatchRoot, ...]:
+    """The hot folders, each with its output folder (its own, or the config's)."""
+    return tuple(dataclasses.replace(root, output_dir=root.output_dir or values.output_dir) for root in values.watch)
 
 
 def _server_entries(values: ConfigFile) -> tuple[ServerEntry, ...]:
     if values.servers is None:
         server = values.server
-        return (ServerEntry(name=server.kind if server.kind == "builtin" else server.url, server=server, gpu=values.gpu),)
+        name = server.kind if server.kind == "builtin" else server.url
+        return (ServerEntry(name=name, server=server, gpu=values.gpu),)
     entries = []
     for entry in values.servers:
         server = ServerConfig(**{key: getattr(entry, key) for key in ServerConfig.__pydantic_fields__})
         overrides = entry.gpu.model_dump(exclude_unset=True) if entry.gpu is not None else {}
-        entries.append(ServerEntry(name=entry.name or server.url, server=server, gpu=dataclasses.replace(values.gpu, **overrides)))
+        gpu = dataclasses.replace(values.gpu, **overrides)
+        entries.append(ServerEntry(name=entry.name or server.url, server=server, gpu=gpu))
     return tuple(entries)
 
 

@@ -56,7 +56,9 @@ def test_the_example_config_is_the_reference_generated_from_the_models(capsys: p
 def test_the_example_config_mentions_every_schema_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     keys = model_keys()
-    assert {"server.kind", "gpu.max_used_mb", "retry.attempts", "watch.after", "profiles.fps", "servers.name"} <= set(keys)
+    assert {"server.kind", "gpu.max_used_mb", "retry.attempts", "watch.after", "profiles.fps", "servers.name"} <= set(
+        keys
+    )
     missing = [
         key for key in keys
         if not re.search(rf"^\s*(#\s*)?(-\s*)?{re.escape(key.rsplit('.', 1)[-1])}:", text, re.MULTILINE)
@@ -345,12 +347,14 @@ def test_each_of_several_servers_is_checked_with_its_index() -> None:
 
 def test_a_server_takes_its_gpu_keys_from_the_top_level_gpu() -> None:
     config = parse_config(MINIMAL + "gpu: {max_used_mb: 500, index: 3}\nservers: [{name: a, gpu: {index: 1}}, {name: b}]\n")
-    assert [(entry.name, entry.gpu.index, entry.gpu.max_used_mb) for entry in config.servers] == [("a", 1, 500), ("b", 3, 500)]
+    gates = [(entry.name, entry.gpu.index, entry.gpu.max_used_mb) for entry in config.servers]
+    assert gates == [("a", 1, 500), ("b", 3, 500)]
 
 
 @pytest.mark.parametrize(("value", "expected"), [(".nan", "nan is not a finite number"), (".inf", "inf is not a finite number")])
 def test_a_number_must_be_finite(value: str, expected: str) -> None:
-    assert problems_of(MINIMAL + f"profiles: {{default: {{guidance: {value}}}}}\n") == [f"profiles.default.guidance: {expected}"]
+    problems = problems_of(MINIMAL + f"profiles: {{default: {{guidance: {value}}}}}\n")
+    assert problems == [f"profiles.default.guidance: {expected}"]
 
 
 def test_gpu_source_command_needs_a_command() -> None:

@@ -346,12 +346,16 @@ def test_each_of_several_servers_is_checked_with_its_index() -> None:
 
 
 def test_a_server_takes_its_gpu_keys_from_the_top_level_gpu() -> None:
-    config = parse_config(MINIMAL + "gpu: {max_used_mb: 500, index: 3}\nservers: [{name: a, gpu: {index: 1}}, {name: b}]\n")
+    config = parse_config(
+        MINIMAL + "gpu: {max_used_mb: 500, index: 3}\nservers: [{name: a, gpu: {index: 1}}, {name: b}]\n"
+    )
     gates = [(entry.name, entry.gpu.index, entry.gpu.max_used_mb) for entry in config.servers]
     assert gates == [("a", 1, 500), ("b", 3, 500)]
 
 
-@pytest.mark.parametrize(("value", "expected"), [(".nan", "nan is not a finite number"), (".inf", "inf is not a finite number")])
+@pytest.mark.parametrize(
+    ("value", "expected"), [(".nan", "nan is not a finite number"), (".inf", "inf is not a finite number")]
+)
 def test_a_number_must_be_finite(value: str, expected: str) -> None:
     problems = problems_of(MINIMAL + f"profiles: {{default: {{guidance: {value}}}}}\n")
     assert problems == [f"profiles.default.guidance: {expected}"]

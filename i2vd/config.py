@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from i2vd.config_model import (  # noqa: F401 - re-exported: the rest of i2vd reads these from here
-    DEFAULT_PROMPT,
-    RESOLUTIONS,
+from i2vd.config_model import (
+    DEFAULT_PROMPT as DEFAULT_PROMPT,  # re-exported: the rest of i2vd reads these two from here
+    RESOLUTIONS as RESOLUTIONS,
     ConfigFile,
     GpuConfig,
     ProfileFields,

@@ -142,7 +142,8 @@ class ServerConfig(_EmptyIsDefaults):
         examples=["predict"])
     url: Url = Field("http://127.0.0.1:7860", description="the server's base URL (gradio: the app's root)")
     path: Text = Field("/api/predict/", description="predict endpoint; some deployments use /predict or /run/predict")
-    timeout_seconds: Float = Field(900.0, ge=1.0, description="longest one video may take before the attempt fails")
+    timeout_seconds: Float = Field(
+        900.0, ge=1.0, description="longest one video may take, connect to last byte, before the attempt fails")
     connect_timeout_seconds: Float = Field(10.0, ge=0.1, description="longest a connection may take to open")
     image_encoding: Literal["base64", "data_url"] = Field(
         "base64", description="how the image is sent (data_url: data:image/jpeg;base64,...)")
@@ -259,7 +260,8 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
     model_config = SETTINGS
 
     state_dir: Folder = Field(
-        Path("/var/lib/i2vd"), description="the SQLite journal (journal.sqlite3) and the daemon lock live here. "
+        Path("/var/lib/i2vd"), description="the SQLite journal (journal.sqlite3) and the daemon lock live here, and "
+        "incoming/: replies in transit and received videos not yet written (room for the largest video you expect). "
         "Local disk only: SQLite locking is not reliable on NFS/SMB")
     output_dir: Folder = Field(
         description="videos mirror the input tree: <output_dir>/<folder inside the root>/<stem>.mp4, with "

@@ -235,6 +235,13 @@ def command_demo(arguments: argparse.Namespace) -> int:
     return run_demo(Path(arguments.dir) if arguments.dir else None, images_per_folder=arguments.images)
 
 
+def command_config(arguments: argparse.Namespace) -> int:
+    from i2vd.config_reference import reference
+
+    sys.stdout.write(reference())
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -286,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", help="work folder (default: a new temporary folder)")
     demo.add_argument("--images", type=_positive, default=2, help="sample images per folder")
     demo.set_defaults(function=command_demo)
+    reference = commands.add_parser("config", help="print the documented reference config (every key, its default)")
+    reference.add_argument("--example", action="store_true", required=True, help="every key with its default")
+    reference.set_defaults(function=command_config)
     return parser
 
 

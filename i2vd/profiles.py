@@ -19,7 +19,7 @@ import jinja2.sandbox
 
 from i2vd.config import Config
 from i2vd.images import ImageFacts
-from i2vd.schema import did_you_mean
+from i2vd.config import did_you_mean
 from i2vd.sidecars import ProfileError, SidecarError, SidecarSettings
 
 PARAMETER_NAMES = ("resolution", "frames", "fps", "steps", "guidance", "seed")

@@ -38,7 +38,9 @@ from i2vd.backends.base import (
     ServerOutOfMemory,
     ServerUnavailable,
 )
-from tests.contract.harnesses import Harness
+from i2vd.config import RetryPolicy
+from i2vd.outcomes import Failed, RetryAfter, ServerDown, backend_failure
+from tests.contract.harnesses import FIELDS, Harness
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio")
 
@@ -54,6 +56,13 @@ def fails(harness: Harness, folder: Path, changes: dict, timeout_seconds: float 
 
 def leftovers(folder: Path) -> list[Path]:
     return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def attempt(error: BackendError) -> str:
+    """What the worker makes of `error` on a job's first try (outcomes.backend_failure): the table's last column."""
+    params = {key: FIELDS[key] for key in ("resolution", "frames", "fps", "steps", "guidance")}
+    outcome = backend_failure(error, "wait", params, 0, RetryPolicy(attempts=3))
+    return {ServerDown: "none", RetryAfter: "one", Failed: "failed"}[type(outcome)]
 
 
 def test_a_video_arrives_as_a_playable_file_in_the_reply_folder(harness, tmp_path):
@@ -82,7 +91,7 @@ def test_a_refused_connection_is_server_unavailable_and_the_backend_recovers(har
     with pytest.raises(ServerUnavailable) as caught:
         backend.generate(harness.request(tmp_path / "incoming", **changes))
 
-    assert not isinstance(caught.value, LoginRequired)
+    assert not isinstance(caught.value, LoginRequired) and attempt(caught.value) == "none"
     assert "refused" in str(caught.value)
     assert leftovers(tmp_path / "incoming") == []
     harness.restore()
@@ -93,12 +102,13 @@ def test_a_server_that_dies_on_the_job_is_the_job_s_failure(harness, tmp_path):
     error = fails(harness, tmp_path / "incoming", harness.drop_mid_job())
 
     assert isinstance(error, ConnectionDropped), repr(error)
+    assert attempt(error) == "one"
 
 
 def test_no_result_within_timeout_seconds_is_the_job_s_failure(harness, tmp_path):
     error = fails(harness, tmp_path / "incoming", harness.never_answer(), timeout_seconds=1.5)
 
-    assert isinstance(error, CallTimedOut), repr(error)
+    assert isinstance(error, CallTimedOut) and attempt(error) == "one", repr(error)
     assert "no result within 1.5 s" in str(error)
 
 
@@ -107,6 +117,7 @@ def test_a_gateway_error_is_server_unavailable(harness, tmp_path, status):
     error = fails(harness, tmp_path / "incoming", harness.answer_status(status))
 
     assert type(error) is ServerUnavailable and error.status == status, repr(error)
+    assert attempt(error) == "none"
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -114,18 +125,21 @@ def test_a_login_wanted_is_server_unavailable_for_every_job(harness, tmp_path, s
     error = fails(harness, tmp_path / "incoming", harness.answer_status(status))
 
     assert isinstance(error, LoginRequired) and error.status == status, repr(error)
+    assert attempt(error) == "none"
 
 
 def test_http_500_is_the_job_s_failure(harness, tmp_path):
     error = fails(harness, tmp_path / "incoming", harness.answer_status(500))
 
     assert type(error) is BackendError and error.status == 500, repr(error)
+    assert attempt(error) == "one"
 
 
 def test_an_image_too_large_for_the_server_is_bad_input(harness, tmp_path):
     error = fails(harness, tmp_path / "incoming", harness.answer_status(413))
 
     assert isinstance(error, BadInput) and error.status == 413, repr(error)
+    assert attempt(error) == "failed"
 
 
 def test_out_of_memory_is_server_out_of_memory_with_the_server_s_words(harness, tmp_path):
@@ -138,16 +152,16 @@ def test_out_of_memory_is_server_out_of_memory_with_the_server_s_words(harness, 
 def test_a_reply_that_is_not_a_video_reply_is_bad_reply(harness, tmp_path):
     error = fails(harness, tmp_path / "incoming", harness.not_a_video_reply())
 
-    assert isinstance(error, BadReply), repr(error)
+    assert isinstance(error, BadReply) and attempt(error) == "one", repr(error)
 
 
 def test_an_empty_video_is_bad_reply(harness, tmp_path):
     error = fails(harness, tmp_path / "incoming", harness.empty_video())
 
-    assert isinstance(error, BadReply), repr(error)
+    assert isinstance(error, BadReply) and attempt(error) == "one", repr(error)
 
 
 def test_an_image_the_engine_cannot_read_is_bad_input(harness, tmp_path):
     error = fails(harness, tmp_path / "incoming", harness.bad_image())
 
-    assert isinstance(error, BadInput), repr(error)
+    assert isinstance(error, BadInput) and attempt(error) == "failed", repr(error)

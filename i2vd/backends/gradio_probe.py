@@ -17,7 +17,8 @@ import requests
 
 from i2vd import __version__
 from i2vd.backends.base import BackendError
-from i2vd.backends.gradio import QUEUE_PROTOCOLS, discover_app
+from i2vd.backends.gradio import QUEUE_PROTOCOLS
+from i2vd.backends.gradio_wire import discover_app
 from i2vd.backends.gradio_protocol import AppMismatch, Endpoint, ParameterMap, build_mapping, choose_endpoint, input_problems
 
 PREDICT_PATHS = ("/api/predict/", "/run/predict", "/predict")

@@ -201,9 +201,6 @@ def classify(error: Exception, deadline: Deadline | None, url: str) -> BackendEr
     return classified
 
 
-reason = failures.reason
-
-
 def save_body(response: requests.Response, deadline: Deadline, target: Path) -> int:
     """The response body streamed into `target` (created); its size. Never the whole body in memory."""
     size = 0

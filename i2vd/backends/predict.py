@@ -19,7 +19,7 @@ import requests
 from i2vd import __version__
 from i2vd.backends import failures, http, replies
 from i2vd.backends.base import RESOLUTIONS, BadReply, VideoReply, VideoRequest, reply_folder, video_reply
-from i2vd.backends.failures import BODY_EXCERPT, looks_out_of_memory  # noqa: F401 - their old home
+from i2vd.backends.failures import BODY_EXCERPT
 
 
 def image_prefix(image_name: str, encoding: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from i2vd.backends.base import BackendError, BadInput, ServerOutOfMemory, ServerUnavailable
@@ -27,6 +28,7 @@ class Done:
     server: dict[str, Any]
     server_seconds: float
     note: str
+    written: Path | None = None  # the video this turn wrote (None: found written before a restart)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -31,6 +32,22 @@ def _setup_logging(level: str = "info") -> None:
 
 def _load(arguments: argparse.Namespace) -> Config:
     return load_config(config_path(arguments.config))
+
+
+def _missing_config(arguments: argparse.Namespace) -> str | None:
+    """Without -c, when no config is where i2vd looks: what was tried and what to do. (A -c file that
+    does not exist is load_config's to report, like any other file it cannot read.)"""
+    from i2vd import config as config_module
+
+    if arguments.config or config_path(None).exists():
+        return None
+    environment = os.environ.get("I2VD_CONFIG")
+    tried = f"$I2VD_CONFIG={environment} (no such file)" if environment else f"$I2VD_CONFIG (not set), {config_module.DEFAULT_CONFIG_PATH} (no such file)"
+    return (
+        f"i2vd {arguments.command}: no config file found; tried -c (not given), {tried}.\n"
+        f"Pass one with -c, e.g. `i2vd {arguments.command} -c demo-out/config.yaml` (the config `make demo` writes), "
+        "or set $I2VD_CONFIG; config.example.yaml lists every key."
+    )
 
 
 def _open_journal(config: Config, *, read_only: bool = False) -> Journal | None:
@@ -250,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
+        if "config" in vars(arguments) and (missing := _missing_config(arguments)):
+            print(missing, file=sys.stderr)
+            return EX_CONFIG
         return arguments.function(arguments)
     except ConfigError as error:
         print(error.report(), file=sys.stderr)

@@ -7,6 +7,7 @@ exit code, so tests call `main([...])` in-process.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from i2vd.journal import JobState, Journal
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
 EX_CANTCREAT = 73
+EX_SIGPIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool its reader stopped reading (`yes | head`)
 
 
 def _setup_logging(level: str = "info") -> None:
@@ -264,13 +266,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """The reader went away (`i2vd status | head`): point stdout at /dev/null so nothing left to flush
+    at exit raises again (the recipe in Python's documentation of SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # not a real file (tests capture it): nothing is left to flush into a pipe
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
         if "config" in vars(arguments) and (missing := _missing_config(arguments)):
             print(missing, file=sys.stderr)
             return EX_CONFIG
-        return arguments.function(arguments)
+        code = arguments.function(arguments)
+        sys.stdout.flush()  # what is still buffered goes now, where a closed pipe is handled, not at exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EX_SIGPIPE
     except ConfigError as error:
         print(error.report(), file=sys.stderr)
         return EX_CONFIG

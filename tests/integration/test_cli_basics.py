@@ -69,3 +69,49 @@ def test_i2vd_config_is_used_when_c_is_not_given(capsys, no_default_config, tmp_
     monkeypatch.setenv("I2VD_CONFIG", str(write_config(tmp_path)))
     assert main(["check"]) == 0
     assert "0 problem(s)" in capsys.readouterr().out
+
+
+# -- output to a closed pipe ------------------------------------------------------------------
+
+
+@pytest.fixture
+def many_jobs(tmp_path: Path) -> Path:
+    """A config whose journal holds enough jobs that `i2vd jobs` writes more than a pipe holds."""
+    from i2vd.config import load_config
+    from i2vd.daemon import journal_path
+    from tests.integration.test_cli import new_job
+
+    config_file = write_config(tmp_path)
+    journal = Journal(journal_path(load_config(config_file)))
+    try:
+        journal.add_jobs([(new_job(f"folder/image_{index:05}.jpg"), None) for index in range(3000)])
+    finally:
+        journal.close()
+    return config_file
+
+
+def run_into_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess:
+    """The command as a real process whose stdout is a pipe nobody reads any more (what `| head` leaves)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([*I2VD, *argv], stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=60)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["jobs"], ["jobs", "--json"], ["check"]])
+def test_every_command_ends_quietly_on_a_closed_pipe(many_jobs, argv):
+    finished = run_into_closed_pipe([*argv, "-c", str(many_jobs)])
+    assert "Traceback" not in finished.stderr and "BrokenPipeError" not in finished.stderr, finished.stderr
+    assert finished.stderr == ""
+    assert finished.returncode == 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
+
+
+def test_status_and_jobs_piped_into_head(many_jobs):
+    for command in ("status", "jobs"):
+        shell = f"{' '.join(I2VD)} {command} -c {many_jobs} | head -1; exit ${{PIPESTATUS[0]}}"
+        finished = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert finished.stdout.count("\n") == 1
+        assert "Traceback" not in finished.stderr and "BrokenPipeError" not in finished.stderr, finished.stderr
+        assert finished.returncode in (0, 141)  # 0 when the whole output fitted in the pipe before head closed it

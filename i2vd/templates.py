@@ -41,7 +41,7 @@ from jinja2.compiler import CodeGenerator, optimizeconst
 from jinja2.utils import Namespace, _PassArg
 
 MAX_SIZE = 64 * 1024  # characters of any string, logical size of any sequence an operation builds
-MAX_TEMPLATE = 64 * 1024  # characters of a template's source
+MAX_TEMPLATE = 16 * 1024  # characters of a template's source: compiling 64 KB of it takes seconds and tens of MB
 MAX_NESTING = 64  # levels of lists in lists a template may build
 MAX_DEPTH = 64  # calls (macros, loop(), methods) nested inside each other
 MAX_STEPS = 1_000_000  # operations, loop iterations and block bodies in one render
@@ -116,9 +116,22 @@ def measure(value: Any, what: str = "a value") -> int:
 
 
 def _checked(value: Any, what: str) -> Any:
-    if not isinstance(value, (abc.Iterator, types.GeneratorType)):
-        measure(value, what)
+    """Measure a result; an iterator (map, select, batch, ...) is measured item by item as it is consumed."""
+    if isinstance(value, abc.Iterator) and not isinstance(value, (str, bytes)):
+        return _bounded_items(value, what)
+    measure(value, what)
     return value
+
+
+def _bounded_items(iterator: abc.Iterator, what: str) -> abc.Iterator:
+    """Whoever reads it (a list, a join, a sort) can never pull more than MAX_SIZE of items out of it."""
+    total = 0
+    for item in iterator:
+        tick()
+        total += measure(item, what) + 2
+        if total > MAX_SIZE:
+            raise _too_big(what, total)
+        yield item
 
 
 def _number(value: Any, name: str) -> int:
@@ -127,21 +140,17 @@ def _number(value: Any, name: str) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _bounded_list(iterable: Any, what: str) -> list[Any]:
-    items = list(itertools.islice(iter(iterable), MAX_SIZE + 1))
-    if len(items) > MAX_SIZE:
-        raise TemplateLimitError(f"{what} has more than {MAX_SIZE:,} items")
-    return items
-
-
-def _check_join(separator: str, items: list[Any], what: str) -> None:
-    total = len(separator) * max(len(items) - 1, 0)
-    if total > MAX_SIZE:
-        raise _too_big(what, total)
-    for item in items:
-        total += measure(item, what)
+def _bounded_list(iterable: Any, what: str, separator: int = 0) -> list[Any]:
+    """The items of `iterable`, read one at a time and measured (with a separator's length between them)."""
+    items = []
+    total = 0
+    for item in iterable:
+        tick()
+        total += measure(item, what) + (separator if items else 0)
         if total > MAX_SIZE:
             raise _too_big(what, total)
+        items.append(item)
+    return items
 
 
 def _check_replace(text: str, old: str, new: str, count: int | None, what: str) -> None:
@@ -215,8 +224,9 @@ _OTHER_METHODS = frozenset("get items keys values copy count index bit_length is
 def _check_method(method: Any, args: tuple, kwargs: dict) -> Callable[[], Any] | None:
     """Refuse or size a call of a built-in value's method; a replacement call when the arguments had to be read."""
     owner = getattr(method, "__self__", None)
-    if not isinstance(method, types.BuiltinMethodType) or owner is None or isinstance(owner, (type, types.ModuleType)):
-        return None
+    builtin_values = (str, bytes, bytearray, int, float, abc.Mapping, list, tuple, set, frozenset)
+    if not isinstance(method, (types.BuiltinMethodType, types.MethodType)) or not isinstance(owner, builtin_values):
+        return None  # a macro, loop(), a cycler: sized by what they return
     name = method.__name__
     what = f"{type(owner).__name__}.{name}()"
     if not isinstance(owner, str):
@@ -237,9 +247,7 @@ def _check_method(method: Any, args: tuple, kwargs: dict) -> Callable[[], Any] |
     elif name == "replace":
         raise jinja2.sandbox.SecurityError(f"{what}: give old and new as plain arguments in a template")
     elif name == "join":
-        items = _bounded_list(first if first is not None else (), what)
-        _check_join(owner, items, what)
-        return functools.partial(owner.join, items)
+        return functools.partial(method, _bounded_list(first if first is not None else (), what, len(owner)))
     return None
 
 
@@ -337,8 +345,8 @@ def _filter_indent(args: list, kwargs: dict) -> None:
 
 
 def _filter_join(args: list, kwargs: dict) -> None:
-    args[0] = _bounded_list(args[0], "the join filter's input")
-    _check_join(str(args[1] if len(args) > 1 else kwargs.get("d", "")), args[0], "the join filter's result")
+    separator = len(str(args[1] if len(args) > 1 else kwargs.get("d", "")))
+    args[0] = _bounded_list(args[0], "the join filter's result", separator)
 
 
 def _filter_replace(args: list, kwargs: dict) -> None:
@@ -368,10 +376,8 @@ def _filter_count(position: int, keyword: str) -> Callable[[list, dict], None]:
 
 
 def _filter_sum(args: list, kwargs: dict) -> None:
-    args[0] = _bounded_list(args[0], "the sum filter's input")
     start = args[2] if len(args) > 2 else kwargs.get("start", 0)
-    if not isinstance(start, (int, float)):
-        _check_join("", [start, *args[0]], "the sum filter's result")
+    args[0] = _bounded_list(itertools.chain([start], args[0]), "the sum filter's result")[1:]
 
 
 def _filter_tojson(args: list, kwargs: dict) -> None:
@@ -527,7 +533,7 @@ def _finalize(value: Any) -> Any:
 _ENVIRONMENT = BoundedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, finalize=_finalize)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)  # a compiled 16 KB template is ~1 MB of code: few of them
 def _compile(source: str) -> jinja2.Template:
     return _ENVIRONMENT.from_string(source)
 

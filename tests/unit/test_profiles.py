@@ -363,6 +363,10 @@ ATTACKS = {
     "nested loops": "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}x",
     "loops over a string": "{% set x = 'a' * 60000 %}{% for i in x %}{% for j in x %}{% if j == 'b' %}{% endif %}{% endfor %}{% endfor %}x",
     "a long rendered prompt": "{% for i in range(60000) %}a{% endfor %}",
+    "a generator read whole": "{{ range(60000)|map('center', 60000)|list|length }}",
+    "a generator joined": "{{ ''.join(range(60000)|map('center', 60000)) }}",
+    "a Markup method": "{{ ('a'|safe).center(10**9) }}",
+    "a huge template": "x" * 20000,
 }
 
 

@@ -17,7 +17,7 @@ import yaml
 from i2vd.config import CONFIG_SCHEMA, PROFILE_FIELDS
 from i2vd.images import read_regular_file
 from i2vd.schema import Scalar, Section, did_you_mean, validate
-from i2vd.templates import TemplateLimitError, measure
+from i2vd.template_limits import TemplateLimitError, measure
 
 FOLDER_SIDECAR = "i2vd.yaml"
 IMAGE_SIDECAR_SUFFIX = ".yaml"

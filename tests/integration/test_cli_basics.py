@@ -16,7 +16,7 @@ import pytest
 
 from i2vd import config as config_module
 from i2vd.cli import EX_CONFIG, main
-from i2vd.journal import Journal, NewJob
+from i2vd.journal import Journal
 from tests.integration.test_cli import write_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from i2vd import templates
+from i2vd.templates import TemplateLimitError, render_bounded
 from i2vd.config import Config, parse_config
 from i2vd.images import ImageFacts
 from i2vd.sidecars import SidecarError, SidecarSettings, read_sidecars, sidecar_files
@@ -417,15 +417,14 @@ def test_an_output_name_may_be_255_bytes_and_no_more() -> None:
         resolve_profile(with_profile(output="{{ 'n' * 256 }}.mp4"), GOLDEN, None, "p")
 
 
-def test_the_time_limit_holds_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(templates, "MAX_STEPS", 10**12)  # only the clock can stop it now
-    monkeypatch.setattr(templates, "RENDER_SECONDS", 0.2)
+def test_the_time_limit_holds_in_a_worker_thread() -> None:
     caught: list[BaseException] = []
 
     def render_in_thread() -> None:
+        loops = "{% for i in range(60000) %}{% for j in range(60000) %}{% endfor %}{% endfor %}x"
         try:
-            resolve_with("{% for i in range(60000) %}{% for j in range(60000) %}{% endfor %}{% endfor %}x")
-        except ProfileError as error:
+            render_bounded(loops, {}, 4096, seconds=0.2, steps=10**12)  # only the clock can stop it
+        except TemplateLimitError as error:
             caught.append(error)
 
     worker = threading.Thread(target=render_in_thread)

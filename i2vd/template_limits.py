@@ -293,8 +293,8 @@ def bounded_concat(parts: Any, what: str = "a block's output") -> str:
 
 
 def check_repeat(left: Any, right: Any) -> None:
-    if isinstance(left, int) and isinstance(right, int):
-        if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+    if isinstance(left, (int, float, complex)) and isinstance(right, (int, float, complex)):
+        if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_INT_BITS:
             raise TemplateLimitError(f"a * of numbers would have more than {MAX_INT_BITS:,} bits")
         return
     sequence, times = (left, right) if isinstance(right, int) else (right, left)

@@ -398,9 +398,11 @@ def test_ordinary_templates_still_render() -> None:
     template = (
         "{{ subject|title }}, {{ range(3)|join(', ') }}, {{ '%-4s|'|format('ab') }}{{ '{:>4}'.format('cd') }}, "
         "{{ 'x'|center(5) }}|{{ stem.replace('_', ' ') }}, {% for word in subject.split() %}{{ loop.index }}{% endfor %}, "
-        "{{ dict(a=1)|tojson }} {{ ('ab' * 2) ~ ([1] + [2])|string }}"
+        "{{ dict(a=1)|tojson }} {{ ('ab' * 2) ~ ([1] + [2])|string }} {{ 2.5 * 100000 }} {{ 2 ** 10 }} {{ 7 % 4 }}"
     )
-    assert resolve_with(template).prompt == 'Golden Retriever 2, 0, 1, 2, ab  |  cd,   x  |golden retriever-2, 123, {"a": 1} abab[1, 2]'
+    assert resolve_with(template).prompt == (
+        'Golden Retriever 2, 0, 1, 2, ab  |  cd,   x  |golden retriever-2, 123, {"a": 1} abab[1, 2] 250000.0 1024 3'
+    )
 
 
 def test_a_prompt_may_render_4_kb_and_no_more() -> None:

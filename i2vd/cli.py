@@ -41,7 +41,7 @@ def _missing_config(arguments: argparse.Namespace) -> str | None:
     does not exist is load_config's to report, like any other file it cannot read.)"""
     from i2vd import config as config_module
 
-    if arguments.config or config_path(None).exists():
+    if "config" not in vars(arguments) or arguments.config or config_path(None).exists():
         return None
     environment = os.environ.get("I2VD_CONFIG")
     tried = f"$I2VD_CONFIG={environment} (no such file)" if environment else f"$I2VD_CONFIG (not set), {config_module.DEFAULT_CONFIG_PATH} (no such file)"
@@ -280,9 +280,6 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
-        if "config" in vars(arguments) and (missing := _missing_config(arguments)):
-            print(missing, file=sys.stderr)
-            return EX_CONFIG
         code = arguments.function(arguments)
         sys.stdout.flush()  # what is still buffered goes now, where a closed pipe is handled, not at exit
         return code
@@ -290,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return EX_SIGPIPE
     except ConfigError as error:
-        print(error.report(), file=sys.stderr)
+        print(_missing_config(arguments) or error.report(), file=sys.stderr)
         return EX_CONFIG
     except KeyboardInterrupt:
         return 130

@@ -115,3 +115,8 @@ def test_status_and_jobs_piped_into_head(many_jobs):
         assert finished.stdout.count("\n") == 1
         assert "Traceback" not in finished.stderr and "BrokenPipeError" not in finished.stderr, finished.stderr
         assert finished.returncode in (0, 141)  # 0 when the whole output fitted in the pipe before head closed it
+
+
+def test_probe_of_a_url_needs_no_config(capsys, no_default_config):
+    assert main(["probe", "http://127.0.0.1:9", "--timeout", "2"]) != EX_CONFIG
+    assert "no config file found" not in capsys.readouterr().err

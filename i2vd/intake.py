@@ -29,7 +29,7 @@ from i2vd.logs import job_fields
 from i2vd.mounts import read_mounts, should_poll
 from i2vd.profiles import resolve_profile
 from i2vd.sidecars import FOLDER_SIDECAR, ProfileError, SidecarError, belongs_to, is_sidecar_name, read_caption, read_sidecars
-from i2vd.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, scan
+from i2vd.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, link_below, scan
 
 log = logging.getLogger("i2vd.intake")
 
@@ -86,6 +86,11 @@ class Intake:
     def _examine(self, path: Path, root: WatchRoot | None, profile_name: str, bad_is_final: bool) -> IntakeResult | tuple[NewJob, int | None]:
         """Read, hash and decode one file once: a result when nothing is to be recorded, else the job to record."""
         info = None
+        link = link_below(root.path if root else None, path)
+        if link is not None:
+            # Never read: a folder linked into the hot folder (to /etc, say) is no way in.
+            reason = f"{path.name} lies behind {link}, a symbolic link: links are never followed or uploaded"
+            return self._settings(path, root, "", 0, None, profile_name, reason), None
         try:
             info = path.stat(follow_symlinks=False)
             known = self.journal.known_file(str(path))
@@ -297,6 +302,8 @@ class IntakeLoop:
     def reconcile(self, index: int, folder: Path | None = None, known: dict[str, tuple[int, int]] | None = None) -> int:
         """Suggest every file under a root (or one folder of it) that the journal does not know as it is now."""
         root = self.config.watch[index]
+        if folder is not None and (folder.is_symlink() or link_below(root.path, folder / "x") is not None):
+            return 0  # an event for a linked folder (or one inside it): links are never followed
         known = self.intake.journal.known_files() if known is None else known
         suggested = 0
         for path, info in scan(folder or root.path, self._excluded, include_special=True):

@@ -7,6 +7,7 @@ the journal (or the loop) for a condition with a deadline.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -329,3 +330,30 @@ def test_a_fifo_a_folder_and_a_symlink_named_like_images_do_not_hang_or_stop_the
     assert jobs.pop("real.jpg").state is JobState.QUEUED
     assert all(job.state is JobState.FAILED for job in jobs.values())  # ignored, or failed with a reason: never sent
     assert all(job.source_sha256 != sha256(private) for job in jobs.values())
+
+
+# -- links are never followed --------------------------------------------------------
+
+
+@pytest.mark.parametrize("poll", [True, False], ids=["polling", "inotify"])
+def test_a_symlinked_folder_made_while_watching_is_never_followed(tmp_path, journal_factory, poll):
+    config = make_config(tmp_path)
+    config = dataclasses.replace(config, watch=(dataclasses.replace(config.watch[0], poll=poll),))
+    journal = journal_factory(config)
+    root = config.watch[0].path
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    secret = write_image(outside / "passwd.jpg", color=(9, 9, 1))
+    (root / "deep" / "er").mkdir(parents=True)
+    loop = new_loop(config, journal)
+    with running(loop, after_first_scan=True):
+        (root / "deep" / "er" / "etc").symlink_to(outside, target_is_directory=True)
+        (root / "loop").symlink_to(root, target_is_directory=True)
+        later = write_image(outside / "later.jpg", color=(9, 9, 2))  # appears behind the link while watched
+        write_image(root / "deep" / "er" / "marker.jpg", color=(1, 1, 9))
+        wait_for(lambda: job_for(journal, "deep/er/marker.jpg"), timeout=TIMEOUT, message="the marker is queued")
+        wait_for(lambda: len(loop.tracker) == 0, timeout=TIMEOUT, message="everything seen has settled")
+        loop.rescan_all()
+        wait_for(lambda: not loop._rescan_requested and loop._last_scan, timeout=TIMEOUT, message="a rescan ran")
+    assert {job.rel_path for job in journal.jobs()} == {"deep/er/marker.jpg"}
+    assert not {sha256(secret), sha256(later)} & {job.source_sha256 for job in journal.jobs()}

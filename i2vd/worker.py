@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import logging
 import os
 import shutil
 import socket
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,9 +374,38 @@ class Worker:
         try:
             if not source.exists():
                 return  # moved already (a job recovered after a crash), or the user took it away
+            hashed = _content_stamp(source)
+            if hashed is None or hashed[0] != job.source_sha256:
+                # A newer version saved while the job ran: it stays in place and becomes its own job.
+                log.info("job %d: %s changed since it was sent: left in place for its own job", job.id, source)
+                return
             wanted.parent.mkdir(parents=True, exist_ok=True)
             # never replace an earlier original of the same name: the "-N" suffix scheme of the videos
             target = next(candidate for candidate in output.candidates(wanted) if not candidate.exists())
             shutil.move(source, target)
+            if _content_stamp(target, hash_it=False) != (None, *hashed[1:]) and not source.exists():
+                shutil.move(target, source)  # saved again between the hash and the move: put it back
+                log.info("job %d: %s changed while being moved: left in place for its own job", job.id, source)
         except OSError as error:
             log.warning("job %d: could not move %s into %s: %s", job.id, job.source_path, wanted.parent, error)
+
+
+def _content_stamp(path: Path, *, hash_it: bool = True) -> tuple[str | None, int, int, int] | None:
+    """(sha256, inode, size, mtime_ns) of a regular file, from one open; None when it is no regular file."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        digest = None
+        if hash_it:
+            hasher = hashlib.sha256()
+            while chunk := os.read(descriptor, 1 << 20):
+                hasher.update(chunk)
+            digest = hasher.hexdigest()
+        return digest, info.st_ino, info.st_size, info.st_mtime_ns
+    finally:
+        os.close(descriptor)

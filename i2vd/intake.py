@@ -26,7 +26,7 @@ from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, 
 from i2vd.journal import Job, JobState, Journal, NewJob
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
-from i2vd.mounts import read_mounts, should_poll
+from i2vd.mounts import MountMemory, read_mounts, should_poll
 from i2vd.profiles import resolve_profile
 from i2vd.sidecars import FOLDER_SIDECAR, ProfileError, SidecarError, belongs_to, is_sidecar_name, read_caption, read_sidecars
 from i2vd.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, link_below, scan
@@ -231,8 +231,12 @@ class IntakeLoop:
 
     TICK_SECONDS = 0.1
 
-    def __init__(self, config: Config, intake: Intake, clock: Clock | None = None):
+    MOUNT_CHECK_SECONDS = 5.0  # how often mountinfo is read to notice a share mounted after start
+
+    def __init__(self, config: Config, intake: Intake, clock: Clock | None = None, mounts: MountMemory | None = None):
         self.config = config
+        self.mounts = mounts or MountMemory(config.state_dir)
+        self._mounts_checked: dict[int, float] = {}
         self.intake = intake
         self.clock = clock or Clock()
         self.tracker = SettleTracker(self.clock)
@@ -390,6 +394,10 @@ class IntakeLoop:
             watch.reason = ""
             watch.start()
             self._last_scan.pop(index, None)
+        now = self.clock.monotonic()
+        if seen != device or now - self._mounts_checked.get(index, float("-inf")) >= self.MOUNT_CHECK_SECONDS:
+            self._mounts_checked[index] = now  # a new device is a mount or an unmount: look at once
+            self.mounts.observe([root.path])
         self._root_devices[index] = device
         return True
 

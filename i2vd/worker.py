@@ -30,6 +30,7 @@ from i2vd.images import read_regular_file, sha256_of
 from i2vd.journal import Job, Journal
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
+from i2vd.mounts import MountMemory
 
 log = logging.getLogger("i2vd.worker")
 
@@ -71,7 +72,7 @@ SHARE_OFFLINE_ERRORS = {errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EHO
 
 
 class Worker:
-    def __init__(self, config: Config, journal: Journal, backend: Backend, gate: VramGate, clock: Clock | None = None, *, name: str | None = None, wake: threading.Event | None = None, server: ServerConfig | None = None):
+    def __init__(self, config: Config, journal: Journal, backend: Backend, gate: VramGate, clock: Clock | None = None, *, name: str | None = None, wake: threading.Event | None = None, server: ServerConfig | None = None, mounts: MountMemory | None = None):
         self.config = config
         self.server = server or config.server
         self.journal = journal
@@ -85,7 +86,7 @@ class Worker:
         if hasattr(backend, "on_progress"):  # Gradio reports queue position and progress
             backend.on_progress = self.note_progress
         self._down_failures = 0
-        self._mount_roots: dict[str, bool] = {}  # was each root a mount point when first seen?
+        self.mounts = mounts or MountMemory(config.state_dir)  # was each root ever a mount point?
         self._note_mount_roots(config)
         self._pending_setup: tuple[Config, ServerConfig, Backend | None, VramGate | None] | None = None
         self._setup_lock = threading.Lock()
@@ -250,12 +251,13 @@ class Worker:
         path = Path(root)
         if not path.is_dir():
             return True
-        return self._mount_roots.get(root, False) and not os.path.ismount(path)
+        if self.mounts.is_mount_point(path):
+            self.mounts.observe([path])
+            return False
+        return self.mounts.was_mount_point(path)
 
     def _note_mount_roots(self, config: Config) -> None:
-        for root in config.watch:
-            if root.path.is_dir():
-                self._mount_roots.setdefault(str(root.path), os.path.ismount(root.path))
+        self.mounts.observe([root.path for root in config.watch if root.path.is_dir()])
 
     def _root(self, job: Job) -> WatchRoot | None:
         return self.config.root_for(Path(job.root)) if job.root else None

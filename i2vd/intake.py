@@ -22,6 +22,7 @@ from typing import Callable
 
 from i2vd.clock import Clock
 from i2vd.config import Config, WatchRoot
+from i2vd.follow import failed_as_gone, is_gone
 from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
 from i2vd.journal import Job, JobState, Journal, NewJob
 from i2vd.liveness import Heartbeat
@@ -54,6 +55,7 @@ class Intake:
         self.config = config
         self.journal = journal
         self.on_queued = on_queued
+        self.mounts = MountMemory(config.state_dir)
 
     def _job(self, job_id: int | None) -> Job | None:
         return self.journal.job(job_id) if job_id is not None else None
@@ -78,6 +80,10 @@ class Intake:
             else:
                 to_record.append((len(results), *examined))
                 results.append(None)
+        followed = self._follow_moves(to_record)
+        for index, result in followed.items():
+            results[index] = result
+        to_record = [item for item in to_record if item[0] not in followed]
         recorded = self.journal.add_jobs([(new, mtime_ns) for _, new, mtime_ns in to_record]) if to_record else []
         for (index, _, _), (job, created) in zip(to_record, recorded, strict=True):
             results[index] = self._report(job) if created else IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
@@ -121,6 +127,36 @@ class Intake:
                 return IntakeResult(Outcome.NOT_READY, reason=str(problem))
             error = str(problem)
         return self._settings(path, root, sha256, len(data), facts, profile_name, error), info.st_mtime_ns
+
+    def _follow_moves(self, to_record: list[tuple[int, NewJob, int | None]]) -> dict[int, IntakeResult]:
+        """New files that are the content of a waiting job whose file is gone: that job follows them (no new job).
+
+        A renamed folder, a file moved to another subfolder: the job moves to the new place, takes the
+        sidecars there, and its video will mirror it. A job failed as "gone" comes back to the queue.
+        """
+        candidates = [(index, new, mtime_ns) for index, new, mtime_ns in to_record if new.source_sha256 and mtime_ns is not None and not new.error]
+        if not candidates:
+            return {}
+        waiting = self.journal.jobs_with_content([new.source_sha256 for _, new, _ in candidates], (JobState.QUEUED, JobState.PARKED, JobState.FAILED))
+        orphans: dict[str, list[Job]] = {}
+        for job in waiting:
+            if (job.state is not JobState.FAILED or failed_as_gone(job)) and is_gone(job, self.mounts):
+                orphans.setdefault(job.source_sha256, []).append(job)
+        results: dict[int, IntakeResult] = {}
+        for index, new, mtime_ns in candidates:
+            if not orphans.get(new.source_sha256):
+                continue
+            job = orphans[new.source_sha256].pop(0)
+            moved = self.journal.relocate(job.id, new.source_path, new.root, new.rel_path, from_states=(JobState.QUEUED, JobState.PARKED, JobState.FAILED))
+            if moved is None:
+                continue
+            self.journal.remember_file(new.source_path, new.source_size, mtime_ns, new.source_sha256, moved.id)
+            log.info("job %d follows its file: %s -> %s", moved.id, job.rel_path, moved.rel_path, extra=job_fields(moved.id, moved.source_path, moved.state.value))
+            result = self.reresolve(moved)  # the sidecars of the new place
+            if result.outcome is Outcome.KNOWN and result.job is not None and result.job.id == moved.id:
+                result = self._report(result.job)
+            results[index] = result
+        return results
 
     def _report(self, job: Job) -> IntakeResult:
         if job.state is JobState.FAILED:

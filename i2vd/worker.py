@@ -27,10 +27,12 @@ from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER, Config, ServerConfig, WatchRoot
 from i2vd.gpu import VramGate
 from i2vd.images import read_regular_file, sha256_of
-from i2vd.journal import Job, Journal
+from i2vd.follow import GONE, present_copy
+from i2vd.journal import Job, JobState, Journal
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
 from i2vd.mounts import MountMemory
+from i2vd.watcher import link_below
 
 log = logging.getLogger("i2vd.worker")
 
@@ -197,16 +199,25 @@ class Worker:
             self._after(job)
             return
         try:
-            image = read_regular_file(Path(job.source_path))
+            image = self._read_source(job)
         except OSError as error:
             if error.errno in SHARE_OFFLINE_ERRORS or (isinstance(error, FileNotFoundError) and self._root_offline(job.root)):
                 # An unmounted share is not a deletion: the job waits, using no attempt, until the files are back.
                 self._wait_for_disk(job, f"waiting: the share {job.root} is offline ({error.strerror})")
-            elif isinstance(error, FileNotFoundError):
-                self._fail(job, f"source file is gone: {job.source_path}", count_attempt=False)
-            else:
+                return
+            if not isinstance(error, FileNotFoundError):
                 self._job_failed(job, f"cannot read source: {error.strerror or error}")
-            return
+                return
+            followed = self._follow_content(job)
+            if followed is None:
+                self._fail(job, f"{GONE}: {job.source_path}", count_attempt=False)
+                return
+            job, image = followed
+            try:
+                destination = self._destination(job)  # the video mirrors the new place
+            except OSError as problem:
+                self._wait_for_disk(job, f"output folder unavailable: {problem.strerror or problem}")
+                return
         if sha256_of(image) != job.source_sha256:
             self._fail(job, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
             return
@@ -243,6 +254,26 @@ class Worker:
         self.state.jobs_done += 1
         log.info("job %d: done -> %s (%.1f s on the server)", job.id, destination, reply.server_seconds, extra=job_fields(job.id, job.source_path, "done"))
         self._after(job)
+
+    def _read_source(self, job: Job) -> bytes:
+        """The job's image; a path through a linked folder is refused (links are never followed)."""
+        source = Path(job.source_path)
+        link = link_below(Path(job.root) if job.root else None, source)
+        if link is not None:
+            raise OSError(errno.ELOOP, f"{link} is a symbolic link: never followed", str(source))
+        return read_regular_file(source)
+
+    def _follow_content(self, job: Job) -> tuple[Job, bytes] | None:
+        """The job's file is gone: the same content elsewhere under a root (a copy, a move) is used instead."""
+        found = present_copy(self.config, self.journal, job)
+        if found is None:
+            return None
+        path, root, data = found
+        moved = self.journal.relocate(job.id, str(path), str(root.path), path.relative_to(root.path).as_posix(), from_states=(JobState.RUNNING,))
+        if moved is None:
+            return None
+        log.info("job %d: %s is gone; its content is at %s", job.id, job.rel_path, moved.rel_path, extra=job_fields(job.id, moved.source_path, "running"))
+        return moved, data
 
     def _root_offline(self, root: str) -> bool:
         """A watch root that is missing, or a mount point (when first seen) that is no longer mounted."""

@@ -357,3 +357,111 @@ def test_a_symlinked_folder_made_while_watching_is_never_followed(tmp_path, jour
         wait_for(lambda: not loop._rescan_requested and loop._last_scan, timeout=TIMEOUT, message="a rescan ran")
     assert {job.rel_path for job in journal.jobs()} == {"deep/er/marker.jpg"}
     assert not {sha256(secret), sha256(later)} & {job.source_sha256 for job in journal.jobs()}
+
+
+# -- a job follows its content -------------------------------------------------------------
+
+
+@contextmanager
+def worker_for(config: Config, journal: Journal, server_url: str) -> Iterator:
+    from i2vd.backends.predict import PredictBackend
+    from i2vd.clock import Clock
+    from i2vd.gpu import VramGate
+    from i2vd.worker import Worker
+
+    backend = PredictBackend(server_url, config.server.path, timeout_seconds=10, connect_timeout_seconds=5)
+    try:
+        yield Worker(config, journal, backend, VramGate.from_config(config.gpu, Clock()), name="test-worker")
+    finally:
+        backend.close()
+
+
+def put(path: Path, color: tuple[int, int, int]) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_image(path, color=color)
+
+
+def moved_config(tmp_path: Path, server_url: str) -> Config:
+    config = make_config(tmp_path, prompt="plain")
+    entry = config.servers[0]
+    return dataclasses.replace(config, servers=(dataclasses.replace(entry, server=dataclasses.replace(entry.server, url=server_url)),))
+
+
+def test_a_folder_renamed_while_its_jobs_wait_is_followed_and_the_videos_mirror_the_new_place(tmp_path, journal_factory, fake_server):
+    from tests.fakes import write_text
+
+    config = moved_config(tmp_path, fake_server.url)
+    journal = journal_factory(config)
+    root = config.watch[0].path
+    for number in range(12):
+        put(root / "shoot" / f"img{number:02}.jpg", (number * 20, 40, 80))
+    write_text(root / "2026" / "i2vd.yaml", 'prompt: "clients 2026"\n')
+    with running(new_loop(config, journal)):
+        wait_for(lambda: journal.counts()["queued"] == 12, timeout=TIMEOUT, message="12 jobs wait")
+        ids = sorted(job.id for job in journal.jobs())
+        (root / "shoot").rename(root / "2026" / "wedding")  # the photographer files the shoot away
+        wait_for(lambda: all(job.rel_path.startswith("2026/wedding/") for job in journal.jobs()), timeout=TIMEOUT,
+                 message="every job follows its file")
+        wait_for(lambda: all(job.prompt == "clients 2026" for job in journal.jobs()), timeout=TIMEOUT,
+                 message="the sidecar of the new place applies")
+    assert sorted(job.id for job in journal.jobs()) == ids, "the same jobs, no new ones"
+    with worker_for(config, journal, fake_server.url) as worker:
+        worker.run(threading.Event(), burst=True)
+    jobs = journal.jobs()
+    assert {job.state for job in jobs} == {JobState.DONE}, [job.last_error for job in jobs]
+    assert sorted(Path(job.output_path).relative_to(config.output_dir).as_posix() for job in jobs) == [
+        f"2026/wedding/img{number:02}.mp4" for number in range(12)]
+
+
+def test_a_file_moved_between_subfolders_copied_then_deleted_or_deleted_for_good(tmp_path, journal_factory, fake_server):
+    config = moved_config(tmp_path, fake_server.url)
+    journal = journal_factory(config)
+    root = config.watch[0].path
+    moved = put(root / "a" / "moved.jpg", (250, 10, 10))
+    copied = put(root / "a" / "copied.jpg", (10, 250, 10))
+    put(root / "a" / "deleted.jpg", (10, 10, 250))
+    with running(new_loop(config, journal)):
+        wait_for(lambda: journal.counts()["queued"] == 3, timeout=TIMEOUT, message="3 jobs wait")
+        (root / "b").mkdir()
+        (root / "a" / "moved.jpg").rename(root / "b" / "moved.jpg")
+        shutil.copy2(root / "a" / "copied.jpg", root / "b" / "copied.jpg")  # copy, then delete the original
+        wait_for(lambda: job_for(journal, "b/moved.jpg"), timeout=TIMEOUT, message="the moved file's job follows it")
+        wait_for(lambda: journal.known_file(str(root / "b" / "copied.jpg")), timeout=TIMEOUT, message="the copy is seen")
+        (root / "a" / "copied.jpg").unlink()
+        (root / "a" / "deleted.jpg").unlink()
+    with worker_for(config, journal, fake_server.url) as worker:
+        worker.run(threading.Event(), burst=True)
+    jobs = {Path(job.rel_path).name: job for job in journal.jobs()}
+    assert len(jobs) == 3
+    assert (jobs["moved.jpg"].state, jobs["moved.jpg"].output_path) == (JobState.DONE, str(config.output_dir / "b" / "moved.mp4"))
+    assert (jobs["copied.jpg"].state, jobs["copied.jpg"].rel_path) == (JobState.DONE, "b/copied.jpg")
+    assert jobs["copied.jpg"].output_path == str(config.output_dir / "b" / "copied.mp4")
+    assert jobs["deleted.jpg"].state is JobState.FAILED
+    assert (jobs["deleted.jpg"].attempts, jobs["deleted.jpg"].last_error.startswith("source file is gone")) == (0, True)
+    sent = sorted(request.image_sha256 for request in fake_server.requests)
+    assert sent == sorted([sha256(moved), sha256(copied)])
+
+
+def test_a_job_failed_as_gone_comes_back_when_its_content_shows_up_and_retry_works(tmp_path, journal_factory, fake_server):
+    from i2vd.intake import Intake
+
+    config = moved_config(tmp_path, fake_server.url)
+    journal = journal_factory(config)
+    root = config.watch[0].path
+    image = put(root / "old" / "x.jpg", (7, 7, 70))
+    other = put(root / "old" / "y.jpg", (200, 200, 80))
+    intake = Intake(config, journal)
+    assert intake.consider(root / "old" / "x.jpg", config.watch[0]).outcome.value == "queued"
+    assert intake.consider(root / "old" / "y.jpg", config.watch[0]).outcome.value == "queued"
+    (root / "old").rename(root / "new")  # moved while nothing watched (the daemon was stopped)
+    with worker_for(config, journal, fake_server.url) as worker:
+        worker.run(threading.Event(), burst=True)  # it claims before any rescan saw the new place
+        assert {job.state for job in journal.jobs()} == {JobState.FAILED}
+        [y] = [job for job in journal.jobs() if job.rel_path == "old/y.jpg"]
+        intake.consider(root / "new" / "x.jpg", config.watch[0])  # a rescan finds x at the new place
+        assert job_for(journal, "new/x.jpg").state is JobState.QUEUED, "the failed job is revived at the new place"
+        journal.remember_file(str(root / "new" / "y.jpg"), len(other), (root / "new" / "y.jpg").stat().st_mtime_ns, sha256(other), y.id)
+        assert [result.outcome.value for result in intake.retry([y.id])] == ["queued"]
+        worker.run(threading.Event(), burst=True)
+    assert {job.rel_path: job.state for job in journal.jobs()} == {"new/x.jpg": JobState.DONE, "new/y.jpg": JobState.DONE}
+    assert len(fake_server.requests) == 2 and sha256(image) in {request.image_sha256 for request in fake_server.requests}

@@ -82,7 +82,7 @@ def test_a_root_mounted_after_start_then_unmounted_is_offline_not_deleted(tmp_pa
     mountinfo.write_text(mountinfo_line(Path("/"), "ext4"))  # at start the root is a plain folder
     clock = ManualClock()
     journal = Journal(config.state_dir / "journal.sqlite3", clock)
-    backend = PredictBackend(fake_server.url, "/predict", timeout_seconds=10, connect_timeout_seconds=5)
+    backend = PredictBackend(fake_server.url, config.server.path, timeout_seconds=10, connect_timeout_seconds=5)
     worker = Worker(config, journal, backend, VramGate.from_config(config.gpu, clock), clock, name="w",
                     mounts=MountMemory(config.state_dir, mountinfo))
     loop = IntakeLoop(config, Intake(config, journal), clock, mounts=MountMemory(config.state_dir, mountinfo))

@@ -15,6 +15,7 @@ import logging
 import os
 import stat
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
@@ -69,11 +70,17 @@ class Intake:
         """Look at one file; with bad_is_final=False an undecodable image is NOT_READY instead of FAILED."""
         return self.consider_many([(path, root, bad_is_final)], profile_name=profile_name)[0]
 
-    def consider_many(self, files: list[tuple[Path, WatchRoot | None, bool]], *, profile_name: str = "default") -> list[IntakeResult]:
-        """`consider` for a burst of files (path, root, bad_is_final), recorded in one journal transaction."""
+    def consider_many(self, files: list[tuple[Path, WatchRoot | None, bool]], *, profile_name: str = "default", enough: Callable[[], bool] | None = None) -> list[IntakeResult]:
+        """`consider` for a burst of files (path, root, bad_is_final), recorded in one journal transaction.
+
+        With `enough`, examining stops once it says so (after at least one file): the results are
+        those of the files taken, the first ones; the caller offers the others again later.
+        """
         results: list[IntakeResult | None] = []
         to_record: list[tuple[int, NewJob, int]] = []
         for path, root, bad_is_final in files:
+            if results and enough is not None and enough():
+                break
             examined = self._examine(path, root, profile_name, bad_is_final)
             if isinstance(examined, IntakeResult):
                 results.append(examined)
@@ -266,6 +273,8 @@ class IntakeLoop:
     """Watches every root and feeds settled files to the intake; one thread, so hashing never blocks events."""
 
     TICK_SECONDS = 0.1
+    SLICE_FILES = 200  # settled images read, hashed and decoded per tick at most ...
+    SLICE_SECONDS = 2.0  # ... and for no longer than this (a slow share): liveness is fed between slices
 
     MOUNT_CHECK_SECONDS = 5.0  # how often mountinfo is read to notice a share mounted after start
 
@@ -282,6 +291,7 @@ class IntakeLoop:
         self._special: set[Path] = set()  # image-named things that are no regular file
         self._rescan_requested = False
         self._undecodable: dict[Path, tuple[int, int]] = {}
+        self._backlog: OrderedDict[Path, tuple[int, int]] = OrderedDict()  # settled, waiting for their slice
         self._lock = threading.Lock()
         self._pending_config: Config | None = None
         self._root_devices: dict[int, int] = {}
@@ -289,6 +299,11 @@ class IntakeLoop:
         self.heartbeat = Heartbeat("intake", self.clock)
         self.watches = self._make_watches(config)
         self._last_scan: dict[int, float] = {}
+
+    @property
+    def settling(self) -> int:
+        """Files still being written or settling, and settled ones waiting for their slice."""
+        return len(self.tracker) + len(self._backlog)
 
     def _make_watches(self, config: Config) -> list[FolderWatch]:
         mounts = read_mounts()
@@ -388,14 +403,14 @@ class IntakeLoop:
         known = self.intake.journal.known_files() if folders else None  # once for every new folder of this tick
         for folder, index in folders:
             self.reconcile(index, folder, known)
-        images = []
         for path, size, mtime_ns in self.tracker.settled(self._settle_seconds):
             if is_sidecar_name(path.name):
                 sidecar_folders.add(path.parent)
             else:
-                images.append((path, size, mtime_ns))
-        if images:
-            self._take(images)
+                self._backlog[path] = (size, mtime_ns)
+        if self._backlog:
+            self.heartbeat.beat(self.SLICE_SECONDS + self.TICK_SECONDS, f"reading new files ({len(self._backlog)} waiting)")
+            self._take_slice()
         if special:
             self._take_special(sorted(special))
         for folder in sorted(sidecar_folders):
@@ -449,24 +464,52 @@ class IntakeLoop:
         except Exception:  # noqa: BLE001
             log.exception("intake of %d special file(s) failed unexpectedly", len(paths))
 
-    def _take(self, settled: list[tuple[Path, int, int]]) -> None:
-        """Settled images to the intake in one burst (one journal transaction)."""
+    def _take_slice(self) -> None:
+        """The next slice of settled images: at most SLICE_FILES, and no more than SLICE_SECONDS of reading.
+
+        A drop of thousands is taken over many ticks, so the heartbeat (and the watchdog) is fed
+        between slices, and each slice's jobs are queued, and can start, before the rest is read.
+        """
+        batch: list[tuple[Path, int, int]] = []
+        for path, (size, mtime_ns) in list(self._backlog.items())[: self.SLICE_FILES]:
+            del self._backlog[path]
+            if self._root_of(path) is None:
+                continue  # its root left the config meanwhile
+            try:
+                info = os.stat(path, follow_symlinks=False)
+            except OSError:
+                continue  # gone meanwhile
+            if (info.st_size, info.st_mtime_ns) != (size, mtime_ns):
+                self.tracker.touch(path)  # changed since it settled: it settles again
+            else:
+                batch.append((path, size, mtime_ns))
+        if not batch:
+            return
+        started = self.clock.monotonic()
+        taken = self._take(batch, enough=lambda: self.clock.monotonic() - started >= self.SLICE_SECONDS)
+        for path, size, mtime_ns in reversed(batch[taken:]):  # not reached in time: first in the next slice
+            self._backlog[path] = (size, mtime_ns)
+            self._backlog.move_to_end(path, last=False)
+
+    def _take(self, settled: list[tuple[Path, int, int]], enough: Callable[[], bool] | None = None) -> int:
+        """Settled images to the intake in one burst (one journal transaction); how many were taken."""
         # An image that does not decode may still be arriving: give it one more settle window unchanged.
         files = [(path, self._root_of(path), self._undecodable.get(path) == (size, mtime_ns)) for path, size, mtime_ns in settled]
         try:
-            results = self.intake.consider_many(files)
+            results = self.intake.consider_many(files, enough=enough)
         except Exception:  # noqa: BLE001 - one burst's surprise must not stop intake for good
             log.exception("intake of %d file(s) failed unexpectedly; they are looked at again", len(files))
             for path, _, _ in settled:
                 self.tracker.touch(path)
-            return
-        for (path, size, mtime_ns), result in zip(settled, results, strict=True):
+            return len(settled)
+        for (path, size, mtime_ns), result in zip(settled, results):
             if result.outcome is Outcome.NOT_READY:
                 log.debug("%s not ready: %s", path, result.reason)
                 self._undecodable[path] = (size, mtime_ns)
                 self.tracker.touch(path)
             else:
                 self._undecodable.pop(path, None)
+        return len(results)
 
     def reconfigure(self, config: Config) -> None:
         """Take a new config at the next tick (in the loop's own thread): new roots are watched and rescanned."""
@@ -505,4 +548,4 @@ class IntakeLoop:
                 self.tick()
             except Exception:  # noqa: BLE001
                 log.exception("intake round failed; going on")
-            self.clock.wait(stop, self.TICK_SECONDS)
+            self.clock.wait(stop, 0.0 if self._backlog else self.TICK_SECONDS)

@@ -465,3 +465,83 @@ def test_a_job_failed_as_gone_comes_back_when_its_content_shows_up_and_retry_wor
         worker.run(threading.Event(), burst=True)
     assert {job.rel_path: job.state for job in journal.jobs()} == {"new/x.jpg": JobState.DONE, "new/y.jpg": JobState.DONE}
     assert len(fake_server.requests) == 2 and sha256(image) in {request.image_sha256 for request in fake_server.requests}
+
+
+# -- a drop of thousands of files ----------------------------------------------------------
+
+
+class SlowDiskClock:
+    """A manual clock on which every look at the time finds it a little later (a slow share): time bounds bite."""
+
+    def __init__(self, step: float):
+        from i2vd.clock import ManualClock
+
+        self.manual, self.step = ManualClock(), step
+
+    def now(self) -> float:
+        return self.manual.now()
+
+    def monotonic(self) -> float:
+        self.manual.advance(self.step)
+        return self.manual.monotonic()
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        return self.manual.wait(stop, seconds)
+
+
+def drop_thousands(folder: Path, count: int) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(count):
+        image = Image.frombytes("L", (4, 2), number.to_bytes(8, "big"))
+        image.save(folder / f"IMG_{number:05}.png")
+
+
+def test_a_drop_of_thousands_is_taken_in_bounded_slices_and_the_first_jobs_start_early(tmp_path, journal_factory):
+    from i2vd.clock import ManualClock
+
+    config = make_config(tmp_path)
+    journal = journal_factory(config)
+    count = 2500
+    drop_thousands(config.watch[0].path / "drop", count)
+    clock = ManualClock()
+    loop = IntakeLoop(config, Intake(config, journal), clock)
+    try:
+        loop.tick()  # the first rescan suggests every file
+        clock.advance(SETTLE_SECONDS * 2)
+        loop.tick()
+        first = journal.claim_next("test-worker", 60)
+        assert first is not None, "no job could start after the first slice"
+        assert len(journal.known_files()) <= loop.SLICE_FILES < count, "the whole drop was hashed in one tick"
+        rounds = 1
+        while len(journal.known_files()) < count:
+            before = len(journal.known_files())
+            loop.tick()
+            assert 0 < len(journal.known_files()) - before <= loop.SLICE_FILES
+            rounds += 1
+        assert rounds >= count // loop.SLICE_FILES
+        assert journal.counts()["queued"] + journal.counts()["running"] == count
+    finally:
+        loop.stop_watches()
+
+
+def test_a_slice_is_bounded_by_time_too_and_the_heartbeat_stays_fresh(tmp_path, journal_factory):
+    config = make_config(tmp_path)
+    journal = journal_factory(config)
+    count = 300
+    drop_thousands(config.watch[0].path / "drop", count)
+    clock = SlowDiskClock(step=0.25)
+    overdue: list[float] = []
+    loop = IntakeLoop(config, Intake(config, journal, on_queued=lambda job: overdue.append(loop.heartbeat.overdue_seconds())), clock)
+    loop.heartbeat.margin_seconds = 2 * loop.SLICE_SECONDS  # a watchdog as tight as a slice: only slicing keeps it fed
+    stop = threading.Event()
+    done = threading.Thread(target=lambda: wait_for(lambda: len(journal.known_files()) == count, timeout=60) and stop.set())
+    done.start()
+    try:
+        loop.run(stop)  # in this thread: its heartbeat is read from its own on_queued calls
+    finally:
+        stop.set()
+        done.join()
+        loop.stop_watches()
+    assert len(overdue) == count and max(overdue) == 0.0, "the heartbeat went stale while a slice was hashed"

@@ -260,7 +260,8 @@ class Worker:
         source = Path(job.source_path)
         link = link_below(Path(job.root) if job.root else None, source)
         if link is not None:
-            raise OSError(errno.ELOOP, f"{link} is a symbolic link: never followed", str(source))
+            # As good as gone: what lies behind a link is never read (it may be outside every root).
+            raise FileNotFoundError(errno.ENOENT, f"{link} is a symbolic link, never followed", str(source))
         return read_regular_file(source)
 
     def _follow_content(self, job: Job) -> tuple[Job, bytes] | None:

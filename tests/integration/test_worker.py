@@ -428,3 +428,17 @@ def test_after_move_leaves_a_newer_version_saved_while_the_job_ran_and_it_become
     moving_rig.drain()
     assert moving_rig.job(second.job.id).state is JobState.DONE
     assert (moving_rig.root / DONE_FOLDER / "sub" / "a.jpg").read_bytes() == newer
+
+
+def test_a_folder_replaced_by_a_link_after_queueing_is_never_read_through(rig, tmp_path):
+    job, image = rig.add("sub/a.jpg", color=(30, 160, 30))
+    outside = tmp_path / "elsewhere"
+    (rig.root / "sub").rename(outside)  # the folder leaves the root ...
+    (rig.root / "sub").symlink_to(outside, target_is_directory=True)  # ... and a link to it takes its place
+
+    rig.drain()
+
+    failed = rig.job(job.id)
+    assert (failed.state, failed.attempts) == (JobState.FAILED, 0)
+    assert failed.last_error.startswith("source file is gone")
+    assert rig.server.requests == []

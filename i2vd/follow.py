@@ -19,6 +19,7 @@ from i2vd.mounts import MountMemory
 from i2vd.watcher import is_candidate, link_below
 
 GONE = "source file is gone"
+LOOKING = "source file not found; looking for it (moved?) before failing"
 ACTIVE = (JobState.QUEUED, JobState.PARKED, JobState.RUNNING)
 
 

@@ -27,7 +27,7 @@ from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER, Config, ServerConfig, WatchRoot
 from i2vd.gpu import VramGate
 from i2vd.images import read_regular_file, sha256_of
-from i2vd.follow import GONE, present_copy
+from i2vd.follow import GONE, LOOKING, present_copy
 from i2vd.journal import Job, JobState, Journal
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
@@ -209,6 +209,13 @@ class Worker:
                 self._job_failed(job, f"cannot read source: {error.strerror or error}")
                 return
             followed = self._follow_content(job)
+            if followed is None and not (job.last_error or "").startswith(LOOKING):
+                # Moved a moment ago (a renamed folder)? The intake finds the new place within a settle window.
+                root = self._root(job)
+                wait = 2 * (root.settle_seconds if root else 0.0) + 1.0
+                log.info("job %d: %s is not there: %s", job.id, job.source_path, LOOKING, extra=job_fields(job.id, job.source_path, "queued"))
+                self.journal.requeue(job.id, f"{LOOKING}: {job.source_path}", self.clock.now() + wait, count_attempt=False)
+                return
             if followed is None:
                 self._fail(job, f"{GONE}: {job.source_path}", count_attempt=False)
                 return

@@ -13,6 +13,7 @@ import dataclasses
 import errno
 import logging
 import os
+import sqlite3
 import stat
 import threading
 from collections import OrderedDict
@@ -81,7 +82,14 @@ class Intake:
         for path, root, bad_is_final in files:
             if results and enough is not None and enough():
                 break
-            examined = self._examine(path, root, profile_name, bad_is_final)
+            try:
+                examined = self._examine(path, root, profile_name, bad_is_final)
+            except sqlite3.Error:
+                raise  # the journal's trouble, not this file's: the whole burst is offered again
+            except Exception as error:  # noqa: BLE001 - whatever one file raises, only its own job fails
+                log.exception("examining %s failed unexpectedly", path)
+                reason = f"{path.name} cannot be taken: {type(error).__name__}: {error}"
+                examined = self._settings(path, root, "", 0, None, profile_name, reason), None
             if isinstance(examined, IntakeResult):
                 results.append(examined)
             else:

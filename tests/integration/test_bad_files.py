@@ -125,3 +125,17 @@ def test_a_link_anywhere_in_the_path_is_never_followed_by_intake_enqueue_or_resc
     finally:
         loop.stop_watches()
     assert all(job.source_sha256 != secret for job in journal.jobs()), "a file behind a link was read"
+
+
+def test_a_file_whose_examination_raises_anything_else_fails_alone_too(hot, tmp_path):
+    from tests.fakes import write_text
+
+    config, journal, root = hot
+    write_text(root / "odd" / "i2vd.yaml", 'prompt: "{{ 1/0 }}"\n')  # raises ZeroDivisionError while resolving
+    (root / "odd" / "a.jpg").write_bytes(write_image(tmp_path / "a.jpg", color=(250, 0, 0)))
+    (root / "b.jpg").write_bytes(write_image(tmp_path / "b.jpg", color=(0, 0, 250)))  # same burst
+    loop = IntakeLoop(config, Intake(config, journal))
+    with running(loop):
+        wait_for(lambda: journal.counts()["queued"] == 1, timeout=20, message="the other file of the burst is queued")
+        wait_for(lambda: "a.jpg" in errors_by_name(journal), timeout=20, message="the odd one fails its own job")
+    assert "ZeroDivisionError" in errors_by_name(journal)["a.jpg"]

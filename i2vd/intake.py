@@ -398,7 +398,7 @@ class IntakeLoop:
             if not self._root_online(index):
                 continue
             if now - self._last_scan.get(index, float("-inf")) >= root.rescan_seconds:
-                if not self.watches[index].active:
+                if not self.watches[index].started:  # a started one that died is _root_online's to replace
                     self.watches[index].start()
                 first_scan = index not in self._last_scan
                 self.reconcile(index)
@@ -442,9 +442,14 @@ class IntakeLoop:
                 watch.reason = "offline"
                 watch.stop()
             return False
-        if watch.started and not watch.active and not watch.use_polling:
+        if watch.started and not watch.active:
             self._last_scan.pop(index, None)  # events may have been missed while it was failing
-            watch.fall_back_to_polling("its inotify watcher stopped (watch limit reached?)")
+            if watch.use_polling:
+                log.warning("polling %s stopped: starting it again", root.path)
+                watch.stop()
+                watch.start()
+            else:
+                watch.fall_back_to_polling("its inotify watcher stopped (watch limit reached?)")
         seen = self._root_devices.get(index)
         if index in self._offline_since or (seen is not None and seen != device):
             log.info("watch root %s is back%s: watching it anew and rescanning", root.path, "" if seen in (None, device) else " on another file system")

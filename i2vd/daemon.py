@@ -111,7 +111,7 @@ class Daemon:
                 "heartbeat_at": self.clock.now(),
                 "servers": [worker.status() for worker in self.workers],
                 "watches": [{"path": str(watch.root), "method": watch.method, "why": watch.reason, "active": watch.active} for watch in self.intake_loop.watches],
-                "settling": len(self.intake_loop.tracker),
+                "settling": self.intake_loop.settling,
             }
         )
 

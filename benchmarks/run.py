@@ -8,6 +8,7 @@
 - scale: N images already in the journal: reconcile time, RSS; enqueue rate
 - reply memory: peak RSS of a worker process receiving one --reply-mb MB video as a base64
   /predict reply (target < 250 MB for 150 MB); the fake server runs in this process, not in it
+- templates: peak RSS of a fresh process rendering hostile sidecar templates (SPEC: memory stays flat)
 These are measurements, not tests: nothing here asserts a time.
 """
 
@@ -208,6 +209,39 @@ watch: [{{path: {folder / 'in'}, settle_seconds: 0}}]
         state, size, baseline, peak, error = (result.stdout.strip().split(" ", 4) + [""])[:5]
         print(f"reply memory: {megabytes} MB video as a base64 reply ({len(video) * 4 // 3 / 2**20:.0f} MB of JSON): worker process "
               f"peak RSS {peak} MB (before the job {baseline} MB; target < 250 MB), job {state} in {wall:.1f} s {error}")
+TEMPLATE_ATTACKS = (
+    "{{ 'a' * 3000000000 }}",
+    "{{ '%999999999s'|format(1) }}",
+    "{{ 'a'|center(10**9) }}",
+    "{{ range(60000)|join('x' * 1000) }}",
+    "{% set x = 'a' * 60000 %}{{ x ~ x ~ x ~ x }}",
+    "{% set ns = namespace(x='a') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}",
+    "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% else %}aaaaaaaa{% endif %}{% endmacro %}{{ f(30) }}",
+    "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}x",
+)
+_TEMPLATE_CHILD = """
+import resource, sys, time
+from i2vd.profiles import ProfileError, render
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.monotonic()
+for template in sys.argv[1:]:
+    try:
+        render(template, {}, "bench")
+    except ProfileError:
+        pass
+else:
+    elapsed = time.monotonic() - started
+    print(base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, elapsed)
+"""
+
+
+def bench_templates() -> None:
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", _TEMPLATE_CHILD, *TEMPLATE_ATTACKS], cwd=REPO, capture_output=True, text=True, check=True)
+    before, peak, elapsed = (float(word) for word in result.stdout.split())
+    print(f"templates: {len(TEMPLATE_ATTACKS)} hostile sidecar templates refused in {elapsed:.2f} s; peak RSS {peak:.0f} MB "
+          f"({peak - before:+.0f} MB over the process at start; unbounded, the first one alone took 12.6 GB)")
 
 
 def main() -> int:
@@ -228,6 +262,7 @@ def main() -> int:
     bench_detection(arguments.samples)
     bench_scale(arguments.files)
     bench_reply_memory(arguments.reply_mb)
+    bench_templates()
     return 0
 
 

@@ -29,7 +29,7 @@ ENQUEUE_BURST = 500  # files per journal transaction
 
 
 def _files(path: Path) -> list[Path]:
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():  # a linked folder is said to be a link, never walked into
         return sorted(found for found, _ in scan(path, include_special=True))
     return [path]
 

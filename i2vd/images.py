@@ -96,6 +96,8 @@ def _read_facts(source: BytesIO, name: str, *, decode: bool) -> ImageFacts:
         raise BadImage(f"{name} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImage(f"{name} is damaged or incomplete: {error}") from None
+    except Exception as error:  # noqa: BLE001 - a plugin may raise anything (DDS: NotImplementedError); only this file fails
+        raise BadImage(f"{name} cannot be decoded: {type(error).__name__}: {error}") from None
 
 
 def _facts(image: Image.Image) -> ImageFacts:

@@ -13,8 +13,10 @@ import dataclasses
 import errno
 import logging
 import os
+import sqlite3
 import stat
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
@@ -24,17 +26,18 @@ import yaml
 
 from i2vd.clock import Clock
 from i2vd.config import Config, WatchRoot
+from i2vd.follow import failed_as_gone, is_gone
 from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
 from i2vd.journal import Job, JobState, Journal, NewJob
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
-from i2vd.mounts import read_mounts, should_poll
+from i2vd.mounts import MountMemory, read_mounts, should_poll
 from i2vd.profiles import resolve_profile
 from i2vd.sidecars import (
     FOLDER_SIDECAR, SIDECAR_LIMIT, ProfileError, SidecarError, belongs_to, image_sidecar, is_sidecar_name, read_caption,
     read_sidecars, sidecar_files,
 )
-from i2vd.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, scan
+from i2vd.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, link_below, scan
 
 log = logging.getLogger("i2vd.intake")
 
@@ -59,6 +62,7 @@ class Intake:
         self.config = config
         self.journal = journal
         self.on_queued = on_queued
+        self.mounts = MountMemory(config.state_dir)
 
     def _job(self, job_id: int | None) -> Job | None:
         return self.journal.job(job_id) if job_id is not None else None
@@ -72,17 +76,34 @@ class Intake:
         """Look at one file; with bad_is_final=False an undecodable image is NOT_READY instead of FAILED."""
         return self.consider_many([(path, root, bad_is_final)], profile_name=profile_name)[0]
 
-    def consider_many(self, files: list[tuple[Path, WatchRoot | None, bool]], *, profile_name: str = "default") -> list[IntakeResult]:
-        """`consider` for a burst of files (path, root, bad_is_final), recorded in one journal transaction."""
+    def consider_many(self, files: list[tuple[Path, WatchRoot | None, bool]], *, profile_name: str = "default", enough: Callable[[], bool] | None = None) -> list[IntakeResult]:
+        """`consider` for a burst of files (path, root, bad_is_final), recorded in one journal transaction.
+
+        With `enough`, examining stops once it says so (after at least one file): the results are
+        those of the files taken, the first ones; the caller offers the others again later.
+        """
         results: list[IntakeResult | None] = []
         to_record: list[tuple[int, NewJob, int]] = []
         for path, root, bad_is_final in files:
-            examined = self._examine(path, root, profile_name, bad_is_final)
+            if results and enough is not None and enough():
+                break
+            try:
+                examined = self._examine(path, root, profile_name, bad_is_final)
+            except sqlite3.Error:
+                raise  # the journal's trouble, not this file's: the whole burst is offered again
+            except Exception as error:  # noqa: BLE001 - whatever one file raises, only its own job fails
+                log.exception("examining %s failed unexpectedly", path)
+                reason = f"{path.name} cannot be taken: {type(error).__name__}: {error}"
+                examined = self._settings(path, root, "", 0, None, profile_name, reason), None
             if isinstance(examined, IntakeResult):
                 results.append(examined)
             else:
                 to_record.append((len(results), *examined))
                 results.append(None)
+        followed = self._follow_moves(to_record)
+        for index, result in followed.items():
+            results[index] = result
+        to_record = [item for item in to_record if item[0] not in followed]
         recorded = self.journal.add_jobs([(new, mtime_ns) for _, new, mtime_ns in to_record]) if to_record else []
         for (index, _, _), (job, created) in zip(to_record, recorded, strict=True):
             results[index] = self._report(job) if created else IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
@@ -91,6 +112,11 @@ class Intake:
     def _examine(self, path: Path, root: WatchRoot | None, profile_name: str, bad_is_final: bool) -> IntakeResult | tuple[NewJob, int | None]:
         """Read, hash and decode one file once: a result when nothing is to be recorded, else the job to record."""
         info = None
+        link = link_below(root.path if root else None, path)
+        if link is not None:
+            # Never read: a folder linked into the hot folder (to /etc, say) is no way in.
+            reason = f"{path.name} lies behind {link}, a symbolic link: links are never followed or uploaded"
+            return self._settings(path, root, "", 0, None, profile_name, reason), None
         try:
             info = path.stat(follow_symlinks=False)
             known = self.journal.known_file(str(path))
@@ -121,6 +147,36 @@ class Intake:
                 return IntakeResult(Outcome.NOT_READY, reason=str(problem))
             error = str(problem)
         return self._settings(path, root, sha256, len(data), facts, profile_name, error), info.st_mtime_ns
+
+    def _follow_moves(self, to_record: list[tuple[int, NewJob, int | None]]) -> dict[int, IntakeResult]:
+        """New files that are the content of a waiting job whose file is gone: that job follows them (no new job).
+
+        A renamed folder, a file moved to another subfolder: the job moves to the new place, takes the
+        sidecars there, and its video will mirror it. A job failed as "gone" comes back to the queue.
+        """
+        candidates = [(index, new, mtime_ns) for index, new, mtime_ns in to_record if new.source_sha256 and mtime_ns is not None and not new.error]
+        if not candidates:
+            return {}
+        waiting = self.journal.jobs_with_content([new.source_sha256 for _, new, _ in candidates], (JobState.QUEUED, JobState.PARKED, JobState.FAILED))
+        orphans: dict[str, list[Job]] = {}
+        for job in waiting:
+            if (job.state is not JobState.FAILED or failed_as_gone(job)) and is_gone(job, self.mounts):
+                orphans.setdefault(job.source_sha256, []).append(job)
+        results: dict[int, IntakeResult] = {}
+        for index, new, mtime_ns in candidates:
+            if not orphans.get(new.source_sha256):
+                continue
+            job = orphans[new.source_sha256].pop(0)
+            moved = self.journal.relocate(job.id, new.source_path, new.root, new.rel_path, from_states=(JobState.QUEUED, JobState.PARKED, JobState.FAILED))
+            if moved is None:
+                continue
+            self.journal.remember_file(new.source_path, new.source_size, mtime_ns, new.source_sha256, moved.id)
+            log.info("job %d follows its file: %s -> %s", moved.id, job.rel_path, moved.rel_path, extra=job_fields(moved.id, moved.source_path, moved.state.value))
+            result = self.reresolve(moved)  # the sidecars of the new place
+            if result.outcome is Outcome.KNOWN and result.job is not None and result.job.id == moved.id:
+                result = self._report(result.job)
+            results[index] = result
+        return results
 
     def _report(self, job: Job) -> IntakeResult:
         if job.state is JobState.FAILED:
@@ -247,9 +303,15 @@ class IntakeLoop:
     """Watches every root and feeds settled files to the intake; one thread, so hashing never blocks events."""
 
     TICK_SECONDS = 0.1
+    SLICE_FILES = 200  # settled images read, hashed and decoded per tick at most ...
+    SLICE_SECONDS = 2.0  # ... and for no longer than this (a slow share): liveness is fed between slices
 
-    def __init__(self, config: Config, intake: Intake, clock: Clock | None = None):
+    MOUNT_CHECK_SECONDS = 5.0  # how often mountinfo is read to notice a share mounted after start
+
+    def __init__(self, config: Config, intake: Intake, clock: Clock | None = None, mounts: MountMemory | None = None):
         self.config = config
+        self.mounts = mounts or MountMemory(config.state_dir)
+        self._mounts_checked: dict[int, float] = {}
         self.intake = intake
         self.clock = clock or Clock()
         self.tracker = SettleTracker(self.clock)
@@ -259,6 +321,7 @@ class IntakeLoop:
         self._special: set[Path] = set()  # image-named things that are no regular file
         self._rescan_requested = False
         self._undecodable: dict[Path, tuple[int, int]] = {}
+        self._backlog: OrderedDict[Path, tuple[int, int]] = OrderedDict()  # settled, waiting for their slice
         self._lock = threading.Lock()
         self._pending_config: Config | None = None
         self._root_devices: dict[int, int] = {}
@@ -266,6 +329,11 @@ class IntakeLoop:
         self.heartbeat = Heartbeat("intake", self.clock)
         self.watches = self._make_watches(config)
         self._last_scan: dict[int, float] = {}
+
+    @property
+    def settling(self) -> int:
+        """Files still being written or settling, and settled ones waiting for their slice."""
+        return len(self.tracker) + len(self._backlog)
 
     def _make_watches(self, config: Config) -> list[FolderWatch]:
         mounts = read_mounts()
@@ -319,6 +387,8 @@ class IntakeLoop:
     def reconcile(self, index: int, folder: Path | None = None, known: dict[str, tuple[int, int]] | None = None) -> int:
         """Suggest every file under a root (or one folder of it) that the journal does not know as it is now."""
         root = self.config.watch[index]
+        if folder is not None and (folder.is_symlink() or link_below(root.path, folder / "x") is not None):
+            return 0  # an event for a linked folder (or one inside it): links are never followed
         known = self.intake.journal.known_files() if known is None else known
         suggested = 0
         for path, info in scan(folder or root.path, self._excluded, include_special=True):
@@ -350,7 +420,7 @@ class IntakeLoop:
             if not self._root_online(index):
                 continue
             if now - self._last_scan.get(index, float("-inf")) >= root.rescan_seconds:
-                if not self.watches[index].active:
+                if not self.watches[index].started:  # a started one that died is _root_online's to replace
                     self.watches[index].start()
                 first_scan = index not in self._last_scan
                 self.reconcile(index)
@@ -363,14 +433,14 @@ class IntakeLoop:
         known = self.intake.journal.known_files() if folders else None  # once for every new folder of this tick
         for folder, index in folders:
             self.reconcile(index, folder, known)
-        images = []
         for path, size, mtime_ns in self.tracker.settled(self._settle_seconds):
             if is_sidecar_name(path.name):
                 sidecar_folders.add(path.parent)
             else:
-                images.append((path, size, mtime_ns))
-        if images:
-            self._take(images)
+                self._backlog[path] = (size, mtime_ns)
+        if self._backlog:
+            self.heartbeat.beat(self.SLICE_SECONDS + self.TICK_SECONDS, f"reading new files ({len(self._backlog)} waiting)")
+            self._take_slice()
         if special:
             self._take_special(sorted(special))
         for folder in sorted(sidecar_folders):
@@ -394,9 +464,14 @@ class IntakeLoop:
                 watch.reason = "offline"
                 watch.stop()
             return False
-        if watch.started and not watch.active and not watch.use_polling:
+        if watch.started and not watch.active:
             self._last_scan.pop(index, None)  # events may have been missed while it was failing
-            watch.fall_back_to_polling("its inotify watcher stopped (watch limit reached?)")
+            if watch.use_polling:
+                log.warning("polling %s stopped: starting it again", root.path)
+                watch.stop()
+                watch.start()
+            else:
+                watch.fall_back_to_polling("its inotify watcher stopped (watch limit reached?)")
         seen = self._root_devices.get(index)
         if index in self._offline_since or (seen is not None and seen != device):
             log.info("watch root %s is back%s: watching it anew and rescanning", root.path, "" if seen in (None, device) else " on another file system")
@@ -405,6 +480,10 @@ class IntakeLoop:
             watch.reason = ""
             watch.start()
             self._last_scan.pop(index, None)
+        now = self.clock.monotonic()
+        if seen != device or now - self._mounts_checked.get(index, float("-inf")) >= self.MOUNT_CHECK_SECONDS:
+            self._mounts_checked[index] = now  # a new device is a mount or an unmount: look at once
+            self.mounts.observe([root.path])
         self._root_devices[index] = device
         return True
 
@@ -420,24 +499,52 @@ class IntakeLoop:
         except Exception:  # noqa: BLE001
             log.exception("intake of %d special file(s) failed unexpectedly", len(paths))
 
-    def _take(self, settled: list[tuple[Path, int, int]]) -> None:
-        """Settled images to the intake in one burst (one journal transaction)."""
+    def _take_slice(self) -> None:
+        """The next slice of settled images: at most SLICE_FILES, and no more than SLICE_SECONDS of reading.
+
+        A drop of thousands is taken over many ticks, so the heartbeat (and the watchdog) is fed
+        between slices, and each slice's jobs are queued, and can start, before the rest is read.
+        """
+        batch: list[tuple[Path, int, int]] = []
+        for path, (size, mtime_ns) in list(self._backlog.items())[: self.SLICE_FILES]:
+            del self._backlog[path]
+            if self._root_of(path) is None:
+                continue  # its root left the config meanwhile
+            try:
+                info = os.stat(path, follow_symlinks=False)
+            except OSError:
+                continue  # gone meanwhile
+            if (info.st_size, info.st_mtime_ns) != (size, mtime_ns):
+                self.tracker.touch(path)  # changed since it settled: it settles again
+            else:
+                batch.append((path, size, mtime_ns))
+        if not batch:
+            return
+        started = self.clock.monotonic()
+        taken = self._take(batch, enough=lambda: self.clock.monotonic() - started >= self.SLICE_SECONDS)
+        for path, size, mtime_ns in reversed(batch[taken:]):  # not reached in time: first in the next slice
+            self._backlog[path] = (size, mtime_ns)
+            self._backlog.move_to_end(path, last=False)
+
+    def _take(self, settled: list[tuple[Path, int, int]], enough: Callable[[], bool] | None = None) -> int:
+        """Settled images to the intake in one burst (one journal transaction); how many were taken."""
         # An image that does not decode may still be arriving: give it one more settle window unchanged.
         files = [(path, self._root_of(path), self._undecodable.get(path) == (size, mtime_ns)) for path, size, mtime_ns in settled]
         try:
-            results = self.intake.consider_many(files)
+            results = self.intake.consider_many(files, enough=enough)
         except Exception:  # noqa: BLE001 - one burst's surprise must not stop intake for good
             log.exception("intake of %d file(s) failed unexpectedly; they are looked at again", len(files))
             for path, _, _ in settled:
                 self.tracker.touch(path)
-            return
-        for (path, size, mtime_ns), result in zip(settled, results, strict=True):
+            return len(settled)
+        for (path, size, mtime_ns), result in zip(settled, results):
             if result.outcome is Outcome.NOT_READY:
                 log.debug("%s not ready: %s", path, result.reason)
                 self._undecodable[path] = (size, mtime_ns)
                 self.tracker.touch(path)
             else:
                 self._undecodable.pop(path, None)
+        return len(results)
 
     def reconfigure(self, config: Config) -> None:
         """Take a new config at the next tick (in the loop's own thread): new roots are watched and rescanned."""
@@ -476,4 +583,4 @@ class IntakeLoop:
                 self.tick()
             except Exception:  # noqa: BLE001
                 log.exception("intake round failed; going on")
-            self.clock.wait(stop, self.TICK_SECONDS)
+            self.clock.wait(stop, 0.0 if self._backlog else self.TICK_SECONDS)

@@ -420,6 +420,45 @@ class Journal:
             (db_path(path), size, mtime_ns, sha256, job_id),
         )
 
+    def files_with_content(self, sha256: str) -> list[tuple[str, int | None]]:
+        """(path, job id) of every file seen with this content: where a job whose file went away may find it."""
+        rows = self._read("SELECT path, job_id FROM files WHERE sha256 = ?", (sha256,))
+        return [(py_path(path), job_id) for path, job_id in rows]
+
+    def jobs_with_content(self, sha256s: list[str], states: tuple[JobState, ...]) -> list[Job]:
+        """Jobs in `states` whose source has one of these contents (one query for a whole burst)."""
+        jobs = []
+        unique = sorted(set(sha256s))
+        state_marks = ",".join("?" * len(states))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            rows = self._read(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source_sha256 IN ({','.join('?' * len(chunk))})"
+                f" AND state IN ({state_marks}) ORDER BY id",
+                (*chunk, *(state.value for state in states)),
+            )
+            jobs += [_job(row) for row in rows]
+        return jobs
+
+    def relocate(self, job_id: int, source_path: str, root: str, rel_path: str, *, from_states: tuple[JobState, ...]) -> Job | None:
+        """The job's file was moved (or its content found elsewhere under a root): the job follows it.
+
+        Its video will mirror the new place (a not yet written output path is forgotten); a job
+        failed because its file was gone goes back to the queue. None when the job moved on.
+        """
+        now = self.clock.now()
+        with self._write() as db:
+            row = db.execute("SELECT state, source_path FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or JobState(row["state"]) not in from_states:
+                return None
+            revive = ", state = 'queued', last_error = NULL, finished_at = NULL, next_attempt_at = ?" if row["state"] == "failed" else ""
+            db.execute(
+                f"UPDATE jobs SET source_path = ?, root = ?, rel_path = ?, output_path = NULL, updated_at = ?{revive} WHERE id = ?",
+                (db_path(source_path), db_path(root), db_path(rel_path), now, *((now,) if revive else ()), job_id),
+            )
+            self._event(db, job_id, "info", f"its file is now {printable(source_path)} (was {printable(py_path(row['source_path']))})")
+            return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
     # -- recording jobs ------------------------------------------------------------
 
     def add_job(self, new: NewJob, mtime_ns: int | None = None) -> tuple[Job, bool]:

@@ -8,8 +8,13 @@ therefore polls on network file systems and uses inotify elsewhere.
 from __future__ import annotations
 
 import fnmatch
+import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("i2vd.mounts")
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 NETWORK_TYPES = ("cifs", "smb3", "smbfs", "nfs", "nfs4", "9p", "fuse.*", "fuseblk", "afs", "ceph", "glusterfs", "lustre", "davfs", "ncpfs", "virtiofs")
@@ -73,3 +78,55 @@ def should_poll(setting: object, path: Path, mounts: list[Mount] | None = None) 
     if mount.is_network:
         return True, f"{mount.fs_type} network file system at {mount.mount_point}"
     return False, f"{mount.fs_type} at {mount.mount_point}"
+
+
+class MountMemory:
+    """Which watch roots were ever seen as mount points (mounted after i2vd started, too).
+
+    A root that was a mount point and no longer is has lost its share: its files are
+    offline, not deleted. The memory is kept in a small file under state_dir, so the
+    worker and the intake share it and a restart while the share is away keeps it.
+    """
+
+    FILE_NAME = "mount-roots.json"
+
+    def __init__(self, state_dir: Path | None, mountinfo: Path = MOUNTINFO):
+        self.mountinfo = mountinfo
+        self._file = state_dir / self.FILE_NAME if state_dir is not None else None
+        self._seen: set[str] = set()
+
+    def is_mount_point(self, path: Path) -> bool:
+        mounts = read_mounts(self.mountinfo)
+        if not mounts:  # no mountinfo (not Linux, no /proc): ask the kernel through stat
+            return os.path.ismount(path)
+        real = os.path.realpath(path)
+        return any(mount.mount_point == real for mount in mounts)
+
+    def observe(self, roots: list[Path]) -> None:
+        """Remember each of `roots` that is a mount point now."""
+        mounted = {str(root) for root in roots if self.is_mount_point(root)}
+        if mounted - self._load():
+            self._seen |= mounted
+            self._save()
+
+    def was_mount_point(self, root: Path) -> bool:
+        return str(root) in self._load()
+
+    def _load(self) -> set[str]:
+        if self._file is not None:
+            try:
+                self._seen |= set(json.loads(self._file.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError):
+                pass  # not written yet, or unreadable: what this process saw still counts
+        return self._seen
+
+    def _save(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self._file.with_name(f".{self.FILE_NAME}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(sorted(self._seen)), encoding="utf-8")
+            os.replace(temporary, self._file)
+        except OSError as error:
+            log.warning("cannot remember mount points in %s: %s", self._file, error.strerror or error)

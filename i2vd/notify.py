@@ -26,7 +26,8 @@ class Notifier:
         message = "\n".join(fields).encode("utf-8", "replace")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(message, self.address)
+                # Never block: a listener that stopped reading must not freeze the main thread (nor SIGTERM).
+                sock.sendto(message, socket.MSG_DONTWAIT, self.address)
         except OSError:
             return False
         return True

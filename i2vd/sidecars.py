@@ -8,7 +8,7 @@ validated with the config's own profile model, so an error names the file and ke
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection
 
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from i2vd.config import did_you_mean, validation_problems
 from i2vd.config_model import ConfigFile, SidecarFields
 from i2vd.images import read_regular_file
+from i2vd.template_limits import TemplateLimitError, measure
 
 FOLDER_SIDECAR = "i2vd.yaml"
 IMAGE_SIDECAR_SUFFIX = ".yaml"
@@ -51,6 +52,7 @@ class SidecarSettings:
     sources: tuple[str, ...] = ()
     profile_source: str | None = None  # the sidecar that chose the profile
     priority: int = 0
+    field_sources: dict[str, str] | None = field(default=None, compare=False)  # key (or "vars") -> the sidecar that set it last
 
 
 def image_sidecar(image: Path) -> Path:
@@ -110,6 +112,10 @@ def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
     bad_names = [key for key in (values.get("vars") or {}) if not isinstance(key, str)]
     if bad_names:
         problems.append(f"vars: key {bad_names[0]!r} is not a name")
+    try:
+        measure(values.get("vars"), "vars")  # YAML aliases can make a few lines mean gigabytes as text
+    except TemplateLimitError as error:
+        problems.append(f"vars: {error}")
     name = values.get("profile")
     if profiles and name and name not in profiles:
         problems.append(f"profile: unknown profile {name!r}{did_you_mean(name, list(profiles))}; profiles: {', '.join(sorted(profiles))}")
@@ -128,8 +134,10 @@ def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
     variables: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
     priority = 0
+    field_sources: dict[str, str] = {}
     for file in files:
         values = load_sidecar(file)
+        field_sources.update(dict.fromkeys((key for key, value in values.items() if value is not None), str(file)))
         if values.get("profile"):
             profile, profile_source = values["profile"], str(file)
         values.pop("profile", None)
@@ -138,7 +146,7 @@ def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
             priority = values["priority"]
         values.pop("priority", None)
         overrides.update(values)
-    return SidecarSettings(profile, variables, overrides, tuple(str(file) for file in files), profile_source, priority)
+    return SidecarSettings(profile, variables, overrides, tuple(str(file) for file in files), profile_source, priority, field_sources)
 
 
 def read_caption(image: Path) -> str | None:

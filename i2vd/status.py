@@ -64,7 +64,7 @@ def render_status(status: dict[str, Any]) -> str:
     counts = status["counts"]
     lines.append("jobs:    " + ", ".join(f"{count} {state}" for state, count in counts.items()))
     if status["settling"]:
-        lines.append(f"         {status['settling']} file(s) still being written or settling")
+        lines.append(f"         {status['settling']} file(s) still being written, settling or waiting to be read")
     for current in status["current_jobs"]:
         lines.append(f"current: job {current['id']} {current['rel_path']} (started {_when(current['started_at'])})")
     for server in status["servers"]:

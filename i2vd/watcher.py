@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER  # noqa: F401 - re-exported: the watcher's view of what is not input
@@ -50,6 +50,26 @@ def is_candidate(path: Path, root: Path, excluded: tuple[Path, ...] = ()) -> boo
     if any(is_ignored_name(part) for part in relative.parts):
         return False
     return not any(path == folder or folder in path.parents for folder in excluded)
+
+
+def link_below(root: Path | None, path: Path) -> Path | None:
+    """The first folder between `root` (not included) and `path` (not included) that is a symbolic link, if any.
+
+    O_NOFOLLOW guards only a path's last part: `root/a/etc/passwd.jpg` with `a/etc` a link to /etc
+    would still be read through it. Without a root, only the path's own folder is looked at.
+    """
+    try:
+        relative = path.relative_to(root) if root is not None else None
+    except ValueError:
+        relative = None
+    if relative is None:
+        return path.parent if path.parent.is_symlink() else None
+    folder = root
+    for part in relative.parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            return folder
+    return None
 
 
 def scan(root: Path, excluded: tuple[Path, ...] = (), *, include_special: bool = False) -> Iterator[tuple[Path, os.stat_result]]:
@@ -194,6 +214,11 @@ class MissedEvents(logging.Handler):
         logging.getLogger("watchdog.observers").removeHandler(self)
 
 
+def polling_observer(interval: float = 1.0) -> BaseObserver:
+    """Polling that never follows a link: lstat makes a linked folder a link, not a folder to walk into."""
+    return PollingObserverVFS(stat=os.lstat, listdir=os.scandir, polling_interval=interval)
+
+
 class FolderWatch:
     """One observer per watch root: inotify by default, polling when asked or when inotify fails."""
 
@@ -203,7 +228,7 @@ class FolderWatch:
         self.reason = reason
         self._handler = _EventHandler(on_file, on_folder)
         self._observer: BaseObserver | None = None
-        self._make_observer = make_observer or (lambda polling: PollingObserver(timeout=1.0) if polling else Observer())
+        self._make_observer = make_observer or (lambda polling: polling_observer() if polling else Observer())
 
     @property
     def started(self) -> bool:

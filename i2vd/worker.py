@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import logging
 import os
 import shutil
 import socket
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +27,12 @@ from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER, Config, ServerConfig, WatchRoot
 from i2vd.gpu import VramGate
 from i2vd.images import read_regular_file, sha256_of
-from i2vd.journal import Job, Journal
+from i2vd.follow import GONE, LOOKING, present_copy
+from i2vd.journal import Job, JobState, Journal
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
+from i2vd.mounts import MountMemory
+from i2vd.watcher import link_below
 
 log = logging.getLogger("i2vd.worker")
 
@@ -70,7 +75,7 @@ SHARE_OFFLINE_ERRORS = {errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EHO
 
 
 class Worker:
-    def __init__(self, config: Config, journal: Journal, backend: Backend, gate: VramGate, clock: Clock | None = None, *, name: str | None = None, wake: threading.Event | None = None, server: ServerConfig | None = None):
+    def __init__(self, config: Config, journal: Journal, backend: Backend, gate: VramGate, clock: Clock | None = None, *, name: str | None = None, wake: threading.Event | None = None, server: ServerConfig | None = None, mounts: MountMemory | None = None):
         self.config = config
         self.server = server or config.server
         self.journal = journal
@@ -84,7 +89,7 @@ class Worker:
         if hasattr(backend, "on_progress"):  # Gradio reports queue position and progress
             backend.on_progress = self.note_progress
         self._down_failures = 0
-        self._mount_roots: dict[str, bool] = {}  # was each root a mount point when first seen?
+        self.mounts = mounts or MountMemory(config.state_dir)  # was each root ever a mount point?
         self._note_mount_roots(config)
         self._pending_setup: tuple[Config, ServerConfig, Backend | None, VramGate | None] | None = None
         self._setup_lock = threading.Lock()
@@ -216,16 +221,32 @@ class Worker:
             self._after(job)
             return
         try:
-            image = read_regular_file(Path(job.source_path))
+            image = self._read_source(job)
         except OSError as error:
             if error.errno in SHARE_OFFLINE_ERRORS or (isinstance(error, FileNotFoundError) and self._root_offline(job.root)):
                 # An unmounted share is not a deletion: the job waits, using no attempt, until the files are back.
                 self._wait_for_disk(job, f"waiting: the share {job.root} is offline ({error.strerror})")
-            elif isinstance(error, FileNotFoundError):
-                self._fail(job, f"source file is gone: {job.source_path}", count_attempt=False)
-            else:
+                return
+            if not isinstance(error, FileNotFoundError):
                 self._job_failed(job, f"cannot read source: {error.strerror or error}")
-            return
+                return
+            followed = self._follow_content(job)
+            if followed is None and not (job.last_error or "").startswith(LOOKING):
+                # Moved a moment ago (a renamed folder)? The intake finds the new place within a settle window.
+                root = self._root(job)
+                wait = 2 * (root.settle_seconds if root else 0.0) + 1.0
+                log.info("job %d: %s is not there: %s", job.id, job.source_path, LOOKING, extra=job_fields(job.id, job.source_path, "queued"))
+                self.journal.requeue(job.id, f"{LOOKING}: {job.source_path}", self.clock.now() + wait, count_attempt=False)
+                return
+            if followed is None:
+                self._fail(job, f"{GONE}: {job.source_path}", count_attempt=False)
+                return
+            job, image = followed
+            try:
+                destination = self._destination(job)  # the video mirrors the new place
+            except OSError as problem:
+                self._wait_for_disk(job, f"output folder unavailable: {problem.strerror or problem}")
+                return
         if sha256_of(image) != job.source_sha256:
             self._fail(job, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
             return
@@ -285,6 +306,27 @@ class Worker:
         log.info("job %d: done -> %s (%.1f s on the server)", job.id, destination, server_seconds, extra=job_fields(job.id, job.source_path, "done"))
         self._after(job)
 
+    def _read_source(self, job: Job) -> bytes:
+        """The job's image; a path through a linked folder is refused (links are never followed)."""
+        source = Path(job.source_path)
+        link = link_below(Path(job.root) if job.root else None, source)
+        if link is not None:
+            # As good as gone: what lies behind a link is never read (it may be outside every root).
+            raise FileNotFoundError(errno.ENOENT, f"{link} is a symbolic link, never followed", str(source))
+        return read_regular_file(source)
+
+    def _follow_content(self, job: Job) -> tuple[Job, bytes] | None:
+        """The job's file is gone: the same content elsewhere under a root (a copy, a move) is used instead."""
+        found = present_copy(self.config, self.journal, job)
+        if found is None:
+            return None
+        path, root, data = found
+        moved = self.journal.relocate(job.id, str(path), str(root.path), path.relative_to(root.path).as_posix(), from_states=(JobState.RUNNING,))
+        if moved is None:
+            return None
+        log.info("job %d: %s is gone; its content is at %s", job.id, job.rel_path, moved.rel_path, extra=job_fields(job.id, moved.source_path, "running"))
+        return moved, data
+
     def _root_offline(self, root: str) -> bool:
         """A watch root that is missing, or a mount point (when first seen) that is no longer mounted."""
         if not root:
@@ -292,12 +334,13 @@ class Worker:
         path = Path(root)
         if not path.is_dir():
             return True
-        return self._mount_roots.get(root, False) and not os.path.ismount(path)
+        if self.mounts.is_mount_point(path):
+            self.mounts.observe([path])
+            return False
+        return self.mounts.was_mount_point(path)
 
     def _note_mount_roots(self, config: Config) -> None:
-        for root in config.watch:
-            if root.path.is_dir():
-                self._mount_roots.setdefault(str(root.path), os.path.ismount(root.path))
+        self.mounts.observe([root.path for root in config.watch if root.path.is_dir()])
 
     def _root(self, job: Job) -> WatchRoot | None:
         return self.config.root_for(Path(job.root)) if job.root else None
@@ -416,9 +459,38 @@ class Worker:
         try:
             if not source.exists():
                 return  # moved already (a job recovered after a crash), or the user took it away
+            hashed = _content_stamp(source)
+            if hashed is None or hashed[0] != job.source_sha256:
+                # A newer version saved while the job ran: it stays in place and becomes its own job.
+                log.info("job %d: %s changed since it was sent: left in place for its own job", job.id, source)
+                return
             wanted.parent.mkdir(parents=True, exist_ok=True)
             # never replace an earlier original of the same name: the "-N" suffix scheme of the videos
             target = next(candidate for candidate in output.candidates(wanted) if not candidate.exists())
             shutil.move(source, target)
+            if _content_stamp(target, hash_it=False) != (None, *hashed[1:]) and not source.exists():
+                shutil.move(target, source)  # saved again between the hash and the move: put it back
+                log.info("job %d: %s changed while being moved: left in place for its own job", job.id, source)
         except OSError as error:
             log.warning("job %d: could not move %s into %s: %s", job.id, job.source_path, wanted.parent, error)
+
+
+def _content_stamp(path: Path, *, hash_it: bool = True) -> tuple[str | None, int, int, int] | None:
+    """(sha256, inode, size, mtime_ns) of a regular file, from one open; None when it is no regular file."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        digest = None
+        if hash_it:
+            hasher = hashlib.sha256()
+            while chunk := os.read(descriptor, 1 << 20):
+                hasher.update(chunk)
+            digest = hasher.hexdigest()
+        return digest, info.st_ino, info.st_size, info.st_mtime_ns
+    finally:
+        os.close(descriptor)

@@ -173,3 +173,31 @@ def test_server_down_at_start_burns_no_attempts_and_work_resumes(tmp_path, mp4_b
         assert json.loads(run_cli(config, "jobs", "--json").stdout)[0]["attempts"] == 0
     finally:
         server.stop()
+
+
+def test_a_folder_of_fifty_waiting_images_renamed_while_the_daemon_runs_loses_nothing(tmp_path, fake_server, daemon_factory):
+    fake_server.latency_seconds = 0.1
+    config = write_config(tmp_path, fake_server.url)
+    shoot = tmp_path / "in" / "shoot"
+    shoot.mkdir()
+    hashes = set()
+    for index in range(50):
+        data = photo_bytes(tmp_path / f"s{index}.jpg", seed=500 + index, size=(48, 32))
+        (shoot / f"img_{index:02}.jpg").write_bytes(data)
+        hashes.add(hashlib.sha256(data).hexdigest())
+    (tmp_path / "in" / "2026").mkdir()
+    daemon = daemon_factory(config).start()
+    wait_for(lambda: journal_counts(tmp_path / "state").get("done", 0) >= 2, timeout=30, message="the first videos")
+    shoot.rename(tmp_path / "in" / "2026" / "wedding")  # most of the shoot still waits
+    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 50, timeout=90,
+             message=f"50 done: {journal_counts(tmp_path / 'state')}; log:\n{daemon.log()}")
+    assert daemon.stop() == 0
+    assert journal_counts(tmp_path / "state")["failed"] == 0
+    assert sorted(request.image_sha256 for request in fake_server.requests) == sorted(hashes), "each image sent once"
+    records = [json.loads(video.with_name(video.name + ".json").read_text()) for video in videos(tmp_path / "out")]
+    assert sorted(record["source"]["sha256"] for record in records) == sorted(hashes)
+    for record in records:  # every video mirrors where its image was when it was made
+        video = Path(record["video"]).relative_to(tmp_path / "out")
+        assert video.with_suffix("") == Path(record["source"]["relative_path"]).with_suffix("")
+        assert record["source"]["path"] == str(tmp_path / "in" / record["source"]["relative_path"])
+    assert len([record for record in records if record["source"]["relative_path"].startswith("2026/wedding/")]) >= 40

@@ -81,3 +81,61 @@ def test_an_unreadable_file_fails_with_the_reason_and_is_taken_once_readable(hot
         locked.chmod(0o644)
         loop.reconcile(0)
         wait_for(lambda: journal.counts()["queued"] == 1, timeout=10, message="readable now: queued")
+
+
+def dds_named_jpg() -> bytes:
+    """A DirectDraw texture with a pixel format Pillow does not implement: it raises NotImplementedError."""
+    header = struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44 + struct.pack("<2I", 32, 0x4) + b"ABCD" + b"\0" * 40
+    return b"DDS " + header + b"\0" * 64
+
+
+def test_a_file_on_which_pillow_raises_an_unexpected_exception_fails_alone(hot, tmp_path):
+    config, journal, root = hot
+    good = write_image(tmp_path / "staging.jpg", color=(3, 2, 1))
+    loop = IntakeLoop(config, Intake(config, journal))
+    with running(loop):
+        (root / "texture.jpg").write_bytes(dds_named_jpg())  # same settle burst as the good ones
+        (root / "good.jpg").write_bytes(good)
+        (root / "also-good.png").write_bytes(write_image(tmp_path / "other.png", color=(6, 5, 4)))
+        wait_for(lambda: "texture.jpg" in errors_by_name(journal), timeout=20, message="the texture fails its own job")
+        wait_for(lambda: journal.counts()["queued"] == 2, message="the rest of its burst is queued")
+    assert errors_by_name(journal)["texture.jpg"].startswith("texture.jpg cannot be decoded")
+    assert "NotImplementedError" in errors_by_name(journal)["texture.jpg"]
+
+
+def test_a_link_anywhere_in_the_path_is_never_followed_by_intake_enqueue_or_rescans(hot, tmp_path):
+    from i2vd.batch import enqueue_paths
+
+    config, journal, root = hot
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    secret = hashlib.sha256(write_image(outside / "passwd.jpg", color=(8, 8, 8))).hexdigest()
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "etc").symlink_to(outside, target_is_directory=True)
+    (root / "a" / "up").symlink_to(root / "a", target_is_directory=True)  # a loop
+    through_link = root / "a" / "b" / "etc" / "passwd.jpg"
+
+    result = Intake(config, journal).consider(through_link, config.watch[0])
+    assert "symbolic link" in result.reason
+    assert enqueue_paths(config, journal, [root / "a" / "b" / "etc"])[0][1].outcome.value in ("failed", "known")
+    loop = IntakeLoop(config, Intake(config, journal))
+    try:
+        assert loop.reconcile(0, root / "a" / "b" / "etc") == 0
+        assert loop.reconcile(0, root / "a" / "up" / "up") == 0
+    finally:
+        loop.stop_watches()
+    assert all(job.source_sha256 != secret for job in journal.jobs()), "a file behind a link was read"
+
+
+def test_a_file_whose_examination_raises_anything_else_fails_alone_too(hot, tmp_path):
+    from tests.fakes import write_text
+
+    config, journal, root = hot
+    write_text(root / "odd" / "i2vd.yaml", 'prompt: "{{ 1/0 }}"\n')  # raises ZeroDivisionError while resolving
+    (root / "odd" / "a.jpg").write_bytes(write_image(tmp_path / "a.jpg", color=(250, 0, 0)))
+    (root / "b.jpg").write_bytes(write_image(tmp_path / "b.jpg", color=(0, 0, 250)))  # same burst
+    loop = IntakeLoop(config, Intake(config, journal))
+    with running(loop):
+        wait_for(lambda: journal.counts()["queued"] == 1, timeout=20, message="the other file of the burst is queued")
+        wait_for(lambda: "a.jpg" in errors_by_name(journal), timeout=20, message="the odd one fails its own job")
+    assert "ZeroDivisionError" in errors_by_name(journal)["a.jpg"]

@@ -7,6 +7,7 @@ the journal (or the loop) for a condition with a deadline.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -329,3 +330,218 @@ def test_a_fifo_a_folder_and_a_symlink_named_like_images_do_not_hang_or_stop_the
     assert jobs.pop("real.jpg").state is JobState.QUEUED
     assert all(job.state is JobState.FAILED for job in jobs.values())  # ignored, or failed with a reason: never sent
     assert all(job.source_sha256 != sha256(private) for job in jobs.values())
+
+
+# -- links are never followed --------------------------------------------------------
+
+
+@pytest.mark.parametrize("poll", [True, False], ids=["polling", "inotify"])
+def test_a_symlinked_folder_made_while_watching_is_never_followed(tmp_path, journal_factory, poll):
+    config = make_config(tmp_path)
+    config = dataclasses.replace(config, watch=(dataclasses.replace(config.watch[0], poll=poll),))
+    journal = journal_factory(config)
+    root = config.watch[0].path
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    secret = write_image(outside / "passwd.jpg", color=(9, 9, 1))
+    (root / "deep" / "er").mkdir(parents=True)
+    loop = new_loop(config, journal)
+    with running(loop, after_first_scan=True):
+        (root / "deep" / "er" / "etc").symlink_to(outside, target_is_directory=True)
+        (root / "loop").symlink_to(root, target_is_directory=True)
+        later = write_image(outside / "later.jpg", color=(9, 9, 2))  # appears behind the link while watched
+        write_image(root / "deep" / "er" / "marker.jpg", color=(1, 1, 9))
+        wait_for(lambda: job_for(journal, "deep/er/marker.jpg"), timeout=TIMEOUT, message="the marker is queued")
+        wait_for(lambda: len(loop.tracker) == 0, timeout=TIMEOUT, message="everything seen has settled")
+        loop.rescan_all()
+        wait_for(lambda: not loop._rescan_requested and loop._last_scan, timeout=TIMEOUT, message="a rescan ran")
+    assert {job.rel_path for job in journal.jobs()} == {"deep/er/marker.jpg"}
+    assert not {sha256(secret), sha256(later)} & {job.source_sha256 for job in journal.jobs()}
+
+
+# -- a job follows its content -------------------------------------------------------------
+
+
+@contextmanager
+def worker_for(config: Config, journal: Journal, server_url: str) -> Iterator:
+    from i2vd.backends.predict import PredictBackend
+    from i2vd.clock import Clock
+    from i2vd.gpu import VramGate
+    from i2vd.worker import Worker
+
+    backend = PredictBackend(server_url, config.server.path, timeout_seconds=10, connect_timeout_seconds=5)
+    try:
+        yield Worker(config, journal, backend, VramGate.from_config(config.gpu, Clock()), name="test-worker")
+    finally:
+        backend.close()
+
+
+def put(path: Path, color: tuple[int, int, int]) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_image(path, color=color)
+
+
+def moved_config(tmp_path: Path, server_url: str) -> Config:
+    config = make_config(tmp_path, prompt="plain")
+    entry = config.servers[0]
+    return dataclasses.replace(config, servers=(dataclasses.replace(entry, server=dataclasses.replace(entry.server, url=server_url)),))
+
+
+def test_a_folder_renamed_while_its_jobs_wait_is_followed_and_the_videos_mirror_the_new_place(tmp_path, journal_factory, fake_server):
+    from tests.fakes import write_text
+
+    config = moved_config(tmp_path, fake_server.url)
+    journal = journal_factory(config)
+    root = config.watch[0].path
+    for number in range(12):
+        put(root / "shoot" / f"img{number:02}.jpg", (number * 20, 40, 80))
+    write_text(root / "2026" / "i2vd.yaml", 'prompt: "clients 2026"\n')
+    with running(new_loop(config, journal)):
+        wait_for(lambda: journal.counts()["queued"] == 12, timeout=TIMEOUT, message="12 jobs wait")
+        ids = sorted(job.id for job in journal.jobs())
+        (root / "shoot").rename(root / "2026" / "wedding")  # the photographer files the shoot away
+        wait_for(lambda: all(job.rel_path.startswith("2026/wedding/") for job in journal.jobs()), timeout=TIMEOUT,
+                 message="every job follows its file")
+        wait_for(lambda: all(job.prompt == "clients 2026" for job in journal.jobs()), timeout=TIMEOUT,
+                 message="the sidecar of the new place applies")
+    assert sorted(job.id for job in journal.jobs()) == ids, "the same jobs, no new ones"
+    with worker_for(config, journal, fake_server.url) as worker:
+        worker.run(threading.Event(), burst=True)
+    jobs = journal.jobs()
+    assert {job.state for job in jobs} == {JobState.DONE}, [job.last_error for job in jobs]
+    assert sorted(Path(job.output_path).relative_to(config.output_dir).as_posix() for job in jobs) == [
+        f"2026/wedding/img{number:02}.mp4" for number in range(12)]
+
+
+def test_a_file_moved_between_subfolders_copied_then_deleted_or_deleted_for_good(tmp_path, journal_factory, fake_server):
+    config = moved_config(tmp_path, fake_server.url)
+    journal = journal_factory(config)
+    root = config.watch[0].path
+    moved = put(root / "a" / "moved.jpg", (250, 10, 10))
+    copied = put(root / "a" / "copied.jpg", (10, 250, 10))
+    put(root / "a" / "deleted.jpg", (10, 10, 250))
+    with running(new_loop(config, journal)):
+        wait_for(lambda: journal.counts()["queued"] == 3, timeout=TIMEOUT, message="3 jobs wait")
+        (root / "b").mkdir()
+        (root / "a" / "moved.jpg").rename(root / "b" / "moved.jpg")
+        shutil.copy2(root / "a" / "copied.jpg", root / "b" / "copied.jpg")  # copy, then delete the original
+        wait_for(lambda: job_for(journal, "b/moved.jpg"), timeout=TIMEOUT, message="the moved file's job follows it")
+        wait_for(lambda: journal.known_file(str(root / "b" / "copied.jpg")), timeout=TIMEOUT, message="the copy is seen")
+        (root / "a" / "copied.jpg").unlink()
+        (root / "a" / "deleted.jpg").unlink()
+    with worker_for(config, journal, fake_server.url) as worker:
+        worker.run(threading.Event(), burst=True)
+    jobs = {Path(job.rel_path).name: job for job in journal.jobs()}
+    assert len(jobs) == 3
+    assert (jobs["moved.jpg"].state, jobs["moved.jpg"].output_path) == (JobState.DONE, str(config.output_dir / "b" / "moved.mp4"))
+    assert (jobs["copied.jpg"].state, jobs["copied.jpg"].rel_path) == (JobState.DONE, "b/copied.jpg")
+    assert jobs["copied.jpg"].output_path == str(config.output_dir / "b" / "copied.mp4")
+    assert jobs["deleted.jpg"].state is JobState.FAILED
+    assert (jobs["deleted.jpg"].attempts, jobs["deleted.jpg"].last_error.startswith("source file is gone")) == (0, True)
+    sent = sorted(request.image_sha256 for request in fake_server.requests)
+    assert sent == sorted([sha256(moved), sha256(copied)])
+
+
+def test_a_job_failed_as_gone_comes_back_when_its_content_shows_up_and_retry_works(tmp_path, journal_factory, fake_server):
+    from i2vd.intake import Intake
+
+    config = moved_config(tmp_path, fake_server.url)
+    journal = journal_factory(config)
+    root = config.watch[0].path
+    image = put(root / "old" / "x.jpg", (7, 7, 70))
+    other = put(root / "old" / "y.jpg", (200, 200, 80))
+    intake = Intake(config, journal)
+    assert intake.consider(root / "old" / "x.jpg", config.watch[0]).outcome.value == "queued"
+    assert intake.consider(root / "old" / "y.jpg", config.watch[0]).outcome.value == "queued"
+    (root / "old").rename(root / "new")  # moved while nothing watched (the daemon was stopped)
+    with worker_for(config, journal, fake_server.url) as worker:
+        worker.run(threading.Event(), burst=True)  # it claims before any rescan saw the new place
+        assert {job.state for job in journal.jobs()} == {JobState.FAILED}
+        [y] = [job for job in journal.jobs() if job.rel_path == "old/y.jpg"]
+        intake.consider(root / "new" / "x.jpg", config.watch[0])  # a rescan finds x at the new place
+        assert job_for(journal, "new/x.jpg").state is JobState.QUEUED, "the failed job is revived at the new place"
+        journal.remember_file(str(root / "new" / "y.jpg"), len(other), (root / "new" / "y.jpg").stat().st_mtime_ns, sha256(other), y.id)
+        assert [result.outcome.value for result in intake.retry([y.id])] == ["queued"]
+        worker.run(threading.Event(), burst=True)
+    assert {job.rel_path: job.state for job in journal.jobs()} == {"new/x.jpg": JobState.DONE, "new/y.jpg": JobState.DONE}
+    assert len(fake_server.requests) == 2 and sha256(image) in {request.image_sha256 for request in fake_server.requests}
+
+
+# -- a drop of thousands of files ----------------------------------------------------------
+
+
+class SlowDiskClock:
+    """A manual clock on which every look at the time finds it a little later (a slow share): time bounds bite."""
+
+    def __init__(self, step: float):
+        from i2vd.clock import ManualClock
+
+        self.manual, self.step = ManualClock(), step
+
+    def now(self) -> float:
+        return self.manual.now()
+
+    def monotonic(self) -> float:
+        self.manual.advance(self.step)
+        return self.manual.monotonic()
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        return self.manual.wait(stop, seconds)
+
+
+def drop_thousands(folder: Path, count: int) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(count):
+        image = Image.frombytes("L", (4, 2), number.to_bytes(8, "big"))
+        image.save(folder / f"IMG_{number:05}.png")
+
+
+def test_a_drop_of_thousands_is_taken_in_bounded_slices_and_the_first_jobs_start_early(tmp_path, journal_factory):
+    from i2vd.clock import ManualClock
+
+    config = make_config(tmp_path)
+    journal = journal_factory(config)
+    count = 2500
+    drop_thousands(config.watch[0].path / "drop", count)
+    clock = ManualClock()
+    loop = IntakeLoop(config, Intake(config, journal), clock)
+    try:
+        loop.tick()  # the first rescan suggests every file
+        clock.advance(SETTLE_SECONDS * 2)
+        loop.tick()
+        first = journal.claim_next("test-worker", 60)
+        assert first is not None, "no job could start after the first slice"
+        assert len(journal.known_files()) <= loop.SLICE_FILES < count, "the whole drop was hashed in one tick"
+        rounds = 1
+        while len(journal.known_files()) < count:
+            before = len(journal.known_files())
+            loop.tick()
+            assert 0 < len(journal.known_files()) - before <= loop.SLICE_FILES
+            rounds += 1
+        assert rounds >= count // loop.SLICE_FILES
+        assert journal.counts()["queued"] + journal.counts()["running"] == count
+    finally:
+        loop.stop_watches()
+
+
+def test_a_slice_is_bounded_by_time_too_and_the_heartbeat_stays_fresh(tmp_path, journal_factory):
+    config = make_config(tmp_path)
+    journal = journal_factory(config)
+    count = 300
+    drop_thousands(config.watch[0].path / "drop", count)
+    clock = SlowDiskClock(step=0.25)
+    overdue: list[float] = []
+    loop = IntakeLoop(config, Intake(config, journal, on_queued=lambda job: overdue.append(loop.heartbeat.overdue_seconds())), clock)
+    loop.heartbeat.margin_seconds = 2 * loop.SLICE_SECONDS  # a watchdog as tight as a slice: only slicing keeps it fed
+    stop = threading.Event()
+    done = threading.Thread(target=lambda: wait_for(lambda: len(journal.known_files()) == count, timeout=60) and stop.set())
+    done.start()
+    try:
+        loop.run(stop)  # in this thread: its heartbeat is read from its own on_queued calls
+    finally:
+        stop.set()
+        done.join()
+        loop.stop_watches()
+    assert len(overdue) == count and max(overdue) == 0.0, "the heartbeat went stale while a slice was hashed"

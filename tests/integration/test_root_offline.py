@@ -63,3 +63,46 @@ def test_a_job_whose_share_is_offline_waits_without_using_an_attempt(tmp_path: P
     finally:
         worker.backend.close()
         journal.close()
+
+
+def mountinfo_line(mount_point: Path, fs_type: str = "cifs") -> str:
+    return f"36 25 0:45 / {mount_point} rw,relatime shared:1 - {fs_type} //nas/photos rw\n"
+
+
+def test_a_root_mounted_after_start_then_unmounted_is_offline_not_deleted(tmp_path: Path, fake_server) -> None:
+    from i2vd.backends.predict import PredictBackend
+    from i2vd.clock import ManualClock
+    from i2vd.gpu import VramGate
+    from i2vd.mounts import MountMemory
+    from i2vd.worker import Worker
+
+    config = make_config(tmp_path)
+    root = config.watch[0].path
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(mountinfo_line(Path("/"), "ext4"))  # at start the root is a plain folder
+    clock = ManualClock()
+    journal = Journal(config.state_dir / "journal.sqlite3", clock)
+    backend = PredictBackend(fake_server.url, config.server.path, timeout_seconds=10, connect_timeout_seconds=5)
+    worker = Worker(config, journal, backend, VramGate.from_config(config.gpu, clock), clock, name="w",
+                    mounts=MountMemory(config.state_dir, mountinfo))
+    loop = IntakeLoop(config, Intake(config, journal), clock, mounts=MountMemory(config.state_dir, mountinfo))
+    try:
+        loop.tick()
+        mountinfo.write_text(mountinfo_line(Path("/"), "ext4") + mountinfo_line(root))  # the share is mounted
+        image = root / "on-the-share.jpg"
+        write_image(image, color=(5, 5, 5))
+        clock.advance(60)
+        loop.tick()
+        Intake(config, journal).consider(image, config.watch[0])  # queued (unless the watch already took it)
+        assert [job.state for job in journal.jobs()] == [JobState.QUEUED]
+        mountinfo.write_text(mountinfo_line(Path("/"), "ext4"))  # unmounted: an empty mount point folder is left
+        image.unlink()
+        assert worker.run_once(threading.Event())
+        [job] = journal.jobs()
+        assert (job.state, job.attempts) == (JobState.QUEUED, 0), job.last_error
+        assert "is offline" in job.last_error
+        assert fake_server.requests == []
+    finally:
+        loop.stop_watches()
+        backend.close()
+        journal.close()

@@ -484,3 +484,40 @@ def test_after_move_still_happens_for_a_job_recovered_from_the_crash_window(movi
     assert moving_rig.server.requests == []
     assert (moving_rig.root / DONE_FOLDER / "a.jpg").is_file()
     assert not (moving_rig.root / "a.jpg").exists()
+
+
+def test_after_move_leaves_a_newer_version_saved_while_the_job_ran_and_it_becomes_its_own_job(moving_rig, tmp_path):
+    job, first = moving_rig.add("sub/a.jpg", color=(10, 20, 30))
+    source = moving_rig.root / "sub" / "a.jpg"
+    newer = write_image(tmp_path / "edited.jpg", color=(200, 20, 30))
+
+    def save_newer_version(request) -> bool:  # the photographer saves an edit while the server renders
+        source.write_bytes(newer)
+        return False
+
+    moving_rig.server.reply_garbage(when=save_newer_version)
+    moving_rig.drain()
+
+    assert moving_rig.job(job.id).state is JobState.DONE
+    assert source.read_bytes() == newer, "the newer version was moved away with the finished one"
+    assert not (moving_rig.root / DONE_FOLDER / "sub" / "a.jpg").exists()
+    second = moving_rig.intake.consider(source, moving_rig.config.watch[0])
+    assert second.outcome.value == "queued"
+    moving_rig.server.clear_faults()
+    moving_rig.drain()
+    assert moving_rig.job(second.job.id).state is JobState.DONE
+    assert (moving_rig.root / DONE_FOLDER / "sub" / "a.jpg").read_bytes() == newer
+
+
+def test_a_folder_replaced_by_a_link_after_queueing_is_never_read_through(rig, tmp_path):
+    job, image = rig.add("sub/a.jpg", color=(30, 160, 30))
+    outside = tmp_path / "elsewhere"
+    (rig.root / "sub").rename(outside)  # the folder leaves the root ...
+    (rig.root / "sub").symlink_to(outside, target_is_directory=True)  # ... and a link to it takes its place
+
+    rig.drain()
+
+    failed = rig.job(job.id)
+    assert (failed.state, failed.attempts) == (JobState.FAILED, 0)
+    assert failed.last_error.startswith("source file is gone")
+    assert rig.server.requests == []

@@ -48,3 +48,20 @@ def test_this_machine_mountinfo_is_readable_and_knows_tmp(tmp_path):
     assert mounts, "every Linux has /proc/self/mountinfo"
     assert mount_of(tmp_path, mounts) is not None
     assert read_mounts(tmp_path / "missing") == []
+
+
+def test_mount_memory_remembers_a_root_mounted_after_start_across_instances(tmp_path):
+    from i2vd.mounts import MountMemory
+
+    root = tmp_path / "share"
+    root.mkdir()
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    memory = MountMemory(tmp_path / "state", mountinfo)
+    memory.observe([root])
+    assert not memory.is_mount_point(root) and not memory.was_mount_point(root)
+    mountinfo.write_text(f"22 1 8:1 / / rw - ext4 /dev/sda1 rw\n36 22 0:45 / {root} rw - cifs //nas/x rw\n")
+    memory.observe([root])
+    mountinfo.write_text("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    assert not memory.is_mount_point(root)
+    assert MountMemory(tmp_path / "state", mountinfo).was_mount_point(root), "another process (or a restart) knows it"

@@ -257,3 +257,19 @@ def test_a_zero_settle_window_hands_out_at_the_next_check(tmp_path: Path, tracke
     image = touch(tmp_path / "a.jpg")
     tracker.touch(image)
     assert [path for path, _, _ in tracker.settled(lambda path: 0.0)] == [image]
+
+
+def test_link_below_finds_a_linked_folder_at_any_depth_but_not_the_root_itself(tmp_path: Path) -> None:
+    from i2vd.watcher import link_below
+
+    real_root = tmp_path / "real-root"
+    (real_root / "a" / "b").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (real_root / "a" / "b" / "etc").symlink_to(tmp_path / "outside", target_is_directory=True)
+    root = tmp_path / "root"
+    root.symlink_to(real_root, target_is_directory=True)  # the operator's own link to the root is fine
+    assert link_below(root, root / "a" / "b" / "x.jpg") is None
+    assert link_below(root, root / "a" / "b" / "etc" / "passwd.jpg") == root / "a" / "b" / "etc"
+    assert link_below(root, root / "a" / "b" / "etc" / "deeper" / "x.jpg") == root / "a" / "b" / "etc"
+    assert link_below(None, root / "a" / "b" / "etc" / "x.jpg") == root / "a" / "b" / "etc"
+

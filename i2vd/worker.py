@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import logging
 import os
-import shutil
 import socket
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from i2vd import __version__, mp4, output, received
+from i2vd import finished, mp4, output, received
 from i2vd import outcomes
 from i2vd.backends.base import Backend, BackendError, VideoRequest
 from i2vd.clock import Clock
-from i2vd.config import DONE_FOLDER, Config, ServerConfig, WatchRoot
+from i2vd.config import Config, ServerConfig, WatchRoot
 from i2vd.gpu import VramGate
 from i2vd.images import read_regular_file, sha256_of
 from i2vd.follow import GONE, LOOKING, present_copy
@@ -272,10 +269,10 @@ class Worker:
     def _write_output(self, job: Job, destination: Path, video: Path, server: dict, server_seconds: float) -> Outcome:
         """Place the received video (kept under state_dir until then) and its record; done."""
         self.heartbeat.beat(0, f"job {job.id} writing output")
-        finished = self.clock.now()
-        record = self._record(job, destination, server_seconds, finished, server)
+        now = self.clock.now()
+        record = finished.audit_record(job, destination, server_seconds, now, server or self.backend.describe())
         try:
-            output.write_video(destination, job.id, video, record, comment=self._comment(job))
+            output.write_video(destination, job.id, video, record, comment=finished.mp4_comment(job))
         except mp4.VideoError as error:
             received.discard(self.incoming, job.idem_key)  # the server's fault: the next attempt asks again
             return self._job_failed(job, f"server sent an unusable video: {error}")
@@ -330,28 +327,6 @@ class Worker:
         output_dir = root.output_dir if root else self.config.output_dir
         first = output.default_video_path(output_dir, job.rel_path, job.output_name)
         return output.choose_path(first, job.idem_key, lambda candidate: self.journal.set_output_path(job.id, str(candidate)), job=(job.id, job.source_sha256))
-
-    def _comment(self, job: Job) -> str:
-        return f"i2vd {__version__}; profile={job.profile_name}; source_sha256={job.source_sha256}; prompt={job.prompt}"
-
-    def _record(self, job: Job, destination: Path, server_seconds: float, finished: float, server: dict | None = None) -> dict:
-        return {
-            "idempotency_key": job.idem_key,
-            "job_id": job.id,
-            "video": str(destination),
-            "source": {"path": job.source_path, "relative_path": job.rel_path, "sha256": job.source_sha256, "size": job.source_size},
-            "profile": job.profile_name,
-            "profile_hash": job.profile.get("hash"),
-            "profile_fields": job.profile.get("fields"),
-            "sidecars": job.profile.get("sidecars", []),
-            "prompt": job.prompt,
-            "parameters": job.params,
-            "downgraded_from": job.profile.get("downgraded_from"),
-            "server": server or self.backend.describe(),
-            "timings": {"queued": job.queued_at, "started": job.started_at, "finished": finished, "server_seconds": round(server_seconds, 3)},
-            "attempts": job.attempts + 1,
-            "i2vd_version": __version__,
-        }
 
     def _job_failed(self, job: Job, error: str) -> Outcome:
         """The job's own failure: uses an attempt; backs off, or fails for good when none are left."""
@@ -411,45 +386,5 @@ class Worker:
     def _after(self, job: Job) -> None:
         """`after: move`: the source moves into <root>/.i2vd-done/ only once its video is safe."""
         root = self._root(job)
-        if root is None or root.after != "move":
-            return
-        source = Path(job.source_path)
-        wanted = root.path / DONE_FOLDER / job.rel_path
-        try:
-            if not source.exists():
-                return  # moved already (a job recovered after a crash), or the user took it away
-            hashed = _content_stamp(source)
-            if hashed is None or hashed[0] != job.source_sha256:
-                # A newer version saved while the job ran: it stays in place and becomes its own job.
-                log.info("job %d: %s changed since it was sent: left in place for its own job", job.id, source)
-                return
-            wanted.parent.mkdir(parents=True, exist_ok=True)
-            # never replace an earlier original of the same name: the "-N" suffix scheme of the videos
-            target = next(candidate for candidate in output.candidates(wanted) if not candidate.exists())
-            shutil.move(source, target)
-            if _content_stamp(target, hash_it=False) != (None, *hashed[1:]) and not source.exists():
-                shutil.move(target, source)  # saved again between the hash and the move: put it back
-                log.info("job %d: %s changed while being moved: left in place for its own job", job.id, source)
-        except OSError as error:
-            log.warning("job %d: could not move %s into %s: %s", job.id, job.source_path, wanted.parent, error)
-
-
-def _content_stamp(path: Path, *, hash_it: bool = True) -> tuple[str | None, int, int, int] | None:
-    """(sha256, inode, size, mtime_ns) of a regular file, from one open; None when it is no regular file."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        digest = None
-        if hash_it:
-            hasher = hashlib.sha256()
-            while chunk := os.read(descriptor, 1 << 20):
-                hasher.update(chunk)
-            digest = hasher.hexdigest()
-        return digest, info.st_ino, info.st_size, info.st_mtime_ns
-    finally:
-        os.close(descriptor)
+        if root is not None and root.after == "move":
+            finished.move_to_done_folder(root, job)

@@ -219,7 +219,8 @@ class Worker:
         if sha256_of(image) != job.source_sha256:
             self._fail(job, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
             return
-        request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, **job.params)
+        request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, **job.params,
+                               job_id=job.id, key=job.idem_key)
         log.info("job %d: sending %s to %s (%s, %d frames, %d fps)", job.id, job.rel_path, self.backend.kind, request.resolution, request.frames, request.fps, extra=job_fields(job.id, job.source_path, "running"))
         self.heartbeat.beat(self.server.timeout_seconds, f"job {job.id} on the server")
         try:

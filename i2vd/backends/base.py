@@ -25,6 +25,8 @@ class VideoRequest:
     steps: int
     guidance: float
     seed: int | None = None
+    job_id: int | None = None  # for a server that names outputs after the job (ComfyUI: i2vd/<job id>)
+    key: str | None = None  # the job's idempotency key: what a server-side job is found again by after a restart
 
 
 @dataclass(frozen=True)

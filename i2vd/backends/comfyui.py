@@ -1,0 +1,416 @@
+"""`server.kind: comfyui`: one API workflow per server, its `I2VD:` nodes filled per job.
+
+The job: `POST /upload/image` (subfolder i2vd) → `POST /prompt {"prompt", "client_id", "prompt_id"}`
+→ the `/ws?clientId=` messages (`progress` into status; done on `executing` with `node: null` or
+`execution_success`) → `GET /history/<prompt_id>` → `GET /view` of the video.
+
+The prompt_id is chosen by i2vd (ComfyUI takes a client's `prompt_id`) and written under
+state_dir, keyed by the job's idempotency key, *before* the prompt is sent (PromptStore): after a
+restart the job finds it, and a prompt that ComfyUI has queued, is running or has finished is
+followed again, never submitted twice; one it never received (or lost in its own restart) is
+submitted with the same id. The journal has no column for it, and needs none: the file lives
+exactly as long as the prompt is in flight.
+
+Errors, by whose they are: an HTTP 400 refusal of the workflow (`node_errors`: a missing model, a
+bad value) is the operator's, WorkflowRejected, which the worker treats as a server that is down
+(queue paused, the node and message in status, no attempt used); `execution_error` saying "out of
+memory" is ServerOutOfMemory (server.oom decides); any other `execution_error`, an interruption or
+a history `status_str: error` is the job's own failure. Past timeout_seconds i2vd sends `POST
+/interrupt {"prompt_id"}` (and drops it from the queue when it never started) and abandons the job.
+Every request and websocket read is bounded by what is left of timeout_seconds (_http is the one
+place that talks HTTP).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path, PurePath
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from i2vd import __version__
+from i2vd.backends.base import BackendError, BadInput, BadReply, ServerOutOfMemory, ServerUnavailable, VideoReply, VideoRequest
+from i2vd.backends.comfyui_workflow import Workflow, field_values
+from i2vd.backends.predict import BODY_EXCERPT, _reason, looks_out_of_memory
+
+log = logging.getLogger(__name__)
+
+HISTORY_POLL_SECONDS = 2.0  # no websocket message this long: ask /history (a message may have been missed)
+CANCEL_SECONDS = 10.0  # /interrupt and the queue delete after a timeout
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".webp", ".avi")
+ProgressCallback = Callable[[str], None]
+
+
+class WorkflowRejected(ServerUnavailable):
+    """ComfyUI refused the workflow (HTTP 400): the operator must fix it; no attempt is used meanwhile."""
+
+
+class _Deadline(Exception):
+    """timeout_seconds ran out."""
+
+
+class PromptStore:
+    """In-flight prompt ids by idempotency key: files under `<state_dir>/comfyui/`, written before the prompt is sent."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self._memory: dict[str, dict] = {}  # without a state_dir (probe, tests): this process only
+
+    def _path(self, key: str) -> Path:
+        return self.folder / (re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:200] + ".json")
+
+    def get(self, key: str | None) -> dict | None:
+        if key is None:
+            return None
+        if self.folder is None:
+            return self._memory.get(key)
+        try:
+            record = json.loads(self._path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get("prompt_id"), str) else None
+
+    def put(self, key: str | None, record: dict) -> None:
+        if key is None:
+            return
+        if self.folder is None:
+            self._memory[key] = record
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(key)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+
+    def drop(self, key: str | None) -> None:
+        if key is None:
+            return
+        self._memory.pop(key, None)
+        if self.folder is not None:
+            try:
+                self._path(key).unlink()
+            except FileNotFoundError:
+                pass
+
+
+class ComfyUIBackend:
+    kind = "comfyui"
+
+    def __init__(self, url: str, workflow: Workflow, *, timeout_seconds: float = 900, connect_timeout_seconds: float = 10,
+                 free_after_job: bool = False, state_dir: Path | None = None, session: requests.Session | None = None,
+                 on_progress: ProgressCallback | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.workflow = workflow
+        self.timeout_seconds = float(timeout_seconds)
+        self.connect_timeout_seconds = float(connect_timeout_seconds)
+        self.free_after_job = free_after_job
+        self.on_progress = on_progress
+        self.store = PromptStore(Path(state_dir) / "comfyui" if state_dir is not None else None)
+        self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = f"i2vd/{__version__}"
+        self._lock = threading.Lock()
+        self._version: str | None = None
+
+    # -- the Backend interface -------------------------------------------------------------
+    def describe(self) -> dict[str, str]:
+        with self._lock:
+            if self._version is None:
+                try:
+                    stats = self.system_stats(time.monotonic() + self.connect_timeout_seconds + 5)
+                    self._version = str((stats.get("system") or {}).get("comfyui_version") or "unknown")
+                except BackendError:
+                    return {"kind": self.kind, "url": self.url, "version": "unknown", "workflow": self.workflow.source}
+        return {"kind": self.kind, "url": self.url, "version": self._version, "workflow": self.workflow.source}
+
+    def close(self) -> None:
+        self._session.close()
+
+    def system_stats(self, deadline: float) -> dict:
+        stats = _json(self._http("GET", "/system_stats", deadline), "GET /system_stats")
+        if not isinstance(stats, dict):
+            raise BadReply(f"GET /system_stats is not a JSON object: {stats!r:.{BODY_EXCERPT}}")
+        return stats
+
+    def generate(self, request: VideoRequest) -> VideoReply:
+        started = time.monotonic()
+        deadline = started + self.timeout_seconds
+        key = request.key
+        record = self.store.get(key)
+        if record is not None and record.get("url") != self.url:
+            record = None  # sent to another server (servers: changed): that one may still run it, this one never had it
+        prompt_id = None
+        try:
+            if record is not None:
+                prompt_id = record["prompt_id"]
+                entry, queued = self._where(prompt_id, deadline)
+                if entry is not None:
+                    log.info("prompt %s of this job already finished on %s; taking its result", prompt_id, self.url)
+                    return self._finish(request, prompt_id, entry, started, deadline)
+                if queued:
+                    log.info("prompt %s of this job is still on %s; following it again", prompt_id, self.url)
+                    entry = self._follow(prompt_id, record["client_id"], deadline, submit=None)
+                    return self._finish(request, prompt_id, entry, started, deadline)
+                log.info("prompt %s was recorded but %s never had it; sending it now", prompt_id, self.url)
+            else:
+                record = {"prompt_id": str(uuid.uuid4()), "client_id": uuid.uuid4().hex, "url": self.url,
+                          "job_id": request.job_id, "recorded_at": time.time()}
+                self.store.put(key, record)
+            prompt_id = record["prompt_id"]
+            prompt = self._prompt(request, deadline)
+            entry = self._follow(prompt_id, record["client_id"], deadline,
+                                 submit=lambda: self._submit(prompt, prompt_id, record["client_id"], deadline))
+            return self._finish(request, prompt_id, entry, started, deadline)
+        except _Deadline:
+            self._cancel(prompt_id)
+            self.store.drop(key)
+            raise BackendError(f"no video within timeout_seconds ({self.timeout_seconds:.0f} s); "
+                               f"prompt {prompt_id} interrupted on {self.url}") from None
+        except ServerUnavailable:
+            raise  # the prompt may still run there: the record stays, the next try reattaches
+        except BackendError:
+            self.store.drop(key)
+            raise
+        finally:
+            if self.free_after_job and prompt_id is not None:
+                self._free()
+
+    # -- steps -----------------------------------------------------------------------------
+    def _prompt(self, request: VideoRequest, deadline: float) -> dict:
+        try:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(request.image)) as image:
+                size = image.size
+        except Exception as error:  # noqa: BLE001 - Pillow raises many kinds for a bad file
+            raise BadInput(f"cannot read the image {request.image_name}: {error}") from None
+        uploaded = self._upload(request, deadline)
+        values = field_values(image_name=uploaded, prompt=request.prompt, resolution=request.resolution, image_size=size,
+                              frames=request.frames, fps=request.fps, steps=request.steps, guidance=request.guidance,
+                              seed=request.seed, image=request.image, job_id=request.job_id)
+        return self.workflow.build(values)
+
+    def _upload(self, request: VideoRequest, deadline: float) -> str:
+        suffix = PurePath(request.image_name).suffix.lower()
+        suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ".png"
+        stem = re.sub(r"[^A-Za-z0-9_-]", "_", request.key or uuid.uuid4().hex)[:64]
+        response = self._http("POST", "/upload/image", deadline, allow=(413,),
+                              files={"image": (f"{stem}{suffix}", request.image)},
+                              data={"subfolder": "i2vd", "type": "input", "overwrite": "true"})
+        if response.status_code == 413:
+            raise BadInput(f"ComfyUI refuses the image as too large ({len(request.image)} bytes)")
+        reply = _json(response, "POST /upload/image")
+        if not isinstance(reply, dict) or not isinstance(reply.get("name"), str):
+            raise BadReply(f"POST /upload/image answered without a name: {response.text[:BODY_EXCERPT]!r}")
+        return f"{reply['subfolder']}/{reply['name']}" if reply.get("subfolder") else reply["name"]
+
+    def _submit(self, prompt: dict, prompt_id: str, client_id: str, deadline: float) -> None:
+        body = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
+        response = self._http("POST", "/prompt", deadline, allow=(400,), json=body)
+        reply = _json(response, "POST /prompt")
+        if response.status_code == 400:
+            raise WorkflowRejected(f"ComfyUI at {self.url} refused the workflow {self.workflow.source}: {rejection(reply)}")
+        if not isinstance(reply, dict) or reply.get("prompt_id") != prompt_id:
+            raise BadReply(f"POST /prompt answered without our prompt_id: {response.text[:BODY_EXCERPT]!r}")
+
+    def _where(self, prompt_id: str, deadline: float) -> tuple[dict | None, bool]:
+        """(its history entry, or None; whether it is queued or running)."""
+        entry = self._history(prompt_id, deadline)
+        if entry is not None:
+            return entry, False
+        queue = _json(self._http("GET", "/queue", deadline), "GET /queue")
+        items = [item for name in ("queue_running", "queue_pending") for item in (queue or {}).get(name) or []]
+        return None, any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id for item in items)
+
+    def _history(self, prompt_id: str, deadline: float) -> dict | None:
+        history = _json(self._http("GET", f"/history/{prompt_id}", deadline), "GET /history")
+        entry = history.get(prompt_id) if isinstance(history, dict) else None
+        return entry if isinstance(entry, dict) and entry.get("status") is not None else None
+
+    def _follow(self, prompt_id: str, client_id: str, deadline: float, submit: Callable[[], None] | None) -> dict:
+        """Wait for the prompt over the websocket (submitting it once connected); its history entry."""
+        try:
+            from websockets.exceptions import ConnectionClosed, WebSocketException
+            from websockets.sync.client import connect
+        except ImportError:
+            raise BackendError("server.kind comfyui needs the package websockets (pip install 'websockets>=15')") from None
+        parts = urlsplit(self.url)
+        ws_url = f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}{parts.path}/ws?clientId={client_id}"
+        try:
+            with connect(ws_url, open_timeout=min(self.connect_timeout_seconds, _left(deadline)), close_timeout=2,
+                         max_size=None, ping_interval=None, user_agent_header=f"i2vd/{__version__}") as websocket:
+                if submit is not None:
+                    submit()
+                over = False  # a message said the prompt is over; its history may come a moment later
+                while True:
+                    try:
+                        raw = websocket.recv(timeout=min(HISTORY_POLL_SECONDS, _left(deadline)))
+                    except TimeoutError:
+                        if time.monotonic() >= deadline:
+                            raise _Deadline() from None
+                        raw = None  # nothing heard for a while: ask /history (a message may have been missed)
+                    if raw is not None:
+                        over = self._message(raw, prompt_id) or over
+                        if not over:
+                            continue
+                    entry = self._history(prompt_id, deadline)
+                    if entry is not None:
+                        return entry
+        except ConnectionClosed as error:
+            raise ServerUnavailable(f"ComfyUI at {self.url} closed the websocket mid-job: {error}") from None
+        except (OSError, WebSocketException) as error:
+            raise ServerUnavailable(f"cannot reach {ws_url}: {_reason(error)}") from None
+
+    def _message(self, raw: str | bytes, prompt_id: str) -> bool:
+        """Act on one websocket message; True when it says the prompt is over."""
+        if isinstance(raw, bytes):
+            return False  # a preview image
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            raise BadReply(f"ComfyUI sent a websocket message that is not JSON: {raw[:BODY_EXCERPT]!r}") from None
+        kind, data = (message.get("type"), message.get("data")) if isinstance(message, dict) else (None, None)
+        if not isinstance(data, dict) or data.get("prompt_id", prompt_id) != prompt_id:
+            return False
+        if kind == "progress" and self.on_progress is not None:
+            self.on_progress(f"step {data.get('value')}/{data.get('max')} (node {data.get('node')})")
+        elif kind == "execution_error":
+            raise execution_failure(data)
+        elif kind == "execution_interrupted":
+            raise BackendError(f"ComfyUI interrupted the prompt at node {data.get('node_id')} ({data.get('node_type')})")
+        return (kind == "executing" and data.get("node") is None and "prompt_id" in data) or kind == "execution_success"
+
+    def _finish(self, request: VideoRequest, prompt_id: str, entry: dict, started: float, deadline: float) -> VideoReply:
+        status = entry.get("status") or {}
+        if status.get("status_str") != "success":
+            raise history_failure(status, prompt_id)
+        video = self._video_file(entry.get("outputs") or {}, prompt_id)
+        params = {"filename": video["filename"], "subfolder": video.get("subfolder", ""), "type": video.get("type", "output")}
+        data = self._http("GET", "/view", deadline, params=params).content
+        if not data:
+            raise BadReply(f"GET /view of {video['filename']} sent nothing")
+        self.store.drop(request.key)
+        return VideoReply(data=data, server_seconds=time.monotonic() - started)
+
+    def _video_file(self, outputs: dict, prompt_id: str) -> dict:
+        wanted = self.workflow.output_nodes()
+        found = {node: files for node, value in outputs.items() if (files := _videos(value))}
+        if wanted:
+            found = {node: files for node, files in found.items() if node in wanted}
+        if len(found) != 1:
+            where = "the I2VD:output node" if wanted else "any node"
+            if not found:
+                raise BadReply(f"prompt {prompt_id} finished but {where} produced no video (outputs: {sorted(outputs)})")
+            raise BadReply(f"prompt {prompt_id}: nodes {', '.join(sorted(found))} each produced a video; "
+                           f"title the one to keep I2VD:output")
+        return next(iter(found.values()))[0]
+
+    def _cancel(self, prompt_id: str | None) -> None:
+        if prompt_id is None:
+            return
+        deadline = time.monotonic() + CANCEL_SECONDS
+        for path, body in (("/interrupt", {"prompt_id": prompt_id}), ("/queue", {"delete": [prompt_id]})):
+            try:
+                self._http("POST", path, deadline, json=body)
+            except (BackendError, _Deadline) as error:
+                log.warning("could not %s prompt %s on %s: %s", path.strip("/"), prompt_id, self.url, error)
+
+    def _free(self) -> None:
+        try:
+            self._http("POST", "/free", time.monotonic() + CANCEL_SECONDS, json={"unload_models": False, "free_memory": True})
+        except (BackendError, _Deadline) as error:
+            log.warning("POST /free on %s failed: %s", self.url, error)
+
+    # -- HTTP: the one place -----------------------------------------------------------------
+    def _http(self, method: str, path: str, deadline: float, *, allow: tuple[int, ...] = (), **kwargs: Any) -> requests.Response:
+        left = _left(deadline)
+        if left <= 0:
+            raise _Deadline()
+        try:
+            response = self._session.request(method, self.url + path, timeout=(min(self.connect_timeout_seconds, left), left),
+                                             **kwargs)
+        except requests.ConnectionError as error:
+            if isinstance(error, requests.ReadTimeout) or "Read timed out" in str(error):
+                raise _Deadline() from None
+            raise ServerUnavailable(f"cannot reach ComfyUI at {self.url}: {_reason(error)}") from None
+        except requests.Timeout as error:
+            if isinstance(error, requests.ConnectTimeout):
+                raise ServerUnavailable(f"cannot reach ComfyUI at {self.url}: connect timed out") from None
+            raise _Deadline() from None
+        except requests.RequestException as error:
+            raise ServerUnavailable(f"{method} {self.url}{path} failed: {_reason(error)}") from None
+        if response.ok or response.status_code in allow:
+            return response
+        text = response.text[:BODY_EXCERPT]
+        if response.status_code in (502, 503, 504):
+            raise ServerUnavailable(f"{method} {path} on {self.url}: HTTP {response.status_code} {text}")
+        if looks_out_of_memory(text):
+            raise ServerOutOfMemory(f"{method} {path}: HTTP {response.status_code} {text}")
+        raise BackendError(f"{method} {path} on {self.url} answered HTTP {response.status_code}: {text}")
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _json(response: requests.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise BadReply(f"{what} did not answer JSON: {response.text[:BODY_EXCERPT]!r}") from None
+
+
+def _videos(node_output: Any) -> list[dict]:
+    """The video files one node reported: SaveVideo's `images` with `animated: [true]`, VHS's `gifs`, or `videos`."""
+    if not isinstance(node_output, dict):
+        return []
+    files = [item for name in ("gifs", "videos") for item in node_output.get(name) or []]
+    animated = any(node_output.get("animated") or [])
+    files += [item for item in node_output.get("images") or []
+              if animated or str((item or {}).get("filename", "")).lower().endswith(VIDEO_SUFFIXES)]
+    return [item for item in files if isinstance(item, dict) and isinstance(item.get("filename"), str)]
+
+
+def rejection(reply: Any) -> str:
+    """A 400 reply to /prompt in a line: each node, its class and what is wrong with which input."""
+    if not isinstance(reply, dict):
+        return repr(reply)[:BODY_EXCERPT]
+    error = reply.get("error") or {}
+    parts = []
+    for node_id, problem in (reply.get("node_errors") or {}).items():
+        for item in (problem or {}).get("errors") or []:
+            details = item.get("details") or item.get("message")
+            parts.append(f"node {node_id} ({problem.get('class_type')}): {item.get('message')}: {details}")
+    if not parts:
+        parts.append(f"{error.get('message', error)}{': ' + error['details'] if isinstance(error, dict) and error.get('details') else ''}")
+    return "; ".join(parts)
+
+
+def execution_failure(data: dict) -> BackendError:
+    """An `execution_error` message (or history message) as the error class the worker acts on."""
+    text = f"{data.get('exception_type', '')}: {data.get('exception_message', '')}".strip()
+    message = f"node {data.get('node_id')} ({data.get('node_type')}) failed: {text.splitlines()[0] if text else 'no message'}"
+    if looks_out_of_memory(text) or "can't allocate memory" in text.lower() or "not enough memory" in text.lower():
+        return ServerOutOfMemory(message)
+    return BackendError(message)
+
+
+def history_failure(status: dict, prompt_id: str) -> BackendError:
+    for name, data in status.get("messages") or []:
+        if name == "execution_error" and isinstance(data, dict):
+            return execution_failure(data)
+        if name == "execution_interrupted" and isinstance(data, dict):
+            return BackendError(f"ComfyUI interrupted the prompt at node {data.get('node_id')} ({data.get('node_type')})")
+    return BackendError(f"prompt {prompt_id} ended with status {status.get('status_str')!r}")

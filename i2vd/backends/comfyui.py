@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import mimetypes
 import os
 import re
 import threading
@@ -178,6 +179,9 @@ class ComfyUIBackend:
             self.store.drop(key)
             raise BackendError(f"no video within timeout_seconds ({self.timeout_seconds:.0f} s); "
                                f"prompt {prompt_id} interrupted on {self.url}") from None
+        except WorkflowRejected:
+            self.store.drop(key)  # the next try, after the operator's fix, sends the prompt afresh
+            raise
         except ServerUnavailable:
             raise  # the prompt may still run there: the record stays, the next try reattaches
         except BackendError:
@@ -207,7 +211,7 @@ class ComfyUIBackend:
         suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ".png"
         stem = re.sub(r"[^A-Za-z0-9_-]", "_", request.key or uuid.uuid4().hex)[:64]
         response = self._http("POST", "/upload/image", deadline, allow=(413,),
-                              files={"image": (f"{stem}{suffix}", request.image)},
+                              files={"image": (f"{stem}{suffix}", request.image, mimetypes.guess_type(f"x{suffix}")[0] or "image/png")},
                               data={"subfolder": "i2vd", "type": "input", "overwrite": "true"})
         if response.status_code == 413:
             raise BadInput(f"ComfyUI refuses the image as too large ({len(request.image)} bytes)")
@@ -404,6 +408,8 @@ def execution_failure(data: dict) -> BackendError:
     message = f"node {data.get('node_id')} ({data.get('node_type')}) failed: {text.splitlines()[0] if text else 'no message'}"
     if looks_out_of_memory(text) or "can't allocate memory" in text.lower() or "not enough memory" in text.lower():
         return ServerOutOfMemory(message)
+    if data.get("exception_type") == "FileNotFoundError":  # a loader's model is not installed (0.3.64: io-schema loaders)
+        return WorkflowRejected(f"ComfyUI cannot run the workflow: {message}")
     return BackendError(message)
 
 

@@ -208,7 +208,8 @@ class ReplayedComfyUI:
             prompt = self._prompts.get(prompt_id)
             if prompt is None or not prompt.done or prompt.interrupted:
                 return {}
-        return self.localize(self.exchange("GET", "/history/")["body"]["json"], prompt_id)
+        recorded = self.exchange("GET", "/history/")
+        return self.localize(recorded["body"]["json"], prompt_id) if recorded else {}
 
     def queue(self) -> dict:
         with self._cond:

@@ -2,7 +2,8 @@
 
 A workflow is the JSON that ComfyUI's "Export (API)" writes: `{node_id: {"class_type", "inputs",
 "_meta": {"title"}}}`. A node receives one of i2vd's fields when its title is `I2VD:<field>` (the
-input is found by name, FIELD_INPUTS) or `I2VD:<field>.<input>` (the input named). Everything that
+input is found by name, FIELD_INPUTS) or `I2VD:<field>.<input>` (the input named); a node that
+takes several (a KSampler) lists them with commas: `I2VD:seed,steps,guidance`. Everything that
 can be wrong with that is found when the workflow is loaded (`load_workflow` → WorkflowError, a
 config error), never in the middle of a job.
 """
@@ -107,10 +108,11 @@ def parse_workflow(data: Any, source: str = "<workflow>") -> Workflow:
             continue
         if not title.startswith(TITLE_PREFIX):
             continue
-        found, problem = _bind(node_id, node, title)
-        bindings += found
-        if problem:
-            problems.append(problem)
+        for part in title[len(TITLE_PREFIX):].split(","):  # one node may take several: I2VD:seed,steps,guidance
+            found, problem = _bind(node_id, node, title, part.strip())
+            bindings += found
+            if problem:
+                problems.append(problem)
     if not any(binding.field == "image" for binding in bindings):
         problems.append("no node is titled I2VD:image (give the LoadImage node that title, then Export (API) again)")
     if problems:
@@ -118,8 +120,7 @@ def parse_workflow(data: Any, source: str = "<workflow>") -> Workflow:
     return Workflow(nodes=data, bindings=tuple(bindings), source=source)
 
 
-def _bind(node_id: str, node: dict, title: str) -> tuple[list[Binding], str | None]:
-    name = title[len(TITLE_PREFIX):].strip()
+def _bind(node_id: str, node: dict, title: str, name: str) -> tuple[list[Binding], str | None]:
     field, _, named = name.partition(".")
     where = f"node {node_id} ({node['class_type']}, titled {title!r})"
     if field not in FIELD_INPUTS:
@@ -182,5 +183,6 @@ def describe_bindings(workflow: Workflow, values: dict[str, Any]) -> list[str]:
         value = values.get(binding.field)
         if binding.field == "resolution" and isinstance(value, dict):
             value = value[binding.input] if binding.input in ("width", "height") else value["short"]
+        value = _like(workflow.nodes[binding.node_id]["inputs"].get(binding.input), value)
         lines.append(f"node {binding.node_id} {binding.class_type} [{binding.title}]: {binding.input} = {value!r}")
     return lines

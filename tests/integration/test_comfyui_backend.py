@@ -173,6 +173,27 @@ def test_after_a_restart_a_finished_prompt_gives_its_video(png, tmp_path):
         assert "WEBSOCKET /ws" not in comfy.requests[comfy.requests.index(f"GET /history/{prompt_id} 200"):]
 
 
+def test_after_a_restart_a_prompt_that_failed_meanwhile_is_the_jobs_failure_and_is_forgotten(png, tmp_path):
+    with ReplayedComfyUI("error") as comfy:
+        comfy.hold_before = "execution_error"
+        first = backend(comfy.url, VARIANTS / "odd.json", state_dir=tmp_path)
+        failure: list[BaseException] = []
+        thread = threading.Thread(target=lambda: _catch(failure, first.generate, request(png)))
+        thread.start()
+        _wait_for(lambda: comfy.running())
+        comfy.drop_sockets()
+        thread.join(20)
+        first.close()
+        comfy.release()
+        _wait_for(lambda: not comfy.running())
+        second = backend(comfy.url, VARIANTS / "odd.json", state_dir=tmp_path)
+        with pytest.raises(BackendError, match=r"SaveVideo") as caught:
+            second.generate(request(png))
+        second.close()
+        assert not isinstance(caught.value, ServerUnavailable) and len(comfy.prompts) == 1
+    assert list((tmp_path / "comfyui").iterdir()) == []  # the next attempt sends a new prompt
+
+
 def test_a_prompt_recorded_but_never_received_is_sent_with_its_recorded_id(png, tmp_path):
     prompt_id = str(uuid.uuid4())  # written, then the daemon died before POST /prompt (or ComfyUI restarted)
     with ReplayedComfyUI("free") as comfy:

@@ -61,7 +61,7 @@ PROFILE_FIELDS = {
 PROFILE_SCHEMA = Section(PROFILE_FIELDS, "a prompt profile; every field inherits from `default`")
 
 SERVER_FIELDS = {
-    "kind": Scalar(str, "builtin", "builtin (CPU preview engine), predict (I2VGen-XL /api/predict/) or gradio (any Gradio app)", choices=("builtin", "predict", "gradio")),
+    "kind": Scalar(str, "builtin", "builtin (CPU preview engine), predict (I2VGen-XL /api/predict/), gradio (any Gradio app) or comfyui", choices=("builtin", "predict", "gradio", "comfyui")),
     "url": Scalar(str, "http://127.0.0.1:7860", "the server's base URL", check=_http_url),
     "path": Scalar(str, "/api/predict/", "predict endpoint path on the server"),
     "timeout_seconds": Scalar(float, 900.0, "longest one video may take", minimum=1),
@@ -70,11 +70,13 @@ SERVER_FIELDS = {
     "api_name": Scalar(str, None, "gradio: the endpoint, e.g. /predict (default: the one taking an image and returning a video)", nullable=True),
     "inputs": Scalar(dict, None, "gradio: the app's parameters (by name or position) from i2vd fields or {value: constant}", nullable=True, check=_gradio_inputs),
     "transport": Scalar(str, "auto", "gradio 4+: auto, queue or call", choices=("auto", "queue", "call")),
+    "workflow": Scalar(str, None, "comfyui: the API workflow (Export (API)) with I2VD: titles; relative to the config file", nullable=True),
+    "free_after_job": Scalar(bool, False, "comfyui: POST /free after each job (frees VRAM; models stay loaded)"),
     "oom": Scalar(str, "wait", "on a GPU out-of-memory reply: wait (for VRAM, then retry), downgrade (one resolution step) or fail", choices=("wait", "downgrade", "fail")),
 }
 GPU_FIELDS = {
     "enabled": Scalar(object, "auto", "auto (on when NVML finds a GPU), true or false", check=_auto_or_bool),
-    "source": Scalar(str, "nvml", "nvml, command or none", choices=("nvml", "command", "none")),
+    "source": Scalar(str, "nvml", "nvml, command, comfyui (the server's /system_stats) or none", choices=("nvml", "command", "comfyui", "none")),
     "max_used_mb": Scalar(int, 10000, "wait while the GPU uses more than this", minimum=0, nullable=True),
     "min_free_mb": Scalar(int, None, "wait while the GPU has less free than this", minimum=0, nullable=True),
     "poll_seconds": Scalar(float, 5.0, "how often a closed gate reads again", minimum=0.05),
@@ -150,6 +152,8 @@ class ServerConfig:
     inputs: dict | None = None
     transport: str = "auto"
     oom: str = "wait"
+    workflow: str | None = None  # comfyui: the absolute path of the API workflow
+    free_after_job: bool = False
 
 
 @dataclass(frozen=True)
@@ -305,6 +309,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         for entry in values["watch"]
     )
     _check_roots(roots, problems, state_dir=absolute(values["state_dir"] or "."))
+    servers = _server_entries(values, raw_servers_given=servers_given)
+    servers = tuple(_with_workflow(entry, index if servers_given else None, absolute, problems) for index, entry in enumerate(servers))
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -313,7 +319,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         output_dir=output_dir,
         log_level=values["log_level"],
         stop_grace_seconds=values["stop_grace_seconds"],
-        servers=_server_entries(values, raw_servers_given=isinstance(data, dict) and "servers" in data),
+        servers=servers,
         gpu=GpuConfig(**values["gpu"]),
         retry=RetryPolicy(**values["retry"]),
         watch=roots,
@@ -332,6 +338,35 @@ def _server_entries(values: dict[str, Any], raw_servers_given: bool) -> tuple[Se
         server = ServerConfig(**fields)
         entries.append(ServerEntry(name=entry["name"] or server.url, server=server, gpu=GpuConfig(**{**default_gpu, **(entry.get("gpu") or {})})))
     return tuple(entries)
+
+
+def _with_workflow(entry: ServerEntry, index: int | None, absolute, problems: list[str]) -> ServerEntry:
+    """comfyui: the workflow is required, taken relative to the config file, and checked now (exit 78, not mid-job)."""
+    where = "server" if index is None else f"servers[{index}]"
+    server = entry.server
+    if entry.gpu.source == "comfyui" and entry.gpu.enabled is not False and server.kind != "comfyui":
+        problems.append(f"{where}.gpu.source: comfyui reads the VRAM of a ComfyUI server, but {where}.kind is {server.kind}")
+    if server.kind != "comfyui":
+        return entry
+    if not server.workflow:
+        problems.append(f"{where}.workflow: is required when kind is comfyui (an API workflow with I2VD: titles)")
+        return entry
+    path = absolute(server.workflow)
+    problem = check_workflow(path)
+    if problem:
+        problems.append(f"{where}.workflow: {problem}")
+    return dataclasses.replace(entry, server=dataclasses.replace(server, workflow=str(path)))
+
+
+def check_workflow(path: Path) -> str | None:
+    """What is wrong with a ComfyUI workflow for i2vd (no I2VD:image node, a title naming a missing input...)."""
+    from i2vd.backends.comfyui_workflow import WorkflowError, load_workflow  # the backend knows its titles
+
+    try:
+        load_workflow(path)
+    except WorkflowError as error:
+        return str(error)
+    return None
 
 
 def _with_full_default(profiles: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

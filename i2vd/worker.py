@@ -56,10 +56,10 @@ def build_workers(config: Config, journal: Journal, clock: Clock, *, backend: Ba
 
     workers = []
     for entry in config.servers:
-        worker_backend = backend if backend is not None and len(config.servers) == 1 else make_backend(entry.server)
+        worker_backend = backend if backend is not None and len(config.servers) == 1 else make_backend(entry.server, config.state_dir)
         # The built-in engine runs on the CPU: a busy GPU is no reason for it to wait.
         gpu = dataclasses.replace(entry.gpu, enabled=False) if entry.server.kind == "builtin" else entry.gpu
-        gate = VramGate.from_config(gpu, clock, gpu_reader)
+        gate = VramGate.from_config(gpu, clock, gpu_reader, server_url=entry.server.url)
         name = f"{socket.gethostname()}:{os.getpid()}:{entry.name}"
         workers.append(Worker(config, journal, worker_backend, gate, clock, name=name, server=entry.server))
     return workers

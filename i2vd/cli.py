@@ -213,12 +213,14 @@ def command_probe(arguments: argparse.Namespace) -> int:
             return 2
         reports = [probe(url, timeout_seconds=arguments.timeout)]
     else:
-        servers = [entry.server for entry in _load(arguments).servers if entry.server.kind != "builtin"]
+        config = _load(arguments)
+        servers = [entry.server for entry in config.servers if entry.server.kind != "builtin"]
         if not servers:
             print("i2vd probe: the config uses the built-in engine only; give a URL to probe a server")
             return 1
         reports = [
-            probe(server.url, api_name=server.api_name, inputs=server.inputs, timeout_seconds=arguments.timeout, transport=server.transport, kind=server.kind)
+            probe(server.url, api_name=server.api_name, inputs=server.inputs, timeout_seconds=arguments.timeout, transport=server.transport, kind=server.kind,
+                  workflow=server.workflow, config=config)
             for server in servers
         ]
     if arguments.json:

@@ -234,7 +234,7 @@ def command_demo(arguments: argparse.Namespace) -> int:
     from i2vd.demo import run_demo
 
     _setup_logging("warning")
-    return run_demo(Path(arguments.dir) if arguments.dir else None, images_per_folder=arguments.images)
+    return run_demo(Path(arguments.dir) if arguments.dir else None, images_per_folder=arguments.images, comfyui=arguments.comfyui)
 
 
 def _positive(text: str) -> int:
@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the built-in engine end to end on generated sample images")
     demo.add_argument("--dir", help="work folder (default: a new temporary folder)")
     demo.add_argument("--images", type=_positive, default=2, help="sample images per folder")
+    demo.add_argument("--comfyui", metavar="URL", help="make the videos on this ComfyUI (a model-free workflow) instead")
     demo.set_defaults(function=command_demo)
     return parser
 

@@ -20,7 +20,7 @@ from i2vd.config import Config
 from i2vd.intake import Intake, IntakeResult, Outcome
 from i2vd.journal import JobState, Journal
 from i2vd.lock import AlreadyRunning, StateLock
-from i2vd.schema import did_you_mean
+from i2vd.config import did_you_mean
 from i2vd.watcher import scan
 from i2vd.worker import Worker, build_workers
 

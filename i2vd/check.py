@@ -3,7 +3,8 @@
 Meant for the user's own config repository CI as much as for a person: every
 problem is listed with its file and key, the table shows image → profile →
 rendered prompt → parameters → output name, and the exit code is non-zero on any
-error. It reads only headers of images, so it is quick on large folders.
+error. Each image is read and decoded exactly as the daemon does (inspect_image),
+so a file check passes is one the daemon takes, and a bad one shows the daemon's error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from i2vd.config import Config
-from i2vd.images import BadImage, peek_image
+from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file
 from i2vd.output import default_video_path
 from i2vd.profiles import resolve_profile
 from i2vd.sidecars import FOLDER_SIDECAR, IMAGE_SIDECAR_SUFFIX, ProfileError, SidecarError, load_sidecar, read_caption, read_sidecars
@@ -49,6 +50,15 @@ def _parameters(params: dict) -> str:
     return f"{params['resolution']} {params['frames']}f {params['fps']}fps {params['steps']}st g{params['guidance']:g}{seed}"
 
 
+def decode_like_the_daemon(path: Path) -> ImageFacts:
+    """The intake's read and full decode of one image; its BadImage message is the job's error."""
+    try:
+        data = read_regular_file(path)
+    except OSError as error:
+        raise BadImage(f"cannot read {path.name}: {error.strerror}") from None  # as the intake words it
+    return inspect_image(data, path.name)
+
+
 def check_root(config: Config, root_path: Path, start: Path, problems: list[str]) -> list[Row]:
     root = config.root_for(root_path)
     excluded = config.excluded_folders()
@@ -61,7 +71,7 @@ def check_root(config: Config, root_path: Path, start: Path, problems: list[str]
     for path, _ in sorted(scan(start, excluded)):
         relative = path.relative_to(root.path)
         try:
-            facts = peek_image(path)
+            facts = decode_like_the_daemon(path)
             resolved = resolve_profile(config, Path(relative.as_posix()), facts, "default", read_sidecars(root.path, path), caption=read_caption(path))
         except SidecarError as error:
             rows.append(Row(str(relative), error=f"parked: {error}"))

@@ -7,7 +7,9 @@ exit code, so tests call `main([...])` in-process.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -21,6 +23,7 @@ from i2vd.journal import JobState, Journal, JournalVersionError
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
 EX_CANTCREAT = 73
+EX_SIGPIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool its reader stopped reading (`yes | head`)
 
 
 def _setup_logging(level: str = "info") -> None:
@@ -38,6 +41,22 @@ def _daemon_alive(config: Config) -> bool:
     from i2vd.status import daemon_alive
 
     return daemon_alive(config)
+
+
+def _missing_config(arguments: argparse.Namespace) -> str | None:
+    """Without -c, when no config is where i2vd looks: what was tried and what to do. (A -c file that
+    does not exist is load_config's to report, like any other file it cannot read.)"""
+    from i2vd import config as config_module
+
+    if "config" not in vars(arguments) or arguments.config or config_path(None).exists():
+        return None
+    environment = os.environ.get("I2VD_CONFIG")
+    tried = f"$I2VD_CONFIG={environment} (no such file)" if environment else f"$I2VD_CONFIG (not set), {config_module.DEFAULT_CONFIG_PATH} (no such file)"
+    return (
+        f"i2vd {arguments.command}: no config file found; tried -c (not given), {tried}.\n"
+        f"Pass one with -c, e.g. `i2vd {arguments.command} -c demo-out/config.yaml` (the config `make demo` writes), "
+        "or set $I2VD_CONFIG; config.example.yaml lists every key."
+    )
 
 
 def _open_journal(config: Config, *, read_only: bool = False) -> Journal | None:
@@ -237,6 +256,13 @@ def command_demo(arguments: argparse.Namespace) -> int:
     return run_demo(Path(arguments.dir) if arguments.dir else None, images_per_folder=arguments.images, comfyui=arguments.comfyui)
 
 
+def command_config(arguments: argparse.Namespace) -> int:
+    from i2vd.config_reference import reference
+
+    sys.stdout.write(reference())
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -289,15 +315,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--images", type=_positive, default=2, help="sample images per folder")
     demo.add_argument("--comfyui", metavar="URL", help="make the videos on this ComfyUI (a model-free workflow) instead")
     demo.set_defaults(function=command_demo)
+    reference = commands.add_parser("config", help="print the documented reference config (every key, its default)")
+    reference.add_argument("--example", action="store_true", required=True, help="every key with its default")
+    reference.set_defaults(function=command_config)
     return parser
+
+
+def _silence_stdout() -> None:
+    """The reader went away (`i2vd status | head`): point stdout at /dev/null so nothing left to flush
+    at exit raises again (the recipe in Python's documentation of SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # not a real file (tests capture it): nothing is left to flush into a pipe
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
-        return arguments.function(arguments)
+        code = arguments.function(arguments)
+        sys.stdout.flush()  # what is still buffered goes now, where a closed pipe is handled, not at exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EX_SIGPIPE
     except ConfigError as error:
-        print(error.report(), file=sys.stderr)
+        print(_missing_config(arguments) or error.report(), file=sys.stderr)
         return EX_CONFIG
     except JournalVersionError as error:
         # A newer journal is a configuration problem for this release (78: systemd does not restart);

@@ -1,131 +1,39 @@
 """Load and validate i2vd's YAML configuration.
 
-`CONFIG_SCHEMA` is the single description of every key: it fills defaults,
-validates types and the /predict ranges, and reports every problem at once with
-its path. Relative paths are taken relative to the config file, so a config that
-lives beside its folders works from any working directory.
+The keys, their defaults and bounds are declared once, in `i2vd.config_model`; this
+module reads a file with them, reports every problem at once with its path
+(`profiles.beach.fps: 40 is above 24`, `servr: unknown key (did you mean 'server'?)`),
+and assembles the Config the daemon runs on. Relative paths are taken relative to the
+config file, so a config that lives beside its folders works from any working directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2.sandbox
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from i2vd.schema import REQUIRED, ListOf, MapOf, Scalar, Section, validate
+from i2vd.config_model import (
+    DEFAULT_PROMPT as DEFAULT_PROMPT,  # re-exported: the rest of i2vd reads these two from here
+    RESOLUTIONS as RESOLUTIONS,
+    ConfigFile,
+    GpuConfig,
+    ProfileFields,
+    RetryPolicy,
+    ServerConfig,
+    WatchRoot,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/i2vd/config.yaml")
 DONE_FOLDER = ".i2vd-done"  # `after: move` puts finished sources here, inside their root
-RESOLUTIONS = ("256p", "512p", "768p", "1024p")
-DEFAULT_PROMPT = "{{ caption or ('A ' ~ subject ~ ' scene with smooth motion') }}"
-
-
-def _template_syntax(text: str) -> str | None:
-    try:
-        jinja2.sandbox.SandboxedEnvironment().parse(text)
-    except jinja2.TemplateSyntaxError as error:
-        return f"template error: {error.message} (line {error.lineno})"
-    return None
-
-
-def _gradio_inputs(value: Any) -> str | None:
-    from i2vd.backends.gradio_protocol import input_problems  # the backend knows its own mapping's shape
-
-    problems = input_problems(value)
-    return "; ".join(problems) if problems else None
-
-
-def _http_url(value: Any) -> str | None:
-    return None if str(value).startswith(("http://", "https://")) else f"{value!r} is not an http:// or https:// URL"
-
-
-def _auto_or_bool(value: Any) -> str | None:
-    return None if value == "auto" or isinstance(value, bool) else f"{value!r} is not one of auto, true, false"
-
-
-PROFILE_FIELDS = {
-    "prompt": Scalar(str, DEFAULT_PROMPT, "Jinja2 template for the prompt", check=_template_syntax),
-    "resolution": Scalar(str, "512p", "output resolution", choices=RESOLUTIONS),
-    "frames": Scalar(int, 16, "number of frames", minimum=8, maximum=32),
-    "fps": Scalar(int, 8, "frames per second", minimum=4, maximum=24),
-    "steps": Scalar(int, 50, "diffusion steps", minimum=10, maximum=100),
-    "guidance": Scalar(float, 9.0, "guidance scale", minimum=1, maximum=20),
-    "seed": Scalar(int, None, "fixed seed, or empty for the server's choice", nullable=True, minimum=0),
-    "output": Scalar(str, None, "output file name template, e.g. 'sku_{{ stem }}_rotate.mp4'", nullable=True, check=_template_syntax),
-}
-PROFILE_SCHEMA = Section(PROFILE_FIELDS, "a prompt profile; every field inherits from `default`")
-
-SERVER_FIELDS = {
-    "kind": Scalar(str, "builtin", "builtin (CPU preview engine), predict (I2VGen-XL /api/predict/), gradio (any Gradio app) or comfyui", choices=("builtin", "predict", "gradio", "comfyui")),
-    "url": Scalar(str, "http://127.0.0.1:7860", "the server's base URL", check=_http_url),
-    "path": Scalar(str, "/api/predict/", "predict endpoint path on the server"),
-    "timeout_seconds": Scalar(float, 900.0, "longest one video may take", minimum=1),
-    "connect_timeout_seconds": Scalar(float, 10.0, "longest a connection may take to open", minimum=0.1),
-    "image_encoding": Scalar(str, "base64", "how the image is sent: base64 or data_url", choices=("base64", "data_url")),
-    "api_name": Scalar(str, None, "gradio: the endpoint, e.g. /predict (default: the one taking an image and returning a video)", nullable=True),
-    "inputs": Scalar(dict, None, "gradio: the app's parameters (by name or position) from i2vd fields or {value: constant}", nullable=True, check=_gradio_inputs),
-    "transport": Scalar(str, "auto", "gradio 4+: auto, queue or call", choices=("auto", "queue", "call")),
-    "workflow": Scalar(str, None, "comfyui: the API workflow (Export (API)) with I2VD: titles; relative to the config file", nullable=True),
-    "free_after_job": Scalar(bool, False, "comfyui: POST /free after each job (frees VRAM; models stay loaded)"),
-    "oom": Scalar(str, "wait", "on a GPU out-of-memory reply: wait (for VRAM, then retry), downgrade (one resolution step) or fail", choices=("wait", "downgrade", "fail")),
-}
-GPU_FIELDS = {
-    "enabled": Scalar(object, "auto", "auto (on when NVML finds a GPU), true or false", check=_auto_or_bool),
-    "source": Scalar(str, "nvml", "nvml, command, comfyui (the server's /system_stats) or none", choices=("nvml", "command", "comfyui", "none")),
-    "max_used_mb": Scalar(int, 10000, "wait while the GPU uses more than this", minimum=0, nullable=True),
-    "min_free_mb": Scalar(int, None, "wait while the GPU has less free than this", minimum=0, nullable=True),
-    "poll_seconds": Scalar(float, 5.0, "how often a closed gate reads again", minimum=0.05),
-    "index": Scalar(int, 0, "NVML index of the GPU", minimum=0),
-    "command": Scalar(str, None, "with source: command, prints used MiB", nullable=True),
-    "on_error": Scalar(str, "wait", "when the GPU cannot be read: wait or proceed", choices=("wait", "proceed")),
-    "stuck_minutes": Scalar(float, 10.0, "closed this long with no job of i2vd's running: say so, with advice", minimum=0.1),
-}
-
-CONFIG_SCHEMA = Section(
-    {
-        "state_dir": Scalar(str, "/var/lib/i2vd", "where journal.sqlite3 and the lock live; local disk"),
-        "output_dir": Scalar(str, REQUIRED, "where videos go, mirroring the input tree"),
-        "log_level": Scalar(str, "info", "log verbosity", choices=("debug", "info", "warning", "error")),
-        "stop_grace_seconds": Scalar(float, 30.0, "on stop, how long the running job may take to finish before it is released", minimum=0),
-        "server": Section(SERVER_FIELDS, "the image-to-video server (or use `servers:` for several)"),
-        "servers": ListOf(
-            Section({"name": Scalar(str, None, "a short name for status and the log", nullable=True), **SERVER_FIELDS, "gpu": Section(GPU_FIELDS, "this server's own VRAM gate (keys not given come from `gpu:`)", partial=True)}),
-            "several servers (one per GPU), each pulling jobs from the one journal",
-            default=None,
-            min_items=1,
-        ),
-        "gpu": Section(GPU_FIELDS, "the VRAM gate"),
-        "retry": Section(
-            {
-                "attempts": Scalar(int, 3, "tries per job before it fails", minimum=1, maximum=100),
-                "initial_backoff_seconds": Scalar(float, 10.0, "wait after the first failure", minimum=0),
-                "max_backoff_seconds": Scalar(float, 600.0, "longest wait between tries", minimum=0),
-                "max_interruptions": Scalar(int, 3, "daemon deaths during one job before it fails", minimum=1),
-            },
-            "retry policy",
-        ),
-        "watch": ListOf(
-            Section(
-                {
-                    "path": Scalar(str, REQUIRED, "a hot folder, watched recursively"),
-                    "settle_seconds": Scalar(float, 5.0, "size and mtime unchanged this long", minimum=0),
-                    "poll": Scalar(object, "auto", "auto (polling on network filesystems), true or false", check=_auto_or_bool),
-                    "rescan_seconds": Scalar(float, 300.0, "periodic reconcile", minimum=1),
-                    "after": Scalar(str, "keep", "keep or move (into <root>/.i2vd-done/)", choices=("keep", "move")),
-                    "output_dir": Scalar(str, None, "this root's own output folder", nullable=True),
-                }
-            ),
-            "hot folders",
-            default=list,
-        ),
-        "profiles": MapOf(PROFILE_SCHEMA, "prompt profiles by name; each inherits from `default`", partial=True),
-    }
-)
 
 
 class ConfigError(Exception):
@@ -141,63 +49,12 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
-class ServerConfig:
-    kind: str
-    url: str
-    path: str
-    timeout_seconds: float
-    connect_timeout_seconds: float
-    image_encoding: str
-    api_name: str | None = None
-    inputs: dict | None = None
-    transport: str = "auto"
-    oom: str = "wait"
-    workflow: str | None = None  # comfyui: the absolute path of the API workflow
-    free_after_job: bool = False
-
-
-@dataclass(frozen=True)
-class GpuConfig:
-    enabled: object
-    source: str
-    max_used_mb: int | None
-    min_free_mb: int | None
-    poll_seconds: float
-    index: int
-    command: str | None
-    on_error: str
-    stuck_minutes: float
-
-
-@dataclass(frozen=True)
 class ServerEntry:
     """One server and the gate of the GPU it runs on: one worker each."""
 
     name: str
     server: ServerConfig
     gpu: GpuConfig
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 3
-    initial_backoff_seconds: float = 10.0
-    max_backoff_seconds: float = 600.0
-    max_interruptions: int = 3
-
-    def backoff_seconds(self, failures: int) -> float:
-        """Wait after the `failures`-th failure: doubles each time, capped."""
-        return min(self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** max(0, failures - 1))
-
-
-@dataclass(frozen=True)
-class WatchRoot:
-    path: Path
-    output_dir: Path
-    settle_seconds: float
-    poll: object
-    rescan_seconds: float
-    after: str
 
 
 @dataclass(frozen=True)
@@ -268,94 +125,75 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     except yaml.YAMLError as error:
         raise ConfigError(source, [f"not valid YAML: {str(error).replace('<unicode string>', source)}"]) from None
     problems: list[str] = []
-    values = validate(data, CONFIG_SCHEMA, "", problems, fill_defaults=True)
-    profiles = _with_full_default(values.get("profiles", {}))
-    if not values.get("watch"):
-        problems.append("watch: needs at least one hot folder")
-    gpu = values.get("gpu") or {}
-    servers_given = isinstance(data, dict) and "servers" in data
-    if not servers_given and gpu.get("source") == "command" and gpu.get("enabled") is not False and not gpu.get("command"):
-        problems.append("gpu.command: is required when gpu.source is command")
-    retry = values.get("retry") or {}
-    if (retry.get("max_backoff_seconds") or 0) < (retry.get("initial_backoff_seconds") or 0):
-        problems.append("retry.max_backoff_seconds: is below retry.initial_backoff_seconds")
-    if servers_given:
-        if "server" in data:
-            problems.append("server: give either `server` or `servers`, not both")
-        for index, entry in enumerate(values.get("servers") or []):
-            merged = {**gpu, **(entry.get("gpu") or {})}
-            if merged.get("source") == "command" and merged.get("enabled") is not False and not merged.get("command"):
-                problems.append(f"servers[{index}].gpu.command: is required when gpu.source is command")
-        names = [entry.get("name") or entry.get("url") for entry in values.get("servers") or []]
-        for name in {name for name in names if names.count(name) > 1}:
-            problems.append(f"servers: {name!r} appears twice: give each server its own name")
-    base = base_dir or Path.cwd()
-
-    def absolute(value: str) -> Path:
-        return (base / os.path.expanduser(value)).resolve()
-
-    if problems and not (values.get("output_dir") and values.get("watch") and all(entry.get("path") for entry in values["watch"])):
-        raise ConfigError(source, problems)  # the folders cannot be checked against each other yet
-    output_dir = absolute(values["output_dir"])
-    roots = tuple(
-        WatchRoot(
-            path=absolute(entry["path"]),
-            output_dir=absolute(entry["output_dir"]) if entry["output_dir"] else output_dir,
-            settle_seconds=entry["settle_seconds"],
-            poll=entry["poll"],
-            rescan_seconds=entry["rescan_seconds"],
-            after=entry["after"],
-        )
-        for entry in values["watch"]
-    )
-    _check_roots(roots, problems, state_dir=absolute(values["state_dir"] or "."))
-    servers = _server_entries(values, raw_servers_given=servers_given)
-    servers = tuple(_with_workflow(entry, index if servers_given else None, absolute, problems) for index, entry in enumerate(servers))
+    if isinstance(data, dict) and "server" in data and "servers" in data:
+        problems.append("server: give either `server` or `servers`, not both")
+    context = {"base_dir": base_dir or Path.cwd()}
+    try:
+        values = ConfigFile.model_validate(data, context=context)
+    except ValidationError as error:
+        problems = validation_problems(error, ConfigFile) + problems
+        rest, whole = _valid_rest(data, error, context)
+        if rest is not None:  # the checks across keys, over the keys without problems of their own
+            _check_across(rest, problems, roots=whole)
+        raise ConfigError(source, problems) from None
+    _check_across(values, problems, roots=True)
     if problems:
         raise ConfigError(source, problems)
     return Config(
         source=source,
-        state_dir=absolute(values["state_dir"]),
-        output_dir=output_dir,
-        log_level=values["log_level"],
-        stop_grace_seconds=values["stop_grace_seconds"],
-        servers=servers,
-        gpu=GpuConfig(**values["gpu"]),
-        retry=RetryPolicy(**values["retry"]),
-        watch=roots,
-        profiles=profiles,
+        state_dir=values.state_dir,
+        output_dir=values.output_dir,
+        log_level=values.log_level,
+        stop_grace_seconds=values.stop_grace_seconds,
+        servers=_server_entries(values),
+        gpu=values.gpu,
+        retry=values.retry,
+        watch=_roots(values),
+        profiles=_with_full_default(values.profiles),
     )
 
 
-def _server_entries(values: dict[str, Any], raw_servers_given: bool) -> tuple[ServerEntry, ...]:
-    default_gpu = values["gpu"]
-    if not raw_servers_given:
-        server = ServerConfig(**values["server"])
-        return (ServerEntry(name=server.kind if server.kind == "builtin" else server.url, server=server, gpu=GpuConfig(**default_gpu)),)
-    entries = []
-    for entry in values["servers"]:
-        fields = {key: entry[key] for key in SERVER_FIELDS}
-        server = ServerConfig(**fields)
-        entries.append(ServerEntry(name=entry["name"] or server.url, server=server, gpu=GpuConfig(**{**default_gpu, **(entry.get("gpu") or {})})))
-    return tuple(entries)
+def _valid_rest(data: Any, error: ValidationError, context: dict) -> tuple[ConfigFile | None, bool]:
+    """The config without its top-level keys that have problems (placeholders for the required ones), and
+    whether its folders are all real; None when nothing can be checked further."""
+    bad = {item["loc"][0] if item["loc"] else None for item in error.errors()}
+    if not isinstance(data, dict) or None in bad:
+        return None, False
+    rest = {key: value for key, value in data.items() if key not in bad}
+    placeholders = {"output_dir": "/", "watch": [{"path": "/"}]}
+    whole = not placeholders.keys() - rest.keys() and "state_dir" not in bad
+    try:
+        return ConfigFile.model_validate({**placeholders, **rest}, context=context), whole
+    except ValidationError:
+        return None, False
 
 
-def _with_workflow(entry: ServerEntry, index: int | None, absolute, problems: list[str]) -> ServerEntry:
-    """comfyui: the workflow is required, taken relative to the config file, and checked now (exit 78, not mid-job)."""
-    where = "server" if index is None else f"servers[{index}]"
-    server = entry.server
-    if entry.gpu.source == "comfyui" and entry.gpu.enabled is not False and server.kind != "comfyui":
-        problems.append(f"{where}.gpu.source: comfyui reads the VRAM of a ComfyUI server, but {where}.kind is {server.kind}")
+def _check_across(values: ConfigFile, problems: list[str], roots: bool) -> None:
+    """What no single key can say: a command for gpu.source command; folders that overlap."""
+    for index, entry in enumerate(_server_entries(values)):
+        gpu = entry.gpu
+        if gpu.source == "command" and gpu.enabled is not False and not gpu.command:
+            place = f"servers[{index}].gpu" if values.servers is not None else "gpu"
+            problems.append(f"{place}.command: is required when gpu.source is command")
+        _check_comfyui(entry, "server" if values.servers is None else f"servers[{index}]", problems)
+    if roots:
+        _check_roots(_roots(values), problems, state_dir=values.state_dir)
+
+
+def _check_comfyui(entry: ServerEntry, where: str, problems: list[str]) -> None:
+    """comfyui: a workflow i2vd can fill is required now (exit 78), not found wanting mid-job."""
+    server, gpu = entry.server, entry.gpu
+    if gpu.source == "comfyui" and gpu.enabled is not False and server.kind != "comfyui":
+        place = "gpu" if where == "server" else f"{where}.gpu"
+        problems.append(f"{place}.source: comfyui reads the VRAM of a ComfyUI server, but {where}.kind is {server.kind}")
     if server.kind != "comfyui":
-        return entry
-    if not server.workflow:
+        return
+    if server.workflow is None:
         problems.append(f"{where}.workflow: is required when kind is comfyui (an API workflow with I2VD: titles)")
-        return entry
-    path = absolute(server.workflow)
-    problem = check_workflow(path)
+        return
+    problem = check_workflow(server.workflow)
     if problem:
         problems.append(f"{where}.workflow: {problem}")
-    return dataclasses.replace(entry, server=dataclasses.replace(server, workflow=str(path)))
 
 
 def check_workflow(path: Path) -> str | None:
@@ -369,10 +207,123 @@ def check_workflow(path: Path) -> str | None:
     return None
 
 
-def _with_full_default(profiles: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _roots(values: ConfigFile) -> tuple[WatchRoot, ...]:
+    """The hot folders, each with its output folder (its own, or the config's)."""
+    return tuple(dataclasses.replace(root, output_dir=root.output_dir or values.output_dir) for root in values.watch)
+
+
+def _server_entries(values: ConfigFile) -> tuple[ServerEntry, ...]:
+    if values.servers is None:
+        server = values.server
+        name = server.kind if server.kind == "builtin" else server.url
+        return (ServerEntry(name=name, server=server, gpu=values.gpu),)
+    entries = []
+    for entry in values.servers:
+        server = ServerConfig(**{key: getattr(entry, key) for key in ServerConfig.__pydantic_fields__})
+        overrides = entry.gpu.model_dump(exclude_unset=True) if entry.gpu is not None else {}
+        gpu = dataclasses.replace(values.gpu, **overrides)
+        entries.append(ServerEntry(name=entry.name or server.url, server=server, gpu=gpu))
+    return tuple(entries)
+
+
+def _with_full_default(profiles: dict[str, ProfileFields]) -> dict[str, dict[str, Any]]:
     """Profiles keep only the keys they set; `default` gets every built-in default."""
-    default = validate(profiles.get("default") or {}, PROFILE_SCHEMA, "profiles.default", [], fill_defaults=True)
-    return {**profiles, "default": default}
+    kept = {name: profile.model_dump(exclude_unset=True) for name, profile in profiles.items()}
+    return {**kept, "default": profiles.get("default", ProfileFields()).model_dump()}
+
+
+def did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_TYPE_NAMES = {"int": "a whole number", "float": "a number", "string": "a string", "bool": "true or false",
+               "dict": "a mapping", "model": "a mapping", "dataclass": "a mapping", "list": "a list"}
+
+
+def validation_problems(error: ValidationError, model: type) -> list[str]:
+    """pydantic's errors in i2vd's words, each with its dotted path: `profiles.beach.fps: 40 is above 24`."""
+    problems = []
+    for item in error.errors(include_url=False):
+        context = item.get("ctx") or {}
+        place = (*item["loc"], context["key"]) if "key" in context else item["loc"]
+        path = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in place).lstrip(".")
+        problems.append(f"{path or 'the file'}: {_message(item, model)}")
+    return problems
+
+
+def _message(item: Any, model: type) -> str:
+    kind, value, context = item["type"], item.get("input"), item.get("ctx") or {}
+    if kind in ("missing", "missing_argument"):
+        return "is required"
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        known = list(_fields_of(_type_at(model, item["loc"][:-1])) or ())
+        return f"unknown key{did_you_mean(str(item['loc'][-1]), known)}"
+    if kind == "literal_error":
+        choices = [str(choice) for choice in typing.get_args(_type_at(model, item["loc"]))]
+        return f"{_describe(value)} is not one of {', '.join(choices)}{did_you_mean(str(value), choices)}"
+    bound = context.get("ge", context.get("le"))
+    if isinstance(bound, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # a number in a float field is shown as one
+    if kind == "greater_than_equal":
+        return f"{_describe(value)} is below {bound:g}"
+    if kind == "less_than_equal":
+        return f"{_describe(value)} is above {bound:g}"
+    if kind == "too_short":
+        return f"needs at least {context['min_length']} entry"
+    if kind == "finite_number":
+        return f"{value} is not a finite number"
+    expected = _TYPE_NAMES.get(kind.split("_")[0]) if kind.endswith(("_type", "_parsing", "_from_float")) else None
+    if expected:
+        return f"is empty, expected {expected}" if value is None else f"{_describe(value)} is not {expected}"
+    return item["msg"]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "empty"
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return str(value)
+
+
+def _fields_of(kind: Any) -> dict[str, Any] | None:
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return kind.model_fields
+    return getattr(kind, "__pydantic_fields__", None)  # a pydantic dataclass
+
+
+def _bare(kind: Any) -> Any:
+    """The type under Annotated[...] and `| None`."""
+    while True:
+        if typing.get_origin(kind) is typing.Annotated:
+            kind = typing.get_args(kind)[0]
+        elif typing.get_origin(kind) in (typing.Union, types.UnionType):
+            options = [option for option in typing.get_args(kind) if option is not type(None)]
+            if len(options) != 1:
+                return kind
+            kind = options[0]
+        else:
+            return kind
+
+
+def _type_at(model: type, place: tuple) -> Any:
+    """The declared type at an error's location, to name the keys or choices it allows."""
+    kind: Any = model
+    for key in place:
+        kind = _bare(kind)
+        fields = _fields_of(kind)
+        if fields is not None and key in fields:
+            kind = fields[key].annotation
+        elif typing.get_origin(kind) in (list, tuple):
+            kind = typing.get_args(kind)[0]
+        elif typing.get_origin(kind) is dict:
+            kind = typing.get_args(kind)[1]
+        else:
+            return None
+    return _bare(kind)
 
 
 def _check_roots(roots: tuple[WatchRoot, ...], problems: list[str], state_dir: Path) -> None:

@@ -186,6 +186,11 @@ class JobState(str, Enum):
 CLOSED_STATES = (JobState.SUPERSEDED, JobState.FORGOTTEN)  # history only: never counted as failed, never retried
 
 
+def _sql(*states: JobState) -> str:
+    """States as SQL literals (`'queued', 'parked'`) for the statements below: the names come from JobState only."""
+    return ", ".join(f"'{JobState(state).value}'" for state in states)
+
+
 @dataclass(frozen=True)
 class NewJob:
     """Everything known about a job when it is recorded."""
@@ -472,7 +477,7 @@ class Journal:
 
     def unstarted_jobs(self, under: str | None = None) -> list[Job]:
         """Queued and parked jobs (optionally those whose source is under a folder): what a sidecar edit may change."""
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'parked')"
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({_sql(JobState.QUEUED, JobState.PARKED)})"
         parameters: tuple = ()
         if under is not None:
             sql += " AND substr(source_path, 1, ?) = ?"
@@ -524,7 +529,8 @@ class Journal:
             profile = json.loads(row["profile_json"])
             profile.setdefault("downgraded_from", json.loads(row["params_json"]))
             db.execute(
-                "UPDATE jobs SET state = 'queued', params_json = ?, profile_json = ?, last_error = ?, next_attempt_at = ?,"
+                f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, params_json = ?, profile_json = ?, last_error = ?,"
+                " next_attempt_at = ?,"
                 " lease_owner = NULL, lease_expires_at = NULL, interruptions = 0, updated_at = ? WHERE id = ?",
                 (json.dumps(params, sort_keys=True), json.dumps(profile, sort_keys=True, default=str), printable(note), now, now, job_id),
             )
@@ -534,18 +540,20 @@ class Journal:
         """A not-yet-started job turned out to be the same work as another: drop it, its files now point there."""
         with self._write() as db:
             db.execute("UPDATE files SET job_id = ? WHERE job_id = ?", (other_id, job_id))
-            db.execute("DELETE FROM jobs WHERE id = ? AND state IN ('queued', 'parked')", (job_id,))
+            unstarted = _sql(JobState.QUEUED, JobState.PARKED)
+            db.execute(f"DELETE FROM jobs WHERE id = ? AND state IN ({unstarted})", (job_id,))
             self._event(db, other_id, "info", f"job {job_id} had the same content and settings: merged into this one")
 
     # -- the worker's side ---------------------------------------------------------
 
     def ready_count(self) -> int:
         now = self.clock.now()
-        return self._read("SELECT count(*) FROM jobs WHERE state = 'queued' AND next_attempt_at <= ?", (now,))[0][0]
+        sql = f"SELECT count(*) FROM jobs WHERE state = {_sql(JobState.QUEUED)} AND next_attempt_at <= ?"
+        return self._read(sql, (now,))[0][0]
 
     def next_attempt_at(self) -> float | None:
         """When the earliest queued job becomes due, or None when nothing is queued."""
-        return self._read("SELECT min(next_attempt_at) FROM jobs WHERE state = 'queued'")[0][0]
+        return self._read(f"SELECT min(next_attempt_at) FROM jobs WHERE state = {_sql(JobState.QUEUED)}")[0][0]
 
     def claim_next(self, owner: str, lease_seconds: float) -> Job | None:
         """The next due job: highest priority first, then the watch root whose turn is longest ago, then oldest.
@@ -556,10 +564,11 @@ class Journal:
         with self._write() as db:
             # One indexed look per root (there are few) instead of sorting every due job (there may be 100k).
             candidates = []
-            for (root,) in db.execute("SELECT DISTINCT root FROM jobs WHERE state = 'queued'").fetchall():
+            queued_roots = f"SELECT DISTINCT root FROM jobs WHERE state = {_sql(JobState.QUEUED)}"
+            for (root,) in db.execute(queued_roots).fetchall():
                 best = db.execute(
                     "SELECT id, root, priority, next_attempt_at FROM jobs INDEXED BY jobs_by_root_turn"
-                    " WHERE state = 'queued' AND root = ? AND next_attempt_at <= ?"
+                    f" WHERE state = {_sql(JobState.QUEUED)} AND root = ? AND next_attempt_at <= ?"
                     " ORDER BY priority DESC, next_attempt_at, id LIMIT 1",
                     (root, now),
                 ).fetchone()
@@ -576,7 +585,8 @@ class Journal:
                 (row["root"],),
             )
             db.execute(
-                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, started_at = ?,"
+                f"UPDATE jobs SET state = {_sql(JobState.RUNNING)}, lease_owner = ?, lease_expires_at = ?, started_at"
+                " = ?,"
                 " updated_at = ? WHERE id = ?",
                 (owner, now + lease_seconds, now, now, row["id"]),
             )
@@ -605,11 +615,12 @@ class Journal:
             held = set(self._held)
             expired = [
                 job_id for (job_id,) in self._db.execute(
-                    "SELECT id FROM jobs WHERE state = 'running' AND coalesce(lease_expires_at, 0) <= ?", (now,)
+                    f"SELECT id FROM jobs WHERE state = {_sql(JobState.RUNNING)} AND coalesce(lease_expires_at, 0) <= ?",
+                    (now,),
                 ) if job_id not in held
             ]
             far = self._db.execute(
-                "SELECT count(*) FROM jobs WHERE state = 'queued' AND next_attempt_at > ?", (latest,)
+                f"SELECT count(*) FROM jobs WHERE state = {_sql(JobState.QUEUED)} AND next_attempt_at > ?", (latest,)
             ).fetchone()[0]
             if not expired and not far:
                 return [], 0
@@ -619,9 +630,9 @@ class Journal:
                     if job_id in self._held:
                         continue
                     cursor = db.execute(
-                        "UPDATE jobs SET state = 'queued', next_attempt_at = ?, lease_owner = NULL,"
+                        f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, next_attempt_at = ?, lease_owner = NULL,"
                         " lease_expires_at = NULL, updated_at = ?"
-                        " WHERE id = ? AND state = 'running' AND coalesce(lease_expires_at, 0) <= ?",
+                        f" WHERE id = ? AND state = {_sql(JobState.RUNNING)} AND coalesce(lease_expires_at, 0) <= ?",
                         (now, now, job_id, now),
                     )
                     if cursor.rowcount:
@@ -629,7 +640,8 @@ class Journal:
                         note = "lease expired with no outcome recorded: returned to the queue"
                         self._event(db, job_id, "warning", note)
                 shortened = db.execute(
-                    "UPDATE jobs SET next_attempt_at = ? WHERE state = 'queued' AND next_attempt_at > ?",
+                    f"UPDATE jobs SET next_attempt_at = ? WHERE state = {_sql(JobState.QUEUED)} AND next_attempt_at >"
+                    " ?",
                     (latest, latest),
                 ).rowcount
                 if shortened:
@@ -654,7 +666,8 @@ class Journal:
         now = self.clock.now()
         with self._write() as db:
             db.execute(
-                "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,"
+                f"UPDATE jobs SET state = {_sql(JobState.DONE)}, lease_owner = NULL, lease_expires_at = NULL,"
+                " last_error = NULL,"
                 " interruptions = 0, server_json = ?, server_seconds = ?, finished_at = ?, updated_at = ? WHERE id = ?",
                 (json.dumps(server, sort_keys=True), server_seconds, now, now, job_id),
             )
@@ -664,7 +677,8 @@ class Journal:
         now = self.clock.now()
         with self._write() as db:
             db.execute(
-                "UPDATE jobs SET state = 'failed', attempts = attempts + ?, last_error = ?, lease_owner = NULL,"
+                f"UPDATE jobs SET state = {_sql(JobState.FAILED)}, attempts = attempts + ?, last_error = ?,"
+                " lease_owner = NULL,"
                 " lease_expires_at = NULL, interruptions = 0, finished_at = ?, updated_at = ? WHERE id = ?",
                 (1 if count_attempt else 0, printable(error), now, now, job_id),
             )
@@ -678,9 +692,10 @@ class Journal:
         now = self.clock.now()
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state = 'queued', attempts = attempts + ?, last_error = coalesce(?, last_error),"
+                f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, attempts = attempts + ?, last_error = coalesce(?,"
+                " last_error),"
                 " next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL, interruptions = 0,"
-                " updated_at = ? WHERE id = ? AND state = 'running'",
+                f" updated_at = ? WHERE id = ? AND state = {_sql(JobState.RUNNING)}",
                 (1 if count_attempt else 0, printable(error), retry_at, now, job_id),
             )
             if error and cursor.rowcount:
@@ -696,20 +711,22 @@ class Journal:
         """
         now = self.clock.now()
         with self._write() as db:
-            rows = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running'").fetchall()
+            rows = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = {_sql(JobState.RUNNING)}").fetchall()
             for row in rows:
                 interruptions = row["interruptions"] + 1
                 if interruptions >= max_interruptions:
                     error = f"interrupted {interruptions} times (the daemon died while running it)"
                     db.execute(
-                        "UPDATE jobs SET state = 'failed', interruptions = ?, last_error = ?, lease_owner = NULL,"
+                        f"UPDATE jobs SET state = {_sql(JobState.FAILED)}, interruptions = ?, last_error = ?,"
+                        " lease_owner = NULL,"
                         " lease_expires_at = NULL, finished_at = ?, updated_at = ? WHERE id = ?",
                         (interruptions, error, now, now, row["id"]),
                     )
                     self._event(db, row["id"], "error", f"failed: {error}")
                 else:
                     db.execute(
-                        "UPDATE jobs SET state = 'queued', interruptions = ?, next_attempt_at = ?, lease_owner = NULL,"
+                        f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, interruptions = ?, next_attempt_at = ?,"
+                        " lease_owner = NULL,"
                         " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
                         (interruptions, now, now, row["id"]),
                     )
@@ -722,10 +739,12 @@ class Journal:
     def retryable(self, job_ids: list[int] | None = None) -> list[Job]:
         """Every failed job, or the named jobs that are failed or done."""
         if job_ids is None:
-            rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'failed' ORDER BY id")
+            rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = {_sql(JobState.FAILED)} ORDER BY id")
         else:
             marks = ",".join("?" * len(job_ids))
-            rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({marks}) AND state IN ('failed', 'done') ORDER BY id", tuple(job_ids))
+            finished = _sql(JobState.FAILED, JobState.DONE)
+            sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({marks}) AND state IN ({finished}) ORDER BY id"
+            rows = self._read(sql, tuple(job_ids))
         return [_job(row) for row in rows]
 
     def supersede(self, job_id: int, new_sha256: str, new_job_id: int | None) -> bool:
@@ -735,8 +754,8 @@ class Journal:
         note = f"superseded: the file has new content (sha256 {new_sha256[:12]}){follow}"
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state = 'superseded', last_error = ?, updated_at = ?"
-                " WHERE id = ? AND state = 'failed'",
+                f"UPDATE jobs SET state = {_sql(JobState.SUPERSEDED)}, last_error = ?, updated_at = ?"
+                f" WHERE id = ? AND state = {_sql(JobState.FAILED)}",
                 (note, now, job_id),
             )
             if cursor.rowcount:
@@ -748,12 +767,14 @@ class Journal:
         now = self.clock.now()
         with self._write() as db:
             if job_ids is None:
-                ids = [row[0] for row in db.execute("SELECT id FROM jobs WHERE state = 'failed' ORDER BY id")]
+                every_failed = f"SELECT id FROM jobs WHERE state = {_sql(JobState.FAILED)} ORDER BY id"
+                ids = [row[0] for row in db.execute(every_failed)]
             else:
-                failed = "SELECT 1 FROM jobs WHERE id = ? AND state = 'failed'"
+                failed = f"SELECT 1 FROM jobs WHERE id = ? AND state = {_sql(JobState.FAILED)}"
                 ids = [job_id for job_id in job_ids if db.execute(failed, (job_id,)).fetchone()]
             for job_id in ids:
-                db.execute("UPDATE jobs SET state = 'forgotten', updated_at = ? WHERE id = ?", (now, job_id))
+                forget = f"UPDATE jobs SET state = {_sql(JobState.FORGOTTEN)}, updated_at = ? WHERE id = ?"
+                db.execute(forget, (now, job_id))
                 self._event(db, job_id, "info", "forgotten: no longer counted as failed; kept in history")
             return ids
 

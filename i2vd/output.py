@@ -57,6 +57,13 @@ def is_complete(video: Path, idem_key: str) -> bool:
     return video.is_file() and record_key(video) == idem_key
 
 
+def recorded_by(video: Path, job_id: int, queued_at: float) -> bool:
+    """The video's record was written by this very job (same id, queued at the same time): not by an
+    earlier journal's job that happened to get the same id."""
+    record = _record(video)
+    return record.get("job_id") == job_id and (record.get("timings") or {}).get("queued") == queued_at
+
+
 def choose_path(first: Path, idem_key: str, claim: Callable[[Path], bool], job: tuple[int, str] | None = None) -> Path:
     """The first candidate that is free on disk (or already this job's) and that `claim` records for us.
 
@@ -124,8 +131,8 @@ def _record_bytes(record: dict[str, Any]) -> bytes:
         return (json.dumps(record, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode("ascii")
 
 
-def write_video(final: Path, job_id: int, video: bytes, record: dict[str, Any], comment: str) -> None:
-    """Validate, tag and place the video and its record atomically.
+def write_video(final: Path, job_id: int, video: bytes | Path, record: dict[str, Any], comment: str) -> None:
+    """Validate, tag and place the video (bytes, or a file that stays where it is) and its record atomically.
 
     Raises mp4.VideoError when `video` is not a playable MP4 (the server's fault)
     and OSError when the disk refuses (full, read-only): in both cases nothing is
@@ -137,9 +144,12 @@ def write_video(final: Path, job_id: int, video: bytes, record: dict[str, Any], 
     video_temp = temp_path(final, job_id)
     record_temp = temp_path(record_path(final), job_id)
     try:
-        if not video:
-            raise mp4.VideoError("the server returned an empty video")
-        _write_bytes_synced(raw, video)
+        if isinstance(video, Path):
+            raw = video  # read in place: the only copy is the tagged one
+        else:
+            if not video:
+                raise mp4.VideoError("the server returned an empty video")
+            _write_bytes_synced(raw, video)
         mp4.write_tagged_copy(raw, video_temp, comment)
         _fsync_file(video_temp)
         _write_bytes_synced(record_temp, _record_bytes(record))
@@ -156,4 +166,5 @@ def write_video(final: Path, job_id: int, video: bytes, record: dict[str, Any], 
         _fsync_folder(folder)
     finally:
         for leftover in (raw, video_temp, record_temp):
-            leftover.unlink(missing_ok=True)
+            if leftover is not video:
+                leftover.unlink(missing_ok=True)

@@ -2,7 +2,9 @@
 
 Prompts and output names are Jinja2 templates rendered in a sandbox with
 StrictUndefined: a misspelt variable is an error on that job, never an empty
-string in a prompt that silently produces the wrong video.
+string in a prompt that silently produces the wrong video. Anyone who can write to
+the share writes sidecars, so rendering is bounded (i2vd/templates.py): a template
+that breaks a bound parks the jobs of the sidecar that set it, or fails its image.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jinja2
-import jinja2.sandbox
 
 from i2vd.config import Config
 from i2vd.images import ImageFacts
-from i2vd.schema import did_you_mean
+from i2vd.config import did_you_mean
 from i2vd.sidecars import ProfileError, SidecarError, SidecarSettings
+from i2vd.templates import TemplateLimitError, render_bounded
 
 PARAMETER_NAMES = ("resolution", "frames", "fps", "steps", "guidance", "seed")
-_ENVIRONMENT = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+PROMPT_LIMIT = 4096  # bytes of a rendered prompt (UTF-8)
+OUTPUT_NAME_LIMIT = 255  # bytes of an output file name, .mp4 included: what a file system allows
+
+
+class TemplateBoundError(ProfileError):
+    """A template broke a bound on its work or output (SPEC "Reliability")."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +79,26 @@ def template_variables(relative_path: PurePosixPath, facts: ImageFacts | None, e
     return variables
 
 
-def render(template: str, variables: dict[str, Any], what: str) -> str:
+def render(template: str, variables: dict[str, Any], what: str, limit_bytes: int = PROMPT_LIMIT) -> str:
     try:
-        return _ENVIRONMENT.from_string(template).render(variables).strip()
+        return render_bounded(template, variables, limit_bytes)
+    except TemplateLimitError as error:
+        raise TemplateBoundError(f"{what}: {error}") from None
     except jinja2.UndefinedError as error:
         raise ProfileError(f"{what}: {error.message} (known variables: {', '.join(sorted(variables))})") from None
     except jinja2.TemplateError as error:
         raise ProfileError(f"{what}: {error}") from None
+    except Exception as error:  # 1/0, 'a' + 1, int('x'): this template's error, never the intake's
+        raise ProfileError(f"{what}: {type(error).__name__}: {error}") from None
+
+
+def _blamed(error: TemplateBoundError, field_name: str, sidecars: SidecarSettings) -> ProfileError:
+    """A bound broken by what a sidecar set parks that sidecar's jobs (fixing it releases them); else the image fails."""
+    sources = sidecars.field_sources or {}
+    culprit = sources.get(field_name) or sources.get("vars")
+    if culprit is None:
+        return error
+    return SidecarError(culprit, [f"{field_name if culprit == sources.get(field_name) else 'vars'}: {error}"])
 
 
 def resolve_profile(config: Config, relative_path: PurePosixPath, facts: ImageFacts | None, profile_name: str = "default", sidecars: SidecarSettings | None = None, caption: str | None = None) -> ResolvedProfile:
@@ -92,15 +112,24 @@ def resolve_profile(config: Config, relative_path: PurePosixPath, facts: ImageFa
         raise ProfileError(message)
     fields = {**config.profile(profile_name), **(sidecars.overrides or {})}
     variables = template_variables(relative_path, facts, {"vars": sidecars.variables or {}, **(sidecars.variables or {}), "caption": caption})
-    prompt = render(fields["prompt"], variables, f"profile {profile_name} prompt")
+    try:
+        prompt = render(fields["prompt"], variables, f"profile {profile_name} prompt")
+    except TemplateBoundError as error:
+        raise _blamed(error, "prompt", sidecars) from None
     if not prompt:
         raise ProfileError(f"profile {profile_name} prompt renders empty for {relative_path.name}")
     output_name = None
     if fields.get("output"):
-        output_name = render(fields["output"], variables, f"profile {profile_name} output")
-        if Path(output_name).name != output_name or output_name in ("", ".", ".."):
-            raise ProfileError(f"profile {profile_name} output {output_name!r} must be a plain file name")
-        if not output_name.lower().endswith(".mp4"):
-            output_name += ".mp4"
+        what = f"profile {profile_name} output"
+        try:
+            output_name = render(fields["output"], variables, what, OUTPUT_NAME_LIMIT)
+            if Path(output_name).name != output_name or output_name in ("", ".", ".."):
+                raise ProfileError(f"{what} {output_name!r} must be a plain file name")
+            if not output_name.lower().endswith(".mp4"):
+                output_name += ".mp4"
+            if len(output_name.encode("utf-8", "surrogateescape")) > OUTPUT_NAME_LIMIT:
+                raise TemplateBoundError(f"{what}: {output_name[:40]!r}... is longer than {OUTPUT_NAME_LIMIT} bytes")
+        except TemplateBoundError as error:
+            raise _blamed(error, "output", sidecars) from None
     params = {name: fields[name] for name in PARAMETER_NAMES}
     return ResolvedProfile(name=profile_name, prompt=prompt, params=params, output_name=output_name, fields=fields, sidecars=sidecars.sources)

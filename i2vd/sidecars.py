@@ -2,37 +2,31 @@
 
 The folder an image lands in decides how it is animated. Sidecars may set only
 profile fields and template vars — never the server, never a path — and each is
-validated with the same schema as the config, so an error names the file and key.
+validated with the config's own profile model, so an error names the file and key.
 """
 
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection
 
 import yaml
 
-from i2vd.config import CONFIG_SCHEMA, PROFILE_FIELDS
+from pydantic import ValidationError
+
+from i2vd.config import did_you_mean, validation_problems
+from i2vd.config_model import ConfigFile, SidecarFields
 from i2vd.images import read_regular_file
-from i2vd.schema import Scalar, Section, did_you_mean, validate
+from i2vd.template_limits import TemplateLimitError, measure
 
 FOLDER_SIDECAR = "i2vd.yaml"
 IMAGE_SIDECAR_SUFFIX = ".yaml"
 CAPTION_SUFFIX = ".txt"
 CAPTION_LIMIT = 10_000
 SIDECAR_LIMIT = 1_000_000  # a sidecar is a few lines; a huge one is a mistake, not a reason to eat memory
-CONFIG_ONLY_KEYS = frozenset(CONFIG_SCHEMA.fields) - {"profiles"} | {"path", "url"}
-SIDECAR_SCHEMA = Section(
-    {
-        "profile": Scalar(str, None, "profile for the images here", nullable=True),
-        "vars": Scalar(dict, None, "extra template variables", nullable=True),
-        "priority": Scalar(int, None, "higher goes first (default 0); not part of the video's settings", nullable=True, minimum=-1000, maximum=1000),
-        **PROFILE_FIELDS,
-    },
-    "a folder sidecar (i2vd.yaml) or an image sidecar (<image>.yaml): only profile fields and vars",
-)
+CONFIG_ONLY_KEYS = frozenset(ConfigFile.model_fields) - {"profiles"} | {"path", "url"}
 
 
 class ProfileError(Exception):
@@ -58,6 +52,7 @@ class SidecarSettings:
     sources: tuple[str, ...] = ()
     profile_source: str | None = None  # the sidecar that chose the profile
     priority: int = 0
+    field_sources: dict[str, str] | None = field(default=None, compare=False)  # key (or "vars") -> the sidecar that set it last
 
 
 def image_sidecar(image: Path) -> Path:
@@ -107,10 +102,20 @@ def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
         for key in CONFIG_ONLY_KEYS.intersection(map(str, data)):
             problems.append(f"{key}: not allowed in a sidecar (a sidecar sets only profile fields, vars and priority)")
             data = {name: value for name, value in data.items() if name != key}
-    values = validate(data, SIDECAR_SCHEMA, "", problems, fill_defaults=False)
+    try:
+        values = SidecarFields.model_validate(data).model_dump(exclude_unset=True)
+    except ValidationError as error:
+        problems += validation_problems(error, SidecarFields)
+        bad = {item["loc"][0] for item in error.errors() if item["loc"]}
+        given = data if isinstance(data, dict) else {}
+        values = {key: value for key, value in given.items() if key in SidecarFields.model_fields and key not in bad}
     bad_names = [key for key in (values.get("vars") or {}) if not isinstance(key, str)]
     if bad_names:
         problems.append(f"vars: key {bad_names[0]!r} is not a name")
+    try:
+        measure(values.get("vars"), "vars")  # YAML aliases can make a few lines mean gigabytes as text
+    except TemplateLimitError as error:
+        problems.append(f"vars: {error}")
     name = values.get("profile")
     if profiles and name and name not in profiles:
         problems.append(f"profile: unknown profile {name!r}{did_you_mean(name, list(profiles))}; profiles: {', '.join(sorted(profiles))}")
@@ -129,8 +134,10 @@ def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
     variables: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
     priority = 0
+    field_sources: dict[str, str] = {}
     for file in files:
         values = load_sidecar(file)
+        field_sources.update(dict.fromkeys((key for key, value in values.items() if value is not None), str(file)))
         if values.get("profile"):
             profile, profile_source = values["profile"], str(file)
         values.pop("profile", None)
@@ -139,7 +146,7 @@ def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
             priority = values["priority"]
         values.pop("priority", None)
         overrides.update(values)
-    return SidecarSettings(profile, variables, overrides, tuple(str(file) for file in files), profile_source, priority)
+    return SidecarSettings(profile, variables, overrides, tuple(str(file) for file in files), profile_source, priority, field_sources)
 
 
 def read_caption(image: Path) -> str | None:

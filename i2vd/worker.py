@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from i2vd import __version__, mp4, output
+from i2vd import __version__, mp4, output, received
 from i2vd.backends.base import RESOLUTIONS, Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
 from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER, Config, ServerConfig, WatchRoot
@@ -54,6 +54,7 @@ def build_workers(config: Config, journal: Journal, clock: Clock, *, backend: Ba
     """One worker per configured server, each with its backend and its GPU's gate."""
     from i2vd.backends import make_backend
 
+    received.clean(config.state_dir / received.INCOMING, journal)
     workers = []
     for entry in config.servers:
         worker_backend = backend if backend is not None and len(config.servers) == 1 else make_backend(entry.server, config.state_dir)
@@ -110,6 +111,11 @@ class Worker:
             self._down_failures = 0
         if gate is not None:
             self.gate = gate
+
+    @property
+    def incoming(self) -> Path:
+        """Replies in transit and received videos not yet written (kept across retries and restarts)."""
+        return self.config.state_dir / received.INCOMING
 
     @property
     def lease_seconds(self) -> float:
@@ -195,7 +201,10 @@ class Worker:
         try:
             destination = self._destination(job)
             output.remove_temp_files(destination.parent, job.id)
-            already_written = bool(job.output_path) and output.is_complete(destination, job.idem_key)
+            # Done before a crash (the path was recorded on this job), or before the journal was lost (a record
+            # with this key that another job row wrote): either way, no second render.
+            already_written = output.is_complete(destination, job.idem_key) and (
+                bool(job.output_path) or not output.recorded_by(destination, job.id, job.queued_at))
         except OSError as error:
             self._wait_for_disk(job, f"output folder unavailable: {error.strerror or error}")
             return
@@ -203,6 +212,7 @@ class Worker:
             log.info("job %d: %s was already written before a restart; marking done", job.id, destination)
             self.journal.mark_done(job.id, job.server, job.server_seconds, note=f"found finished output {destination}")
             self.state.jobs_done += 1
+            received.discard(self.incoming, job.idem_key)
             self._after(job)
             return
         try:
@@ -219,7 +229,12 @@ class Worker:
         if sha256_of(image) != job.source_sha256:
             self._fail(job, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
             return
-        request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, **job.params,
+        kept = received.kept(self.incoming, job.idem_key, job.params)
+        if kept is not None:  # received before, but the output could not be written then: not asked again
+            log.info("job %d: writing the video received before (kept in %s)", job.id, self.incoming, extra=job_fields(job.id, job.source_path, "running"))
+            self._write_output(job, destination, *kept)
+            return
+        request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, reply_dir=self.incoming, **job.params,
                                job_id=job.id, key=job.idem_key)
         log.info("job %d: sending %s to %s (%s, %d frames, %d fps)", job.id, job.rel_path, self.backend.kind, request.resolution, request.frames, request.fps, extra=job_fields(job.id, job.source_path, "running"))
         self.heartbeat.beat(self.server.timeout_seconds, f"job {job.id} on the server")
@@ -237,21 +252,38 @@ class Worker:
         except BackendError as error:
             self._job_failed(job, str(error))
             return
+        except OSError as error:  # the reply could not be spooled under state_dir: not the job's fault
+            self._wait_for_disk(job, f"cannot receive the video into {self.incoming}: {error.strerror or error}")
+            return
         self._server_up()
+        server = self.backend.describe()
+        try:
+            video = received.keep(self.incoming, job, reply, server)
+        except OSError as error:
+            received.discard_reply(reply)
+            self._wait_for_disk(job, f"cannot keep the video under state_dir: {error.strerror or error}")
+            return
+        self._write_output(job, destination, video, server, reply.server_seconds)
+
+    def _write_output(self, job: Job, destination: Path, video: Path, server: dict, server_seconds: float) -> None:
+        """Place the received video (kept under state_dir until then) and its record; done."""
         self.heartbeat.beat(0, f"job {job.id} writing output")
         finished = self.clock.now()
-        record = self._record(job, destination, reply.server_seconds, finished)
+        record = self._record(job, destination, server_seconds, finished, server)
         try:
-            output.write_video(destination, job.id, reply.data, record, comment=self._comment(job))
+            output.write_video(destination, job.id, video, record, comment=self._comment(job))
         except mp4.VideoError as error:
+            received.discard(self.incoming, job.idem_key)  # the server's fault: the next attempt asks again
             self._job_failed(job, f"server sent an unusable video: {error}")
             return
         except OSError as error:
+            # The video stays kept under state_dir: written once there is room, never rendered twice.
             self._wait_for_disk(job, f"cannot write output: {error.strerror or error}")
             return
-        self.journal.mark_done(job.id, self.backend.describe(), reply.server_seconds, note=f"video {destination}")
+        self.journal.mark_done(job.id, server, server_seconds, note=f"video {destination}")
+        received.discard(self.incoming, job.idem_key)
         self.state.jobs_done += 1
-        log.info("job %d: done -> %s (%.1f s on the server)", job.id, destination, reply.server_seconds, extra=job_fields(job.id, job.source_path, "done"))
+        log.info("job %d: done -> %s (%.1f s on the server)", job.id, destination, server_seconds, extra=job_fields(job.id, job.source_path, "done"))
         self._after(job)
 
     def _root_offline(self, root: str) -> bool:
@@ -282,7 +314,7 @@ class Worker:
     def _comment(self, job: Job) -> str:
         return f"i2vd {__version__}; profile={job.profile_name}; source_sha256={job.source_sha256}; prompt={job.prompt}"
 
-    def _record(self, job: Job, destination: Path, server_seconds: float, finished: float) -> dict:
+    def _record(self, job: Job, destination: Path, server_seconds: float, finished: float, server: dict | None = None) -> dict:
         return {
             "idempotency_key": job.idem_key,
             "job_id": job.id,
@@ -295,7 +327,7 @@ class Worker:
             "prompt": job.prompt,
             "parameters": job.params,
             "downgraded_from": job.profile.get("downgraded_from"),
-            "server": self.backend.describe(),
+            "server": server or self.backend.describe(),
             "timings": {"queued": job.queued_at, "started": job.started_at, "finished": finished, "server_seconds": round(server_seconds, 3)},
             "attempts": job.attempts + 1,
             "i2vd_version": __version__,

@@ -67,11 +67,12 @@ class ReceivedRequest:
 
 @dataclass
 class _Fault:
-    kind: str  # "error" | "garbage" | "empty" | "hang"
+    kind: str  # "error" | "garbage" | "empty" | "hang" | "drip" | "drop_mid_reply"
     when: Predicate
     remaining: int | None  # None: forever
     status: int = 200
     body: Any = None
+    interval: float = 0.0
 
 
 class _Invalid(ValueError):
@@ -207,6 +208,14 @@ class FakePredictServer:
         """Accept and never answer, until clear_faults() (then reply normally) or stop/go_down."""
         self._add(_Fault("hang", when, times))
 
+    def drip(self, interval: float = 0.05, when: Predicate = None, times: int | None = None) -> None:
+        """Answer normally, but one byte every `interval` seconds, headers included: never a silent read."""
+        self._add(_Fault("drip", when, times, interval=interval))
+
+    def drop_mid_reply(self, when: Predicate = None, times: int | None = None) -> None:
+        """Send the headers and half the reply, then close the connection (a server that crashed mid-reply)."""
+        self._add(_Fault("drop_mid_reply", when, times))
+
     def clear_faults(self) -> None:
         with self._cond:
             self._faults.clear()
@@ -268,6 +277,10 @@ class FakePredictServer:
         duration = time.monotonic() - started
         reply = {"data": [self._encode(video)], "is_generating": False,
                  "duration": duration, "average_duration": duration}
+        if fault and fault.kind == "drip":
+            return handler.send_dripping(200, reply, fault.interval, lambda: self._epoch != epoch)
+        if fault and fault.kind == "drop_mid_reply":
+            return handler.send_partial(200, reply)
         handler.send(200, reply)
 
     def _pause(self, epoch: int, seconds: float | None, releases: int | None = None) -> bool:
@@ -427,6 +440,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def drop(self) -> None:
         """Close the connection without an answer, as a dying server does."""
+        self.close_connection = True
+
+    def _encoded(self, status: int, body: Any) -> bytes:
+        body = json.dumps(body).encode()
+        head = (f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        return head + body
+
+    def send_dripping(self, status: int, body: Any, interval: float, stopped: Callable[[], bool]) -> None:
+        """The whole answer one byte at a time; stops when the client goes away or the server stops."""
+        self.close_connection = True
+        for index, byte in enumerate(self._encoded(status, body)):
+            if stopped():
+                return
+            self.wfile.write(bytes([byte]))  # OSError once the client hung up: the handler's end
+            self.wfile.flush()
+            time.sleep(interval)
+
+    def send_partial(self, status: int, body: Any) -> None:
+        """Headers promising the whole body, half of it, then the connection closes."""
+        data = self._encoded(status, body)
+        self.wfile.write(data[:len(data) // 2])
+        self.wfile.flush()
         self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -170,7 +170,13 @@ class Gradio3Call:
 
 
 class FakeGradio3:
-    """`with FakeGradio3(video=mp4) as app: ... app.url`; set `reply` to "video", "none", "hang" or ("error", text)."""
+    """`with FakeGradio3(video=mp4) as app: ... app.url`; set `reply` to "video", "none", "hang", "drop" or ("error", text).
+
+    "drop": the app dies on the job (the connection closes with no answer, after the data arrived).
+    `file_drip`, `config_drip` (seconds): GET /file=, GET /config send one byte per that many seconds.
+    """
+
+    handler_class: type[BaseHTTPRequestHandler]  # _Handler3, set below; a test may serve other routes
 
     def __init__(self, video: bytes, *, version: str = "3.50.2", api_open: bool = True, info: str = "ok",
                  second_video_endpoint: bool = False, port: int = 0) -> None:
@@ -181,6 +187,8 @@ class FakeGradio3:
         self.second_video_endpoint = second_video_endpoint
         self.reply: Any = "video"
         self.reply_form = "3.x"  # with reply "video": "3.x", "path", "4.x", "url" or "inline"
+        self.file_drip = 0.0
+        self.config_drip = 0.0  # the same for GET /config
         self._port = port
         self._lock = threading.Lock()
         self._calls: list[Gradio3Call] = []
@@ -202,7 +210,7 @@ class FakeGradio3:
 
     def start(self) -> FakeGradio3:
         self._stopping.clear()
-        self._http = _Server(("127.0.0.1", self._port), _Handler3)
+        self._http = _Server(("127.0.0.1", self._port), self.handler_class)
         self._http.fake = self
         self._port = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
@@ -269,6 +277,8 @@ class FakeGradio3:
         if reply == "hang":
             self._stopping.wait()
             return False, {"error": "server stopped"}
+        if reply == "drop":
+            return False, {}
         if isinstance(reply, tuple) and reply[0] == "error":
             return False, {"error": repr(reply[1])}  # as 3.x sends gr.Error(text): "'text'"
         if reply == "none":
@@ -370,6 +380,8 @@ class _Handler3(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         fake, path = self.server.fake, urlsplit(self.path).path
         if path == "/config":
+            if fake.config_drip:
+                return self._drip(json.dumps(fake.config()).encode(), fake.config_drip, "application/json")
             return self._send(200, fake.config())
         if path == "/info":
             if fake.info == "error":
@@ -377,6 +389,8 @@ class _Handler3(BaseHTTPRequestHandler):
             return self._send(404, {"detail": "Not Found"}) if fake.info == "missing" else self._send(200, fake.api_info())
         if path.startswith("/file="):
             data = fake.file(unquote(path.removeprefix("/file=")))
+            if data and fake.file_drip:
+                return self._drip(data, fake.file_drip)
             return self._send(200, data, "video/mp4") if data else self._send(404, {"detail": "File not allowed"})
         if path == "/queue/join" and self.headers.get("Upgrade", "").lower() == "websocket":
             return self._websocket()
@@ -392,7 +406,17 @@ class _Handler3(BaseHTTPRequestHandler):
         if not fake.api_open:  # 3.50's answer (3.39's is 401, see tests/gradio_replay.py)
             return self._send(404, _recorded("queue", "POST", "/run/predict")["body"]["json"])
         success, output = fake.predict("http", path, json.loads(body or b"null"))
+        if fake.reply == "drop":
+            return  # HTTP/1.0: the connection closes with no answer at all
         self._send(200 if success else 500, output)
+
+    def _drip(self, data: bytes, interval: float, content_type: str = "video/mp4") -> None:
+        self.wfile.write(f"HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+        for byte in data:
+            if self.server.fake._stopping.wait(interval):
+                return
+            self.wfile.write(bytes([byte]))  # OSError once the client hung up: the handler's end
+            self.wfile.flush()
 
     def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
         if isinstance(body, (dict, list)):
@@ -432,6 +456,9 @@ class _Handler3(BaseHTTPRequestHandler):
             if fake.reply == "hang":
                 self._ws_recv()  # until the client closes
                 return fake.note("left")
+            if fake.reply == "drop":
+                self.connection.shutdown(socket.SHUT_RDWR)  # no close frame: the app died
+                return fake.note("dropped")
             success, output = fake.predict("websocket", "/queue/join", body)
             self._ws_send({"msg": "process_completed", "output": output, "success": success})
             self._ws_recv()  # the client's close
@@ -473,6 +500,9 @@ class _Handler3(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
+
+
+FakeGradio3.handler_class = _Handler3
 
 
 # -- the running apps, shared by every test module through the session fixture `apps` --------

@@ -7,7 +7,12 @@ get different handling without the worker knowing any protocol.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from i2vd.config import RESOLUTIONS  # noqa: F401 - re-exported: the backends' view of the resolution steps
@@ -25,14 +30,39 @@ class VideoRequest:
     steps: int
     guidance: float
     seed: int | None = None
+    # Where the backend streams the reply: the video comes back as a file there (VideoReply.path),
+    # never whole in memory. None: a private temp folder, and the video comes back as bytes.
+    reply_dir: Path | None = None
     job_id: int | None = None  # for a server that names outputs after the job (ComfyUI: i2vd/<job id>)
     key: str | None = None  # the job's idempotency key: what a server-side job is found again by after a restart
 
 
 @dataclass(frozen=True)
 class VideoReply:
-    data: bytes
-    server_seconds: float
+    data: bytes | None = None
+    server_seconds: float = 0.0
+    path: Path | None = None  # the video file, in the request's reply_dir; the caller owns it
+
+
+@contextmanager
+def reply_folder(request: VideoRequest) -> Iterator[Path]:
+    """The folder a backend writes its reply files into (made when missing)."""
+    if request.reply_dir is not None:
+        request.reply_dir.mkdir(parents=True, exist_ok=True)
+        yield request.reply_dir
+        return
+    folder = Path(tempfile.mkdtemp(prefix="i2vd-reply-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def video_reply(request: VideoRequest, video: Path, server_seconds: float) -> VideoReply:
+    """The reply as the request asked for it: the file (in reply_dir), or its bytes."""
+    if request.reply_dir is None:
+        return VideoReply(data=video.read_bytes(), server_seconds=server_seconds)
+    return VideoReply(path=video, server_seconds=server_seconds)
 
 
 class BackendError(Exception):

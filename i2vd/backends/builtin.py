@@ -15,6 +15,7 @@ import math
 import re
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -267,6 +268,15 @@ class BuiltinBackend:
         image = _open_image(request.image, request.image_name, largest_side)
         size = output_size(image.size, request.resolution)
         frames = render_frames(image, size, request.frames, choose_motion(request.prompt))
+        if request.reply_dir is not None:  # straight into the caller's folder: the video is never in memory
+            request.reply_dir.mkdir(parents=True, exist_ok=True)
+            video = request.reply_dir / f"builtin-{uuid.uuid4().hex}.mp4.part"
+            try:
+                mp4.encode_frames(frames, video, request.fps)
+            except (mp4.VideoError, OSError) as error:
+                video.unlink(missing_ok=True)
+                raise BackendError(f"the builtin engine could not write the video: {error}") from error
+            return VideoReply(path=video, server_seconds=self._clock() - started)
         with tempfile.TemporaryDirectory(prefix="i2vd-builtin-", dir=self._workdir) as folder:
             video = Path(folder) / "video.mp4"
             try:

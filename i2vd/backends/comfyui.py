@@ -40,9 +40,20 @@ from urllib.parse import urlsplit
 import requests
 
 from i2vd import __version__
-from i2vd.backends.base import BackendError, BadInput, BadReply, ServerOutOfMemory, ServerUnavailable, VideoReply, VideoRequest
+from i2vd.backends import http
+from i2vd.backends.base import (
+    BackendError,
+    BadInput,
+    BadReply,
+    ServerOutOfMemory,
+    ServerUnavailable,
+    VideoReply,
+    VideoRequest,
+    reply_folder,
+    video_reply,
+)
 from i2vd.backends.comfyui_workflow import Workflow, field_values
-from i2vd.backends.predict import BODY_EXCERPT, _reason, looks_out_of_memory
+from i2vd.backends.predict import BODY_EXCERPT, looks_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +67,7 @@ class WorkflowRejected(ServerUnavailable):
     """ComfyUI refused the workflow (HTTP 400): the operator must fix it; no attempt is used meanwhile."""
 
 
-class _Deadline(Exception):
-    """timeout_seconds ran out."""
+_Deadline = http.CallTimedOut  # timeout_seconds ran out (http.Deadline bounds the whole call)
 
 
 class PromptStore:
@@ -120,7 +130,7 @@ class ComfyUIBackend:
         self.free_after_job = free_after_job
         self.on_progress = on_progress
         self.store = PromptStore(Path(state_dir) / "comfyui" if state_dir is not None else None)
-        self._session = session or requests.Session()
+        self._session = http.mount_deadline_adapter(session or requests.Session())
         self._session.headers["User-Agent"] = f"i2vd/{__version__}"
         self._lock = threading.Lock()
         self._version: str | None = None
@@ -130,7 +140,8 @@ class ComfyUIBackend:
         with self._lock:
             if self._version is None:
                 try:
-                    stats = self.system_stats(time.monotonic() + self.connect_timeout_seconds + 5)
+                    with http.Deadline(self.connect_timeout_seconds + 5, self.url) as bound:  # status calls this
+                        stats = self.system_stats(bound.ends)
                     self._version = str((stats.get("system") or {}).get("comfyui_version") or "unknown")
                 except BackendError:
                     return {"kind": self.kind, "url": self.url, "version": "unknown", "workflow": self.workflow.source}
@@ -147,7 +158,10 @@ class ComfyUIBackend:
 
     def generate(self, request: VideoRequest) -> VideoReply:
         started = time.monotonic()
-        deadline = started + self.timeout_seconds
+        with http.Deadline(self.timeout_seconds, self.url) as whole, reply_folder(request) as folder:
+            return self._generate(request, started, whole.ends, folder)
+
+    def _generate(self, request: VideoRequest, started: float, deadline: float, folder: Path) -> VideoReply:
         key = request.key
         record = self.store.get(key)
         if record is not None and record.get("url") != self.url:
@@ -159,11 +173,11 @@ class ComfyUIBackend:
                 entry, queued = self._where(prompt_id, deadline)
                 if entry is not None:
                     log.info("prompt %s of this job already finished on %s; taking its result", prompt_id, self.url)
-                    return self._finish(request, prompt_id, entry, started, deadline)
+                    return self._finish(request, prompt_id, entry, started, deadline, folder)
                 if queued:
                     log.info("prompt %s of this job is still on %s; following it again", prompt_id, self.url)
                     entry = self._follow(prompt_id, record["client_id"], deadline, submit=None)
-                    return self._finish(request, prompt_id, entry, started, deadline)
+                    return self._finish(request, prompt_id, entry, started, deadline, folder)
                 log.info("prompt %s was recorded but %s never had it; sending it now", prompt_id, self.url)
             else:
                 record = {"prompt_id": str(uuid.uuid4()), "client_id": uuid.uuid4().hex, "url": self.url,
@@ -173,16 +187,16 @@ class ComfyUIBackend:
             prompt = self._prompt(request, deadline)
             entry = self._follow(prompt_id, record["client_id"], deadline,
                                  submit=lambda: self._submit(prompt, prompt_id, record["client_id"], deadline))
-            return self._finish(request, prompt_id, entry, started, deadline)
+            return self._finish(request, prompt_id, entry, started, deadline, folder)
         except _Deadline:
             self._cancel(prompt_id)
             self.store.drop(key)
-            raise BackendError(f"no video within timeout_seconds ({self.timeout_seconds:.0f} s); "
-                               f"prompt {prompt_id} interrupted on {self.url}") from None
+            raise _Deadline(f"no video within timeout_seconds ({self.timeout_seconds:g} s, the whole call); "
+                            f"prompt {prompt_id} interrupted on {self.url}") from None
         except WorkflowRejected:
             self.store.drop(key)  # the next try, after the operator's fix, sends the prompt afresh
             raise
-        except ServerUnavailable:
+        except (ServerUnavailable, http.ConnectionDropped):
             raise  # the prompt may still run there: the record stays, the next try reattaches
         except BackendError:
             self.store.drop(key)
@@ -263,7 +277,7 @@ class ComfyUIBackend:
                         raw = websocket.recv(timeout=min(HISTORY_POLL_SECONDS, _left(deadline)))
                     except TimeoutError:
                         if time.monotonic() >= deadline:
-                            raise _Deadline() from None
+                            raise _current().error() from None
                         raw = None  # nothing heard for a while: ask /history (a message may have been missed)
                     if raw is not None:
                         over = self._message(raw, prompt_id) or over
@@ -272,10 +286,10 @@ class ComfyUIBackend:
                     entry = self._history(prompt_id, deadline)
                     if entry is not None:
                         return entry
-        except ConnectionClosed as error:
-            raise ServerUnavailable(f"ComfyUI at {self.url} closed the websocket mid-job: {error}") from None
+        except ConnectionClosed as error:  # made, then lost (one attempt); the next one finds the prompt again
+            raise http.ConnectionDropped(f"ComfyUI at {self.url} closed the websocket mid-job: {error}") from None
         except (OSError, WebSocketException) as error:
-            raise ServerUnavailable(f"cannot reach {ws_url}: {_reason(error)}") from None
+            raise ServerUnavailable(f"cannot reach {ws_url}: {http.reason(error)}") from None
 
     def _message(self, raw: str | bytes, prompt_id: str) -> bool:
         """Act on one websocket message; True when it says the prompt is over."""
@@ -296,17 +310,23 @@ class ComfyUIBackend:
             raise BackendError(f"ComfyUI interrupted the prompt at node {data.get('node_id')} ({data.get('node_type')})")
         return (kind == "executing" and data.get("node") is None and "prompt_id" in data) or kind == "execution_success"
 
-    def _finish(self, request: VideoRequest, prompt_id: str, entry: dict, started: float, deadline: float) -> VideoReply:
+    def _finish(self, request: VideoRequest, prompt_id: str, entry: dict, started: float, deadline: float,
+                folder: Path) -> VideoReply:
         status = entry.get("status") or {}
         if status.get("status_str") != "success":
             raise history_failure(status, prompt_id)
         video = self._video_file(entry.get("outputs") or {}, prompt_id)
         params = {"filename": video["filename"], "subfolder": video.get("subfolder", ""), "type": video.get("type", "output")}
-        data = self._http("GET", "/view", deadline, params=params).content
-        if not data:
-            raise BadReply(f"GET /view of {video['filename']} sent nothing")
+        target = http.spool_name(folder, PurePath(video["filename"]).suffix or ".mp4")
+        try:
+            if not http.save_body(self._http("GET", "/view", deadline, params=params, stream=True), _current(), target):
+                raise BadReply(f"GET /view of {video['filename']} sent nothing")
+            reply = video_reply(request, target, time.monotonic() - started)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
         self.store.drop(request.key)
-        return VideoReply(data=data, server_seconds=time.monotonic() - started)
+        return reply
 
     def _video_file(self, outputs: dict, prompt_id: str) -> dict:
         wanted = self.workflow.output_nodes()
@@ -324,37 +344,34 @@ class ComfyUIBackend:
     def _cancel(self, prompt_id: str | None) -> None:
         if prompt_id is None:
             return
-        deadline = time.monotonic() + CANCEL_SECONDS
         for path, body in (("/interrupt", {"prompt_id": prompt_id}), ("/queue", {"delete": [prompt_id]})):
             try:
-                self._http("POST", path, deadline, json=body)
-            except (BackendError, _Deadline) as error:
+                with http.Deadline(CANCEL_SECONDS, self.url) as bound:  # the job's own deadline has passed
+                    self._http("POST", path, bound.ends, json=body)
+            except BackendError as error:
                 log.warning("could not %s prompt %s on %s: %s", path.strip("/"), prompt_id, self.url, error)
 
     def _free(self) -> None:
         try:
-            self._http("POST", "/free", time.monotonic() + CANCEL_SECONDS, json={"unload_models": False, "free_memory": True})
-        except (BackendError, _Deadline) as error:
+            with http.Deadline(CANCEL_SECONDS, self.url) as bound:
+                self._http("POST", "/free", bound.ends, json={"unload_models": False, "free_memory": True})
+        except BackendError as error:
             log.warning("POST /free on %s failed: %s", self.url, error)
 
     # -- HTTP: the one place -----------------------------------------------------------------
     def _http(self, method: str, path: str, deadline: float, *, allow: tuple[int, ...] = (), **kwargs: Any) -> requests.Response:
+        """Inside the current http.Deadline: refused is ServerUnavailable, made and lost ConnectionDropped."""
         left = _left(deadline)
         if left <= 0:
-            raise _Deadline()
+            raise _current().error()
         try:
             response = self._session.request(method, self.url + path, timeout=(min(self.connect_timeout_seconds, left), left),
                                              **kwargs)
-        except requests.ConnectionError as error:
-            if isinstance(error, requests.ReadTimeout) or "Read timed out" in str(error):
-                raise _Deadline() from None
-            raise ServerUnavailable(f"cannot reach ComfyUI at {self.url}: {_reason(error)}") from None
-        except requests.Timeout as error:
-            if isinstance(error, requests.ConnectTimeout):
-                raise ServerUnavailable(f"cannot reach ComfyUI at {self.url}: connect timed out") from None
-            raise _Deadline() from None
         except requests.RequestException as error:
-            raise ServerUnavailable(f"{method} {self.url}{path} failed: {_reason(error)}") from None
+            raise http.classify(error, _current(), self.url + path) from None
+        if _current().expired:  # the deadline shut the connection under a reply: not a reply
+            response.close()
+            raise _current().error()
         if response.ok or response.status_code in allow:
             return response
         text = response.text[:BODY_EXCERPT]
@@ -363,6 +380,12 @@ class ComfyUIBackend:
         if looks_out_of_memory(text):
             raise ServerOutOfMemory(f"{method} {path}: HTTP {response.status_code} {text}")
         raise BackendError(f"{method} {path} on {self.url} answered HTTP {response.status_code}: {text}")
+
+
+def _current() -> http.Deadline:
+    deadline = http.current_deadline()
+    assert deadline is not None, "ComfyUIBackend's HTTP calls run inside an http.Deadline"
+    return deadline
 
 
 def _left(deadline: float) -> float:

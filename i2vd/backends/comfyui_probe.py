@@ -13,7 +13,8 @@ from typing import Any
 import requests
 
 from i2vd.backends.comfyui_workflow import Workflow, WorkflowError, describe_bindings, field_values, load_workflow
-from i2vd.config import PROFILE_FIELDS, Config
+from i2vd.config import Config
+from i2vd.config_model import ProfileFields
 from i2vd.images import ImageFacts
 
 SAMPLE = ImageFacts(1280, 720, "JPEG")
@@ -49,7 +50,7 @@ def sample_lines(workflow: Workflow, config: Config | None) -> list[str]:
         resolved = resolve_profile(config, PurePosixPath(SAMPLE_NAME), SAMPLE)
         prompt, params = resolved.prompt, resolved.params
     else:
-        params = {name: spec.default for name, spec in PROFILE_FIELDS.items()}
+        params = ProfileFields().model_dump()
         prompt = "(the profile's prompt)"
     values = field_values(image_name=f"i2vd/<key>{PurePosixPath(SAMPLE_NAME).suffix}", prompt=prompt,
                           resolution=params["resolution"], image_size=(SAMPLE.width, SAMPLE.height),

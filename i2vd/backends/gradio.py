@@ -26,18 +26,20 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
 from i2vd import __version__
+from i2vd.backends import http, replies
 from i2vd.backends.base import (
     BackendError,
     BadInput,
@@ -46,6 +48,8 @@ from i2vd.backends.base import (
     ServerUnavailable,
     VideoReply,
     VideoRequest,
+    reply_folder,
+    video_reply,
 )
 from i2vd.backends.gradio_protocol import (
     App,
@@ -59,7 +63,7 @@ from i2vd.backends.gradio_protocol import (
     progress_message,
     read_app,
 )
-from i2vd.backends.predict import BODY_EXCERPT, _decode_base64, _reason, encode_image, looks_out_of_memory
+from i2vd.backends.predict import BODY_EXCERPT, _reason, encode_image, looks_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +83,7 @@ class _Target:
     v3_http_path: str | None = None  # 3.x: the path that answered; "" once the app refused direct calls
 
 
-class _Deadline(Exception):
-    """timeout_seconds ran out; turned into BackendError after the job is cancelled."""
+_Deadline = http.CallTimedOut  # timeout_seconds ran out (the job is cancelled first where the app allows)
 
 
 class GradioBackend:
@@ -102,7 +105,7 @@ class GradioBackend:
         self.connect_timeout_seconds = float(connect_timeout_seconds)
         self.transport = transport
         self.on_progress = on_progress
-        self._session = session or requests.Session()
+        self._session = http.mount_deadline_adapter(session or requests.Session())
         self._session.headers["User-Agent"] = f"i2vd/{__version__}"
         self._lock = threading.Lock()  # guards _target and _describe_failed
         self._target: _Target | None = None
@@ -115,7 +118,10 @@ class GradioBackend:
             target = self._target
             if target is None and not self._describe_failed:
                 try:
-                    target = self._target = self._discover()
+                    # bounded as a whole too: status and records call this, a dripping server must not hang them
+                    with http.Deadline(self.connect_timeout_seconds + min(self.timeout_seconds, DISCOVERY_READ_TIMEOUT),
+                                       self.url):
+                        target = self._target = self._discover()
                 except BackendError:
                     self._describe_failed = True  # not again until a generate() has run
         if target is None:
@@ -129,27 +135,34 @@ class GradioBackend:
 
     def generate(self, request: VideoRequest) -> VideoReply:
         started = time.monotonic()
-        deadline = started + self.timeout_seconds
         self._last_progress = ""
-        try:
-            target = self._ensure_target()
-            if target.app.is_v3:
-                outputs = self._run_v3(target, request, deadline)
-            elif self._transport(target) == "queue":
-                outputs = self._run_queue(target, request, deadline)
-            else:
-                outputs = self._run_call(target, request, deadline)
-            video = self._video(target, outputs, deadline)
-        except ServerUnavailable:
-            self._forget()
-            raise
-        except BackendError as error:
-            if getattr(error, "status", None) == 404:  # the app may have restarted with other routes
+        # The whole call, discovery to the last byte of the video, inside one deadline (http.py).
+        with http.Deadline(self.timeout_seconds, self.url) as whole, reply_folder(request) as folder:
+            deadline = whole.ends
+            video, reply = http.spool_name(folder, ".mp4"), None
+            try:
+                target = self._ensure_target()
+                if target.app.is_v3:
+                    outputs = self._run_v3(target, request, deadline)
+                elif self._transport(target) == "queue":
+                    outputs = self._run_queue(target, request, deadline)
+                else:
+                    outputs = self._run_call(target, request, deadline)
+                self._video(target, outputs, deadline, video)
+                reply = video_reply(request, video, time.monotonic() - started)
+                return reply
+            except ServerUnavailable:
                 self._forget()
-            raise
-        except _Deadline:
-            raise BackendError(f"no result within {self.timeout_seconds:g} s from {self.url}") from None
-        return VideoReply(data=video, server_seconds=time.monotonic() - started)
+                raise
+            except _Deadline:
+                raise whole.error() from None
+            except BackendError as error:
+                if getattr(error, "status", None) == 404:  # the app may have restarted with other routes
+                    self._forget()
+                raise
+            finally:
+                if reply is None:
+                    video.unlink(missing_ok=True)
 
     # -- discovery -------------------------------------------------------------------------
     def _ensure_target(self) -> _Target:
@@ -217,9 +230,12 @@ class GradioBackend:
         session_hash = uuid.uuid4().hex[:11]
         parts = urlsplit(self.url)
         ws_url = f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}{parts.path}/queue/join"
+        sent = False  # once the data is sent, the job is the server's: a dropped connection uses an attempt
         try:
-            with connect(ws_url, open_timeout=self.connect_timeout_seconds, close_timeout=2, max_size=None,
+            opening = min(self.connect_timeout_seconds, max(0.001, deadline - time.monotonic()))
+            with connect(ws_url, open_timeout=opening, close_timeout=2, max_size=None,
                          ping_interval=None, user_agent_header=f"i2vd/{__version__}") as websocket:
+                _whole().watch(lambda: websocket.socket.shutdown(socket.SHUT_RDWR))  # a send blocked past the deadline
                 while True:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -232,6 +248,7 @@ class GradioBackend:
                     if kind == "send_hash":
                         websocket.send(json.dumps({"fn_index": body["fn_index"], "session_hash": session_hash}))
                     elif kind == "send_data":
+                        sent = True
                         websocket.send(json.dumps({**body, "event_data": None, "session_hash": session_hash}))
                     elif kind == "queue_full":
                         raise ServerUnavailable(f"the queue of {self.url} is full")
@@ -242,8 +259,16 @@ class GradioBackend:
         except InvalidStatus as error:
             raise BackendError(f"the websocket queue {ws_url} refused the connection: {error}") from None
         except ConnectionClosed as error:
-            raise ServerUnavailable(f"the websocket queue {ws_url} closed mid-job: {error}") from None
+            if _whole().expired:
+                raise _Deadline() from None
+            if sent:
+                raise http.ConnectionDropped(f"the websocket queue {ws_url} closed mid-job: {error}") from None
+            raise ServerUnavailable(f"the websocket queue {ws_url} closed before taking the job: {error}") from None
         except (OSError, WebSocketException) as error:  # refused, DNS, open timeout, a failed handshake
+            if _whole().expired:
+                raise _Deadline() from None
+            if sent:
+                raise http.ConnectionDropped(f"lost the websocket queue {ws_url} mid-job: {_reason(error)}") from None
             raise ServerUnavailable(f"cannot reach {ws_url}: {_reason(error)}") from None
         except ValueError:
             raise BadReply(f"the websocket queue {ws_url} sent a message that is not JSON") from None
@@ -253,8 +278,10 @@ class GradioBackend:
         suffix = PurePath(request.image_name).suffix.lower()
         name = "input" + (suffix if suffix[1:].isalnum() and len(suffix) <= 6 else "")  # the app's file name: plain ASCII
         path = f"{target.app.api_prefix}/upload"
-        response = self._http("POST", path, deadline, allow=(413,),
-                              files={"files": (name, request.image, mimetypes.guess_type(name)[0] or "application/octet-stream")})
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        upload = http.MultipartBody("files", name, request.image, mime)  # streamed: no copy of the image
+        response = self._http("POST", path, deadline, allow=(413,), data=upload,
+                              headers={"Content-Type": upload.content_type})
         if response.status_code == 413:
             raise BadInput(f"the server refuses the image as too large ({len(request.image)} bytes): {response.text[:BODY_EXCERPT]}")
         paths = _json(response, f"POST {path}")
@@ -340,7 +367,9 @@ class GradioBackend:
         body = {"session_hash": session_hash, "fn_index": target.mapping.endpoint.fn_index, "event_id": event_id}
         for path, payload in ((f"{prefix}/cancel", body), (f"{prefix}/reset", {"event_id": event_id})):
             try:
-                response = self._session.post(self.url + path, json=payload, timeout=(self.connect_timeout_seconds, 5))
+                with http.Deadline(self.connect_timeout_seconds + 5, self.url):  # the job's own deadline has passed
+                    response = self._session.post(self.url + path, json=payload,
+                                                  timeout=(self.connect_timeout_seconds, 5))
             except requests.RequestException:
                 return
             if response.status_code < 400:
@@ -366,7 +395,7 @@ class GradioBackend:
                     log.exception("on_progress callback failed")
 
     # -- the video -------------------------------------------------------------------------
-    def _video(self, target: _Target, outputs: list, deadline: float) -> bytes:
+    def _video(self, target: _Target, outputs: list, deadline: float, video: Path) -> None:
         slot = target.mapping.endpoint.video_slot
         if slot is None or slot >= len(outputs):
             raise BadReply(f"the app returned {len(outputs)} output(s), no video at position {slot}")
@@ -380,34 +409,33 @@ class GradioBackend:
         if isinstance(item, dict):
             inline = item.get("data")
             if isinstance(inline, str) and inline.startswith("data:"):
-                return _decode_base64(inline.partition(",")[2])
+                return _save_data_url(inline, video)
             reference = item.get("path") or item.get("name")
             if isinstance(reference, str) and reference:
-                return self._download(target, reference, deadline)
+                return self._download(target, reference, deadline, video)
             if isinstance(item.get("url"), str):
-                return self._download_url(item["url"], deadline)
+                return self._download_url(item["url"], deadline, video)
             raise BadReply(f"video file reference without a path: {json.dumps(item)[:BODY_EXCERPT]}")
         if not isinstance(item, str):
             raise BadReply(f"video is not a file reference: {item!r}"[:BODY_EXCERPT])
         if item.startswith("data:"):
-            return _decode_base64(item.partition(",")[2])
+            return _save_data_url(item, video)
         if item.startswith(("http://", "https://")):
-            return self._download_url(item, deadline)
-        return self._download(target, item.removeprefix("file="), deadline)
+            return self._download_url(item, deadline, video)
+        return self._download(target, item.removeprefix("file="), deadline, video)
 
-    def _download(self, target: _Target, server_path: str, deadline: float) -> bytes:
-        response = self._http("GET", f"{target.app.api_prefix}/file={quote(server_path)}", deadline)
-        if not response.content:
+    def _download(self, target: _Target, server_path: str, deadline: float, video: Path) -> None:
+        """GET /file=<path> streamed into `video`: the video is never whole in memory."""
+        response = self._http("GET", f"{target.app.api_prefix}/file={quote(server_path)}", deadline, stream=True)
+        if not http.save_body(response, _whole(), video):
             raise BadReply(f"server file {server_path} is empty")
-        return response.content
 
-    def _download_url(self, url: str, deadline: float) -> bytes:
+    def _download_url(self, url: str, deadline: float, video: Path) -> None:
         if not url.startswith(self.url + "/"):
             raise BadReply(f"video URL {url} is not on the server {self.url}")
-        response = self._http("GET", url.removeprefix(self.url), deadline)
-        if not response.content:
+        response = self._http("GET", url.removeprefix(self.url), deadline, stream=True)
+        if not http.save_body(response, _whole(), video):
             raise BadReply(f"video at {url} is empty")
-        return response.content
 
     # -- HTTP ------------------------------------------------------------------------------
     def _http(self, method: str, path: str, deadline: float, *, allow: tuple[int, ...] = (), stream: bool = False,
@@ -418,14 +446,12 @@ class GradioBackend:
         try:
             response = self._session.request(method, self.url + path, timeout=(min(self.connect_timeout_seconds, remaining), remaining),
                                              stream=stream, **kwargs)
-        except requests.ConnectionError as error:
-            if _is_read_timeout(error):
-                raise _Deadline() from None
-            raise ServerUnavailable(f"cannot reach {self.url}: {_reason(error)}") from None
-        except requests.Timeout:
-            raise _Deadline() from None
         except requests.RequestException as error:
-            raise BackendError(f"{method} {self.url + path} failed: {error}") from None
+            # refused: the server is down (no attempt); made, then lost: dropped mid-job (one attempt)
+            raise http.classify(error, _whole(), self.url + path) from None
+        if _whole().expired:  # the deadline shut the connection under a reply: not a reply
+            response.close()
+            raise _Deadline()
         if response.status_code >= 400 and response.status_code not in allow:
             raise _http_error(response, f"{method} {path}")
         return response
@@ -459,13 +485,12 @@ class _EventStream:
             try:
                 chunk = next(chunks)
             except StopIteration:
-                break
-            except requests.ConnectionError as error:
-                if _is_read_timeout(error) or time.monotonic() >= self.deadline:
+                if _whole().expired:
                     raise _Deadline() from None
-                raise ServerUnavailable(f"lost the event stream: {_reason(error)}") from None
+                break
             except requests.RequestException as error:
-                raise ServerUnavailable(f"lost the event stream: {error}") from None
+                # the job was in the server's hands: a lost stream uses one attempt (server down or not)
+                raise http.classify(error, _whole(), self.response.url) from None
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
@@ -476,6 +501,18 @@ class _EventStream:
 
     def close(self) -> None:
         self.response.close()
+
+
+def _whole() -> http.Deadline:
+    """The deadline of the call this thread is in (GradioBackend.generate sets it)."""
+    deadline = http.current_deadline()
+    assert deadline is not None, "a Gradio request outside generate()"
+    return deadline
+
+
+def _save_data_url(text: str, video: Path) -> None:
+    with open(video, "wb") as sink:
+        replies.decode_base64(iter([text]), sink, skip_prefix=True)
 
 
 def discover_app(session: requests.Session, url: str, connect_timeout: float, read_timeout: float) -> App:

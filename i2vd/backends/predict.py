@@ -12,12 +12,14 @@ import base64
 import binascii
 import mimetypes
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from i2vd import __version__
+from i2vd.backends import http, replies
 from i2vd.backends.base import (
     RESOLUTIONS,
     BackendError,
@@ -26,6 +28,8 @@ from i2vd.backends.base import (
     ServerUnavailable,
     VideoReply,
     VideoRequest,
+    reply_folder,
+    video_reply,
 )
 
 OUT_OF_MEMORY_MARKS = ("out of memory", "outofmemoryerror", "cuda oom")
@@ -37,12 +41,16 @@ def looks_out_of_memory(text: str) -> bool:
     return any(mark in lowered for mark in OUT_OF_MEMORY_MARKS)
 
 
-def encode_image(request: VideoRequest, encoding: str) -> str:
-    payload = base64.b64encode(request.image).decode("ascii")
+def image_prefix(image_name: str, encoding: str) -> str:
+    """What goes before the image's base64: a data URL's header, or nothing."""
     if encoding == "data_url":
-        mime = mimetypes.guess_type(request.image_name)[0] or "image/png"
-        return f"data:{mime};base64,{payload}"
-    return payload
+        mime = mimetypes.guess_type(image_name)[0] or "image/png"
+        return f"data:{mime};base64,"
+    return ""
+
+
+def encode_image(request: VideoRequest, encoding: str) -> str:
+    return image_prefix(request.image_name, encoding) + base64.b64encode(request.image).decode("ascii")
 
 
 class PredictBackend:
@@ -51,9 +59,10 @@ class PredictBackend:
     def __init__(self, url: str, path: str = "/api/predict/", *, timeout_seconds: float = 900, connect_timeout_seconds: float = 10, image_encoding: str = "base64", session: requests.Session | None = None):
         self.url = url.rstrip("/")
         self.path = "/" + path.lstrip("/")
-        self.timeout = (connect_timeout_seconds, timeout_seconds)
+        self.timeout_seconds = float(timeout_seconds)
+        self.connect_timeout = float(connect_timeout_seconds)
         self.image_encoding = image_encoding
-        self._session = session or requests.Session()
+        self._session = http.mount_deadline_adapter(session or requests.Session())
         self._session.headers["User-Agent"] = f"i2vd/{__version__}"
 
     def describe(self) -> dict[str, str]:
@@ -63,9 +72,10 @@ class PredictBackend:
         self._session.close()
 
     def generate(self, request: VideoRequest) -> VideoReply:
+        image_value = "\x00i2vd-image"
         payload = {
             "data": [
-                encode_image(request, self.image_encoding),
+                image_value,
                 request.prompt,
                 RESOLUTIONS.index(request.resolution),
                 request.frames,
@@ -74,37 +84,39 @@ class PredictBackend:
                 request.guidance,
             ]
         }
+        prefix = image_prefix(request.image_name, self.image_encoding)
+        body = http.StreamedBody(payload, image_value, request.image, prefix=prefix)
         started = time.monotonic()
-        response = self._call("POST", self.path, json=payload)
-        try:
-            body = response.json()
-        except ValueError:
-            raise BadReply(f"server reply is not JSON: {response.text[:BODY_EXCERPT]!r}") from None
+        with http.Deadline(self.timeout_seconds, self.url + self.path) as deadline, reply_folder(request) as folder:
+            reply_file = http.spool_name(folder, ".json")
+            video = http.spool_name(folder, ".mp4")
+            try:
+                headers = {"Content-Type": "application/json"}
+                response = self._call("POST", self.path, deadline, data=body, headers=headers)
+                http.save_body(response, deadline, reply_file)
+                self._read_reply(replies.load_json(reply_file), reply_file, video, deadline)
+                return video_reply(request, video, time.monotonic() - started)
+            except BaseException:
+                video.unlink(missing_ok=True)
+                raise
+            finally:
+                reply_file.unlink(missing_ok=True)
+
+    def _read_reply(self, body: Any, reply_file: Path, video: Path, deadline: http.Deadline) -> None:
         if isinstance(body, dict) and body.get("error"):
-            message = str(body["error"])
+            error = body["error"]
+            message = replies.head(error, 4096) if isinstance(error, replies.BigString) else str(error)
             raise (ServerOutOfMemory if looks_out_of_memory(message) else BackendError)(f"server error: {message[:BODY_EXCERPT]}")
         data = body.get("data") if isinstance(body, dict) else None
         if not data or not isinstance(data, list):
-            raise BadReply(f"server reply has no data: {response.text[:BODY_EXCERPT]!r}")
-        video = self._video_bytes(data[0])
-        return VideoReply(data=video, server_seconds=time.monotonic() - started)
+            raise BadReply(f"server reply has no data: {_excerpt(reply_file)!r}")
+        self._save_video(data[0], video, deadline)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _call(self, method: str, path: str, deadline: http.Deadline, **kwargs: Any) -> requests.Response:
         target = self.url + path
-        try:
-            response = self._session.request(method, target, timeout=self.timeout, **kwargs)
-        except requests.ConnectionError as error:
-            if _dropped_mid_request(error):
-                # The server took the request and died on it: counted, so an image that crashes the
-                # server cannot be resent forever each time the server comes back.
-                raise BackendError(f"{self.url} dropped the connection while working on this request: {_reason(error)}") from None
-            raise ServerUnavailable(f"cannot reach {self.url}: {_reason(error)}") from None  # refused, DNS, connect timeout
-        except requests.ReadTimeout:
-            raise BackendError(f"no reply within {self.timeout[1]:g} s from {target}") from None
-        except requests.RequestException as error:
-            raise BackendError(f"{method} {target} failed: {error}") from None
+        response = http.request(self._session, method, target, deadline, self.connect_timeout, **kwargs)
         if response.status_code >= 400:
-            text = response.text
+            text = http.read_all(response, deadline).decode("utf-8", "replace")
             if looks_out_of_memory(text):
                 raise ServerOutOfMemory(f"server out of GPU memory (HTTP {response.status_code}): {text[:BODY_EXCERPT]}")
             if response.status_code in (502, 503, 504):
@@ -112,40 +124,41 @@ class PredictBackend:
             raise BackendError(f"HTTP {response.status_code} from {target}: {text[:BODY_EXCERPT]}")
         return response
 
-    def _video_bytes(self, item: Any) -> bytes:
+    def _save_video(self, item: Any, video: Path, deadline: http.Deadline) -> None:
         """Every reply form the contract allows: base64, data URL, path, file dict, [file dict, None]."""
         if isinstance(item, list) and item:
             item = item[0]
         if isinstance(item, dict):
             reference = item.get("path") or item.get("name")
             if item.get("url") and not reference:
-                return self._download_url(item["url"])
+                return self._download_url(item["url"], video, deadline)
             if not isinstance(reference, str):
                 raise BadReply(f"video file reference without a path: {item!r}"[:BODY_EXCERPT])
-            return self._download(reference)
-        if not isinstance(item, str) or not item:
+            return self._download(reference, video, deadline)
+        if not isinstance(item, (str, replies.BigString)) or not item:
             raise BadReply(f"video is not a string or file reference: {item!r}"[:BODY_EXCERPT])
-        if item.startswith("data:"):
-            _, _, encoded = item.partition(",")
-            return _decode_base64(encoded)
-        if item.startswith("/") or item.startswith("file="):
-            return self._download(item.removeprefix("file="))
-        return _decode_base64(item)
+        start = replies.head(item)
+        if isinstance(item, str) and (item.startswith("/") or item.startswith("file=")):
+            return self._download(item.removeprefix("file="), video, deadline)
+        with open(video, "wb") as sink:
+            replies.decode_base64(replies.text_chunks(item), sink, skip_prefix=start.startswith("data:"))
 
-    def _download(self, server_path: str) -> bytes:
-        response = self._call("GET", "/file=" + quote(server_path))
-        if not response.content:
+    def _download(self, server_path: str, video: Path, deadline: http.Deadline) -> None:
+        response = self._call("GET", "/file=" + quote(server_path), deadline)
+        if not http.save_body(response, deadline, video):
             raise BadReply(f"server file {server_path} is empty")
-        return response.content
 
-    def _download_url(self, url: str) -> bytes:
+    def _download_url(self, url: str, video: Path, deadline: http.Deadline) -> None:
         path = url.removeprefix(self.url) if url.startswith(self.url) else url
         if path.startswith("http"):
             raise BadReply(f"video URL {url} is not on the server {self.url}")
-        content = self._call("GET", path).content
-        if not content:
+        if not http.save_body(self._call("GET", path, deadline), deadline, video):
             raise BadReply(f"server file {url} is empty")
-        return content
+
+
+def _excerpt(path: Path) -> str:
+    with open(path, "rb") as source:
+        return source.read(BODY_EXCERPT).decode("utf-8", "replace")
 
 
 def _decode_base64(text: str) -> bytes:
@@ -156,15 +169,6 @@ def _decode_base64(text: str) -> bytes:
     if not video:
         raise BadReply("the server returned an empty video")
     return video
-
-
-def _dropped_mid_request(error: requests.ConnectionError) -> bool:
-    """True when the connection was made and then lost (not refused, not unresolvable, not a connect timeout)."""
-    if isinstance(error, requests.ConnectTimeout):
-        return False
-    text = str(error)
-    dropped = "Connection aborted" in text or "RemoteDisconnected" in text or "Connection reset" in text
-    return dropped and "NewConnectionError" not in text
 
 
 def _reason(error: Exception) -> str:

@@ -16,6 +16,9 @@ import pytest
 from PIL import Image
 
 from i2vd.cli import EX_CONFIG, main
+from i2vd.config import load_config
+from i2vd.intake import Intake, Outcome
+from i2vd.journal import Journal
 from i2vd.lock import StateLock
 from tests.fakes import write_image
 from tests.fakes import write_text as write
@@ -321,3 +324,21 @@ def test_a_fifo_named_like_a_sidecar_does_not_hang_check(capsys, config_file, ro
     capsys.readouterr()
     assert not checker.is_alive()
     assert not hung, "i2vd check blocked on a FIFO named i2vd.yaml"
+
+
+def test_a_truncated_jpeg_is_the_error_the_daemon_gives(capsys, config_file, root, tmp_path):
+    whole = write_image(root / "whole.jpg", size=(320, 240), color=(90, 60, 120))
+    scan = whole.index(b"\xff\xda")  # start of the compressed pixels: cut in them, the header stays whole
+    cut = root / "cut.jpg"
+    cut.write_bytes(whole[: scan + (len(whole) - scan) // 2])
+    journal = Journal(tmp_path / "journal.sqlite3")
+    try:
+        config = load_config(config_file)
+        daemon_says = Intake(config, journal).consider(cut, config.watch[0])
+    finally:
+        journal.close()
+    assert daemon_says.outcome is Outcome.FAILED
+    code, out, _ = check(capsys, config_file)
+    assert code == 1
+    assert errors(out) == [f"{cut}: {daemon_says.reason}"]
+    assert row(out, "cut.jpg")[1] == f"ERROR: {daemon_says.reason}"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from i2vd.backends.base import BackendError, ServerOutOfMemory, ServerUnavailable, VideoRequest
+from i2vd.backends.http import CallTimedOut, ConnectionDropped
 from i2vd.backends.comfyui import ComfyUIBackend, WorkflowRejected
 from i2vd.backends.comfyui_workflow import load_workflow
 from tests.comfyui_replay import FIXTURES, VERSION, ReplayedComfyUI
@@ -122,7 +123,7 @@ def test_past_the_timeout_the_prompt_is_interrupted_and_dropped_from_the_queue(p
     with ReplayedComfyUI("progress") as comfy:
         comfy.hold_before = "executed"  # it runs until SaveVideo, then never finishes
         made = backend(comfy.url, VARIANTS / "progress.json", timeout_seconds=1.5, state_dir=tmp_path)
-        with pytest.raises(BackendError, match="no video within timeout_seconds") as caught:
+        with pytest.raises(CallTimedOut, match="no video within timeout_seconds") as caught:
             made.generate(request(png))
         made.close()
         (sent,) = comfy.prompts
@@ -145,7 +146,7 @@ def _cut_off_mid_prompt(comfy: ReplayedComfyUI, png: bytes, state_dir: Path) -> 
         comfy.drop_sockets()
         thread.join(20)
         first.close()
-    assert isinstance(failure[0], ServerUnavailable)
+    assert isinstance(failure[0], ConnectionDropped)  # made, then lost: one attempt; the record stays
     (record,) = [json.loads(path.read_text()) for path in (state_dir / "comfyui").iterdir()]
     return record["prompt_id"]
 

@@ -14,17 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from i2vd.backends.base import BackendError, BadReply, ServerOutOfMemory, ServerUnavailable, VideoRequest
+from i2vd.backends.http import CallTimedOut, ConnectionDropped
 from i2vd.backends.gradio import GradioBackend
 from i2vd.backends.gradio_probe import probe
 from i2vd.backends.gradio_protocol import AppMismatch, Parameter, resolution_value
 from tests.fakes import make_test_mp4, wait_for, write_image
-from tests.gradio_apps import SVD_INPUTS, TRANSPORTS, FakeGradio3, free_port
+from tests.gradio_apps import SVD_INPUTS, TRANSPORTS, FakeGradio3, _Handler3, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio")  # Gradio's own pandas deprecations
 
@@ -150,7 +153,7 @@ def test_a_slow_job_times_out_and_is_cancelled_on_the_server(apps, make_backend,
     with pytest.raises(BackendError, match=r"no result within 1.5 s") as caught:
         backend.generate(request(jpeg, prompt="!slow"))
 
-    assert type(caught.value) is BackendError
+    assert isinstance(caught.value, CallTimedOut)  # the job's own failure: one attempt
     assert 1.5 <= time.monotonic() - started < 4
     wait_for(lambda: apps.calls.entries[-1] == {"app": "predict", "outcome": "cancelled"}, timeout=10,
              message="the app's job was not cancelled")
@@ -317,6 +320,85 @@ def test_gradio3_websocket_timeout_leaves_the_queue(make_backend, jpeg, mp4):
 
         assert time.monotonic() - started < 4
         wait_for(lambda: "left" in app.events, message="the client stayed in the queue")
+
+
+@pytest.mark.parametrize("api_open", [True, False], ids=["http", "websocket"])
+def test_gradio3_an_app_that_dies_on_the_job_uses_an_attempt(make_backend, jpeg, mp4, api_open):
+    """Dropped after the job was sent: the job's failure (an image that crashes the app is not sent forever)."""
+    with FakeGradio3(video=mp4, api_open=api_open) as app:
+        app.reply = "drop"
+        with pytest.raises(ConnectionDropped, match="mid-job|while working on this job"):
+            make_backend(app.url).generate(request(jpeg))
+        assert len(app.calls) == 1 if api_open else "dropped" in app.events
+
+
+def test_gradio3_a_download_that_drips_is_bounded_by_timeout_seconds(make_backend, jpeg, mp4):
+    with FakeGradio3(video=mp4) as app:
+        app.file_drip = 0.02  # every read gets a byte at once; the whole file would take minutes
+        started = time.monotonic()
+        with pytest.raises(CallTimedOut, match="no result within 1 s"):
+            make_backend(app.url, timeout_seconds=1).generate(request(jpeg))
+        assert time.monotonic() - started < 4
+
+
+def test_describe_is_bounded_against_an_app_that_drips_its_config(make_backend, mp4):
+    """status and the audit record call describe(): a dripping server must not hang them."""
+    with FakeGradio3(video=mp4) as app:
+        app.config_drip = 0.02
+        started = time.monotonic()
+        assert make_backend(app.url, timeout_seconds=1, connect_timeout_seconds=0.5).describe()["version"] == "unknown"
+        assert time.monotonic() - started < 5
+
+
+def test_gradio3_the_video_arrives_as_a_file_in_the_reply_folder(make_backend, jpeg, mp4, tmp_path):
+    with FakeGradio3(video=mp4) as app:
+        for form in ("3.x", "inline"):
+            app.reply_form = form
+            reply = make_backend(app.url).generate(request(jpeg, reply_dir=tmp_path / "incoming"))
+            assert reply.data is None and reply.path.read_bytes() == mp4
+            reply.path.unlink()
+        assert list((tmp_path / "incoming").iterdir()) == []
+
+
+class _DroppingQueue(_Handler3):
+    """A 4.x app (sse_v3) whose event stream breaks off mid-job, as when the app process dies."""
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if path == "/upload":
+            self.server.fake.note(f"upload {len(body)}")
+            return self._send(200, ["/tmp/gradio/input.jpg"])
+        if path == "/queue/join":
+            self.server.fake.note("joined")
+            return self._send(200, {"event_id": "e1"})
+        self._send(404, {"detail": "Not Found"})
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path != "/queue/data":
+            return super().do_GET()
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        event = b'data: {"msg": "process_starts", "event_id": "e1"}\n\n'
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+        self.wfile.write(b"400\r\ndata: {\"msg\": \"progr")  # a chunk cut short: the app died
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Gradio4Dropping(FakeGradio3):
+    handler_class = _DroppingQueue
+
+    def config(self) -> dict:
+        return {**super().config(), "protocol": "sse_v3"}
+
+
+def test_gradio4_an_event_stream_lost_mid_job_uses_an_attempt(make_backend, jpeg, mp4):
+    with _Gradio4Dropping(video=mp4, version="4.44.1") as app:
+        with pytest.raises(ConnectionDropped, match="dropped the connection"):
+            make_backend(app.url, transport="queue").generate(request(jpeg))
+        assert "joined" in app.events
+        assert f"upload {len(jpeg)}" not in app.events  # multipart: the image and its headers
+        assert any(event.startswith("upload ") for event in app.events)
 
 
 def test_gradio3_with_two_video_endpoints_needs_an_api_name(make_backend, jpeg, mp4):

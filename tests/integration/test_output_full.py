@@ -1,5 +1,6 @@
 """Output on a full or read-only disk: the job waits and retries (no attempt used), no partial video
-is left, and it completes once there is room. Uses a real small tmpfs (skipped where mounting is not allowed)."""
+is left, and it completes once there is room, from the video kept under state_dir: the server is
+asked once. Uses a real small tmpfs (skipped where mounting is not allowed)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from i2vd import mp4
 from i2vd.clock import ManualClock
 from i2vd.config import parse_config
 from i2vd.intake import Intake, Outcome
@@ -66,7 +68,7 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.rglob("*") if path.name != "filler")
 
 
-def test_a_full_disk_makes_the_job_wait_without_using_an_attempt(rig, small_disk):
+def test_a_full_disk_makes_the_job_wait_without_using_an_attempt(rig, small_disk, fake_server):
     config, journal, worker, clock = rig
     filler = fill(small_disk)
     assert worker.run_once(threading.Event())
@@ -74,12 +76,32 @@ def test_a_full_disk_makes_the_job_wait_without_using_an_attempt(rig, small_disk
     assert (job.state, job.attempts) == (JobState.QUEUED, 0)
     assert "No space left on device" in job.last_error
     assert leftovers(small_disk) == [], "a partial video or record was left"
+    assert len(list((config.state_dir / "incoming").glob("*.mp4"))) == 1, "the received video is kept under state_dir"
     filler.unlink()
     clock.advance(5)
     assert worker.run_once(threading.Event())
     [job] = journal.jobs()
     assert job.state is JobState.DONE
     assert leftovers(small_disk) == ["photo.mp4", "photo.mp4.json"]
+    assert len(fake_server.requests) == 1, "the server was asked twice for the same video"
+    assert mp4.probe(small_disk / "photo.mp4").frames > 0
+    assert list((config.state_dir / "incoming").iterdir()) == [], "the kept video was not removed once placed"
+
+
+def test_a_video_kept_for_a_full_disk_survives_a_restart(rig, small_disk, fake_server):
+    config, journal, worker, clock = rig
+    filler = fill(small_disk)
+    assert worker.run_once(threading.Event())
+    worker.backend.close()
+    filler.unlink()
+    [restarted] = build_workers(config, journal, clock)  # a new daemon: cleans unfinished replies, keeps this one
+    try:
+        clock.advance(5)
+        assert restarted.run_once(threading.Event())
+    finally:
+        restarted.backend.close()
+    assert journal.jobs()[0].state is JobState.DONE
+    assert len(fake_server.requests) == 1
 
 
 def test_a_read_only_output_makes_the_job_wait_and_it_completes_when_writable_again(rig, small_disk):
@@ -95,10 +117,10 @@ def test_a_read_only_output_makes_the_job_wait_and_it_completes_when_writable_ag
     assert journal.jobs()[0].state is JobState.DONE
 
 
-def test_room_for_the_reply_but_not_for_the_tagged_copy_is_still_the_disk_s_fault(rig, small_disk, mp4_bytes):
+def test_room_for_part_of_the_video_is_still_the_disk_s_fault(rig, small_disk, mp4_bytes):
     config, journal, worker, clock = rig
     filler = fill(small_disk)
-    filler.write_bytes(b"\0" * (filler.stat().st_size - len(mp4_bytes) - 8192))  # room for the raw reply only
+    filler.write_bytes(b"\0" * (filler.stat().st_size - len(mp4_bytes) // 2))  # room for half the video
     assert worker.run_once(threading.Event())
     [job] = journal.jobs()
     assert (job.state, job.attempts) == (JobState.QUEUED, 0), job.last_error

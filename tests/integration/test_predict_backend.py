@@ -189,7 +189,7 @@ def test_hanging_server_times_out_with_a_backend_error_in_bounded_time(fake_serv
         backend.generate(video_request(jpeg))
     elapsed = time.monotonic() - started
     assert not isinstance(caught.value, ServerUnavailable)  # the server is there: this uses an attempt
-    assert "0.5 s" in str(caught.value) and "no reply within" in str(caught.value)
+    assert "0.5 s" in str(caught.value) and "no result within" in str(caught.value)
     assert elapsed < 5
     assert len(fake_server.requests) == 1
 
@@ -205,8 +205,42 @@ def test_a_server_that_dies_on_the_request_is_the_job_s_failure_not_server_down(
     fake_server.go_down()  # dies while working on it
     caller.join(timeout=10)
     [error] = outcome
-    assert type(error) is BackendError
-    assert "dropped the connection while working on this request" in str(error)
+    assert isinstance(error, BackendError) and not isinstance(error, ServerUnavailable)
+    assert "dropped the connection while working on this job" in str(error)
+
+
+def test_a_reply_dropped_halfway_uses_an_attempt(fake_server, backend_factory, jpeg):
+    fake_server.drop_mid_reply(times=1)
+    with pytest.raises(BackendError, match="dropped the connection") as caught:
+        backend_factory().generate(video_request(jpeg))
+    assert not isinstance(caught.value, ServerUnavailable)
+
+
+def test_timeout_bounds_a_reply_that_drips_a_byte_at_a_time(fake_server, backend_factory, jpeg):
+    """Every read gets a byte well within the per-read timeout; only a bound on the whole call stops it."""
+    fake_server.drip(interval=0.02)
+    backend = backend_factory(timeout_seconds=1)
+    with pytest.raises(BackendError, match="no result within 1 s") as caught:
+        backend.generate(video_request(jpeg))
+    assert not isinstance(caught.value, ServerUnavailable)
+
+
+def test_a_refused_connection_is_still_server_unavailable(fake_server, backend_factory, jpeg):
+    backend = backend_factory()
+    fake_server.go_down()
+    with pytest.raises(ServerUnavailable):
+        backend.generate(video_request(jpeg))
+
+
+@pytest.mark.parametrize("form", ["base64", "data_url"])
+def test_a_long_base64_reply_is_decoded_through_a_file_into_the_reply_folder(fake_server, backend_factory, jpeg, tmp_path, form):
+    """Above the in-memory size the reply is spooled and decoded in chunks; the video arrives intact, as a file."""
+    video = bytes(range(256)) * 4000 + b"tail"  # ~1 MB: far above the 64 KB a reply string may take in memory
+    fake_server.video, fake_server.reply_form = video, form
+    reply = backend_factory().generate(video_request(jpeg, reply_dir=tmp_path / "incoming"))
+    assert reply.data is None and reply.path.parent == tmp_path / "incoming"
+    assert reply.path.read_bytes() == video
+    assert sorted(path.name for path in (tmp_path / "incoming").iterdir()) == [reply.path.name], "spool files were left"
 
 
 def _raised(call) -> BaseException | None:
@@ -215,3 +249,34 @@ def _raised(call) -> BaseException | None:
     except BaseException as error:  # noqa: BLE001 - returned for the assertion
         return error
     return None
+
+
+def test_timeout_bounds_an_upload_the_server_never_reads(jpeg):
+    """A server that accepts and then reads nothing: the upload blocks once the socket buffers are full."""
+    import os
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    release = threading.Event()
+
+    def hold() -> None:
+        connection, _ = listener.accept()
+        accepted.append(connection)
+        release.wait(30)
+        connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    backend = PredictBackend(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_seconds=1, connect_timeout_seconds=2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="no result within 1 s") as caught:
+            backend.generate(video_request(os.urandom(32 * 1024 * 1024)))  # far more than the socket buffers hold
+        assert not isinstance(caught.value, ServerUnavailable)
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        holder.join()
+        listener.close()
+        backend.close()

@@ -10,6 +10,7 @@ No fixed sleeps; every loop thread and watch is stopped and joined.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -459,3 +460,43 @@ def test_a_sidecar_event_that_changes_nothing_keeps_a_backing_off_job_as_it_is(i
     (result,) = intake.reresolve_under(root / "shore")
     assert result.outcome is Outcome.KNOWN and result.reason == "settings unchanged"
     assert journal.job(job.id) == waiting
+
+
+# -- untrusted templates: a breach parks its folder, every other folder goes on --------------
+
+TEMPLATE_ATTACKS = {
+    "repetition": ("{{ 'a' * 3000000000 }}", "a * repetition would be 3,000,000,000 characters"),
+    "printf width": ("{{ '%999999999s'|format(1) }}", "the format filter would be 1,000,000,000 characters"),
+    "center": ("{{ 'a'|center(10**9) }}", "would be 1,000,000,000 characters"),
+    "range join": ("{{ range(10**9)|join }}", "range of 1,000,000,000 numbers"),
+    "str.format width": ("{{ '{:>999999999}'.format(1) }}", "a str.format would be 1,000,000,000 characters"),
+    "nested loops": ("{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}x", "too much template work"),
+    "recursion": ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "calls nest deeper than"),
+    "concatenation": ("{% set x = 'a' * 60000 %}{{ x ~ x ~ x ~ x }}", "a ~ concatenation would be"),
+}
+
+
+@pytest.mark.parametrize(("template", "problem"), TEMPLATE_ATTACKS.values(), ids=TEMPLATE_ATTACKS.keys())
+def test_a_sidecar_template_that_breaks_a_bound_parks_its_folder_while_other_folders_go_on(config, root, journal, template, problem):
+    sidecar = write(root / "evil" / "i2vd.yaml", f"prompt: {json.dumps(template)}\n")
+    image(root / "evil" / "a.jpg", 230)
+    with running(config, journal):
+        image(root / "good" / "b.jpg", 240)
+        wait_for(lambda: states(journal, "evil/a.jpg", "good/b.jpg") == (JobState.PARKED, JobState.QUEUED),
+                 timeout=TIMEOUT, message="the attack was not parked, or the other folder got no job")
+        parked = job_at(journal, "evil/a.jpg")
+        assert parked.last_error.startswith(f"sidecar {sidecar}: prompt: profile default prompt: ") and problem in parked.last_error
+        assert job_at(journal, "good/b.jpg").prompt == "A b scene with smooth motion"
+
+        write(sidecar, "prompt: 'A calm {{ subject }}'\n")  # fixing the sidecar releases its folder
+        wait_for(lambda: states(journal, "evil/a.jpg") == (JobState.QUEUED,), timeout=TIMEOUT, message="the fix did not release the job")
+    assert job_at(journal, "evil/a.jpg").prompt == "A calm a"
+
+
+def test_a_caption_that_makes_the_prompt_too_long_fails_only_its_image(intake, journal, root):
+    image(root / "shore" / "a.jpg", 250)
+    write(root / "shore" / "a.txt", "word " * 1000)
+    failed = intake.consider(root / "shore" / "a.jpg", intake.config.watch[0])
+    neighbour = intake.consider(image(root / "shore" / "b.jpg", 251), intake.config.watch[0])
+    assert failed.outcome is Outcome.FAILED and "profile default prompt: renders 4,999 bytes; at most 4,096" in failed.reason
+    assert neighbour.outcome is Outcome.QUEUED

@@ -324,6 +324,85 @@ def test_stray_temp_files_of_the_job_are_removed_before_it_runs_again(rig):
     assert other_jobs_temp.exists()  # another job's temp file is not this job's to remove
 
 
+def test_with_the_journal_lost_a_finished_video_is_recognised_by_its_key_and_not_rendered_again(rig, tmp_path):
+    job, _ = rig.add("holiday/a.jpg")
+    rig.drain()
+    assert len(rig.server.requests) == 1
+    video = Path(rig.job(job.id).output_path)
+    before = video.read_bytes()
+    rig.journal.close()
+    (rig.config.state_dir / "journal.sqlite3").unlink()  # lost: a new journal starts from job 1 again
+    for leftover in rig.config.state_dir.glob("journal.sqlite3*"):
+        leftover.unlink()
+    rig.journal = Journal(rig.config.state_dir / "journal.sqlite3", rig.clock)
+    rig.clock.advance(60)
+    rig.intake = Intake(rig.config, rig.journal)
+    rig.worker = Worker(rig.config, rig.journal, rig.backend, VramGate.from_config(rig.config.gpu, rig.clock), clock=rig.clock, name="test-worker")
+    again = rig.intake.consider(rig.root / "holiday/a.jpg", rig.config.watch[0]).job
+
+    rig.drain()
+
+    assert rig.job(again.id).state is JobState.DONE
+    assert len(rig.server.requests) == 1, "the finished video was rendered a second time"
+    assert video.read_bytes() == before and not (video.parent / "a-1.mp4").exists()
+
+
+def test_retry_of_a_done_job_still_renders_it_again(rig):
+    job, _ = rig.add("a.jpg")
+    rig.drain()
+    [result] = rig.intake.retry([job.id])
+    assert result.job is not None and rig.job(job.id).state is JobState.QUEUED
+
+    rig.drain()
+
+    assert rig.job(job.id).state is JobState.DONE
+    assert len(rig.server.requests) == 2  # the user asked for it
+
+
+def test_a_server_that_drops_the_connection_mid_reply_uses_an_attempt_each_time(rig):
+    """An image that crashes the server is not sent forever: each drop is one attempt, then it fails."""
+    job, _ = rig.add("crasher.jpg")
+    rig.server.drop_mid_reply()
+
+    rig.drain()
+
+    done = rig.job(job.id)
+    assert (done.state, done.attempts) == (JobState.FAILED, ATTEMPTS)
+    assert "dropped the connection" in done.last_error
+    assert len(rig.server.requests) == ATTEMPTS
+
+
+def test_a_large_base64_reply_arrives_intact_through_the_files_under_state_dir(rig, tmp_path):
+    """The reply is far above what is held in memory: spooled under state_dir, decoded in chunks, then removed."""
+    import numpy
+
+    noise = numpy.random.default_rng(7).integers(0, 256, size=(48, 120, 160, 3), dtype=numpy.uint8)
+    mp4.encode_frames(iter(noise), tmp_path / "big.mp4", 8)  # noise: a video that does not compress
+    big = (tmp_path / "big.mp4").read_bytes()
+    assert len(big) > 4 * 64 * 1024
+    rig.server.video = big
+    job, _ = rig.add("a.jpg")
+
+    rig.drain()
+
+    video = Path(rig.job(job.id).output_path)
+    assert rig.job(job.id).state is JobState.DONE
+    assert mp4.probe(video).frames == 48
+    assert list((rig.config.state_dir / "incoming").iterdir()) == []
+
+
+def test_unfinished_reply_files_of_a_crashed_daemon_are_removed_at_start(rig):
+    from i2vd.worker import build_workers
+
+    incoming = rig.config.state_dir / "incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "reply-0123.json.part").write_bytes(b'{"data": ["AAAA')
+    workers = build_workers(rig.config, rig.journal, rig.clock)
+    for worker in workers:
+        worker.backend.close()
+    assert list(incoming.iterdir()) == []
+
+
 # -- naming --------------------------------------------------------------------------
 
 

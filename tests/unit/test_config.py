@@ -9,14 +9,14 @@ import pytest
 
 from i2vd.cli import EX_CONFIG, main
 from i2vd.config import (
-    CONFIG_SCHEMA,
     DEFAULT_PROMPT,
     ConfigError,
     RetryPolicy,
+    did_you_mean,
     load_config,
     parse_config,
 )
-from i2vd.schema import ListOf, MapOf, Section, did_you_mean
+from i2vd.config_reference import model_keys, reference
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "config.example.yaml"
@@ -46,25 +46,21 @@ def test_the_example_config_loads_with_every_profile() -> None:
     assert rotate["guidance"] == 9.0  # inherited from default
 
 
-def _leaf_keys(node, prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    if isinstance(node, Section):
-        for key, child in node.fields.items():
-            if isinstance(child, (Section, ListOf, MapOf)):
-                keys.extend(_leaf_keys(child, f"{prefix}{key}."))
-            else:
-                keys.append(f"{prefix}{key}")
-    elif isinstance(node, ListOf):
-        keys.extend(_leaf_keys(node.item, prefix))
-    elif isinstance(node, MapOf):
-        keys.extend(_leaf_keys(node.value, prefix))
-    return keys
+def test_the_example_config_is_the_reference_generated_from_the_models(capsys: pytest.CaptureFixture[str]) -> None:
+    # Regenerate it with: .venv/bin/i2vd config --example > config.example.yaml
+    assert EXAMPLE.read_text(encoding="utf-8") == reference()
+    assert main(["config", "--example"]) == 0
+    assert capsys.readouterr().out == reference()
 
 
 def test_the_example_config_mentions_every_schema_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
+    keys = model_keys()
+    assert {"server.kind", "gpu.max_used_mb", "retry.attempts", "watch.after", "profiles.fps", "servers.name"} <= set(
+        keys
+    )
     missing = [
-        key for key in _leaf_keys(CONFIG_SCHEMA)
+        key for key in keys
         if not re.search(rf"^\s*(#\s*)?(-\s*)?{re.escape(key.rsplit('.', 1)[-1])}:", text, re.MULTILINE)
     ]
     assert missing == []
@@ -316,6 +312,53 @@ def test_watch_poll_accepts_auto_true_and_false_only() -> None:
     assert problems_of("output_dir: /o\nwatch: [{path: /i, poll: sometimes}]\n") == [
         "watch[0].poll: 'sometimes' is not one of auto, true, false"
     ]
+
+
+def test_checks_across_keys_are_reported_together_with_the_other_problems() -> None:
+    problems = problems_of(
+        "output_dir: /o\nwatch: [{path: /srv/in}, {path: /srv/in/sub}]\n"
+        "gpu: {source: command}\nprofiles: {beach: {fps: 40}}\nlog_level: loud\n"
+    )
+    assert "profiles.beach.fps: 40 is above 24" in problems
+    assert "log_level: 'loud' is not one of debug, info, warning, error" in problems
+    assert "gpu.command: is required when gpu.source is command" in problems
+    assert "watch[1].path: /srv/in/sub is inside watch[0].path /srv/in" in problems
+    assert len(problems) == 4
+
+
+def test_each_of_several_servers_is_checked_with_its_index() -> None:
+    problems = problems_of(
+        MINIMAL + "servers:\n  - {name: a, url: 'ftp://x', gpu: {max_use_mb: 1}}\n"
+        "  - {name: b, kind: gradoi, gpu: {source: command}}\n"
+    )
+    assert problems == [
+        "servers[0].url: 'ftp://x' is not an http:// or https:// URL",
+        "servers[0].gpu.max_use_mb: unknown key (did you mean 'max_used_mb'?)",
+        "servers[1].kind: 'gradoi' is not one of builtin, predict, gradio, comfyui (did you mean 'gradio'?)",
+    ]
+    problems = problems_of(MINIMAL + "servers: [{name: a}, {name: a, gpu: {source: command}}]\nserver: {}\n")
+    assert "servers: 'a' appears twice: give each server its own name" in problems
+    assert "server: give either `server` or `servers`, not both" in problems
+    assert problems_of(MINIMAL + "servers: [{name: a}, {name: b, gpu: {source: command}}]\n") == [
+        "servers[1].gpu.command: is required when gpu.source is command"
+    ]
+    assert problems_of(MINIMAL + "servers: []\n") == ["servers: needs at least 1 entry"]
+
+
+def test_a_server_takes_its_gpu_keys_from_the_top_level_gpu() -> None:
+    config = parse_config(
+        MINIMAL + "gpu: {max_used_mb: 500, index: 3}\nservers: [{name: a, gpu: {index: 1}}, {name: b}]\n"
+    )
+    gates = [(entry.name, entry.gpu.index, entry.gpu.max_used_mb) for entry in config.servers]
+    assert gates == [("a", 1, 500), ("b", 3, 500)]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(".nan", "nan is not a finite number"), (".inf", "inf is not a finite number")]
+)
+def test_a_number_must_be_finite(value: str, expected: str) -> None:
+    problems = problems_of(MINIMAL + f"profiles: {{default: {{guidance: {value}}}}}\n")
+    assert problems == [f"profiles.default.guidance: {expected}"]
 
 
 def test_gpu_source_command_needs_a_command() -> None:

@@ -27,7 +27,7 @@ def test_the_workflow_is_taken_relative_to_the_config_file(tmp_path):
     config = load_config(write_config(tmp_path, "server: {kind: comfyui, url: 'http://gpu:8188', workflow: flows/still.json, "
                                                 "free_after_job: true}\n", "gpu: {source: comfyui}\n"))
     server = config.server
-    assert (server.kind, server.workflow, server.free_after_job) == ("comfyui", str(tmp_path / "flows" / "still.json"), True)
+    assert (server.kind, server.workflow, server.free_after_job) == ("comfyui", tmp_path / "flows" / "still.json", True)
     assert config.servers[0].gpu.source == "comfyui"
 
 
@@ -35,7 +35,7 @@ def test_several_comfyui_servers_each_with_its_workflow(tmp_path):
     shutil.copy(EXAMPLE_WORKFLOW, tmp_path / "still.json")
     config = load_config(write_config(tmp_path, "servers:\n  - {name: a, kind: comfyui, url: 'http://a:8188', workflow: still.json}\n"
                                                 "  - {name: b, kind: comfyui, url: 'http://b:8188', workflow: still.json}\n"))
-    assert [entry.server.workflow for entry in config.servers] == [str(tmp_path / "still.json")] * 2
+    assert [entry.server.workflow for entry in config.servers] == [tmp_path / "still.json"] * 2
 
 
 @pytest.mark.parametrize(("change", "problem"), [

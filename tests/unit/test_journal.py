@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from i2vd import journal as journal_module
 from i2vd.clock import ManualClock
 from i2vd.journal import Job, JobState, Journal, KnownFile, NewJob
 
@@ -643,3 +645,12 @@ def test_a_clock_stepped_back_never_makes_a_wait_longer_than_the_longest_backoff
     assert journal.tidy(600) == ([], 1)
     assert journal.next_attempt_at() == clock.now() + 600
     assert journal.tidy(600) == ([], 0)  # nothing more to shorten: no write
+
+
+def test_the_sql_names_job_states_only_through_job_state() -> None:
+    source = Path(journal_module.__file__).read_text(encoding="utf-8")
+    statements = source.split("SCHEMA_VERSION = len(MIGRATIONS)", 1)[1]  # past the schema and the migrations
+    assert re.findall(r"state\s*(?:=|IN)\s*\(?\s*'", statements) == []
+    assert journal_module._sql(JobState.QUEUED, JobState.PARKED) == "'queued', 'parked'"
+    with pytest.raises(ValueError):
+        journal_module._sql("bogus")

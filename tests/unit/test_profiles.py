@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import threading
 from pathlib import Path, PurePosixPath
 
 import pytest
 
+from i2vd.templates import TemplateLimitError, render_bounded
 from i2vd.config import Config, parse_config
 from i2vd.images import ImageFacts
-from i2vd.sidecars import SidecarSettings, read_sidecars, sidecar_files
+from i2vd.sidecars import SidecarError, SidecarSettings, read_sidecars, sidecar_files
 from i2vd.profiles import (
     ProfileError,
     ResolvedProfile,
+    TemplateBoundError,
     render,
     resolve_profile,
     subject_of,
@@ -324,3 +328,143 @@ def test_sidecar_vars_with_a_key_that_is_not_a_name_are_a_profile_error(root: Pa
     with pytest.raises(ProfileError, match="vars"):
         settings = read_sidecars(root, root / "x.jpg")
         resolve_profile(config, PurePosixPath("x.jpg"), None, "default", settings)
+
+
+# -- untrusted templates: bounded work and output (SPEC "Reliability") ---------------------
+
+ATTACKS = {
+    "string repetition": "{{ 'a' * 3000000000 }}",
+    "list repetition": "{{ [1] * 10**9 }}",
+    "printf width in the format filter": "{{ '%999999999s'|format(1) }}",
+    "printf width in %": "{{ '%999999999s' % 1 }}",
+    "printf reusing a big value": "{% set x = 'a' * 60000 %}{{ ('%(a)s' * 100) % {'a': x} }}",
+    "center filter": "{{ 'a'|center(10**9) }}",
+    "indent filter": "{{ 'a\nb'|indent(10**9) }}",
+    "huge range joined": "{{ range(10**9)|join }}",
+    "join with a big separator": "{{ range(60000)|join('x' * 1000) }}",
+    "str.format width": "{{ '{:>999999999}'.format(1) }}",
+    "str.format nested width": "{{ '{0:{1}}'.format('a', 10**9) }}",
+    "str.ljust": "{{ 'x'.ljust(10**9) }}",
+    "str.replace of every gap": "{% set x = 'a' * 60000 %}{{ x.replace('a', x) }}",
+    "replace filter": "{% set x = 'a' * 60000 %}{{ x|replace('', x) }}",
+    "wordwrap with a big wrapstring": "{% set x = 'a ' * 30000 %}{{ x|wordwrap(1, wrapstring=x) }}",
+    "concatenation": "{% set x = 'a' * 60000 %}{{ x ~ x ~ x }}",
+    "doubling in a loop": "{% set ns = namespace(x='a') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}",
+    "shared references": "{% set a = ['a' * 1000] %}{% set b = [a,a,a,a,a,a,a,a] %}{% set c = [b,b,b,b,b,b,b,b] %}{{ [c,c] }}",
+    "a macro's output in a loop": "{% macro m() %}{% for i in range(60000) %}AAAAAAAAAA{% endfor %}{% endmacro %}{{ m() }}",
+    "a set block": "{% set x %}{% for i in range(60000) %}abc{% endfor %}{% endset %}{{ x|length }}",
+    "a filter block": "{% filter upper %}{% for i in range(60000) %}abc{% endfor %}{% endfilter %}",
+    "batch padding": "{{ [1]|batch(10**9, 'x')|list }}",
+    "huge power": "{{ 9 ** (9 ** 9) }}",
+    "deep nesting": "{% set ns = namespace(a=1) %}{% for i in range(1000) %}{% set ns.a = [ns.a] %}{% endfor %}",
+    "recursive macro": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    "recursive block": "{% block a %}{{ self.a() }}{% endblock %}",
+    "recursive loop": "{% for c in ['ab'] recursive %}{{ loop(['ab']) }}{% endfor %}",
+    "nested loops": "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}x",
+    "loops over a string": "{% set x = 'a' * 60000 %}{% for i in x %}{% for j in x %}{% if j == 'b' %}{% endif %}{% endfor %}{% endfor %}x",
+    "a long rendered prompt": "{% for i in range(60000) %}a{% endfor %}",
+    "a generator read whole": "{{ range(60000)|map('center', 60000)|list|length }}",
+    "a generator joined": "{{ ''.join(range(60000)|map('center', 60000)) }}",
+    "a Markup method": "{{ ('a'|safe).center(10**9) }}",
+    "a huge template": "x" * 20000,
+}
+
+
+@pytest.mark.parametrize("template", ATTACKS.values(), ids=ATTACKS.keys())
+def test_a_template_that_breaks_a_bound_is_a_clear_error(template: str) -> None:
+    with pytest.raises(TemplateBoundError) as caught:
+        resolve_with(template)
+    message = str(caught.value)
+    assert message.startswith("profile p prompt: ")
+    assert any(words in message for words in ("at most", "too much template work", "deeper than", "bits")), message
+
+
+@pytest.mark.parametrize(
+    ("template", "refused"),
+    [
+        ("{{ 'abc'.translate({97: 'x' * 60000}) }}", "str.translate() is not allowed"),
+        ("{{ (10).to_bytes(10**9, 'big') }}", "int.to_bytes() is not allowed"),
+        ("{{ lipsum(10**7) }}", "'lipsum' is undefined"),
+        ("{{ [1]|pprint }}", "No filter named 'pprint'"),
+        ("{{ 1 / 0 }}", "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_dangerous_or_broken_calls_are_refused_with_a_reason(template: str, refused: str) -> None:
+    with pytest.raises(ProfileError, match=re.escape(refused)):
+        resolve_with(template)
+
+
+def test_ordinary_templates_still_render() -> None:
+    template = (
+        "{{ subject|title }}, {{ range(3)|join(', ') }}, {{ '%-4s|'|format('ab') }}{{ '{:>4}'.format('cd') }}, "
+        "{{ 'x'|center(5) }}|{{ stem.replace('_', ' ') }}, {% for word in subject.split() %}{{ loop.index }}{% endfor %}, "
+        "{{ dict(a=1)|tojson }} {{ ('ab' * 2) ~ ([1] + [2])|string }} {{ 2.5 * 100000 }} {{ 2 ** 10 }} {{ 7 % 4 }}"
+    )
+    assert resolve_with(template).prompt == (
+        'Golden Retriever 2, 0, 1, 2, ab  |  cd,   x  |golden retriever-2, 123, {"a": 1} abab[1, 2] 250000.0 1024 3'
+    )
+
+
+def test_a_prompt_may_render_4_kb_and_no_more() -> None:
+    assert len(resolve_with("{{ 'é' * 2048 }}").prompt.encode()) == 4096
+    with pytest.raises(TemplateBoundError, match="renders 4,098 bytes; at most 4,096"):
+        resolve_with("{{ 'é' * 2049 }}")
+
+
+def test_an_output_name_may_be_255_bytes_and_no_more() -> None:
+    assert resolve_profile(with_profile(output="{{ 'n' * 251 }}"), GOLDEN, None, "p").output_name == "n" * 251 + ".mp4"
+    with pytest.raises(TemplateBoundError, match="longer than 255 bytes"):
+        resolve_profile(with_profile(output="{{ 'n' * 252 }}"), GOLDEN, None, "p")
+    with pytest.raises(TemplateBoundError, match="renders 260 bytes; at most 255"):
+        resolve_profile(with_profile(output="{{ 'n' * 256 }}.mp4"), GOLDEN, None, "p")
+
+
+def test_the_time_limit_holds_in_a_worker_thread() -> None:
+    caught: list[BaseException] = []
+
+    def render_in_thread() -> None:
+        loops = "{% for i in range(60000) %}{% for j in range(60000) %}{% endfor %}{% endfor %}x"
+        try:
+            render_bounded(loops, {}, 4096, seconds=0.2, steps=10**12)  # only the clock can stop it
+        except TemplateLimitError as error:
+            caught.append(error)
+
+    worker = threading.Thread(target=render_in_thread)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert len(caught) == 1 and "rendering took longer than 0.2 s" in str(caught[0])
+
+
+def test_a_bound_broken_by_a_sidecar_template_names_that_sidecar(root: Path, config: Config) -> None:
+    sidecar = write(root / "beach" / "i2vd.yaml", "prompt: \"{{ 'a' * 3000000000 }}\"\n")
+    settings = read_sidecars(root, root / "beach" / "day1" / "x.jpg")
+    with pytest.raises(SidecarError) as caught:
+        resolve_profile(config, PurePosixPath("beach/day1/x.jpg"), None, "default", settings)
+    assert caught.value.file == str(sidecar)
+    assert caught.value.problems[0].startswith("prompt: profile default prompt: a * repetition would be 3,000,000,000 characters")
+
+
+def test_a_bound_broken_by_sidecar_vars_names_the_sidecar_that_set_them(root: Path) -> None:
+    config = with_profile(prompt="{{ words }} {{ words }}")
+    sidecar = write(root / "beach" / "i2vd.yaml", f"vars: {{words: {'w' * 3000}}}\n")
+    settings = read_sidecars(root, root / "beach" / "x.jpg")
+    with pytest.raises(SidecarError) as caught:
+        resolve_profile(config, PurePosixPath("beach/x.jpg"), None, "p", settings)
+    assert caught.value.file == str(sidecar) and caught.value.problems[0].startswith("vars: profile p prompt: renders 6,001 bytes")
+
+
+def test_a_bound_broken_by_a_caption_alone_fails_the_image(config: Config) -> None:
+    with pytest.raises(TemplateBoundError) as caught:
+        resolve_profile(config, GOLDEN, None, "default", SidecarSettings(), caption="c" * 5000)
+    assert not isinstance(caught.value, SidecarError)
+    assert "renders 5,000 bytes; at most 4,096" in str(caught.value)
+
+
+def test_sidecar_vars_that_expand_beyond_64_kb_are_refused(root: Path) -> None:
+    bomb = "vars:\n  a: &a ['xxxxxxxxxxxxxxxx', 'xxxxxxxxxxxxxxxx']\n"
+    bomb += "".join(f"  {name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}]\n" for prev, name in zip("abcdefg", "bcdefgh"))
+    sidecar = write(root / "i2vd.yaml", bomb)
+    with pytest.raises(SidecarError) as caught:
+        read_sidecars(root, root / "x.jpg")
+    assert caught.value.file == str(sidecar) and caught.value.problems[0].startswith("vars: vars would be")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.config import CONFIG_SCHEMA
+from i2vd.config import ConfigFile
 
-STOP_GRACE_SECONDS = CONFIG_SCHEMA.fields["stop_grace_seconds"].default
+STOP_GRACE_SECONDS = ConfigFile.model_fields["stop_grace_seconds"].default
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 ANALYZE = shutil.which("systemd-analyze")

@@ -185,7 +185,8 @@ def _check_comfyui(entry: ServerEntry, where: str, problems: list[str]) -> None:
     server, gpu = entry.server, entry.gpu
     if gpu.source == "comfyui" and gpu.enabled is not False and server.kind != "comfyui":
         place = "gpu" if where == "server" else f"{where}.gpu"
-        problems.append(f"{place}.source: comfyui reads the VRAM of a ComfyUI server, but {where}.kind is {server.kind}")
+        problems.append(f"{place}.source: comfyui reads the VRAM of a ComfyUI server, "
+                        f"but {where}.kind is {server.kind}")
     if server.kind != "comfyui":
         return
     if server.workflow is None:

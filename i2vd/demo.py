@@ -82,9 +82,11 @@ def draw_sample(kind: str, variant: int, size: tuple[int, int] = (640, 400)) -> 
 # examples/workflows/comfyui-model-free.json (a test keeps the two the same)
 MODEL_FREE_WORKFLOW = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "I2VD:image"}},
-    "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "lanczos", "width": 512, "height": 512,
-                                                 "crop": "center"}, "_meta": {"title": "I2VD:resolution"}},
-    "3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": 16}, "_meta": {"title": "I2VD:frames"}},
+    "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "lanczos", "width": 512,
+                                                 "height": 512, "crop": "center"},
+          "_meta": {"title": "I2VD:resolution"}},
+    "3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": 16},
+          "_meta": {"title": "I2VD:frames"}},
     "4": {"class_type": "CreateVideo", "inputs": {"images": ["3", 0], "fps": 8.0}, "_meta": {"title": "I2VD:fps"}},
     "5": {"class_type": "SaveVideo", "inputs": {"video": ["4", 0], "filename_prefix": "video/ComfyUI", "format": "mp4",
                                                 "codec": "h264"}, "_meta": {"title": "I2VD:output"}},
@@ -134,8 +136,10 @@ def run_demo(workdir: Path | None = None, images_per_folder: int = 2, timeout_se
     workdir.mkdir(parents=True, exist_ok=True)
     config = load_config(prepare(workdir, images_per_folder, comfyui))
     expected = len(FOLDERS) * images_per_folder
-    engine = (f"ComfyUI {stats['system']['comfyui_version']} at {comfyui} with the model-free workflow (a still video of each image)"
-              if comfyui else "built-in CPU engine (a preview engine, not a diffusion model)")
+    engine = "built-in CPU engine (a preview engine, not a diffusion model)"
+    if comfyui:
+        engine = (f"ComfyUI {stats['system']['comfyui_version']} at {comfyui} with the model-free workflow "
+                  "(a still video of each image)")
     print(f"i2vd demo: {expected} sample images in {workdir / 'hot'}, {engine}")
     daemon = Daemon(config)
     daemon.start()

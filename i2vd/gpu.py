@@ -113,7 +113,8 @@ class VramGate:
         self.detail = "gate off"
 
     @classmethod
-    def from_config(cls, config: GpuConfig, clock: Clock | None = None, reader: Reader | None = None, *, server_url: str | None = None) -> VramGate:
+    def from_config(cls, config: GpuConfig, clock: Clock | None = None, reader: Reader | None = None, *,
+                    server_url: str | None = None) -> VramGate:
         if reader is not None or config.enabled is False or config.source == "none":
             return cls(config, reader, clock)
         if config.source == "comfyui" and server_url:

@@ -96,9 +96,12 @@ class ReplayedComfyUI:
     def start(self) -> ReplayedComfyUI:
         self._http = _Server(("127.0.0.1", 0), _ReplayHandler)
         self._http.fake = self  # type: ignore[assignment]
-        self._threads = [threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
-                                          name=f"ReplayedComfyUI:{self.session}"),
-                         threading.Thread(target=self._run, name=f"ReplayedComfyUI:{self.session}:runner")]
+        self._threads = [
+            threading.Thread(
+                target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name=f"ReplayedComfyUI:{self.session}"
+            ),
+            threading.Thread(target=self._run, name=f"ReplayedComfyUI:{self.session}:runner"),
+        ]
         for thread in self._threads:
             thread.start()
         return self
@@ -146,8 +149,10 @@ class ReplayedComfyUI:
     # -- the recording -------------------------------------------------------------------------------
     def exchange(self, method: str, path: str) -> dict | None:
         for entry in self.exchanges:
-            if entry.get("method") == method and (entry.get("path") == path or
-                                                  (path.startswith("/history/") and entry.get("path", "").startswith("/history/"))):
+            if entry.get("method") == method and (
+                entry.get("path") == path
+                or (path.startswith("/history/") and entry.get("path", "").startswith("/history/"))
+            ):
                 return entry
         return None
 
@@ -192,7 +197,9 @@ class ReplayedComfyUI:
             self._add("rejections", f"POST /prompt: nodes {classes}, recorded {recorded_classes}")
         for node, spec in prompt.items():
             if spec.get("class_type") == "LoadImage" and spec["inputs"].get("image") not in self._uploads:
-                self._add("rejections", f"POST /prompt: node {node} loads {spec['inputs'].get('image')!r}, never uploaded")
+                self._add(
+                    "rejections", f"POST /prompt: node {node} loads {spec['inputs'].get('image')!r}, never uploaded"
+                )
         prompt_id = str(body.get("prompt_id") or "")
         if recorded["status"] != 200:
             return recorded["status"], self.localize(recorded["body"]["json"], prompt_id)
@@ -213,13 +220,17 @@ class ReplayedComfyUI:
 
     def queue(self) -> dict:
         with self._cond:
-            running = [[p.number, p.prompt_id, {}, {"client_id": p.client_id}, []] for p in self._prompts.values() if not p.done]
+            running = [
+                [p.number, p.prompt_id, {}, {"client_id": p.client_id}, []]
+                for p in self._prompts.values()
+                if not p.done
+            ]
         return {"queue_running": running[:1], "queue_pending": running[1:]}
 
     def interrupt(self, body: Any) -> None:
         with self._cond:
             prompt = self._prompts.get((body or {}).get("prompt_id", "")) if isinstance(body, dict) else None
-            for candidate in ([prompt] if prompt else list(self._prompts.values())):
+            for candidate in [prompt] if prompt else list(self._prompts.values()):
                 if not candidate.done:
                     candidate.interrupted = True
             self._cond.notify_all()
@@ -310,7 +321,8 @@ class _ReplayHandler(_Handler3):
 
     def _form(self, raw: bytes) -> dict[str, Any]:
         message = BytesParser(policy=HTTP).parsebytes(
-            b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
+            b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw
+        )
         form: dict[str, Any] = {}
         for part in message.iter_parts():
             name, payload = part.get_param("name", header="content-disposition"), part.get_payload(decode=True) or b""
@@ -319,9 +331,15 @@ class _ReplayHandler(_Handler3):
 
     def _websocket(self, client_id: str) -> None:
         replay = self.server.fake
-        accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] + _WS_GUID).encode()).digest()).decode()
-        self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        accept = base64.b64encode(
+            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + _WS_GUID).encode()).digest()
+        ).decode()
+        self.wfile.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            ).encode()
+        )
         self.close_connection = True
         outbox = replay.outbox(client_id)
         try:
@@ -343,8 +361,13 @@ class _ReplayHandler(_Handler3):
             head = bytes.fromhex(message["binary"]["head"])
             payload = head + b"\0" * max(0, message["binary"]["bytes"] - len(head))
             length = len(payload)
-            header = bytes([0x82]) + (bytes([length]) if length < 126 else struct.pack("!BH", 126, length)
-                                      if length < 65536 else struct.pack("!BQ", 127, length))
+            header = bytes([0x82]) + (
+                bytes([length])
+                if length < 126
+                else struct.pack("!BH", 126, length)
+                if length < 65536
+                else struct.pack("!BQ", 127, length)
+            )
             self.wfile.write(header + payload)
             return
         self._ws_send(message["data"])

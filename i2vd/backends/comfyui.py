@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import mimetypes
-import os
 import re
 import threading
 import time
@@ -52,6 +51,14 @@ from i2vd.backends.base import (
     reply_folder,
     video_reply,
 )
+from i2vd.backends.comfyui_protocol import (  # noqa: F401 - WorkflowRejected is the module's error for callers
+    PromptStore,
+    WorkflowRejected,
+    execution_failure,
+    history_failure,
+    rejection,
+    pick_video,
+)
 from i2vd.backends.comfyui_workflow import Workflow, field_values
 from i2vd.backends.predict import BODY_EXCERPT, looks_out_of_memory
 
@@ -59,70 +66,27 @@ log = logging.getLogger(__name__)
 
 HISTORY_POLL_SECONDS = 2.0  # no websocket message this long: ask /history (a message may have been missed)
 CANCEL_SECONDS = 10.0  # /interrupt and the queue delete after a timeout
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".webp", ".avi")
 ProgressCallback = Callable[[str], None]
-
-
-class WorkflowRejected(ServerUnavailable):
-    """ComfyUI refused the workflow (HTTP 400): the operator must fix it; no attempt is used meanwhile."""
 
 
 _Deadline = http.CallTimedOut  # timeout_seconds ran out (http.Deadline bounds the whole call)
 
 
-class PromptStore:
-    """In-flight prompt ids by idempotency key: files under `<state_dir>/comfyui/`, written before the prompt is sent."""
-
-    def __init__(self, folder: Path | None) -> None:
-        self.folder = folder
-        self._memory: dict[str, dict] = {}  # without a state_dir (probe, tests): this process only
-
-    def _path(self, key: str) -> Path:
-        return self.folder / (re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:200] + ".json")
-
-    def get(self, key: str | None) -> dict | None:
-        if key is None:
-            return None
-        if self.folder is None:
-            return self._memory.get(key)
-        try:
-            record = json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return record if isinstance(record, dict) and isinstance(record.get("prompt_id"), str) else None
-
-    def put(self, key: str | None, record: dict) -> None:
-        if key is None:
-            return
-        if self.folder is None:
-            self._memory[key] = record
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(key)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-
-    def drop(self, key: str | None) -> None:
-        if key is None:
-            return
-        self._memory.pop(key, None)
-        if self.folder is not None:
-            try:
-                self._path(key).unlink()
-            except FileNotFoundError:
-                pass
-
-
 class ComfyUIBackend:
     kind = "comfyui"
 
-    def __init__(self, url: str, workflow: Workflow, *, timeout_seconds: float = 900, connect_timeout_seconds: float = 10,
-                 free_after_job: bool = False, state_dir: Path | None = None, session: requests.Session | None = None,
-                 on_progress: ProgressCallback | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        workflow: Workflow,
+        *,
+        timeout_seconds: float = 900,
+        connect_timeout_seconds: float = 10,
+        free_after_job: bool = False,
+        state_dir: Path | None = None,
+        session: requests.Session | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.workflow = workflow
         self.timeout_seconds = float(timeout_seconds)
@@ -180,19 +144,30 @@ class ComfyUIBackend:
                     return self._finish(request, prompt_id, entry, started, deadline, folder)
                 log.info("prompt %s was recorded but %s never had it; sending it now", prompt_id, self.url)
             else:
-                record = {"prompt_id": str(uuid.uuid4()), "client_id": uuid.uuid4().hex, "url": self.url,
-                          "job_id": request.job_id, "recorded_at": time.time()}
+                record = {
+                    "prompt_id": str(uuid.uuid4()),
+                    "client_id": uuid.uuid4().hex,
+                    "url": self.url,
+                    "job_id": request.job_id,
+                    "recorded_at": time.time(),
+                }
                 self.store.put(key, record)
             prompt_id = record["prompt_id"]
             prompt = self._prompt(request, deadline)
-            entry = self._follow(prompt_id, record["client_id"], deadline,
-                                 submit=lambda: self._submit(prompt, prompt_id, record["client_id"], deadline))
+            entry = self._follow(
+                prompt_id,
+                record["client_id"],
+                deadline,
+                submit=lambda: self._submit(prompt, prompt_id, record["client_id"], deadline),
+            )
             return self._finish(request, prompt_id, entry, started, deadline, folder)
         except _Deadline:
             self._cancel(prompt_id)
             self.store.drop(key)
-            raise _Deadline(f"no video within timeout_seconds ({self.timeout_seconds:g} s, the whole call); "
-                            f"prompt {prompt_id} interrupted on {self.url}") from None
+            raise _Deadline(
+                f"no video within timeout_seconds ({self.timeout_seconds:g} s, the whole call); "
+                f"prompt {prompt_id} interrupted on {self.url}"
+            ) from None
         except WorkflowRejected:
             self.store.drop(key)  # the next try, after the operator's fix, sends the prompt afresh
             raise
@@ -215,18 +190,33 @@ class ComfyUIBackend:
         except Exception as error:  # noqa: BLE001 - Pillow raises many kinds for a bad file
             raise BadInput(f"cannot read the image {request.image_name}: {error}") from None
         uploaded = self._upload(request, deadline)
-        values = field_values(image_name=uploaded, prompt=request.prompt, resolution=request.resolution, image_size=size,
-                              frames=request.frames, fps=request.fps, steps=request.steps, guidance=request.guidance,
-                              seed=request.seed, image=request.image, job_id=request.job_id)
+        values = field_values(
+            image_name=uploaded,
+            prompt=request.prompt,
+            resolution=request.resolution,
+            image_size=size,
+            frames=request.frames,
+            fps=request.fps,
+            steps=request.steps,
+            guidance=request.guidance,
+            seed=request.seed,
+            image=request.image,
+            job_id=request.job_id,
+        )
         return self.workflow.build(values)
 
     def _upload(self, request: VideoRequest, deadline: float) -> str:
         suffix = PurePath(request.image_name).suffix.lower()
         suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ".png"
         stem = re.sub(r"[^A-Za-z0-9_-]", "_", request.key or uuid.uuid4().hex)[:64]
-        response = self._http("POST", "/upload/image", deadline, allow=(413,),
-                              files={"image": (f"{stem}{suffix}", request.image, mimetypes.guess_type(f"x{suffix}")[0] or "image/png")},
-                              data={"subfolder": "i2vd", "type": "input", "overwrite": "true"})
+        response = self._http(
+            "POST",
+            "/upload/image",
+            deadline,
+            allow=(413,),
+            files={"image": (f"{stem}{suffix}", request.image, mimetypes.guess_type(f"x{suffix}")[0] or "image/png")},
+            data={"subfolder": "i2vd", "type": "input", "overwrite": "true"},
+        )
         if response.status_code == 413:
             raise BadInput(f"ComfyUI refuses the image as too large ({len(request.image)} bytes)")
         reply = _json(response, "POST /upload/image")
@@ -239,7 +229,9 @@ class ComfyUIBackend:
         response = self._http("POST", "/prompt", deadline, allow=(400,), json=body)
         reply = _json(response, "POST /prompt")
         if response.status_code == 400:
-            raise WorkflowRejected(f"ComfyUI at {self.url} refused the workflow {self.workflow.source}: {rejection(reply)}")
+            raise WorkflowRejected(
+                f"ComfyUI at {self.url} refused the workflow {self.workflow.source}: {rejection(reply)}"
+            )
         if not isinstance(reply, dict) or reply.get("prompt_id") != prompt_id:
             raise BadReply(f"POST /prompt answered without our prompt_id: {response.text[:BODY_EXCERPT]!r}")
 
@@ -263,12 +255,20 @@ class ComfyUIBackend:
             from websockets.exceptions import ConnectionClosed, WebSocketException
             from websockets.sync.client import connect
         except ImportError:
-            raise BackendError("server.kind comfyui needs the package websockets (pip install 'websockets>=15')") from None
+            raise BackendError(
+                "server.kind comfyui needs the package websockets (pip install 'websockets>=15')"
+            ) from None
         parts = urlsplit(self.url)
         ws_url = f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}{parts.path}/ws?clientId={client_id}"
         try:
-            with connect(ws_url, open_timeout=min(self.connect_timeout_seconds, _left(deadline)), close_timeout=2,
-                         max_size=None, ping_interval=None, user_agent_header=f"i2vd/{__version__}") as websocket:
+            with connect(
+                ws_url,
+                open_timeout=min(self.connect_timeout_seconds, _left(deadline)),
+                close_timeout=2,
+                max_size=None,
+                ping_interval=None,
+                user_agent_header=f"i2vd/{__version__}",
+            ) as websocket:
                 if submit is not None:
                     submit()
                 over = False  # a message said the prompt is over; its history may come a moment later
@@ -307,16 +307,23 @@ class ComfyUIBackend:
         elif kind == "execution_error":
             raise execution_failure(data)
         elif kind == "execution_interrupted":
-            raise BackendError(f"ComfyUI interrupted the prompt at node {data.get('node_id')} ({data.get('node_type')})")
+            raise BackendError(
+                f"ComfyUI interrupted the prompt at node {data.get('node_id')} ({data.get('node_type')})"
+            )
         return (kind == "executing" and data.get("node") is None and "prompt_id" in data) or kind == "execution_success"
 
-    def _finish(self, request: VideoRequest, prompt_id: str, entry: dict, started: float, deadline: float,
-                folder: Path) -> VideoReply:
+    def _finish(
+        self, request: VideoRequest, prompt_id: str, entry: dict, started: float, deadline: float, folder: Path
+    ) -> VideoReply:
         status = entry.get("status") or {}
         if status.get("status_str") != "success":
             raise history_failure(status, prompt_id)
-        video = self._video_file(entry.get("outputs") or {}, prompt_id)
-        params = {"filename": video["filename"], "subfolder": video.get("subfolder", ""), "type": video.get("type", "output")}
+        video = pick_video(entry.get("outputs") or {}, self.workflow.output_nodes(), prompt_id)
+        params = {
+            "filename": video["filename"],
+            "subfolder": video.get("subfolder", ""),
+            "type": video.get("type", "output"),
+        }
         target = http.spool_name(folder, PurePath(video["filename"]).suffix or ".mp4")
         try:
             if not http.save_body(self._http("GET", "/view", deadline, params=params, stream=True), _current(), target):
@@ -327,19 +334,6 @@ class ComfyUIBackend:
             raise
         self.store.drop(request.key)
         return reply
-
-    def _video_file(self, outputs: dict, prompt_id: str) -> dict:
-        wanted = self.workflow.output_nodes()
-        found = {node: files for node, value in outputs.items() if (files := _videos(value))}
-        if wanted:
-            found = {node: files for node, files in found.items() if node in wanted}
-        if len(found) != 1:
-            where = "the I2VD:output node" if wanted else "any node"
-            if not found:
-                raise BadReply(f"prompt {prompt_id} finished but {where} produced no video (outputs: {sorted(outputs)})")
-            raise BadReply(f"prompt {prompt_id}: nodes {', '.join(sorted(found))} each produced a video; "
-                           f"title the one to keep I2VD:output")
-        return next(iter(found.values()))[0]
 
     def _cancel(self, prompt_id: str | None) -> None:
         if prompt_id is None:
@@ -359,14 +353,17 @@ class ComfyUIBackend:
             log.warning("POST /free on %s failed: %s", self.url, error)
 
     # -- HTTP: the one place -----------------------------------------------------------------
-    def _http(self, method: str, path: str, deadline: float, *, allow: tuple[int, ...] = (), **kwargs: Any) -> requests.Response:
+    def _http(
+        self, method: str, path: str, deadline: float, *, allow: tuple[int, ...] = (), **kwargs: Any
+    ) -> requests.Response:
         """Inside the current http.Deadline: refused is ServerUnavailable, made and lost ConnectionDropped."""
         left = _left(deadline)
         if left <= 0:
             raise _current().error()
         try:
-            response = self._session.request(method, self.url + path, timeout=(min(self.connect_timeout_seconds, left), left),
-                                             **kwargs)
+            response = self._session.request(
+                method, self.url + path, timeout=(min(self.connect_timeout_seconds, left), left), **kwargs
+            )
         except requests.RequestException as error:
             raise http.classify(error, _current(), self.url + path) from None
         if _current().expired:  # the deadline shut the connection under a reply: not a reply
@@ -397,49 +394,3 @@ def _json(response: requests.Response, what: str) -> Any:
         return response.json()
     except ValueError:
         raise BadReply(f"{what} did not answer JSON: {response.text[:BODY_EXCERPT]!r}") from None
-
-
-def _videos(node_output: Any) -> list[dict]:
-    """The video files one node reported: SaveVideo's `images` with `animated: [true]`, VHS's `gifs`, or `videos`."""
-    if not isinstance(node_output, dict):
-        return []
-    files = [item for name in ("gifs", "videos") for item in node_output.get(name) or []]
-    animated = any(node_output.get("animated") or [])
-    files += [item for item in node_output.get("images") or []
-              if animated or str((item or {}).get("filename", "")).lower().endswith(VIDEO_SUFFIXES)]
-    return [item for item in files if isinstance(item, dict) and isinstance(item.get("filename"), str)]
-
-
-def rejection(reply: Any) -> str:
-    """A 400 reply to /prompt in a line: each node, its class and what is wrong with which input."""
-    if not isinstance(reply, dict):
-        return repr(reply)[:BODY_EXCERPT]
-    error = reply.get("error") or {}
-    parts = []
-    for node_id, problem in (reply.get("node_errors") or {}).items():
-        for item in (problem or {}).get("errors") or []:
-            details = item.get("details") or item.get("message")
-            parts.append(f"node {node_id} ({problem.get('class_type')}): {item.get('message')}: {details}")
-    if not parts:
-        parts.append(f"{error.get('message', error)}{': ' + error['details'] if isinstance(error, dict) and error.get('details') else ''}")
-    return "; ".join(parts)
-
-
-def execution_failure(data: dict) -> BackendError:
-    """An `execution_error` message (or history message) as the error class the worker acts on."""
-    text = f"{data.get('exception_type', '')}: {data.get('exception_message', '')}".strip()
-    message = f"node {data.get('node_id')} ({data.get('node_type')}) failed: {text.splitlines()[0] if text else 'no message'}"
-    if looks_out_of_memory(text) or "can't allocate memory" in text.lower() or "not enough memory" in text.lower():
-        return ServerOutOfMemory(message)
-    if data.get("exception_type") == "FileNotFoundError":  # a loader's model is not installed (0.3.64: io-schema loaders)
-        return WorkflowRejected(f"ComfyUI cannot run the workflow: {message}")
-    return BackendError(message)
-
-
-def history_failure(status: dict, prompt_id: str) -> BackendError:
-    for name, data in status.get("messages") or []:
-        if name == "execution_error" and isinstance(data, dict):
-            return execution_failure(data)
-        if name == "execution_interrupted" and isinstance(data, dict):
-            return BackendError(f"ComfyUI interrupted the prompt at node {data.get('node_id')} ({data.get('node_type')})")
-    return BackendError(f"prompt {prompt_id} ended with status {status.get('status_str')!r}")

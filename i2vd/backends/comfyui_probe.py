@@ -37,8 +37,10 @@ def device_lines(stats: dict) -> list[str]:
     lines = []
     for device in stats.get("devices") or []:
         total, free = device.get("vram_total") or 0, device.get("vram_free") or 0
-        lines.append(f"  device {device.get('name')} ({device.get('type')}): VRAM {(total - free) // 2**20} MiB used "
-                     f"of {total // 2**20} MiB (gpu.source: comfyui reads this)")
+        lines.append(
+            f"  device {device.get('name')} ({device.get('type')}): VRAM {(total - free) // 2**20} MiB used "
+            f"of {total // 2**20} MiB (gpu.source: comfyui reads this)"
+        )
     return lines or ["  no devices listed"]
 
 
@@ -52,10 +54,19 @@ def sample_lines(workflow: Workflow, config: Config | None) -> list[str]:
     else:
         params = ProfileFields().model_dump()
         prompt = "(the profile's prompt)"
-    values = field_values(image_name=f"i2vd/<key>{PurePosixPath(SAMPLE_NAME).suffix}", prompt=prompt,
-                          resolution=params["resolution"], image_size=(SAMPLE.width, SAMPLE.height),
-                          frames=params["frames"], fps=params["fps"], steps=params["steps"], guidance=params["guidance"],
-                          seed=params.get("seed"), image=SAMPLE_NAME.encode(), job_id=None)
+    values = field_values(
+        image_name=f"i2vd/<key>{PurePosixPath(SAMPLE_NAME).suffix}",
+        prompt=prompt,
+        resolution=params["resolution"],
+        image_size=(SAMPLE.width, SAMPLE.height),
+        frames=params["frames"],
+        fps=params["fps"],
+        steps=params["steps"],
+        guidance=params["guidance"],
+        seed=params.get("seed"),
+        image=SAMPLE_NAME.encode(),
+        job_id=None,
+    )
     lines = [f"  a {SAMPLE.width}x{SAMPLE.height} {SAMPLE_NAME} with the default profile would set:"]
     lines += [f"    {line}" for line in describe_bindings(workflow, values)]
     if params.get("seed") is None and any(binding.field == "seed" for binding in workflow.bindings):
@@ -73,7 +84,9 @@ def workflow_lines(path: str | None, config: Config | None) -> tuple[list[str], 
         workflow = load_workflow(path)
     except WorkflowError as error:
         return [f"  workflow {path}"], str(error)
-    return [f"  workflow {path}: {len(workflow.bindings)} input(s) from I2VD: titles"] + sample_lines(workflow, config), None
+    return [f"  workflow {path}: {len(workflow.bindings)} input(s) from I2VD: titles"] + sample_lines(
+        workflow, config
+    ), None
 
 
 def check_lines(config: Config) -> list[str]:

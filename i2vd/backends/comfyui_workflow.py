@@ -96,7 +96,7 @@ def load_workflow(path: Path) -> Workflow:
 def parse_workflow(data: Any, source: str = "<workflow>") -> Workflow:
     """Check the workflow and find its I2VD: nodes; WorkflowError lists every problem at once."""
     if isinstance(data, dict) and "nodes" in data and "links" in data:
-        raise WorkflowError(f"{source} is a UI workflow (Save), not an API one: in ComfyUI use Workflow → Export (API)")
+        raise WorkflowError(f"{source} is a UI workflow (Save), not an API one: use Workflow → Export (API)")
     if not isinstance(data, dict) or not data or not all(isinstance(node, dict) for node in data.values()):
         raise WorkflowError(f"{source} is not an API workflow ({{node id: {{class_type, inputs}}}})")
     problems: list[str] = []
@@ -108,7 +108,7 @@ def parse_workflow(data: Any, source: str = "<workflow>") -> Workflow:
             continue
         if not title.startswith(TITLE_PREFIX):
             continue
-        for part in title[len(TITLE_PREFIX):].split(","):  # one node may take several: I2VD:seed,steps,guidance
+        for part in title[len(TITLE_PREFIX) :].split(","):  # one node may take several: I2VD:seed,steps,guidance
             found, problem = _bind(node_id, node, title, part.strip())
             bindings += found
             if problem:
@@ -141,7 +141,10 @@ def _bind(node_id: str, node: dict, title: str, name: str) -> tuple[list[Binding
             return [], f"{where}: has none of the inputs {tried}; name one in the title: I2VD:{field}.<input>"
     for input_name in wanted:
         if isinstance(inputs[input_name], list):
-            return [], f"{where}: input {input_name!r} is connected to node {inputs[input_name][0]}; i2vd sets only a value"
+            return (
+                [],
+                f"{where}: input {input_name!r} is connected to node {inputs[input_name][0]}; i2vd sets only a value",
+            )
     return [Binding(node_id, node["class_type"], title, field, input_name) for input_name in wanted], None
 
 
@@ -160,8 +163,20 @@ def default_seed(image: bytes) -> int:
     return int(hashlib.sha256(image).hexdigest()[:8], 16)
 
 
-def field_values(*, image_name: str, prompt: str, resolution: str, image_size: tuple[int, int], frames: int,
-                 fps: int, steps: int, guidance: float, seed: int | None, image: bytes, job_id: int | None) -> dict:
+def field_values(
+    *,
+    image_name: str,
+    prompt: str,
+    resolution: str,
+    image_size: tuple[int, int],
+    frames: int,
+    fps: int,
+    steps: int,
+    guidance: float,
+    seed: int | None,
+    image: bytes,
+    job_id: int | None,
+) -> dict:
     """What each field sets, for one job (and for `probe -c`'s sample image)."""
     return {
         "image": image_name,

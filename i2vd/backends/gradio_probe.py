@@ -1,7 +1,8 @@
 """`i2vd probe URL`: what kind of server a URL is, and how i2vd would call it.
 
 A ComfyUI says so: its version, devices and VRAM, and with the config's workflow what each
-`I2VD:` node would get (comfyui_probe.py). For a Gradio app: its version, protocol and API prefix, every endpoint with its parameters,
+`I2VD:` node would get (comfyui_probe.py).
+For a Gradio app: its version, protocol and API prefix, every endpoint with its parameters,
 where they were read (/info, or /config when /info is hidden or broken), the endpoint i2vd
 would call and the value each parameter would get, or why i2vd cannot use the app. A URL
 that is not Gradio but answers on the /predict path is named as such (`server.kind: predict`).
@@ -108,7 +109,8 @@ def probe(url: str, *, api_name: str | None = None, inputs: dict | None = None, 
     finally:
         if own_session:
             session.close()
-    if kind is not None and report.kind in ("gradio", "predict", "comfyui") and report.kind != kind and not report.problem:
+    known = report.kind in ("gradio", "predict", "comfyui")
+    if kind is not None and known and report.kind != kind and not report.problem:
         report.problem = f"the config says server.kind: {kind}, but this is a {report.kind} server"
         report.suggestion = f"use server.kind: {report.kind}"
     return report

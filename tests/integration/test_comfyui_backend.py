@@ -34,8 +34,19 @@ def png(tmp_path: Path) -> bytes:
 
 
 def request(image: bytes, **changes) -> VideoRequest:
-    fields = dict(image=image, image_name="fox.png", prompt="a red fox", resolution="256p", frames=8, fps=8,
-                  steps=20, guidance=5.0, seed=None, job_id=7, key=KEY)
+    fields = dict(
+        image=image,
+        image_name="fox.png",
+        prompt="a red fox",
+        resolution="256p",
+        frames=8,
+        fps=8,
+        steps=20,
+        guidance=5.0,
+        seed=None,
+        job_id=7,
+        key=KEY,
+    )
     return VideoRequest(**(fields | changes))
 
 
@@ -48,7 +59,12 @@ def test_the_replays_mirror_comfyui_0_3_64():
     with ReplayedComfyUI("free") as comfy:
         assert comfy.version == VERSION == "0.3.64"
         made = backend(comfy.url)
-        assert made.describe() | {"workflow": ""} == {"kind": "comfyui", "url": comfy.url, "version": "0.3.64", "workflow": ""}
+        assert made.describe() | {"workflow": ""} == {
+            "kind": "comfyui",
+            "url": comfy.url,
+            "version": "0.3.64",
+            "workflow": "",
+        }
         made.close()
 
 
@@ -62,7 +78,10 @@ def test_a_job_makes_the_video_comfyui_made(png, tmp_path):
         (sent,) = comfy.prompts
         nodes = sent["prompt"]
         assert nodes["1"]["inputs"]["image"] == f"i2vd/{KEY}.png"
-        assert (nodes["2"]["inputs"]["width"], nodes["2"]["inputs"]["height"]) == (336, 256)  # 256p, 4:3, multiples of 16
+        assert (nodes["2"]["inputs"]["width"], nodes["2"]["inputs"]["height"]) == (
+            336,
+            256,
+        )  # 256p, 4:3, multiples of 16
         assert nodes["3"]["inputs"]["amount"] == 8
         assert nodes["4"]["inputs"]["fps"] == 8.0 and isinstance(nodes["4"]["inputs"]["fps"], float)
         assert nodes["5"]["inputs"]["filename_prefix"] == "i2vd/7"
@@ -127,7 +146,10 @@ def test_past_the_timeout_the_prompt_is_interrupted_and_dropped_from_the_queue(p
             made.generate(request(png))
         made.close()
         (sent,) = comfy.prompts
-        assert comfy.posts == [("/interrupt", {"prompt_id": sent["prompt_id"]}), ("/queue", {"delete": [sent["prompt_id"]]})]
+        assert comfy.posts == [
+            ("/interrupt", {"prompt_id": sent["prompt_id"]}),
+            ("/queue", {"delete": [sent["prompt_id"]]}),
+        ]
         assert comfy.running() == []
     assert not isinstance(caught.value, ServerUnavailable)
     assert list((tmp_path / "comfyui").iterdir()) == []
@@ -171,7 +193,7 @@ def test_after_a_restart_a_finished_prompt_gives_its_video(png, tmp_path):
         assert second.generate(request(png)).data == comfy.video
         second.close()
         assert len(comfy.prompts) == 1 and f"GET /history/{prompt_id} 200" in comfy.requests
-        assert "WEBSOCKET /ws" not in comfy.requests[comfy.requests.index(f"GET /history/{prompt_id} 200"):]
+        assert "WEBSOCKET /ws" not in comfy.requests[comfy.requests.index(f"GET /history/{prompt_id} 200") :]
 
 
 def test_after_a_restart_a_prompt_that_failed_meanwhile_is_the_jobs_failure_and_is_forgotten(png, tmp_path):
@@ -199,8 +221,9 @@ def test_a_prompt_recorded_but_never_received_is_sent_with_its_recorded_id(png, 
     prompt_id = str(uuid.uuid4())  # written, then the daemon died before POST /prompt (or ComfyUI restarted)
     with ReplayedComfyUI("free") as comfy:
         (tmp_path / "comfyui").mkdir()
-        (tmp_path / "comfyui" / f"{KEY}.json").write_text(json.dumps(
-            {"prompt_id": prompt_id, "client_id": uuid.uuid4().hex, "url": comfy.url, "job_id": 7}))
+        (tmp_path / "comfyui" / f"{KEY}.json").write_text(
+            json.dumps({"prompt_id": prompt_id, "client_id": uuid.uuid4().hex, "url": comfy.url, "job_id": 7})
+        )
         made = backend(comfy.url, state_dir=tmp_path)
         assert made.generate(request(png)).data == comfy.video
         made.close()

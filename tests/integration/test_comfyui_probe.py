@@ -16,9 +16,11 @@ def write_config(tmp_path: Path, url: str) -> Path:
     shutil.copy(WAN, tmp_path / "wan.json")
     (tmp_path / "in").mkdir(exist_ok=True)
     path = tmp_path / "i2vd.yaml"
-    path.write_text(f"output_dir: out\nstate_dir: state\nwatch: [{{path: in}}]\n"
-                    f"server: {{kind: comfyui, url: '{url}', workflow: wan.json}}\n"
-                    "profiles: {default: {prompt: 'Waves crashing', resolution: 512p, frames: 29, fps: 16, seed: 5}}\n")
+    path.write_text(
+        f"output_dir: out\nstate_dir: state\nwatch: [{{path: in}}]\n"
+        f"server: {{kind: comfyui, url: '{url}', workflow: wan.json}}\n"
+        "profiles: {default: {prompt: 'Waves crashing', resolution: 512p, frames: 29, fps: 16, seed: 5}}\n"
+    )
     return path
 
 

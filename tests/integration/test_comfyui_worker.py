@@ -24,9 +24,12 @@ def write_config(tmp_path: Path, url: str, workflow: Path, gpu: str = "enabled: 
     shutil.copy(workflow, tmp_path / "workflow.json")
     (tmp_path / "in").mkdir(exist_ok=True)
     path = tmp_path / "i2vd.yaml"
-    path.write_text(f"output_dir: out\nstate_dir: state\nwatch: [{{path: in, settle_seconds: 0}}]\n"
-                    f"server: {{kind: comfyui, url: '{url}', workflow: workflow.json, timeout_seconds: 20}}\n"
-                    f"gpu: {{{gpu}}}\nprofiles: {{default: {{resolution: 256p, frames: 8, fps: 8}}}}\n", encoding="utf-8")
+    path.write_text(
+        f"output_dir: out\nstate_dir: state\nwatch: [{{path: in, settle_seconds: 0}}]\n"
+        f"server: {{kind: comfyui, url: '{url}', workflow: workflow.json, timeout_seconds: 20}}\n"
+        f"gpu: {{{gpu}}}\nprofiles: {{default: {{resolution: 256p, frames: 8, fps: 8}}}}\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -39,7 +42,9 @@ def test_batch_makes_each_video_through_comfyui(tmp_path, capsys):
         config = write_config(tmp_path, comfy.url, ROOT / "examples" / "workflows" / "comfyui-model-free.json")
         assert main(["batch", str(photos), "-c", str(config)]) == 0, capsys.readouterr().err
         assert comfy.rejections == []
-        sizes = sorted((p["prompt"]["2"]["inputs"]["width"], p["prompt"]["2"]["inputs"]["height"]) for p in comfy.prompts)
+        sizes = sorted(
+            (p["prompt"]["2"]["inputs"]["width"], p["prompt"]["2"]["inputs"]["height"]) for p in comfy.prompts
+        )
     assert sizes == [(256, 336), (336, 256)]  # each image's own aspect ratio
     videos = sorted((tmp_path / "out").rglob("*.mp4"))
     assert [video.name for video in videos] == ["a.mp4", "b.mp4"]
@@ -69,8 +74,14 @@ def test_a_refused_workflow_pauses_the_queue_with_the_node_and_uses_no_attempt(t
 
 def test_the_vram_gate_reads_comfyuis_system_stats(tmp_path):
     with ReplayedComfyUI("free") as comfy:
-        config = load_config(write_config(tmp_path, comfy.url, ROOT / "examples" / "workflows" / "comfyui-model-free.json",
-                                          gpu="enabled: true, source: comfyui, max_used_mb: 100000"))
+        config = load_config(
+            write_config(
+                tmp_path,
+                comfy.url,
+                ROOT / "examples" / "workflows" / "comfyui-model-free.json",
+                gpu="enabled: true, source: comfyui, max_used_mb: 100000",
+            )
+        )
         gate = VramGate.from_config(config.servers[0].gpu, ManualClock(), server_url=config.server.url)
         reading = gate.reader()
         assert gate.check()

@@ -164,10 +164,7 @@ class ComfyUIBackend:
         except _Deadline:
             self._cancel(prompt_id)
             self.store.drop(key)
-            raise _Deadline(
-                f"no video within timeout_seconds ({self.timeout_seconds:g} s, the whole call); "
-                f"prompt {prompt_id} interrupted on {self.url}"
-            ) from None
+            raise _Deadline(f"{_current().error()}; prompt {prompt_id} interrupted on {self.url}") from None
         except WorkflowRejected:
             self.store.drop(key)  # the next try, after the operator's fix, sends the prompt afresh
             raise
@@ -218,7 +215,9 @@ class ComfyUIBackend:
             data={"subfolder": "i2vd", "type": "input", "overwrite": "true"},
         )
         if response.status_code == 413:
-            raise BadInput(f"ComfyUI refuses the image as too large ({len(request.image)} bytes)")
+            error = BadInput(f"ComfyUI refuses the image as too large ({len(request.image)} bytes)")
+            error.status = 413  # type: ignore[attr-defined]
+            raise error
         reply = _json(response, "POST /upload/image")
         if not isinstance(reply, dict) or not isinstance(reply.get("name"), str):
             raise BadReply(f"POST /upload/image answered without a name: {response.text[:BODY_EXCERPT]!r}")
@@ -371,12 +370,17 @@ class ComfyUIBackend:
             raise _current().error()
         if response.ok or response.status_code in allow:
             return response
-        text = response.text[:BODY_EXCERPT]
-        if response.status_code in (502, 503, 504):
-            raise ServerUnavailable(f"{method} {path} on {self.url}: HTTP {response.status_code} {text}")
-        if looks_out_of_memory(text):
-            raise ServerOutOfMemory(f"{method} {path}: HTTP {response.status_code} {text}")
-        raise BackendError(f"{method} {path} on {self.url} answered HTTP {response.status_code}: {text}")
+        text, status = response.text[:BODY_EXCERPT], response.status_code
+        if status in (502, 503, 504):  # a reverse proxy with ComfyUI down behind it
+            error: BackendError = ServerUnavailable(f"{method} {path} on {self.url}: HTTP {status} {text}")
+        elif status in (401, 403):  # a login in front of ComfyUI: no job can pass, none is the job's fault
+            error = ServerUnavailable(f"{self.url} wants a login (HTTP {status} on {path}), which i2vd does not do")
+        elif looks_out_of_memory(text):
+            error = ServerOutOfMemory(f"{method} {path}: HTTP {status} {text}")
+        else:
+            error = BackendError(f"{method} {path} on {self.url} answered HTTP {status}: {text}")
+        error.status = status  # type: ignore[attr-defined]
+        raise error
 
 
 def _current() -> http.Deadline:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.backends.base import BackendError, ServerOutOfMemory, ServerUnavailable, VideoRequest
+from i2vd.backends.base import BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
 from i2vd.backends.http import CallTimedOut, ConnectionDropped
 from i2vd.backends.comfyui import ComfyUIBackend, WorkflowRejected
 from i2vd.backends.comfyui_workflow import load_workflow
@@ -142,7 +142,7 @@ def test_past_the_timeout_the_prompt_is_interrupted_and_dropped_from_the_queue(p
     with ReplayedComfyUI("progress") as comfy:
         comfy.hold_before = "executed"  # it runs until SaveVideo, then never finishes
         made = backend(comfy.url, VARIANTS / "progress.json", timeout_seconds=1.5, state_dir=tmp_path)
-        with pytest.raises(CallTimedOut, match="no video within timeout_seconds") as caught:
+        with pytest.raises(CallTimedOut, match=r"no result within 1.5 s .*; prompt .* interrupted on") as caught:
             made.generate(request(png))
         made.close()
         (sent,) = comfy.prompts
@@ -251,3 +251,38 @@ def _wait_for(condition, seconds: float = 10) -> None:
             return
         event.wait(0.02)
     raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"), [(502, ServerUnavailable), (401, ServerUnavailable), (500, BackendError), (413, BadInput)]
+)
+def test_what_a_proxy_in_front_of_comfyui_answers_keeps_its_class_and_status(png, status, kind):
+    """A reverse proxy's gateway error or login page in ComfyUI's place (here at the upload)."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.gradio_apps import _Server
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"no")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = _Server(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        made = backend(f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(kind) as caught:
+            made.generate(request(png))
+        made.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert type(caught.value) is kind and caught.value.status == status

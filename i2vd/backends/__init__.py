@@ -36,11 +36,10 @@ def make_backend(server: ServerConfig, state_dir: Path | None = None) -> Backend
         )
     if server.kind == "comfyui":
         from i2vd.backends.comfyui import ComfyUIBackend
-        from i2vd.backends.comfyui_workflow import load_workflow
 
         return ComfyUIBackend(
             server.url,
-            load_workflow(Path(server.workflow)),
+            Path(server.workflow),
             timeout_seconds=server.timeout_seconds,
             connect_timeout_seconds=server.connect_timeout_seconds,
             free_after_job=server.free_after_job,

@@ -4,12 +4,10 @@ The job: `POST /upload/image` (subfolder i2vd) → `POST /prompt {"prompt", "cli
 → the `/ws?clientId=` messages (`progress` into status; done on `executing` with `node: null` or
 `execution_success`) → `GET /history/<prompt_id>` → `GET /view` of the video.
 
-The prompt_id is chosen by i2vd (ComfyUI takes a client's `prompt_id`) and written under
-state_dir, keyed by the job's idempotency key, *before* the prompt is sent (PromptStore): after a
-restart the job finds it, and a prompt that ComfyUI has queued, is running or has finished is
-followed again, never submitted twice; one it never received (or lost in its own restart) is
-submitted with the same id. The journal has no column for it, and needs none: the file lives
-exactly as long as the prompt is in flight.
+i2vd picks the prompt_id (ComfyUI takes a client's) and writes it under state_dir, keyed by the
+job's idempotency key, *before* sending (PromptStore): after a restart a prompt that ComfyUI
+queues, runs or has finished is followed again, never submitted twice; one it never received is
+sent with the same id. No journal column: the file lives as long as the prompt is in flight.
 
 Errors, by whose they are: an HTTP 400 refusal of the workflow (`node_errors`: a missing model, a
 bad value) is the operator's, WorkflowRejected, which the worker treats as a server that is down
@@ -17,8 +15,7 @@ bad value) is the operator's, WorkflowRejected, which the worker treats as a ser
 memory" is ServerOutOfMemory (server.oom decides); any other `execution_error`, an interruption or
 a history `status_str: error` is the job's own failure. Past timeout_seconds i2vd sends `POST
 /interrupt {"prompt_id"}` (and drops it from the queue when it never started) and abandons the job.
-Every request and websocket read is bounded by what is left of timeout_seconds (_http is the one
-place that talks HTTP).
+Every request and websocket read is bounded by the one http.Deadline (_http talks HTTP).
 """
 
 from __future__ import annotations
@@ -51,15 +48,9 @@ from i2vd.backends.base import (
     reply_folder,
     video_reply,
 )
-from i2vd.backends.comfyui_protocol import (  # noqa: F401 - WorkflowRejected is the module's error for callers
-    PromptStore,
-    WorkflowRejected,
-    execution_failure,
-    history_failure,
-    rejection,
-    pick_video,
-)
-from i2vd.backends.comfyui_workflow import Workflow, field_values
+from i2vd.backends.comfyui_protocol import PromptStore, WorkflowRejected, execution_failure, history_failure
+from i2vd.backends.comfyui_protocol import pick_video, rejection
+from i2vd.backends.comfyui_workflow import Workflow, WorkflowError, WorkflowFile, field_values
 from i2vd.backends.predict import BODY_EXCERPT, looks_out_of_memory
 
 log = logging.getLogger(__name__)
@@ -78,7 +69,7 @@ class ComfyUIBackend:
     def __init__(
         self,
         url: str,
-        workflow: Workflow,
+        workflow: Workflow | Path,  # a file is read again when it changes
         *,
         timeout_seconds: float = 900,
         connect_timeout_seconds: float = 10,
@@ -88,7 +79,8 @@ class ComfyUIBackend:
         on_progress: ProgressCallback | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self.workflow = workflow
+        self._file = None if isinstance(workflow, Workflow) else WorkflowFile(workflow)
+        self.workflow = workflow if isinstance(workflow, Workflow) else self._file.current()
         self.timeout_seconds = float(timeout_seconds)
         self.connect_timeout_seconds = float(connect_timeout_seconds)
         self.free_after_job = free_after_job
@@ -126,6 +118,10 @@ class ComfyUIBackend:
             return self._generate(request, started, whole.ends, folder)
 
     def _generate(self, request: VideoRequest, started: float, deadline: float, folder: Path) -> VideoReply:
+        try:
+            self.workflow = self._file.current() if self._file is not None else self.workflow
+        except WorkflowError as error:  # exported again, badly: the queue waits for the fix
+            raise WorkflowRejected(str(error)) from None
         key = request.key
         record = self.store.get(key)
         if record is not None and record.get("url") != self.url:

@@ -93,6 +93,26 @@ def load_workflow(path: Path) -> Workflow:
     return parse_workflow(data, source=str(path))
 
 
+class WorkflowFile:
+    """A workflow file, read again when it changes: an operator's fix (a new export) needs no reload."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int] | None = None
+        self._workflow: Workflow | None = None
+
+    def current(self) -> Workflow:
+        """The workflow as the file is now; WorkflowError when it cannot be read or used."""
+        try:
+            status = self.path.stat()
+        except OSError as error:
+            raise WorkflowError(f"cannot read the workflow {self.path}: {error.strerror}") from None
+        if (status.st_mtime_ns, status.st_size) != self._stamp or self._workflow is None:
+            self._workflow = load_workflow(self.path)
+            self._stamp = (status.st_mtime_ns, status.st_size)
+        return self._workflow
+
+
 def parse_workflow(data: Any, source: str = "<workflow>") -> Workflow:
     """Check the workflow and find its I2VD: nodes; WorkflowError lists every problem at once."""
     if isinstance(data, dict) and "nodes" in data and "links" in data:

@@ -286,3 +286,22 @@ def test_what_a_proxy_in_front_of_comfyui_answers_keeps_its_class_and_status(png
         server.server_close()
         thread.join()
     assert type(caught.value) is kind and caught.value.status == status
+
+
+def test_a_workflow_exported_again_is_used_from_the_next_job_and_a_broken_one_pauses_the_queue(png, tmp_path):
+    workflow = tmp_path / "still.json"
+    nodes = json.loads(MODEL_FREE.read_text())
+    workflow.write_text(json.dumps(nodes))
+    with ReplayedComfyUI("free") as comfy:
+        made = ComfyUIBackend(comfy.url, workflow, timeout_seconds=20, connect_timeout_seconds=2)
+        made.generate(request(png, key="first"))
+        nodes["2"]["inputs"]["upscale_method"] = "bicubic"
+        workflow.write_text(json.dumps(nodes, indent=1))  # another size: a new export
+        made.generate(request(png, key="second"))
+        nodes["1"]["_meta"]["title"] = "Load Image"
+        workflow.write_text(json.dumps(nodes, indent=2))
+        with pytest.raises(WorkflowRejected, match="no node is titled I2VD:image"):
+            made.generate(request(png, key="third"))
+        made.close()
+        methods = [sent["prompt"]["2"]["inputs"]["upscale_method"] for sent in comfy.prompts]
+    assert methods == ["lanczos", "bicubic"]

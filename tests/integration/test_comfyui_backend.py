@@ -296,7 +296,7 @@ def test_a_workflow_exported_again_is_used_from_the_next_job_and_a_broken_one_pa
         made = ComfyUIBackend(comfy.url, workflow, timeout_seconds=20, connect_timeout_seconds=2)
         made.generate(request(png, key="first"))
         nodes["2"]["inputs"]["upscale_method"] = "bicubic"
-        workflow.write_text(json.dumps(nodes, indent=1))  # another size: a new export
+        workflow.write_text(json.dumps(nodes, indent=1))  # exported again (the file changes)
         made.generate(request(png, key="second"))
         nodes["1"]["_meta"]["title"] = "Load Image"
         workflow.write_text(json.dumps(nodes, indent=2))

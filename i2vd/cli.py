@@ -84,9 +84,8 @@ def command_run(arguments: argparse.Namespace) -> int:
     _setup_logging(config.log_level)
     daemon = Daemon(config, config_path=path)
     # Before start(): a signal during start-up is acted on as soon as serve() runs, never fatal.
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda number, frame: daemon.request_stop())
-    signal.signal(signal.SIGHUP, lambda number, frame: daemon.request_reload())
+    for signal_number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signal_number, daemon.on_signal)
     try:
         daemon.start()
     except AlreadyRunning as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -128,6 +129,16 @@ class Daemon:
         elif not stuck:
             self._stuck_reported = False
         return not stuck
+
+    def on_signal(self, signal_number: int, frame: object = None) -> None:
+        """The handler for SIGTERM, SIGINT (stop) and SIGHUP (reload): it acts off the main thread.
+
+        Python runs a handler in the main thread between two bytecodes, possibly while that thread holds
+        `_attention`'s lock (serve() clearing it): setting that Event right there deadlocks, and the daemon
+        then ignores SIGTERM until systemd kills it. A short thread waits for the lock instead.
+        """
+        action = self.request_reload if signal_number == signal.SIGHUP else self.request_stop
+        threading.Thread(target=action, name=f"i2vd-signal-{signal_number}", daemon=True).start()
 
     def request_reload(self) -> None:
         self._reload_requested = True

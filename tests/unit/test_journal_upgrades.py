@@ -23,11 +23,16 @@ RELEASE_FIXTURES = sorted(FIXTURES.glob("*.sqlite3"))
 
 
 def _version_of(path: Path) -> int:
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        return db.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        db.close()
+    """PRAGMA user_version read from the file header (offset 60): opening a WAL journal, even read-only,
+    would leave -wal and -shm files beside the committed fixture."""
+    with open(path, "rb") as handle:
+        header = handle.read(64)
+    assert header.startswith(b"SQLite format 3\0"), f"{path} is not an SQLite file"
+    return int.from_bytes(header[60:64], "big")
+
+
+def test_collecting_the_fixtures_leaves_nothing_beside_them() -> None:
+    assert sorted(FIXTURES.glob("*.sqlite3-*")) == []
 
 
 OLDER_FIXTURES = [path for path in RELEASE_FIXTURES if _version_of(path) < SCHEMA_VERSION]

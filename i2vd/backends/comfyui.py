@@ -93,15 +93,20 @@ class ComfyUIBackend:
 
     # -- the Backend interface -------------------------------------------------------------
     def describe(self) -> dict[str, str]:
-        with self._lock:
+        with self._lock:  # asked once, and again only after a job ran: status calls this, a dead host is slow
             if self._version is None:
                 try:
-                    with http.Deadline(self.connect_timeout_seconds + 5, self.url) as bound:  # status calls this
+                    with http.Deadline(self.connect_timeout_seconds + 5, self.url) as bound:
                         stats = self.system_stats(bound.ends)
                     self._version = str((stats.get("system") or {}).get("comfyui_version") or "unknown")
                 except BackendError:
-                    return {"kind": self.kind, "url": self.url, "version": "unknown", "workflow": self.workflow.source}
-        return {"kind": self.kind, "url": self.url, "version": self._version, "workflow": self.workflow.source}
+                    self._version = ""
+        return {
+            "kind": self.kind,
+            "url": self.url,
+            "version": self._version or "unknown",
+            "workflow": self.workflow.source,
+        }
 
     def close(self) -> None:
         self._session.close()
@@ -118,6 +123,7 @@ class ComfyUIBackend:
             return self._generate(request, started, whole.ends, folder)
 
     def _generate(self, request: VideoRequest, started: float, deadline: float, folder: Path) -> VideoReply:
+        self._version = self._version or None  # unknown before: describe() asks again
         try:
             self.workflow = self._file.current() if self._file is not None else self.workflow
         except WorkflowError as error:  # exported again, badly: the queue waits for the fix
@@ -183,19 +189,8 @@ class ComfyUIBackend:
         except Exception as error:  # noqa: BLE001 - Pillow raises many kinds for a bad file
             raise BadInput(f"cannot read the image {request.image_name}: {error}") from None
         uploaded = self._upload(request, deadline)
-        values = field_values(
-            image_name=uploaded,
-            prompt=request.prompt,
-            resolution=request.resolution,
-            image_size=size,
-            frames=request.frames,
-            fps=request.fps,
-            steps=request.steps,
-            guidance=request.guidance,
-            seed=request.seed,
-            image=request.image,
-            job_id=request.job_id,
-        )
+        fields = ("prompt", "resolution", "frames", "fps", "steps", "guidance", "seed", "image", "job_id")
+        values = field_values(image_name=uploaded, image_size=size, **{name: getattr(request, name) for name in fields})
         return self.workflow.build(values)
 
     def _upload(self, request: VideoRequest, deadline: float) -> str:

@@ -305,3 +305,16 @@ def test_a_workflow_exported_again_is_used_from_the_next_job_and_a_broken_one_pa
         made.close()
         methods = [sent["prompt"]["2"]["inputs"]["upscale_method"] for sent in comfy.prompts]
     assert methods == ["lanczos", "bicubic"]
+
+
+def test_describe_asks_a_dead_server_once_until_a_job_runs(png):
+    url = f"http://127.0.0.1:{free_port()}"
+    made = backend(url)
+    assert made.describe()["version"] == "unknown"
+    with ReplayedComfyUI("free") as comfy:
+        made.url = comfy.url  # the same backend, its server now up
+        assert made.describe()["version"] == "unknown"  # not asked again: status stays quick
+        made.generate(request(png))
+        assert made.describe()["version"] == "0.3.64"
+        assert comfy.requests.count("GET /system_stats 200") == 1
+    made.close()

@@ -175,8 +175,37 @@ def _check_across(values: ConfigFile, problems: list[str], roots: bool) -> None:
         if gpu.source == "command" and gpu.enabled is not False and not gpu.command:
             place = f"servers[{index}].gpu" if values.servers is not None else "gpu"
             problems.append(f"{place}.command: is required when gpu.source is command")
+        _check_comfyui(entry, "server" if values.servers is None else f"servers[{index}]", problems)
     if roots:
         _check_roots(_roots(values), problems, state_dir=values.state_dir)
+
+
+def _check_comfyui(entry: ServerEntry, where: str, problems: list[str]) -> None:
+    """comfyui: a workflow i2vd can fill is required now (exit 78), not found wanting mid-job."""
+    server, gpu = entry.server, entry.gpu
+    if gpu.source == "comfyui" and gpu.enabled is not False and server.kind != "comfyui":
+        place = "gpu" if where == "server" else f"{where}.gpu"
+        problems.append(f"{place}.source: comfyui reads the VRAM of a ComfyUI server, "
+                        f"but {where}.kind is {server.kind}")
+    if server.kind != "comfyui":
+        return
+    if server.workflow is None:
+        problems.append(f"{where}.workflow: is required when kind is comfyui (an API workflow with I2VD: titles)")
+        return
+    problem = check_workflow(server.workflow)
+    if problem:
+        problems.append(f"{where}.workflow: {problem}")
+
+
+def check_workflow(path: Path) -> str | None:
+    """What is wrong with a ComfyUI workflow for i2vd (no I2VD:image node, a title naming a missing input...)."""
+    from i2vd.backends.comfyui_workflow import WorkflowError, load_workflow  # the backend knows its titles
+
+    try:
+        load_workflow(path)
+    except WorkflowError as error:
+        return str(error)
+    return None
 
 
 def _roots(values: ConfigFile) -> tuple[WatchRoot, ...]:

@@ -135,10 +135,11 @@ class SidecarFields(ProfileFields):
 class ServerConfig(_EmptyIsDefaults):
     """The image-to-video server."""
 
-    kind: Literal["builtin", "predict", "gradio"] = Field(
+    kind: Literal["builtin", "predict", "gradio", "comfyui"] = Field(
         "builtin", description="builtin: the CPU preview engine shipped with i2vd (camera motion from the prompt; "
         "no GPU). predict: an I2VGen-XL Gradio WebUI's /api/predict/. gradio: any Gradio image-to-video app "
-        "(3.x to 6.x; version and protocol are detected, `i2vd probe` shows the mapping i2vd would use)",
+        "(3.x to 6.x; version and protocol are detected, `i2vd probe` shows the mapping i2vd would use). "
+        "comfyui: a ComfyUI server running `workflow`",
         examples=["predict"])
     url: Url = Field("http://127.0.0.1:7860", description="the server's base URL (gradio: the app's root)")
     path: Text = Field("/api/predict/", description="predict endpoint; some deployments use /predict or /run/predict")
@@ -158,6 +159,12 @@ class ServerConfig(_EmptyIsDefaults):
     oom: Literal["wait", "downgrade", "fail"] = Field(
         "wait", description="on a GPU out-of-memory reply: wait (backoff, then the VRAM gate), downgrade (one "
         "resolution step down, recorded) or fail")
+    workflow: Folder | None = Field(
+        None, description="comfyui: the workflow from ComfyUI's Workflow > Export (API), its nodes titled I2VD:image, "
+        "I2VD:prompt, I2VD:seed,steps,guidance ... (relative to this file; see examples/workflows/); "
+        "`i2vd probe -c` shows what each node gets")
+    free_after_job: Annotated[bool, Strict()] = Field(
+        False, description="comfyui: POST /free after each job (VRAM back to the GPU; models stay loaded)")
 
 
 def _mapping(value: Any) -> dict | None:
@@ -172,7 +179,8 @@ class GpuConfig(_EmptyIsDefaults):
 
     enabled: AutoOrBool = Field("auto", description="auto: on when NVML finds a GPU, off (and said so) otherwise; "
                                 "true or false")
-    source: Literal["nvml", "command", "none"] = Field("nvml", description="where the GPU's memory use is read")
+    source: Literal["nvml", "command", "comfyui", "none"] = Field(
+        "nvml", description="where the GPU's memory use is read (comfyui: the ComfyUI server's /system_stats)")
     max_used_mb: Int | None = Field(10000, ge=0, description="wait while the GPU uses more than this")
     min_free_mb: Int | None = Field(
         None, ge=0, description="or: wait while less than this is free (for servers that keep weights resident)")

@@ -157,8 +157,10 @@ class Daemon:
                 raise ConfigError(new.source, [f"servers: {len(self.config.servers)} -> {len(new.servers)} servers needs a restart"])
             changes = []
             for old, entry in zip(self.config.servers, new.servers, strict=True):
-                backend = make_backend(entry.server) if entry.server != old.server and self._backend is None else None
-                gate = VramGate.from_config(entry.gpu, self.clock, self._gpu_reader) if entry.gpu != old.gpu else None
+                changed = entry.server != old.server and self._backend is None
+                backend = make_backend(entry.server, self.config.state_dir) if changed else None
+                gate = (VramGate.from_config(entry.gpu, self.clock, self._gpu_reader, server_url=entry.server.url)
+                        if entry.gpu != old.gpu else None)
                 changes.append((entry.server, backend, gate))
         except (ConfigError, GpuReadError) as error:
             problems = error.problems if isinstance(error, ConfigError) else [f"gpu: {error}"]

@@ -61,10 +61,11 @@ def build_workers(config: Config, journal: Journal, clock: Clock, *, backend: Ba
     received.clean(config.state_dir / received.INCOMING, journal)
     workers = []
     for entry in config.servers:
-        worker_backend = backend if backend is not None and len(config.servers) == 1 else make_backend(entry.server)
+        shared = backend is not None and len(config.servers) == 1
+        worker_backend = backend if shared else make_backend(entry.server, config.state_dir)
         # The built-in engine runs on the CPU: a busy GPU is no reason for it to wait.
         gpu = dataclasses.replace(entry.gpu, enabled=False) if entry.server.kind == "builtin" else entry.gpu
-        gate = VramGate.from_config(gpu, clock, gpu_reader)
+        gate = VramGate.from_config(gpu, clock, gpu_reader, server_url=entry.server.url)
         name = f"{socket.gethostname()}:{os.getpid()}:{entry.name}"
         workers.append(Worker(config, journal, worker_backend, gate, clock, name=name, server=entry.server))
     return workers
@@ -248,7 +249,8 @@ class Worker:
         if kept is not None:  # received before, but the output could not be written then: not asked again
             log.info("job %d: writing the video received before (kept in %s)", job.id, self.incoming, extra=job_fields(job.id, job.source_path, "running"))
             return self._write_output(job, destination, *kept)
-        request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, reply_dir=self.incoming, **job.params)
+        request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt,
+                               reply_dir=self.incoming, **job.params, job_id=job.id, key=job.idem_key)
         log.info("job %d: sending %s to %s (%s, %d frames, %d fps)", job.id, job.rel_path, self.backend.kind, request.resolution, request.frames, request.fps, extra=job_fields(job.id, job.source_path, "running"))
         self.heartbeat.beat(self.server.timeout_seconds, f"job {job.id} on the server")
         try:

@@ -33,6 +33,8 @@ class VideoRequest:
     # Where the backend streams the reply: the video comes back as a file there (VideoReply.path),
     # never whole in memory. None: a private temp folder, and the video comes back as bytes.
     reply_dir: Path | None = None
+    job_id: int | None = None  # for a server that names outputs after the job (ComfyUI: i2vd/<job id>)
+    key: str | None = None  # the job's idempotency key: what a server-side job is found again by after a restart
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,11 @@ import requests
 
 from i2vd.backends.base import Backend, VideoRequest
 from i2vd.backends.builtin import BuiltinBackend
+from i2vd.backends.comfyui import ComfyUIBackend
+from i2vd.backends.comfyui_workflow import load_workflow
 from i2vd.backends.gradio import GradioBackend, discover_app
 from i2vd.backends.predict import PredictBackend
+from tests.comfyui_replay import ReplayedComfyUI
 from tests.fakes import OOM_MESSAGE, FakePredictServer, wait_for
 from tests.fault_proxy import FaultProxy
 from tests.gradio_apps import FakeGradio3
@@ -39,6 +42,7 @@ NO_IMAGE_CHECK = ("the server's answer to an unreadable image is its own error; 
 
 class Harness:
     name = ""
+    oom_words = "CUDA out of memory"  # what the server says when out_of_memory() arranged it
 
     def __init__(self, image: bytes, video: bytes, apps: Any) -> None:
         self.image, self.video, self.apps = image, video, apps  # apps: the session's real Gradio apps, or None
@@ -283,6 +287,59 @@ class Gradio6Harness(NetworkHarness):
         return {"prompt": "!none"}  # the app's function returns None
 
 
+class ComfyUIHarness(NetworkHarness):
+    """Replays of a real ComfyUI 0.3.64 running the model-free workflow (tests/comfyui_replay.py)."""
+
+    name = "comfyui-replay"
+    image_path = "/upload/image"
+    oom_words = "can't allocate memory"  # recorded on the CPU: PyTorch's allocator, not CUDA
+    WORKFLOW = Path(__file__).parents[2] / "examples" / "workflows" / "comfyui-model-free.json"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.server = ReplayedComfyUI("free")
+        self.video = self.server.video
+
+    def _make(self, timeout_seconds: float) -> Backend:
+        return ComfyUIBackend(self.proxy.url, load_workflow(self.WORKFLOW), timeout_seconds=timeout_seconds,
+                              connect_timeout_seconds=2)
+
+    def request(self, reply_dir: Path | None, **changes: Any) -> VideoRequest:
+        return super().request(reply_dir, **{"job_id": 7, "key": "k" * 64, **changes})
+
+    def _replay(self, session: str) -> None:
+        """Another recorded session behind the same proxy (the backend's URL stays)."""
+        self.server.stop()
+        self.server = ReplayedComfyUI(session).start()
+        self.proxy.upstream = ("127.0.0.1", int(self.server.url.rsplit(":", 1)[1]))
+
+    def drop_mid_job(self) -> dict:
+        """ComfyUI closes the websocket while the prompt runs (the replay holds it before its last message)."""
+        self.server.hold_before = "executed"
+
+        def drop_when_running() -> None:
+            wait_for(lambda: self.server.running(), timeout=20, message="ComfyUI never ran the prompt")
+            self.server.drop_sockets()
+
+        self.in_background(drop_when_running)
+        return {}
+
+    def never_answer(self) -> dict:
+        self.server.hold_before = "executed"  # it runs until SaveVideo, then never finishes
+        return {}
+
+    def out_of_memory(self) -> dict:
+        self._replay("oom")
+        return {"resolution": "1024p", "frames": 4096}  # what the recording asked for
+
+    def empty_video(self) -> dict:
+        self.server.video = b""  # GET /view sends nothing
+        return {}
+
+    def bad_image(self) -> dict:
+        return {"image": b"GIF89a this is not an image", "image_name": "broken.gif"}
+
+
 class BuiltinHarness(Harness):
     name = "builtin"
 
@@ -294,4 +351,4 @@ class BuiltinHarness(Harness):
 
 
 HARNESSES = [PredictHarness, Gradio3Harness, Gradio3QueueHarness, ReplayedVGenHarness, Gradio6Harness,
-             BuiltinHarness]
+             ComfyUIHarness, BuiltinHarness]

@@ -41,7 +41,8 @@ class Site:
         """One raw request, the path sent exactly as given (no client-side normalising of `..`)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
         try:
-            connection.putrequest(method, path, skip_accept_encoding=True)
+            given = {name.lower() for name in headers or {}}
+            connection.putrequest(method, path, skip_host="host" in given, skip_accept_encoding=True)
             for name, value in (headers or {}).items():
                 connection.putheader(name, value)
             if body is not None:

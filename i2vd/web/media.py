@@ -66,10 +66,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return max(0, size - length), size - 1
     first = int(first_text)
     last = int(last_text) if last_text else size - 1
-    if last < first:
-        return None
     if first >= size:
         raise BadRange
+    if last < first:
+        return None
     return first, min(last, size - 1)
 
 

@@ -7,6 +7,8 @@ SPEC "Web dashboard, JSON API and metrics"; see i2vd.web.auth for who may use th
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import os
@@ -34,7 +36,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: browsers then send `Origin: null` on a form POST
     "X-Frame-Options": "DENY",
 }
 CHUNK = 256 * 1024
@@ -46,6 +48,13 @@ RETRY_PATH = re.compile(r"^/api/jobs/(\d{1,18})/retry$")
 
 def static_bytes(name: str) -> bytes:
     return resources.files("i2vd.web").joinpath("static", name).read_bytes()
+
+
+def login_policy(page: bytes) -> str:
+    """/login needs no token, so it loads nothing else: its one inline stylesheet is allowed by its hash."""
+    style = page.split(b"<style>", 1)[1].split(b"</style>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(style).digest()).decode()
+    return SECURITY_HEADERS["Content-Security-Policy"].replace("style-src 'self'", f"style-src 'sha256-{digest}'")
 
 
 class WebServer:
@@ -215,8 +224,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _login(self, web: WebServer) -> None:
         page = static_bytes("login.html")
+        policy = {"Content-Security-Policy": login_policy(page)}
         if self.command != "POST":
-            return self._send(200, page, "text/html; charset=utf-8")
+            return self._send(200, page, "text/html; charset=utf-8", policy)
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_FORM_BYTES:
             return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "form too large")
@@ -227,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not web.auth.required:
             return self._redirect("/")
         wrong = page.replace(b"<!--message-->", b'<p class="error">That token is not the right one.</p>')
-        self._send(HTTPStatus.UNAUTHORIZED, wrong, "text/html; charset=utf-8")
+        self._send(HTTPStatus.UNAUTHORIZED, wrong, "text/html; charset=utf-8", policy)
 
     def _video(self, web: WebServer, relative: str) -> None:
         video = web.media.resolve(relative)

@@ -29,7 +29,7 @@ function when(seconds) {
 }
 
 function replace(id, ...children) {
-  document.getElementById(id).replaceChildren(...children.flat());
+  document.getElementById(id).replaceChildren(...children.flat().filter((child) => child !== null));
 }
 
 async function api(path, options) {
@@ -138,7 +138,7 @@ async function retry(path, button) {
 
 async function drawFailed() {
   const data = await api("/api/jobs?state=failed&limit=100");
-  const signature = data.jobs.map((job) => `${job.id}@${job.updated_at}`).join(",");
+  const signature = `${data.total}:${data.jobs.map((job) => `${job.id}@${job.updated_at}`).join(",")}`;
   document.getElementById("retry-all").hidden = data.total === 0;
   if (signature === failedSignature) return;
   failedSignature = signature;

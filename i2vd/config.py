@@ -177,7 +177,8 @@ def _http(http: HttpConfig | None, problems: list[str]) -> HttpSettings | None:
         try:
             token = http.token_file.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as error:
-            problems.append(f"http.token_file: cannot read {http.token_file}: {getattr(error, 'strerror', None) or error}")
+            reason = getattr(error, "strerror", None) or error
+            problems.append(f"http.token_file: cannot read {http.token_file}: {reason}")
             return None
         if not token:
             problems.append(f"http.token_file: {http.token_file} is empty")

@@ -232,7 +232,8 @@ class Daemon:
         try:
             web.start()
         except OSError as error:
-            raise WebListenError(f"http.listen: cannot listen on {config.http.listen}: {error.strerror or error}") from error
+            reason = error.strerror or error
+            raise WebListenError(f"http.listen: cannot listen on {config.http.listen}: {reason}") from error
         return web
 
     def _stop_web(self) -> None:

@@ -885,7 +885,8 @@ class Journal:
     def profiles_by_root(self) -> dict[str, dict[str, int]]:
         """root -> profile name -> jobs: which profiles each watch root's folders use."""
         result: dict[str, dict[str, int]] = {}
-        for root, profile, count in self._read("SELECT root, profile_name, count(*) FROM jobs GROUP BY root, profile_name"):
+        rows = self._read("SELECT root, profile_name, count(*) FROM jobs GROUP BY root, profile_name")
+        for root, profile, count in rows:
             result.setdefault(py_path(root), {})[profile] = count
         return result
 

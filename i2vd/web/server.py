@@ -165,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/healthz":
                 return self._json(200, {"ok": True})
             if not web.auth.host_allowed(self.headers):
-                return self._error(HTTPStatus.FORBIDDEN, "this dashboard answers to a loopback Host only (no token set)")
+                return self._error(HTTPStatus.FORBIDDEN, "without a token this dashboard answers a loopback Host only")
             if self.command == "POST" and not web.auth.same_origin(self.headers):
                 return self._error(HTTPStatus.FORBIDDEN, "cross-origin POST refused")
             if path == "/login":

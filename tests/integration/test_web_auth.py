@@ -111,7 +111,7 @@ def test_without_a_token_only_a_loopback_host_is_answered(tmp_path, mp4_bytes):
             assert site.request("GET", "/api/status", {"Host": host})[0] == 200, host
         for host in ("evil.example:8787", "192.168.1.9:8787", "127.0.0.1.evil.example"):
             status, _, body = site.request("GET", "/api/status", {"Host": host})  # DNS rebinding
-            assert status == 403 and b"loopback Host only" in body, host
+            assert status == 403 and b"answers a loopback Host only" in body, host
         status, _, _ = site.request("POST", "/api/retry-failed", {"Origin": "http://evil.example"})
         assert status == 403 and site.journal.counts()["failed"] == 1
         assert site.request("GET", "/", {"Host": "127.0.0.1"})[0] == 200  # no login page without a token

@@ -124,10 +124,8 @@ async function retry(path, button) {
   button.disabled = true;
   try {
     const data = await api(path, { method: "POST" });
-    message.textContent = data.results.length
-      ? data.results.map((result) => `job ${result.job.id}: ${result.outcome}${result.reason ? ` (${result.reason})` : ""}`)
-        .join("; ")
-      : "Nothing to retry.";
+    const said = (result) => `job ${result.job.id}: ${result.outcome}${result.reason ? ` (${result.reason})` : ""}`;
+    message.textContent = data.results.length ? data.results.map(said).join("; ") : "Nothing to retry.";
   } catch (error) {
     message.textContent = `Retry failed: ${error.message}`;
     button.disabled = false;
@@ -155,7 +153,8 @@ async function drawFailed() {
       el("td", { class: "error" }, job.last_error || ""),
       el("td", { class: "optional muted" }, when(job.updated_at)), el("td", {}, button));
   });
-  const more = data.total > data.jobs.length ? el("p", { class: "muted" }, `and ${data.total - data.jobs.length} more`) : null;
+  const hidden = data.total - data.jobs.length;
+  const more = hidden > 0 ? el("p", { class: "muted" }, `and ${hidden} more`) : null;
   replace("failed", el("table", {},
     el("thead", {}, el("tr", {}, el("th", {}, "Job"), el("th", {}, "File"), el("th", {}, "Error"),
       el("th", { class: "optional" }, "When"), el("th", {}, ""))),
@@ -175,7 +174,8 @@ function drawRoots(data) {
     const profiles = Object.entries(root.profiles).map(([name, count]) => `${name} (${count})`).join(", ");
     const method = root.method ? `${root.method}${root.why ? `: ${root.why}` : ""}` : "not watched now";
     return el("div", { class: "card root" },
-      el("h3", { class: "file" }, root.path, " ", root.active === false ? el("span", { class: "pill bad" }, "not active") : null),
+      el("h3", { class: "file" }, root.path, " ",
+        root.active === false ? el("span", { class: "pill bad" }, "not active") : null),
       el("p", { class: "muted" }, `${method}; after: ${root.after}; output: `, root.output_dir),
       el("p", {}, "Profiles: ", profiles || "none used yet"));
   });

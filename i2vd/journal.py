@@ -867,8 +867,8 @@ class Journal:
         result = {}
         for name, expression in measures.items():
             buckets = ", ".join(f"coalesce(sum(v <= {float(bound)!r}), 0)" for bound in bounds)
-            sql = (f"SELECT {buckets}, count(v), coalesce(sum(v), 0.0) FROM "
-                   f"(SELECT {expression} AS v FROM jobs WHERE state = 'done' AND {expression} IS NOT NULL)")
+            sql = (f"SELECT {buckets}, count(v), coalesce(sum(v), 0.0) FROM (SELECT {expression} AS v FROM jobs "
+                   f"WHERE state = {_sql(JobState.DONE)} AND {expression} IS NOT NULL)")
             row = list(self._read(sql)[0])
             result[name] = ([int(value) for value in row[:-2]], int(row[-2]), float(row[-1]))
         return result

@@ -75,6 +75,9 @@ class WebServer:
         server_class = _Server6 if ":" in self.settings.host else _Server
         self._httpd = server_class((self.settings.host, self.settings.port), _Handler)
         self._httpd.web = self
+        self._httpd.stopping = threading.Event()
+        self._httpd.connections = set()
+        self._httpd.connections_lock = threading.Lock()
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="i2vd-http", daemon=True)
         self._thread.start()
@@ -92,7 +95,14 @@ class WebServer:
     def stop(self) -> None:
         if self._httpd is None:
             return
+        self._httpd.stopping.set()  # a video still streaming ends at its next chunk
         self._httpd.shutdown()
+        with self._httpd.connections_lock:  # a client that stopped reading must not hold the stop up
+            for connection in self._httpd.connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         self._httpd.server_close()  # joins the request threads (block_on_close)
         self._thread.join()
         self._httpd = None
@@ -103,6 +113,9 @@ class _Server(ThreadingHTTPServer):
     block_on_close = True
     allow_reuse_address = True
     web: WebServer
+    stopping: threading.Event
+    connections: set[socket.socket]
+    connections_lock: threading.Lock
 
     def handle_error(self, request, client_address) -> None:
         log.debug("HTTP request from %s failed", client_address, exc_info=True)
@@ -118,6 +131,19 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.0"
     timeout = REQUEST_TIMEOUT_SECONDS
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass  # the client went away, or stop() shut the connection
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -261,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             handle.seek(first)
             remaining = last - first + 1
-            while remaining > 0:
+            while remaining > 0 and not self.server.stopping.is_set():
                 chunk = handle.read(min(CHUNK, remaining))
                 if not chunk:
                     break

@@ -218,3 +218,27 @@ def test_metrics_are_read_from_the_journal(site):
 def test_healthz_answers(site):
     status, body = get_json(site, "/healthz")
     assert (status, body) == (200, {"ok": True})
+
+
+def test_stopping_does_not_wait_for_a_client_that_stopped_reading_a_video(tmp_path, mp4_bytes):
+    import socket
+    import threading
+
+    from tests.fakes import wait_for
+
+    site = make_site(tmp_path, mp4_bytes, videos=1)
+    big = site.config.output_dir / "big.mp4"
+    big.write_bytes(bytes(64 * 1024 * 1024))
+    client = socket.create_connection(("127.0.0.1", site.server.port))
+    stopper = None
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.sendall(b"GET /videos/big.mp4 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        assert client.recv(12).startswith(b"HTTP/1.0 200")  # then reads no more: the server's writes block
+        stopper = threading.Thread(target=site.close, name="test-stop")
+        stopper.start()
+        wait_for(lambda: not stopper.is_alive(), timeout=10, message="stop() returned while the client sat idle")
+    finally:
+        client.close()
+        if stopper is not None:
+            stopper.join()

@@ -144,3 +144,15 @@ def test_the_gallery_pages_through_older_videos(browser, site):
     until(browser, "document.getElementById('page').textContent === '13–14 of 14'", "page two")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery figure")) == 2
     assert browser.find_element(By.ID, "older").get_attribute("disabled") == "true"
+
+
+def test_the_page_fits_a_phone_screen(browser, site):
+    browser.set_window_size(390, 844)
+    sign_in(browser, site)
+    until(browser, "document.querySelectorAll('#gallery video').length === 6", "the gallery drew")
+    widths = browser.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], f"the page scrolls sideways on a phone: {widths}"
+    columns = browser.execute_script(
+        "return new Set([...document.querySelectorAll('#gallery figure')].map(f => f.getBoundingClientRect().left)).size")
+    assert columns == 1

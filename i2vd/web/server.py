@@ -253,7 +253,10 @@ class _Handler(BaseHTTPRequestHandler):
         policy = {"Content-Security-Policy": login_policy(page)}
         if self.command != "POST":
             return self._send(200, page, "text/html; charset=utf-8", policy)
-        length = int(self.headers.get("Content-Length") or 0)
+        length_text = (self.headers.get("Content-Length") or "0").strip()
+        length = int(length_text) if length_text.isdigit() else -1
+        if length < 0:
+            return self._error(HTTPStatus.BAD_REQUEST, "a form needs a Content-Length")
         if length > MAX_FORM_BYTES:
             return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "form too large")
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))

@@ -117,3 +117,10 @@ def test_without_a_token_only_a_loopback_host_is_answered(tmp_path, mp4_bytes):
         assert site.request("GET", "/", {"Host": "127.0.0.1"})[0] == 200  # no login page without a token
     finally:
         site.close()
+
+
+def test_a_login_form_without_a_length_or_too_large_is_refused(site):
+    assert site.request("POST", "/login", {"Content-Length": "abc"})[0] == 400
+    status, _, _ = site.request("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"},
+                                b"token=" + b"x" * 5000)
+    assert status == 413

@@ -75,7 +75,7 @@ def _open_journal(config: Config, *, read_only: bool = False) -> Journal | None:
 
 
 def command_run(arguments: argparse.Namespace) -> int:
-    from i2vd.daemon import Daemon
+    from i2vd.daemon import Daemon, WebListenError
     from i2vd.gpu import GpuReadError
     from i2vd.lock import AlreadyRunning
 
@@ -95,6 +95,9 @@ def command_run(arguments: argparse.Namespace) -> int:
         # Not 78: a driver that is late at boot must not keep the service down for good.
         print(f"i2vd: gpu: {error}", file=sys.stderr)
         daemon.shutdown(0)
+        return EX_UNAVAILABLE
+    except WebListenError as error:  # before OSError, which it is: a port in use may be free again soon
+        print(f"i2vd: {error}", file=sys.stderr)
         return EX_UNAVAILABLE
     except OSError as error:
         print(f"i2vd: state_dir {config.state_dir}: {error.strerror or error}", file=sys.stderr)

@@ -26,10 +26,12 @@ from i2vd.config_model import (
     RESOLUTIONS as RESOLUTIONS,
     ConfigFile,
     GpuConfig,
+    HttpConfig,
     ProfileFields,
     RetryPolicy,
     ServerConfig,
     WatchRoot,
+    split_listen,
 )
 
 DEFAULT_CONFIG_PATH = Path("/etc/i2vd/config.yaml")
@@ -58,6 +60,16 @@ class ServerEntry:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """`http:` as the server uses it: where to listen and the token (read from token_file at load)."""
+
+    listen: str
+    host: str
+    port: int
+    token: str | None
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     state_dir: Path
@@ -69,6 +81,7 @@ class Config:
     retry: RetryPolicy
     watch: tuple[WatchRoot, ...]
     profiles: dict[str, dict[str, Any]]
+    http: HttpSettings | None = None
 
     @property
     def server(self) -> ServerConfig:
@@ -137,6 +150,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             _check_across(rest, problems, roots=whole)
         raise ConfigError(source, problems) from None
     _check_across(values, problems, roots=True)
+    http = _http(values.http, problems)
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -150,7 +164,27 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         retry=values.retry,
         watch=_roots(values),
         profiles=_with_full_default(values.profiles),
+        http=http,
     )
+
+
+def _http(http: HttpConfig | None, problems: list[str]) -> HttpSettings | None:
+    """The token file is read now, so a bad one stops start-up and reload like any other config problem."""
+    if http is None:
+        return None
+    token = http.token.strip() if http.token is not None else None
+    if http.token_file is not None:
+        try:
+            token = http.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or error
+            problems.append(f"http.token_file: cannot read {http.token_file}: {reason}")
+            return None
+        if not token:
+            problems.append(f"http.token_file: {http.token_file} is empty")
+            return None
+    host, port = split_listen(http.listen)
+    return HttpSettings(listen=http.listen, host=host, port=int(port), token=token)
 
 
 def _valid_rest(data: Any, error: ValidationError, context: dict) -> tuple[ConfigFile | None, bool]:

@@ -8,6 +8,7 @@ frozen dataclasses declared here; `i2vd.config` loads a file into them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -245,6 +246,51 @@ class WatchRoot(_EmptyIsDefaults):
                                       examples=["/srv/i2v/out-in"])
 
 
+def _listen(value: Any) -> str:
+    """`host:port` (an IPv6 host in brackets): where the dashboard listens."""
+    host, port = split_listen(_text(value))
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise problem(f"{value!r} is not host:port (e.g. 127.0.0.1:8787, [::1]:8787, 0.0.0.0:8787)")
+    return value
+
+
+def split_listen(listen: str) -> tuple[str, str]:
+    host, _, port = listen.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+@dataclass(frozen=True, config=SETTINGS)
+class HttpConfig(_EmptyIsDefaults):
+    """The web dashboard, JSON API and metrics (absent: no HTTP server)."""
+
+    listen: Annotated[str, Strict(), PlainValidator(_listen)] = Field(
+        "127.0.0.1:8787", description="host:port; anything but loopback needs a token")
+    token_file: Folder | None = Field(
+        None, description="a file holding the token (surrounding whitespace stripped); every route but /healthz "
+        "and /login then needs it (Authorization: Bearer, or the cookie /login sets)")
+    token: Text | None = Field(None, description="the token itself, instead of token_file")
+
+    @model_validator(mode="after")
+    def _token_rules(self) -> HttpConfig:
+        if self.token is not None and self.token_file is not None:
+            raise problem("give token or token_file, not both", key="token")
+        if self.token is not None and not self.token.strip():
+            raise problem("is empty", key="token")
+        if self.token is None and self.token_file is None and not is_loopback(split_listen(self.listen)[0]):
+            raise problem(f"{self.listen} is beyond loopback: set token_file (or token), or listen on 127.0.0.1",
+                          key="listen")
+        return self
+
+
 EXAMPLE_PROFILES = {
     "default": {},
     "beach": {"prompt": "Waves crashing, camera panning left"},
@@ -296,6 +342,15 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
         "Jinja2 templates with: stem, subject (\"golden_retriever-2\" -> \"golden retriever 2\"), filename, folder, "
         "caption, exif_date, exif_camera and the sidecar's vars. A folder picks its profile with an i2vd.yaml "
         "sidecar: `profile: beach` (plus `vars:` and field overrides)", examples=[EXAMPLE_PROFILES])
+
+    http: HttpConfig | None = Field(
+        None, description="the web dashboard (GET /), JSON API (/api/...), videos, /metrics and /healthz",
+        examples=[{"listen": "127.0.0.1:8787", "token_file": "/etc/i2vd/token"}])
+
+    @field_validator("http", mode="before")
+    @classmethod
+    def _empty_http(cls, value: Any) -> Any:
+        return {} if value is None else value  # `http:` alone: the dashboard on its default address
 
     @field_validator("watch")
     @classmethod

@@ -39,13 +39,15 @@ def failed_as_gone(job: Job) -> bool:
     return job.state is JobState.FAILED and (job.last_error or "").startswith(GONE)
 
 
-def present_copy(config: Config, journal: Journal, job: Job) -> tuple[Path, WatchRoot, bytes] | None:
-    """Another file under a root with the job's content, read and checked: (path, root, bytes).
+def present_copy(config: Config, journal: Journal, job: Job) -> tuple[tuple[Path, WatchRoot, bytes] | None, frozenset[str]]:
+    """Another file under a root with the job's content, read and checked: (path, root, bytes), or None;
+    and every place the journal knew for that content when it looked (see Journal.fail_as_gone).
 
     Places the intake tied to this job come first; a place that is another waiting job's
     own file is left to that job.
     """
     seen = journal.files_with_content(job.source_sha256)
+    examined = frozenset(path for path, _ in seen) | {job.source_path}
     owners = {owner for _, owner in seen if owner is not None and owner != job.id}
     busy = {owner for owner, state in journal.states(sorted(owners)).items() if state in ACTIVE} if owners else set()
     excluded = config.excluded_folders()
@@ -61,5 +63,5 @@ def present_copy(config: Config, journal: Journal, job: Job) -> tuple[Path, Watc
         except OSError:
             continue
         if sha256_of(data) == job.source_sha256:
-            return path, root, data
-    return None
+            return (path, root, data), examined
+    return None, examined

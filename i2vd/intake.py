@@ -105,7 +105,13 @@ class Intake:
             results[index] = result
         to_record = [item for item in to_record if item[0] not in followed]
         recorded = self.journal.add_jobs([(new, mtime_ns) for _, new, mtime_ns in to_record]) if to_record else []
-        for (index, _, _), (job, created) in zip(to_record, recorded, strict=True):
+        for (index, new, _), (job, created) in zip(to_record, recorded, strict=True):
+            if not created and failed_as_gone(job) and job.source_path != new.source_path:
+                # Failed as gone by the worker while this slice was read (it was running then): it follows now.
+                job = self.journal.relocate(job.id, new.source_path, new.root, new.rel_path, from_states=(JobState.FAILED,)) or job
+                if job.state is JobState.QUEUED:
+                    results[index] = self._report(job)
+                    continue
             results[index] = self._report(job) if created else IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
         return results
 

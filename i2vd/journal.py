@@ -715,15 +715,41 @@ class Journal:
             self._event(db, job_id, "info", note)
 
     def mark_failed(self, job_id: int, error: str, *, count_attempt: bool = True) -> None:
+        with self._write() as db:
+            self._mark_failed(db, job_id, error, count_attempt)
+
+    def _mark_failed(self, db: sqlite3.Connection, job_id: int, error: str, count_attempt: bool) -> None:
+        now = self.clock.now()
+        db.execute(
+            f"UPDATE jobs SET state = {_sql(JobState.FAILED)}, attempts = attempts + ?, last_error = ?,"
+            " lease_owner = NULL,"
+            " lease_expires_at = NULL, interruptions = 0, finished_at = ?, updated_at = ? WHERE id = ?",
+            (1 if count_attempt else 0, printable(error), now, now, job_id),
+        )
+        self._event(db, job_id, "error", f"failed: {error}")
+
+    def fail_as_gone(self, job_id: int, error: str, examined: frozenset[str]) -> bool:
+        """Fail a job whose file is gone (no attempt used), unless the intake tied a place of its content to it
+        that the worker's look did not see (recorded after the look): then back to the queue, due now.
+
+        One transaction, so a new place recorded by the intake is either seen here or, recorded later, finds
+        the job failed as gone (and the intake's follow-the-content revives it).
+        """
         now = self.clock.now()
         with self._write() as db:
-            db.execute(
-                f"UPDATE jobs SET state = {_sql(JobState.FAILED)}, attempts = attempts + ?, last_error = ?,"
-                " lease_owner = NULL,"
-                " lease_expires_at = NULL, interruptions = 0, finished_at = ?, updated_at = ? WHERE id = ?",
-                (1 if count_attempt else 0, printable(error), now, now, job_id),
-            )
-            self._event(db, job_id, "error", f"failed: {error}")
+            row = db.execute("SELECT source_sha256 FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            places = db.execute("SELECT path FROM files WHERE sha256 = ? AND job_id = ?", (row[0], job_id)) if row else []
+            unseen = [py_path(path) for (path,) in places if py_path(path) not in examined]
+            if unseen:
+                db.execute(
+                    f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, next_attempt_at = ?, lease_owner = NULL,"
+                    " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                    (now, now, job_id),
+                )
+                self._event(db, job_id, "info", f"its content was just seen at {printable(unseen[0])}: looking there")
+                return False
+            self._mark_failed(db, job_id, error, count_attempt=False)
+        return True
 
     def requeue(self, job_id: int, error: str | None, retry_at: float, *, count_attempt: bool) -> None:
         """A running job back to the queue; `count_attempt` is False for failures that are not the job's own.

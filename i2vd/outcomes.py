@@ -80,7 +80,16 @@ class WaitAndLook:
     wait: float
 
 
-Outcome = Done | RetryAfter | Failed | ServerDown | Downgrade | WaitForDisk | WaitAndLook
+@dataclass(frozen=True)
+class Gone:
+    """The source is nowhere the worker looked (`examined`): failed for good, no attempt used, unless the
+    intake tied another place of its content to the job in the meantime (then it is a WaitAndLook again)."""
+
+    error: str
+    examined: frozenset[str]
+
+
+Outcome = Done | RetryAfter | Failed | ServerDown | Downgrade | WaitForDisk | WaitAndLook | Gone
 
 
 # -- decisions (no I/O) -------------------------------------------------------------------------------
@@ -118,9 +127,19 @@ def backend_failure(error: BackendError, oom: str, params: dict[str, Any], attem
 
 
 # -- the one place an outcome reaches the journal ------------------------------------------------------
-def record(journal: Journal, job: Job, outcome: Outcome, now: float) -> None:
-    """Write `outcome` for `job` (claimed by this worker) to the journal, and log it."""
+def record(journal: Journal, job: Job, outcome: Outcome, now: float) -> Outcome:
+    """Write `outcome` for `job` (claimed by this worker) to the journal, and log it; returns what was applied
+    (a Gone becomes the Failed or the WaitAndLook that the journal decided in one transaction)."""
     where = job.source_path
+    if isinstance(outcome, Gone):
+        # The look and the verdict are two steps: the intake may have recorded the new place between them.
+        if journal.fail_as_gone(job.id, outcome.error, outcome.examined):
+            outcome = Failed(outcome.error, count_attempt=False)
+            log.error("job %d: failed: %s", job.id, outcome.error, extra=job_fields(job.id, where, "failed"))
+            return outcome
+        log.info("job %d: its content was just seen at another place; looking there", job.id,
+                 extra=job_fields(job.id, where, "queued"))
+        return WaitAndLook("its content was just seen at another place", 0.0)
     if isinstance(outcome, Done):
         journal.mark_done(job.id, outcome.server, outcome.server_seconds, note=outcome.note)
     elif isinstance(outcome, RetryAfter):
@@ -143,3 +162,4 @@ def record(journal: Journal, job: Job, outcome: Outcome, now: float) -> None:
         journal.requeue(job.id, outcome.reason, now + outcome.wait, count_attempt=False)
     else:
         raise TypeError(f"not an outcome: {outcome!r}")
+    return outcome

@@ -29,7 +29,7 @@ from i2vd.follow import GONE, LOOKING, present_copy
 from i2vd.journal import Job, JobState, Journal
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
-from i2vd.outcomes import Done, Failed, Outcome, ServerDown, WaitAndLook, WaitForDisk
+from i2vd.outcomes import Done, Failed, Gone, Outcome, ServerDown, WaitAndLook, WaitForDisk
 from i2vd.mounts import MountMemory
 from i2vd.watcher import link_below
 
@@ -225,7 +225,7 @@ class Worker:
                 return job, self._wait_for_disk(f"waiting: the share {job.root} is offline ({error.strerror})")
             if not isinstance(error, FileNotFoundError):
                 return job, self._job_failed(job, f"cannot read source: {error.strerror or error}")
-            followed = self._follow_content(job)
+            followed, examined = self._follow_content(job)
             if followed is None and not (job.last_error or "").startswith(LOOKING):
                 # Moved a moment ago (a renamed folder)? The intake finds the new place within a settle window.
                 root = self._root(job)
@@ -233,7 +233,7 @@ class Worker:
                 log.info("job %d: %s is not there: %s", job.id, job.source_path, LOOKING, extra=job_fields(job.id, job.source_path, "queued"))
                 return job, WaitAndLook(f"{LOOKING}: {job.source_path}", wait)
             if followed is None:
-                return job, Failed(f"{GONE}: {job.source_path}", count_attempt=False)
+                return job, Gone(f"{GONE}: {job.source_path}", examined)
             job, image = followed
             try:
                 destination = self._destination(job)  # the video mirrors the new place
@@ -292,17 +292,18 @@ class Worker:
             raise FileNotFoundError(errno.ENOENT, f"{link} is a symbolic link, never followed", str(source))
         return read_regular_file(source)
 
-    def _follow_content(self, job: Job) -> tuple[Job, bytes] | None:
-        """The job's file is gone: the same content elsewhere under a root (a copy, a move) is used instead."""
-        found = present_copy(self.config, self.journal, job)
+    def _follow_content(self, job: Job) -> tuple[tuple[Job, bytes] | None, frozenset[str]]:
+        """The job's file is gone: the same content elsewhere under a root (a copy, a move) is used instead.
+        Also returns the places looked at, for the "gone" verdict (outcomes.Gone)."""
+        found, examined = present_copy(self.config, self.journal, job)
         if found is None:
-            return None
+            return None, examined
         path, root, data = found
         moved = self.journal.relocate(job.id, str(path), str(root.path), path.relative_to(root.path).as_posix(), from_states=(JobState.RUNNING,))
         if moved is None:
-            return None
+            return None, examined
         log.info("job %d: %s is gone; its content is at %s", job.id, job.rel_path, moved.rel_path, extra=job_fields(job.id, moved.source_path, "running"))
-        return moved, data
+        return (moved, data), examined
 
     def _root_offline(self, root: str) -> bool:
         """A watch root that is missing, or a mount point (when first seen) that is no longer mounted."""
@@ -346,7 +347,7 @@ class Worker:
                 log.error("server down: %s; pausing the queue", outcome.error)
             self._down_failures += 1
             self.state.server_error = outcome.error
-        outcomes.record(self.journal, job, outcome, self.clock.now())
+        outcome = outcomes.record(self.journal, job, outcome, self.clock.now())
         if isinstance(outcome, Failed):
             self.state.jobs_failed += 1
         elif isinstance(outcome, Done):

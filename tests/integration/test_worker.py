@@ -521,3 +521,89 @@ def test_a_folder_replaced_by_a_link_after_queueing_is_never_read_through(rig, t
     assert (failed.state, failed.attempts) == (JobState.FAILED, 0)
     assert failed.last_error.startswith("source file is gone")
     assert rig.server.requests == []
+
+
+class _IntakeCommitsMidLook(Journal):
+    """A journal whose look for the job's content is answered just before the intake records the new place.
+
+    The worker's look (files_with_content) and its "gone" verdict are two steps; a renamed folder's
+    file seen by the intake between them was lost for good (found under load by the 50-image rename test).
+    """
+
+    def __init__(self, *args, late_file: Path, intake: Intake, config: Config, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.late_file, self.intake, self.config, self.raced = late_file, intake, config, False
+        self.looks = 0
+
+    def files_with_content(self, sha256: str):
+        seen = super().files_with_content(sha256)
+        self.looks += 1
+        if self.looks == 2:  # the second look, after the settle window: the one that decides "gone"
+            self.raced = True
+            self.intake.consider(self.late_file, self.config.root_for(self.late_file))  # commits right now
+        return seen
+
+
+def test_a_moved_file_the_intake_records_while_the_worker_looks_is_not_lost(tmp_path, fake_server):
+    config = make_config(tmp_path, fake_server.url)
+    clock = ManualClock()
+    root = config.watch[0].path
+    source = root / "shoot" / "img.jpg"
+    source.parent.mkdir(parents=True)
+    data = write_image(source, color=(9, 99, 199))
+    moved = root / "2026" / "wedding" / "img.jpg"
+    journal = Journal(config.state_dir / "journal.sqlite3", clock)
+    job = Intake(config, journal).consider(source, config.root_for(source)).job
+    journal.close()
+    journal = _IntakeCommitsMidLook(config.state_dir / "journal.sqlite3", clock, late_file=moved,
+                                    intake=None, config=config)
+    journal.intake = Intake(config, journal)
+    backend = PredictBackend(config.server.url, config.server.path, timeout_seconds=10, connect_timeout_seconds=2)
+    worker = Worker(config, journal, backend, VramGate.from_config(config.gpu, clock), clock=clock, name="test")
+    try:
+        (root / "2026").mkdir()
+        (root / "shoot").rename(root / "2026" / "wedding")
+        worker.run_once(threading.Event())  # not there: it waits a settle window for the intake
+        assert (journal.job(job.id).state, journal.looks) == (JobState.QUEUED, 1)
+        clock.advance(60)
+        worker.run_once(threading.Event())  # looks again: the intake records the new place mid-look
+        assert journal.raced
+        worker.run(threading.Event(), burst=True)
+        done = journal.job(job.id)
+        assert (done.state, done.rel_path) == (JobState.DONE, "2026/wedding/img.jpg"), done.last_error
+        assert [request.image_sha256 for request in fake_server.requests] == [sha256(data)]
+    finally:
+        backend.close()
+        journal.close()
+
+
+class _WorkerFailsMidSlice(Journal):
+    """The worker's "gone" verdict lands while the intake reads a slice: after the intake looked for
+    waiting jobs to move (the job was running then), before it records the slice's files."""
+
+    def add_jobs(self, items):
+        for new, _ in items:
+            for job in self.jobs_with_content([new.source_sha256], (JobState.RUNNING,)):
+                self.mark_failed(job.id, f"source file is gone: {job.source_path}", count_attempt=False)
+        return super().add_jobs(items)
+
+
+def test_a_job_failed_as_gone_while_the_intake_reads_its_new_place_follows_it(tmp_path, fake_server):
+    config = make_config(tmp_path, fake_server.url)
+    root = config.watch[0].path
+    source = root / "shoot" / "img.jpg"
+    source.parent.mkdir(parents=True)
+    write_image(source, color=(19, 99, 199))
+    journal = _WorkerFailsMidSlice(config.state_dir / "journal.sqlite3", ManualClock())
+    try:
+        intake = Intake(config, journal)
+        job = intake.consider(source, config.root_for(source)).job
+        assert journal.claim_next("worker", 60).id == job.id  # the worker is on it
+        (root / "2026").mkdir()
+        (root / "shoot").rename(root / "2026" / "wedding")
+        moved = root / "2026" / "wedding" / "img.jpg"
+        result = intake.consider(moved, config.root_for(moved))
+        assert (result.outcome, result.job.id) == (Outcome.QUEUED, job.id)
+        assert (journal.job(job.id).state, journal.job(job.id).rel_path) == (JobState.QUEUED, "2026/wedding/img.jpg")
+    finally:
+        journal.close()

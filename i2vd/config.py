@@ -82,6 +82,7 @@ class Config:
     watch: tuple[WatchRoot, ...]
     profiles: dict[str, dict[str, Any]]
     http: HttpSettings | None = None
+    timezone: str | None = None
 
     @property
     def server(self) -> ServerConfig:
@@ -165,6 +166,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         watch=_roots(values),
         profiles=_with_full_default(values.profiles),
         http=http,
+        timezone=values.timezone,
     )
 
 

@@ -90,6 +90,35 @@ AutoOrBool = Annotated[Any, PlainValidator(_auto_or_bool)]
 Folder = Annotated[Path, BeforeValidator(_folder)]
 
 
+def _windows(value: Any) -> list[str] | None:
+    from i2vd.schedule import ScheduleError, validate_windows
+
+    if value is not None and (not isinstance(value, list) or not all(isinstance(item, str) for item in value)):
+        raise problem(f"{value!r} is not a list of windows, e.g. [\"mon-fri 20:00-07:00\", \"sat-sun\"]")
+    try:
+        return validate_windows(value)
+    except ScheduleError as error:
+        raise problem(str(error)) from None
+
+
+def _timezone(value: Any) -> str | None:
+    from i2vd.schedule import ScheduleError, zone
+
+    if value is None:
+        return None
+    try:
+        zone(_text(value))
+    except ScheduleError as error:
+        raise problem(str(error)) from None
+    return value
+
+
+Windows = Annotated[list[str] | None, PlainValidator(_windows)]
+SCHEDULE_HELP = ("time windows when jobs are dispatched here, in `timezone:` (e.g. [\"mon-fri 20:00-07:00\", "
+                 "\"sat-sun\"]; a range ending before it starts crosses midnight); outside them files are still "
+                 "journaled and a running job finishes. Empty: always")
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise problem("is empty, expected a string" if value is None else f"{value!r} is not a string")
@@ -166,6 +195,7 @@ class ServerConfig(_EmptyIsDefaults):
         "`i2vd probe -c` shows what each node gets")
     free_after_job: Annotated[bool, Strict()] = Field(
         False, description="comfyui: POST /free after each job (VRAM back to the GPU; models stay loaded)")
+    schedule: Windows = Field(None, description=SCHEDULE_HELP, examples=[["mon-fri 20:00-07:00", "sat-sun"]])
 
 
 def _mapping(value: Any) -> dict | None:
@@ -244,6 +274,7 @@ class WatchRoot(_EmptyIsDefaults):
         "keep", description="keep, or move (into <root>/.i2vd-done/, same relative path); never delete")
     output_dir: Folder | None = Field(None, description="this root's own output folder (default: output_dir)",
                                       examples=["/srv/i2v/out-in"])
+    schedule: Windows = Field(None, description=SCHEDULE_HELP, examples=[["sat-sun"]])
 
 
 def _listen(value: Any) -> str:
@@ -322,6 +353,9 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
         "<video>.json beside each. Outputs inside a watched root are never taken as input",
         examples=["/srv/i2v/out"])
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity")
+    timezone: Annotated[str | None, PlainValidator(_timezone)] = Field(
+        None, description="IANA time zone for every `schedule:` (e.g. Europe/Berlin); empty: the host's",
+        examples=["Europe/Berlin"])
     stop_grace_seconds: Float = Field(
         30.0, ge=0.0, description="on stop, the running job may finish this long, then goes back to the queue "
         "(keep it below the unit's TimeoutStopSec=60)")

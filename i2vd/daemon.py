@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from i2vd import __version__
+from i2vd import schedule as schedules
 from i2vd.backends import make_backend
 from i2vd.backends.base import Backend
 from i2vd.clock import Clock
@@ -108,6 +109,7 @@ class Daemon:
         down = sum(worker.state.server_down_since is not None for worker in self.workers)
         if down:
             line += f"; {down} server(s) down"
+        line += schedules.status_words(self.config, self.workers, self.clock.now())
         working = [worker.state.current_file for worker in self.workers if worker.state.current_file]
         if working:
             line += f"; working on {', '.join(working)}"
@@ -118,7 +120,9 @@ class Daemon:
             {
                 "heartbeat_at": self.clock.now(),
                 "servers": [worker.status() for worker in self.workers],
-                "watches": [{"path": str(watch.root), "method": watch.method, "why": watch.reason, "active": watch.active} for watch in self.intake_loop.watches],
+                "watches": [{"path": str(watch.root), "method": watch.method, "why": watch.reason, "active": watch.active,
+                             "schedule": schedules.root_status(self.config, watch.root, self.clock.now())}
+                            for watch in self.intake_loop.watches],
                 "settling": self.intake_loop.settling,
             }
         )
@@ -165,7 +169,9 @@ class Daemon:
                 raise ConfigError(new.source, [f"servers: {len(self.config.servers)} -> {len(new.servers)} servers needs a restart"])
             changes = []
             for old, entry in zip(self.config.servers, new.servers, strict=True):
-                changed = entry.server != old.server and self._backend is None
+                # a new schedule alone is taken by the worker as it is: no new backend for it
+                changed = schedules.without_schedule(entry.server) != schedules.without_schedule(old.server)
+                changed = changed and self._backend is None
                 backend = make_backend(entry.server, self.config.state_dir) if changed else None
                 gate = (VramGate.from_config(entry.gpu, self.clock, self._gpu_reader, server_url=entry.server.url)
                         if entry.gpu != old.gpu else None)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 from i2vd import __version__
 from i2vd.clock import Clock
@@ -596,10 +596,11 @@ class Journal:
         """When the earliest queued job becomes due, or None when nothing is queued."""
         return self._read(f"SELECT min(next_attempt_at) FROM jobs WHERE state = {_sql(JobState.QUEUED)}")[0][0]
 
-    def claim_next(self, owner: str, lease_seconds: float) -> Job | None:
+    def claim_next(self, owner: str, lease_seconds: float, skip_roots: Collection[str] = ()) -> Job | None:
         """The next due job: highest priority first, then the watch root whose turn is longest ago, then oldest.
 
-        Taking roots in turn means one huge drop in one hot folder does not starve the others.
+        Taking roots in turn means one huge drop in one hot folder does not starve the others. Jobs under
+        `skip_roots` (roots outside their schedule) stay queued; the other roots are looked at as usual.
         """
         now = self.clock.now()
         with self._write() as db:
@@ -607,6 +608,8 @@ class Journal:
             candidates = []
             queued_roots = f"SELECT DISTINCT root FROM jobs WHERE state = {_sql(JobState.QUEUED)}"
             for (root,) in db.execute(queued_roots).fetchall():
+                if root in skip_roots:
+                    continue
                 best = db.execute(
                     "SELECT id, root, priority, next_attempt_at FROM jobs INDEXED BY jobs_by_root_turn"
                     f" WHERE state = {_sql(JobState.QUEUED)} AND root = ? AND next_attempt_at <= ?"

@@ -74,9 +74,13 @@ def render_status(status: dict[str, Any]) -> str:
             doing += f" ({server['progress']})"
         lines.append(f"server:  {server.get('name')} ({server.get('kind')} {server.get('url')}) — {health}; {doing}; {server.get('jobs_done', 0)} done")
         lines.append(f"gpu:     {server.get('gate')}")
+        if server.get("schedule"):
+            lines.append(f"         schedule: {server['schedule']}")
     for watch in status["watches"]:
         why = f": {watch['why']}" if watch.get("why") else ""
         lines.append(f"watch:   {watch['path']} ({watch['method']}{why}{'' if watch['active'] else ', NOT ACTIVE'})")
+        if watch.get("schedule"):
+            lines.append(f"         schedule: {watch['schedule']}")
     for group in status.get("parked", []):
         shown = ", ".join(group["files"][:3]) + (f" and {len(group['files']) - 3} more" if len(group["files"]) > 3 else "")
         lines.append(f"parked:  {len(group['files'])} job(s) ({shown}) until this is fixed: {group['reason']}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2vd import __version__, mp4, output, received
+from i2vd import schedule as schedules
 from i2vd.backends.base import RESOLUTIONS, Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
 from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER, Config, ServerConfig, WatchRoot
@@ -95,6 +96,7 @@ class Worker:
         self._pending_setup: tuple[Config, ServerConfig, Backend | None, VramGate | None] | None = None
         self._setup_lock = threading.Lock()
         self._tidied_at = float("-inf")
+        self._held_back = False  # the last look found due work it may not take (a schedule): idle, not spin
 
     def reconfigure(self, config: Config, server: ServerConfig, backend: Backend | None = None, gate: VramGate | None = None) -> None:
         """Take a new config (and backend or gate, when they changed) between jobs, never during one."""
@@ -154,6 +156,8 @@ class Worker:
         self.wake.clear()
         due = self.journal.next_attempt_at()
         pause = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - self.clock.now()))
+        if self._held_back:
+            pause = IDLE_POLL_SECONDS
         self.clock.wait(self.wake, pause)  # the intake, and stop(), set `wake`
 
     def interrupt(self) -> None:
@@ -187,9 +191,16 @@ class Worker:
             if self._pending_setup is not None:
                 reconfigured.set()
 
+        self._held_back = self.paused_by_schedule() is not None
+        if self._held_back:
+            return False  # outside this server's windows: nothing is claimed, a running job was let finish
         if not self.gate.wait_open(stop, on_poll=poll, cancel=reconfigured):
             return False
-        job = self.journal.claim_next(self.name, self.lease_seconds)
+        if self.paused_by_schedule() is not None:
+            return False
+        job = self.journal.claim_next(self.name, self.lease_seconds,
+                                      skip_roots=schedules.closed_roots(self.config, self.clock.now()))
+        self._held_back = job is None  # due jobs, all under roots outside their windows: poll, do not spin
         if job is None:
             return False
         self.state.current_job, self.state.current_file = job.id, job.rel_path
@@ -430,6 +441,10 @@ class Worker:
             self.state.server_error = None
             self._down_failures = 0
 
+    def paused_by_schedule(self) -> str | None:
+        """'paused by schedule until Mon 20:00' while this server is outside its `schedule:` windows."""
+        return schedules.server_paused(self.config, self.server, self.clock.now())
+
     def _server_status(self) -> dict:
         return {**self.backend.describe(), "down_since": self.state.server_down_since, "error": self.state.server_error}
 
@@ -444,6 +459,7 @@ class Worker:
             **self._server_status(),
             "gate": self.gate.detail,
             "gate_state": self.gate.state,
+            "schedule": schedules.describe(self.config, self.server.schedule, self.clock.now()),
             "current_job": self.state.current_job,
             "current_file": self.state.current_file,
             "progress": self.state.progress,

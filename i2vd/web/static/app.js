@@ -177,7 +177,8 @@ function drawRoots(data) {
       el("h3", { class: "file" }, root.path, " ",
         root.active === false ? el("span", { class: "pill bad" }, "not active") : null),
       el("p", { class: "muted" }, `${method}; after: ${root.after}; output: `, root.output_dir),
-      el("p", {}, "Profiles: ", profiles || "none used yet"));
+      el("p", {}, "Profiles: ", profiles || "none used yet"),
+      root.schedule ? el("p", { class: "schedule" }, "Schedule: ", root.schedule) : null);
   });
   replace("roots", el("p", { class: "muted" }, `${data.settling} file(s) being written or settling`), roots);
 }

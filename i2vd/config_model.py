@@ -150,6 +150,9 @@ class ProfileFields(_EmptyIsDefaults, BaseModel):
         "the /predict API has none; the builtin engine has no randomness)")
     output: Template | None = Field(
         None, description="output file name template, e.g. 'sku_{{ stem }}_rotate.mp4'; empty: <stem>.mp4")
+    collision: Literal["suffix", "overwrite", "fail"] = Field(
+        "suffix", description="when the output name holds another job's video: suffix (name-1.mp4, ...), "
+        "overwrite (replaced atomically) or fail (the job fails naming the existing video)")
 
 
 class SidecarFields(ProfileFields):

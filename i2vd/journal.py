@@ -702,6 +702,20 @@ class Journal:
             return False
         return True
 
+    def take_output_path(self, job_id: int, output_path: str) -> bool:
+        """`collision: overwrite`: the path becomes this job's, taken from a finished job (whose video is
+        replaced; it keeps an event saying so); False while a queued or running job owns it."""
+        with self._write() as db:
+            row = db.execute("SELECT id, state FROM jobs WHERE output_path = ?", (db_path(output_path),)).fetchone()
+            if row is not None and row["id"] != job_id:
+                if row["state"] in (JobState.QUEUED.value, JobState.RUNNING.value):
+                    return False
+                db.execute("UPDATE jobs SET output_path = NULL WHERE id = ?", (row["id"],))
+                self._event(db, row["id"], "info", f"its video {output_path} is being overwritten by job {job_id}")
+            db.execute("UPDATE jobs SET output_path = ?, updated_at = ? WHERE id = ?",
+                       (db_path(output_path), self.clock.now(), job_id))
+        return True
+
     def output_owner(self, output_path: str) -> int | None:
         rows = self._read("SELECT id FROM jobs WHERE output_path = ?", (db_path(output_path),))
         return rows[0][0] if rows else None

@@ -225,6 +225,9 @@ class Worker:
         except OSError as error:
             self._wait_for_disk(job, f"output folder unavailable: {error.strerror or error}")
             return
+        except output.OutputCollision as error:
+            self._fail(job, str(error), count_attempt=False)
+            return
         if already_written:
             log.info("job %d: %s was already written before a restart; marking done", job.id, destination)
             self.journal.mark_done(job.id, job.server, job.server_seconds, note=f"found finished output {destination}")
@@ -258,6 +261,9 @@ class Worker:
                 destination = self._destination(job)  # the video mirrors the new place
             except OSError as problem:
                 self._wait_for_disk(job, f"output folder unavailable: {problem.strerror or problem}")
+                return
+            except output.OutputCollision as problem:
+                self._fail(job, str(problem), count_attempt=False)
                 return
         if sha256_of(image) != job.source_sha256:
             self._fail(job, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
@@ -364,7 +370,9 @@ class Worker:
         root = self._root(job)
         output_dir = root.output_dir if root else self.config.output_dir
         first = output.default_video_path(output_dir, job.rel_path, job.output_name)
-        return output.choose_path(first, job.idem_key, lambda candidate: self.journal.set_output_path(job.id, str(candidate)), job=(job.id, job.source_sha256))
+        return output.choose_path(first, job.idem_key, lambda candidate: self.journal.set_output_path(job.id, str(candidate)), job=(job.id, job.source_sha256),
+                                  policy=(job.profile.get("fields") or {}).get("collision", "suffix"),
+                                  take_over=lambda candidate: self.journal.take_output_path(job.id, str(candidate)))
 
     def _comment(self, job: Job) -> str:
         return f"i2vd {__version__}; profile={job.profile_name}; source_sha256={job.source_sha256}; prompt={job.prompt}"

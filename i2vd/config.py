@@ -36,6 +36,7 @@ from i2vd.config_model import (
 
 DEFAULT_CONFIG_PATH = Path("/etc/i2vd/config.yaml")
 DONE_FOLDER = ".i2vd-done"  # `after: move` puts finished sources here, inside their root
+FAILED_FOLDER = ".i2vd-failed"  # `on_failure: move` puts failed sources here, inside their root
 
 
 class ConfigError(Exception):
@@ -98,6 +99,7 @@ class Config:
         folders = {self.output_dir, self.state_dir}
         folders.update(root.output_dir for root in self.watch)
         folders.update(root.path / DONE_FOLDER for root in self.watch)
+        folders.update(root.path / FAILED_FOLDER for root in self.watch)
         return tuple(sorted(folders))
 
     def with_root(self, folder: Path, output_dir: Path | None = None) -> Config:
@@ -108,7 +110,7 @@ class Config:
                 return self
             roots = tuple(dataclasses.replace(root, output_dir=output_dir) if root is existing else root for root in self.watch)
             return dataclasses.replace(self, watch=roots)
-        root = WatchRoot(path=folder, output_dir=output_dir or self.output_dir, settle_seconds=0, poll=False, rescan_seconds=3600, after="keep")
+        root = WatchRoot(path=folder, output_dir=output_dir or self.output_dir, settle_seconds=0, poll=False, rescan_seconds=3600, after="keep", on_failure="keep")
         return dataclasses.replace(self, watch=self.watch + (root,))
 
     def root_for(self, path: Path) -> WatchRoot | None:

@@ -277,6 +277,10 @@ class WatchRoot(_EmptyIsDefaults):
         "keep", description="keep, or move (into <root>/.i2vd-done/, same relative path); never delete")
     output_dir: Folder | None = Field(None, description="this root's own output folder (default: output_dir)",
                                       examples=["/srv/i2v/out-in"])
+    on_failure: Literal["keep", "move"] = Field(
+        "keep", description="a source whose job failed for good: keep it in place, or move it into "
+        "<root>/.i2vd-failed/ (same relative path) with <image filename>.error.txt beside it; "
+        "`i2vd retry` moves it back")
     schedule: Windows = Field(None, description=SCHEDULE_HELP, examples=[["sat-sun"]])
 
 

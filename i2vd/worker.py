@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2vd import __version__, mp4, output, received
-from i2vd import schedule as schedules
+from i2vd import failed_folder, schedule as schedules
 from i2vd.backends.base import RESOLUTIONS, Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
 from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER, Config, ServerConfig, WatchRoot
@@ -411,6 +411,12 @@ class Worker:
         log.error("job %d: failed%s: %s", job.id, f" {note}" if note else "", error, extra=job_fields(job.id, job.source_path, "failed"))
         self.journal.mark_failed(job.id, error, count_attempt=count_attempt)
         self.state.jobs_failed += 1
+        root = self._root(job)
+        if root is not None and root.on_failure == "move":
+            try:
+                failed_folder.move_in(root.path, job, error, self.clock.now())
+            except OSError as problem:
+                log.warning("job %d: could not move %s into %s: %s", job.id, job.source_path, failed_folder.FAILED_FOLDER, problem)
 
     def _wait_for_disk(self, job: Job, reason: str) -> None:
         """A file system's trouble, not the job's: back to the queue after the first backoff, no attempt used."""

@@ -71,6 +71,16 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """A webhook as the sender uses it: the secret read from secret_file at load."""
+
+    url: str
+    events: tuple[str, ...]
+    secret: str | None
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     state_dir: Path
@@ -84,6 +94,7 @@ class Config:
     profiles: dict[str, dict[str, Any]]
     http: HttpSettings | None = None
     timezone: str | None = None
+    webhooks: tuple[WebhookSettings, ...] = ()
 
     @property
     def server(self) -> ServerConfig:
@@ -154,6 +165,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         raise ConfigError(source, problems) from None
     _check_across(values, problems, roots=True)
     http = _http(values.http, problems)
+    webhooks = _webhooks(values, problems)
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -169,7 +181,27 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         profiles=_with_full_default(values.profiles),
         http=http,
         timezone=values.timezone,
+        webhooks=webhooks,
     )
+
+
+def _webhooks(values: ConfigFile, problems: list[str]) -> tuple[WebhookSettings, ...]:
+    """Secrets are read now: a missing or empty one stops start-up and reload like any other problem."""
+    hooks = []
+    for index, hook in enumerate(values.webhooks or []):
+        secret = None
+        if hook.secret_file is not None:
+            try:
+                secret = hook.secret_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as error:
+                problems.append(f"webhooks[{index}].secret_file: cannot read {hook.secret_file}: "
+                                f"{getattr(error, 'strerror', None) or error}")
+                continue
+            if not secret:
+                problems.append(f"webhooks[{index}].secret_file: {hook.secret_file} is empty")
+                continue
+        hooks.append(WebhookSettings(hook.url, tuple(dict.fromkeys(hook.events)), secret, hook.timeout_seconds))
+    return tuple(hooks)
 
 
 def _http(http: HttpConfig | None, problems: list[str]) -> HttpSettings | None:

@@ -329,6 +329,23 @@ class HttpConfig(_EmptyIsDefaults):
         return self
 
 
+WEBHOOK_EVENTS = ("done", "failed", "parked", "server_down", "server_up")
+
+
+class WebhookConfig(_EmptyIsDefaults, BaseModel):
+    """One receiver of events: POSTed JSON, signed when a secret is set."""
+
+    model_config = SETTINGS
+
+    url: Url = Field(description="where events are POSTed", examples=["https://hooks.example.com/i2vd"])
+    events: Annotated[list[Literal["done", "failed", "parked", "server_down", "server_up"]], Strict()] = Field(
+        default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1, description="which events go there")
+    secret_file: Folder | None = Field(
+        None, description="a file holding the HMAC secret (surrounding whitespace stripped): header "
+        "X-I2VD-Signature: sha256=<hex HMAC-SHA256 of the body>")
+    timeout_seconds: Float = Field(10.0, ge=0.1, le=300.0, description="longest one delivery attempt may take")
+
+
 EXAMPLE_PROFILES = {
     "default": {},
     "beach": {"prompt": "Waves crashing, camera panning left"},
@@ -387,6 +404,13 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
     http: HttpConfig | None = Field(
         None, description="the web dashboard (GET /), JSON API (/api/...), videos, /metrics and /healthz",
         examples=[{"listen": "127.0.0.1:8787", "token_file": "/etc/i2vd/token"}])
+
+    webhooks: Annotated[list[WebhookConfig], Strict()] | None = Field(
+        None, description="POST each event (done, failed, parked, server_down, server_up) as "
+        "{event, at, job: <the audit record>} (server events carry the server); kept in the journal until "
+        "delivered, retried 2 s, 4 s ... up to every 5 min for 24 h; header X-I2VD-Delivery is a stable id "
+        "to dedupe", examples=[[{"url": "https://hooks.example.com/i2vd", "events": ["done", "failed"],
+                                  "secret_file": "/etc/i2vd/webhook-secret"}]])
 
     @field_validator("http", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from i2vd.journal import Journal
 from i2vd.liveness import DEFAULT_MARGIN_SECONDS, Heartbeat
 from i2vd.lock import StateLock
 from i2vd.notify import Notifier
+from i2vd.webhooks import Sender
 from i2vd.worker import Worker, build_workers
 
 log = logging.getLogger("i2vd.daemon")
@@ -58,6 +59,7 @@ class Daemon:
         self.workers: list[Worker] = []
         self.intake_loop: IntakeLoop | None = None
         self.web = None  # i2vd.web.WebServer while `http:` is set
+        self.webhooks: Sender | None = None
         self.started_at = self.clock.now()
 
     def start(self) -> None:
@@ -79,6 +81,7 @@ class Daemon:
         self.workers = build_workers(self.config, self.journal, self.clock, backend=self._backend, gpu_reader=self._gpu_reader)
         intake = Intake(self.config, self.journal, on_queued=lambda job: self._wake_workers())
         self.intake_loop = IntakeLoop(self.config, intake, self.clock)
+        self.webhooks = Sender(self.config, self.journal, self.clock)
         for heartbeat in self._heartbeats():
             heartbeat.margin_seconds = self.liveness_margin_seconds
             heartbeat.beat()
@@ -86,6 +89,7 @@ class Daemon:
         self._spawn("i2vd-intake", self.intake_loop.run, self.stop_event)
         for index, worker in enumerate(self.workers):
             self._spawn(f"i2vd-worker-{index}", worker.run, self.stop_event)
+        self._spawn("i2vd-webhooks", self.webhooks.run, self.stop_event)
         self.journal.publish_status({"pid": os.getpid(), "version": __version__, "started_at": self.started_at})
         self.publish_status()
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
@@ -116,10 +120,13 @@ class Daemon:
         return line
 
     def publish_status(self) -> None:
+        servers = [worker.status() for worker in self.workers]
+        if self.webhooks is not None:
+            self.webhooks.observe_servers(servers)  # server_down / server_up
         self.journal.publish_status(
             {
                 "heartbeat_at": self.clock.now(),
-                "servers": [worker.status() for worker in self.workers],
+                "servers": servers,
                 "watches": [{"path": str(watch.root), "method": watch.method, "why": watch.reason, "active": watch.active,
                              "schedule": schedules.root_status(self.config, watch.root, self.clock.now())}
                             for watch in self.intake_loop.watches],
@@ -186,6 +193,7 @@ class Daemon:
         for worker, (server, backend, gate) in zip(self.workers, changes, strict=True):
             worker.reconfigure(new, server, backend, gate)
         self.intake_loop.reconfigure(new)
+        self.webhooks.reconfigure(new)
         self._reload_web(new)
         log.info("reloaded %s: %d watch root(s), %d profile(s)", new.source, len(new.watch), len(new.profiles))
         self.notifier.send("READY=1", f"STATUS=reloaded; {self.status_line()}")
@@ -211,6 +219,8 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.stop_event.set()
+        if self.webhooks is not None:
+            self.webhooks.wake.set()
         self._attention.set()
         self._wake_workers()
 

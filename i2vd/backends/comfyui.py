@@ -36,12 +36,11 @@ from urllib.parse import urlsplit
 import requests
 
 from i2vd import __version__
-from i2vd.backends import http
+from i2vd.backends import failures, http
 from i2vd.backends.base import (
     BackendError,
     BadInput,
     BadReply,
-    ServerOutOfMemory,
     ServerUnavailable,
     VideoReply,
     VideoRequest,
@@ -51,7 +50,7 @@ from i2vd.backends.base import (
 from i2vd.backends.comfyui_protocol import PromptStore, WorkflowRejected, execution_failure, history_failure
 from i2vd.backends.comfyui_protocol import pick_video, rejection
 from i2vd.backends.comfyui_workflow import Workflow, WorkflowError, WorkflowFile, field_values
-from i2vd.backends.predict import BODY_EXCERPT, looks_out_of_memory
+from i2vd.backends.failures import BODY_EXCERPT
 
 log = logging.getLogger(__name__)
 
@@ -197,18 +196,13 @@ class ComfyUIBackend:
         suffix = PurePath(request.image_name).suffix.lower()
         suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ".png"
         stem = re.sub(r"[^A-Za-z0-9_-]", "_", request.key or uuid.uuid4().hex)[:64]
-        response = self._http(
+        response = self._http(  # 413: BadInput, the image is too large for this server (failures.status_error)
             "POST",
             "/upload/image",
             deadline,
-            allow=(413,),
             files={"image": (f"{stem}{suffix}", request.image, mimetypes.guess_type(f"x{suffix}")[0] or "image/png")},
             data={"subfolder": "i2vd", "type": "input", "overwrite": "true"},
         )
-        if response.status_code == 413:
-            error = BadInput(f"ComfyUI refuses the image as too large ({len(request.image)} bytes)")
-            error.status = 413  # type: ignore[attr-defined]
-            raise error
         reply = _json(response, "POST /upload/image")
         if not isinstance(reply, dict) or not isinstance(reply.get("name"), str):
             raise BadReply(f"POST /upload/image answered without a name: {response.text[:BODY_EXCERPT]!r}")
@@ -242,7 +236,7 @@ class ComfyUIBackend:
     def _follow(self, prompt_id: str, client_id: str, deadline: float, submit: Callable[[], None] | None) -> dict:
         """Wait for the prompt over the websocket (submitting it once connected); its history entry."""
         try:
-            from websockets.exceptions import ConnectionClosed, WebSocketException
+            from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
             from websockets.sync.client import connect
         except ImportError:
             raise BackendError(
@@ -278,8 +272,11 @@ class ComfyUIBackend:
                         return entry
         except ConnectionClosed as error:  # made, then lost (one attempt); the next one finds the prompt again
             raise http.ConnectionDropped(f"ComfyUI at {self.url} closed the websocket mid-job: {error}") from None
+        except InvalidStatus as error:  # an HTTP answer instead of the websocket: what its status says
+            text = bytes(error.response.body or b"").decode("utf-8", "replace")
+            raise failures.status_error(error.response.status_code, text, f"GET {ws_url}") from None
         except (OSError, WebSocketException) as error:
-            raise ServerUnavailable(f"cannot reach {ws_url}: {http.reason(error)}") from None
+            raise ServerUnavailable(f"cannot reach {ws_url}: {failures.reason(error)}") from None
 
     def _message(self, raw: str | bytes, prompt_id: str) -> bool:
         """Act on one websocket message; True when it says the prompt is over."""
@@ -361,17 +358,8 @@ class ComfyUIBackend:
             raise _current().error()
         if response.ok or response.status_code in allow:
             return response
-        text, status = response.text[:BODY_EXCERPT], response.status_code
-        if status in (502, 503, 504):  # a reverse proxy with ComfyUI down behind it
-            error: BackendError = ServerUnavailable(f"{method} {path} on {self.url}: HTTP {status} {text}")
-        elif status in (401, 403):  # a login in front of ComfyUI: no job can pass, none is the job's fault
-            error = ServerUnavailable(f"{self.url} wants a login (HTTP {status} on {path}), which i2vd does not do")
-        elif looks_out_of_memory(text):
-            error = ServerOutOfMemory(f"{method} {path}: HTTP {status} {text}")
-        else:
-            error = BackendError(f"{method} {path} on {self.url} answered HTTP {status}: {text}")
-        error.status = status  # type: ignore[attr-defined]
-        raise error
+        # a proxy's 502 with ComfyUI down behind it, a login in front of it, ...: failures.status_error
+        raise failures.status_error(response.status_code, response.text, f"{method} {path} on {self.url}")
 
 
 def _current() -> http.Deadline:

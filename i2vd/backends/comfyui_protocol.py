@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from i2vd.backends.base import BackendError, BadReply, ServerOutOfMemory, ServerUnavailable
-from i2vd.backends.predict import BODY_EXCERPT, looks_out_of_memory
+from i2vd.backends.failures import BODY_EXCERPT, looks_out_of_memory
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".webp", ".avi")
 CPU_OUT_OF_MEMORY = ("can't allocate memory", "not enough memory")  # torch's DefaultCPUAllocator

@@ -18,9 +18,10 @@ from typing import Any
 import requests
 
 from i2vd import __version__
-from i2vd.backends.base import ServerUnavailable
+from i2vd.backends.base import BackendError
 from i2vd.backends.comfyui_probe import comfyui_report, system_stats
-from i2vd.backends.gradio import QUEUE_PROTOCOLS, discover_app
+from i2vd.backends.gradio import QUEUE_PROTOCOLS
+from i2vd.backends.gradio_wire import discover_app
 from i2vd.backends.gradio_protocol import AppMismatch, Endpoint, ParameterMap, build_mapping, choose_endpoint, input_problems
 
 PREDICT_PATHS = ("/api/predict/", "/run/predict", "/predict")
@@ -124,7 +125,7 @@ def _probe(session: requests.Session, url: str, api_name: str | None, inputs: di
         if stats is not None:
             return comfyui_report(url, stats)
         return _not_gradio(session, url, str(error), timeout)
-    except ServerUnavailable as error:
+    except BackendError as error:  # down, or connected and then silent or lost (failures.py)
         return ProbeReport(url, "unreachable", problem=str(error))
     report = ProbeReport(url, "gradio", app.version, app.protocol, app.api_prefix, app.source, app.info_problem,
                          list(app.endpoints))

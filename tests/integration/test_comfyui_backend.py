@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.backends.base import BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
+from i2vd.backends.base import BackendError, BadInput, LoginRequired, ServerOutOfMemory, ServerUnavailable, VideoRequest
 from i2vd.backends.http import CallTimedOut, ConnectionDropped
 from i2vd.backends.comfyui import ComfyUIBackend, WorkflowRejected
 from i2vd.backends.comfyui_workflow import load_workflow
@@ -254,7 +254,7 @@ def _wait_for(condition, seconds: float = 10) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "kind"), [(502, ServerUnavailable), (401, ServerUnavailable), (500, BackendError), (413, BadInput)]
+    ("status", "kind"), [(502, ServerUnavailable), (401, LoginRequired), (500, BackendError), (413, BadInput)]
 )
 def test_what_a_proxy_in_front_of_comfyui_answers_keeps_its_class_and_status(png, status, kind):
     """A reverse proxy's gateway error or login page in ComfyUI's place (here at the upload)."""

@@ -192,7 +192,8 @@ class Sender:
             pass
         delivered = self.deliver_due(stop)
         with self.journal.transaction() as db:
-            db.execute("DELETE FROM webhook_outbox WHERE delivered_at < ?", (self.clock.now() - DELIVERED_KEPT_SECONDS,))
+            db.execute("DELETE FROM webhook_outbox WHERE delivered_at < ?",
+                       (self.clock.now() - DELIVERED_KEPT_SECONDS,))
         return delivered
 
     def next_due(self) -> float | None:
@@ -228,6 +229,6 @@ def outbox_status(journal: Journal, config: Config) -> dict[str, Any] | None:
     return {
         "undelivered": (undelivered or 0) + (pending[0][0] if pending else 0),
         "given_up": given_up or 0,
-        "last_error": f"{last[0]['url']} ({last[0]['event']}, {last[0]['attempts']} attempt(s)): {last[0]['last_error']}"
-        if last else None,
+        "last_error": (f"{last[0]['url']} ({last[0]['event']}, {last[0]['attempts']} attempt(s)): "
+                       f"{last[0]['last_error']}") if last else None,
     }

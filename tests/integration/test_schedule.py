@@ -113,8 +113,9 @@ def test_a_night_window_crosses_midnight_and_keeps_local_hours_across_the_spring
     assert not schedule.is_open(at("2026-03-30T00:00"))  # no Sunday-night window
     assert schedule.paused(at("2026-03-30T09:00")) == "paused by schedule until Mon 20:00"
     # Monday 20:00 is CEST (UTC+2): 18:00 UTC, not the 19:00 UTC the same hour was the week before.
-    assert schedule.next_open(at("2026-03-30T09:00")) == datetime(2026, 3, 30, 18, 0, tzinfo=ZoneInfo("UTC")).timestamp()
-    assert schedule.next_open(at("2026-03-23T09:00")) == datetime(2026, 3, 23, 19, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+    utc = ZoneInfo("UTC")
+    assert schedule.next_open(at("2026-03-30T09:00")) == datetime(2026, 3, 30, 18, 0, tzinfo=utc).timestamp()
+    assert schedule.next_open(at("2026-03-23T09:00")) == datetime(2026, 3, 23, 19, 0, tzinfo=utc).timestamp()
 
 
 def test_a_window_over_the_autumn_change_lasts_the_extra_hour():

@@ -144,3 +144,19 @@ def test_keep_leaves_the_failed_source_in_place(tmp_path, fake_server):
         assert (rig.root / "a.png").read_bytes() == data and not (rig.root / ".i2vd-failed").exists()
     finally:
         rig.close()
+
+
+def test_a_file_that_fails_at_intake_moves_too_and_a_link_never_does(rig, fake_server):
+    junk = rig.root / "notes.jpg"
+    junk.write_text("not an image at all")
+    result = rig.intake.consider(junk, rig.root_config)
+    assert result.outcome is Outcome.FAILED
+    parked = rig.root / ".i2vd-failed" / "notes.jpg"
+    assert parked.read_text() == "not an image at all" and not junk.exists()
+    assert f"job: {result.job.id}" in (rig.root / ".i2vd-failed" / "notes.jpg.error.txt").read_text()
+    target = rig.root.parent / "outside.png"
+    write_image(target)
+    (rig.root / "link.png").symlink_to(target)
+    linked = rig.intake.consider(rig.root / "link.png", rig.root_config)
+    assert linked.outcome is Outcome.FAILED
+    assert (rig.root / "link.png").is_symlink() and not (rig.root / ".i2vd-failed" / "link.png").exists()

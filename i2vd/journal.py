@@ -666,7 +666,7 @@ class Journal:
             candidates = []
             queued_roots = f"SELECT DISTINCT root FROM jobs WHERE state = {_sql(JobState.QUEUED)}"
             for (root,) in db.execute(queued_roots).fetchall():
-                if root in skip_roots:
+                if py_path(root) in skip_roots:
                     continue
                 best = db.execute(
                     "SELECT id, root, priority, next_attempt_at FROM jobs INDEXED BY jobs_by_root_turn"

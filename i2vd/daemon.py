@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -48,6 +49,7 @@ class Daemon:
         self._attention = threading.Event()  # set by signals: stop or reload wanted
         self._reload_requested = False
         self._stuck_reported = False
+        self._status_refused = False  # the last status could not be written (state disk full?)
         self.clock = clock or Clock()
         self._backend = backend
         self._gpu_reader = gpu_reader
@@ -134,6 +136,20 @@ class Daemon:
             }
         )
 
+    def _publish_or_say_why(self) -> None:
+        """A journal that refuses a write for a while (state disk full) is said once, and the daemon goes on."""
+        try:
+            self.publish_status()
+        except sqlite3.Error as error:
+            if not self._status_refused:
+                log.warning("cannot record the daemon's status in %s: %s (is %s full?); trying again every %.0f s",
+                            self.journal.path, error, self.config.state_dir, STATUS_EVERY_SECONDS)
+            self._status_refused = True
+            return
+        if self._status_refused:
+            log.info("the daemon's status is recorded again in %s", self.journal.path)
+        self._status_refused = False
+
     def _heartbeats(self) -> list[Heartbeat]:
         return [worker.heartbeat for worker in self.workers] + [self.intake_loop.heartbeat]
 
@@ -209,7 +225,7 @@ class Daemon:
                 self.reload()
             now = self.clock.monotonic()
             if now - last_status >= STATUS_EVERY_SECONDS:
-                self.publish_status()
+                self._publish_or_say_why()
                 self.notifier.send(f"STATUS={self.status_line()}")
                 last_status = now
             if ping_every is not None and self._working() and all(thread.is_alive() for thread in self._threads):
@@ -239,9 +255,15 @@ class Daemon:
             job_id = worker.state.current_job
             if job_id is not None:
                 log.warning("job %d did not finish within %.0f s: released to the queue", job_id, grace_seconds)
-                self.journal.requeue(job_id, None, self.clock.now(), count_attempt=False)
+                try:
+                    self.journal.requeue(job_id, None, self.clock.now(), count_attempt=False)
+                except sqlite3.Error as error:  # its lease runs out: the next start queues it again
+                    log.warning("job %d could not be released in the journal: %s", job_id, error)
         if self.journal is not None:
-            self.journal.publish_status({"heartbeat_at": None, "servers": []})
+            try:
+                self.journal.publish_status({"heartbeat_at": None, "servers": []})
+            except sqlite3.Error as error:
+                log.warning("cannot record the daemon's stop in %s: %s", self.journal.path, error)
             if all(not thread.is_alive() for thread in self._threads):
                 for worker in self.workers:
                     worker.backend.close()

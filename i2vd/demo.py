@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -175,13 +177,24 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _program() -> str:
+    """`i2vd` as the user can type it: bare when it is on PATH, else the script that ran (`make demo`: .venv/bin/i2vd)."""
+    ran = Path(sys.argv[0])
+    if ran.name != "i2vd" or not ran.is_file():
+        return "i2vd"  # python -m i2vd, or an unknown launcher
+    on_path = shutil.which("i2vd")
+    if on_path is not None and Path(on_path).resolve() == ran.resolve():
+        return "i2vd"
+    return _shown(ran.absolute())
+
+
 def next_steps(workdir: Path) -> str:
     """What to type next: the demo's config is a working one, for the user's own images."""
-    config, hot = _shown(workdir / "config.yaml"), _shown(workdir / "hot")
+    config, hot, i2vd = _shown(workdir / "config.yaml"), _shown(workdir / "hot"), _program()
     return (
         "\nTry it on your own images (the demo wrote a working config):\n"
-        f"  i2vd run -c {config}            # the daemon; leave it running\n"
+        f"  {i2vd} run -c {config}            # the daemon; leave it running\n"
         f"  cp photo.jpg {hot}/beach/       # any folder under {hot}: its i2vd.yaml names the profile\n"
-        f"  i2vd status -c {config}         # in another terminal: what it is doing\n"
+        f"  {i2vd} status -c {config}         # in another terminal: what it is doing\n"
         f"Videos appear under {_shown(workdir / 'out')}/, mirroring the folders."
     )

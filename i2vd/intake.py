@@ -239,6 +239,9 @@ class Intake:
     def reresolve(self, job: Job, *, fresh_start: bool = False) -> IntakeResult:
         """Apply the sidecars as they are now to a job not yet started (or, with fresh_start, a retried one)."""
         path = Path(job.source_path)
+        if not fresh_start and not os.path.lexists(path):
+            # Moved away with its folder (the sidecar "deleted" here went along): its new place decides, once found.
+            return IntakeResult(Outcome.KNOWN, job, reason="its file is not here any more")
         root = self.config.root_for(path)
         facts_data = job.profile.get("facts")
         facts = ImageFacts(**facts_data) if facts_data else None

@@ -97,6 +97,12 @@ def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
         raise SidecarError(file, [f"cannot read: not UTF-8 text ({error})"]) from None
     except yaml.YAMLError as error:
         raise SidecarError(file, [f"not valid YAML: {error}"]) from None
+    # Measured before anything copies it: YAML aliases make a few lines mean gigabytes.
+    for key, value in data.items() if isinstance(data, dict) else [(None, data)]:
+        try:
+            measure(value, "the sidecar" if key is None else str(key))
+        except TemplateLimitError as error:
+            raise SidecarError(file, [str(error) if key is None else f"{key}: {error}"]) from None
     problems: list[str] = []
     if isinstance(data, dict):
         for key in CONFIG_ONLY_KEYS.intersection(map(str, data)):

@@ -36,6 +36,7 @@ from i2vd.config_model import (
 
 DEFAULT_CONFIG_PATH = Path("/etc/i2vd/config.yaml")
 DONE_FOLDER = ".i2vd-done"  # `after: move` puts finished sources here, inside their root
+FAILED_FOLDER = ".i2vd-failed"  # `on_failure: move` puts failed sources here, inside their root
 
 
 class ConfigError(Exception):
@@ -70,6 +71,16 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """A webhook as the sender uses it: the secret read from secret_file at load."""
+
+    url: str
+    events: tuple[str, ...]
+    secret: str | None
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     state_dir: Path
@@ -82,6 +93,8 @@ class Config:
     watch: tuple[WatchRoot, ...]
     profiles: dict[str, dict[str, Any]]
     http: HttpSettings | None = None
+    timezone: str | None = None
+    webhooks: tuple[WebhookSettings, ...] = ()
 
     @property
     def server(self) -> ServerConfig:
@@ -97,6 +110,7 @@ class Config:
         folders = {self.output_dir, self.state_dir}
         folders.update(root.output_dir for root in self.watch)
         folders.update(root.path / DONE_FOLDER for root in self.watch)
+        folders.update(root.path / FAILED_FOLDER for root in self.watch)
         return tuple(sorted(folders))
 
     def with_root(self, folder: Path, output_dir: Path | None = None) -> Config:
@@ -107,7 +121,7 @@ class Config:
                 return self
             roots = tuple(dataclasses.replace(root, output_dir=output_dir) if root is existing else root for root in self.watch)
             return dataclasses.replace(self, watch=roots)
-        root = WatchRoot(path=folder, output_dir=output_dir or self.output_dir, settle_seconds=0, poll=False, rescan_seconds=3600, after="keep")
+        root = WatchRoot(path=folder, output_dir=output_dir or self.output_dir, settle_seconds=0, poll=False, rescan_seconds=3600, after="keep", on_failure="keep")
         return dataclasses.replace(self, watch=self.watch + (root,))
 
     def root_for(self, path: Path) -> WatchRoot | None:
@@ -151,6 +165,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         raise ConfigError(source, problems) from None
     _check_across(values, problems, roots=True)
     http = _http(values.http, problems)
+    webhooks = _webhooks(values, problems)
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -165,7 +180,28 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         watch=_roots(values),
         profiles=_with_full_default(values.profiles),
         http=http,
+        timezone=values.timezone,
+        webhooks=webhooks,
     )
+
+
+def _webhooks(values: ConfigFile, problems: list[str]) -> tuple[WebhookSettings, ...]:
+    """Secrets are read now: a missing or empty one stops start-up and reload like any other problem."""
+    hooks = []
+    for index, hook in enumerate(values.webhooks or []):
+        secret = None
+        if hook.secret_file is not None:
+            try:
+                secret = hook.secret_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as error:
+                problems.append(f"webhooks[{index}].secret_file: cannot read {hook.secret_file}: "
+                                f"{getattr(error, 'strerror', None) or error}")
+                continue
+            if not secret:
+                problems.append(f"webhooks[{index}].secret_file: {hook.secret_file} is empty")
+                continue
+        hooks.append(WebhookSettings(hook.url, tuple(dict.fromkeys(hook.events)), secret, hook.timeout_seconds))
+    return tuple(hooks)
 
 
 def _http(http: HttpConfig | None, problems: list[str]) -> HttpSettings | None:

@@ -90,6 +90,35 @@ AutoOrBool = Annotated[Any, PlainValidator(_auto_or_bool)]
 Folder = Annotated[Path, BeforeValidator(_folder)]
 
 
+def _windows(value: Any) -> list[str] | None:
+    from i2vd.schedule import ScheduleError, validate_windows
+
+    if value is not None and (not isinstance(value, list) or not all(isinstance(item, str) for item in value)):
+        raise problem(f"{value!r} is not a list of windows, e.g. [\"mon-fri 20:00-07:00\", \"sat-sun\"]")
+    try:
+        return validate_windows(value)
+    except ScheduleError as error:
+        raise problem(str(error)) from None
+
+
+def _timezone(value: Any) -> str | None:
+    from i2vd.schedule import ScheduleError, zone
+
+    if value is None:
+        return None
+    try:
+        zone(_text(value))
+    except ScheduleError as error:
+        raise problem(str(error)) from None
+    return value
+
+
+Windows = Annotated[list[str] | None, PlainValidator(_windows)]
+SCHEDULE_HELP = ("time windows when jobs are dispatched here, in `timezone:` (e.g. [\"mon-fri 20:00-07:00\", "
+                 "\"sat-sun\"]; a range ending before it starts crosses midnight); outside them files are still "
+                 "journaled and a running job finishes. Empty: always")
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise problem("is empty, expected a string" if value is None else f"{value!r} is not a string")
@@ -121,6 +150,9 @@ class ProfileFields(_EmptyIsDefaults, BaseModel):
         "the /predict API has none; the builtin engine has no randomness)")
     output: Template | None = Field(
         None, description="output file name template, e.g. 'sku_{{ stem }}_rotate.mp4'; empty: <stem>.mp4")
+    collision: Literal["suffix", "overwrite", "fail"] = Field(
+        "suffix", description="when the output name holds another job's video: suffix (name-1.mp4, ...), "
+        "overwrite (replaced atomically) or fail (the job fails naming the existing video)")
 
 
 class SidecarFields(ProfileFields):
@@ -166,6 +198,7 @@ class ServerConfig(_EmptyIsDefaults):
         "`i2vd probe -c` shows what each node gets")
     free_after_job: Annotated[bool, Strict()] = Field(
         False, description="comfyui: POST /free after each job (VRAM back to the GPU; models stay loaded)")
+    schedule: Windows = Field(None, description=SCHEDULE_HELP, examples=[["mon-fri 20:00-07:00", "sat-sun"]])
 
 
 def _mapping(value: Any) -> dict | None:
@@ -244,6 +277,11 @@ class WatchRoot(_EmptyIsDefaults):
         "keep", description="keep, or move (into <root>/.i2vd-done/, same relative path); never delete")
     output_dir: Folder | None = Field(None, description="this root's own output folder (default: output_dir)",
                                       examples=["/srv/i2v/out-in"])
+    on_failure: Literal["keep", "move"] = Field(
+        "keep", description="a source whose job failed for good: keep it in place, or move it into "
+        "<root>/.i2vd-failed/ (same relative path) with <image filename>.error.txt beside it; "
+        "`i2vd retry` moves it back")
+    schedule: Windows = Field(None, description=SCHEDULE_HELP, examples=[["sat-sun"]])
 
 
 def _listen(value: Any) -> str:
@@ -291,6 +329,23 @@ class HttpConfig(_EmptyIsDefaults):
         return self
 
 
+WEBHOOK_EVENTS = ("done", "failed", "parked", "server_down", "server_up")
+
+
+class WebhookConfig(_EmptyIsDefaults, BaseModel):
+    """One receiver of events: POSTed JSON, signed when a secret is set."""
+
+    model_config = SETTINGS
+
+    url: Url = Field(description="where events are POSTed", examples=["https://hooks.example.com/i2vd"])
+    events: Annotated[list[Literal["done", "failed", "parked", "server_down", "server_up"]], Strict()] = Field(
+        default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1, description="which events go there")
+    secret_file: Folder | None = Field(
+        None, description="a file holding the HMAC secret (surrounding whitespace stripped): header "
+        "X-I2VD-Signature: sha256=<hex HMAC-SHA256 of the body>")
+    timeout_seconds: Float = Field(10.0, ge=0.1, le=300.0, description="longest one delivery attempt may take")
+
+
 EXAMPLE_PROFILES = {
     "default": {},
     "beach": {"prompt": "Waves crashing, camera panning left"},
@@ -322,6 +377,9 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
         "<video>.json beside each. Outputs inside a watched root are never taken as input",
         examples=["/srv/i2v/out"])
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity")
+    timezone: Annotated[str | None, PlainValidator(_timezone)] = Field(
+        None, description="IANA time zone for every `schedule:` (e.g. Europe/Berlin); empty: the host's",
+        examples=["Europe/Berlin"])
     stop_grace_seconds: Float = Field(
         30.0, ge=0.0, description="on stop, the running job may finish this long, then goes back to the queue "
         "(keep it below the unit's TimeoutStopSec=60)")
@@ -346,6 +404,13 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
     http: HttpConfig | None = Field(
         None, description="the web dashboard (GET /), JSON API (/api/...), videos, /metrics and /healthz",
         examples=[{"listen": "127.0.0.1:8787", "token_file": "/etc/i2vd/token"}])
+
+    webhooks: Annotated[list[WebhookConfig], Strict()] | None = Field(
+        None, description="POST each event (done, failed, parked, server_down, server_up) as "
+        "{event, at, job: <the audit record>} (server events carry the server); kept in the journal until "
+        "delivered, retried 2 s, 4 s ... up to every 5 min for 24 h; header X-I2VD-Delivery is a stable id "
+        "to dedupe", examples=[[{"url": "https://hooks.example.com/i2vd", "events": ["done", "failed"],
+                                  "secret_file": "/etc/i2vd/webhook-secret"}]])
 
     @field_validator("http", mode="before")
     @classmethod

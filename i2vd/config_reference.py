@@ -113,6 +113,8 @@ def _key(name: str, info: Any, indent: int, value: Any = UNSET, lead: str = "", 
     comment = (info.description or "") + _facts(info, shown) if comments else ""
     if _fields_of(kind) is not None:
         return _comment_lines(comment, indent) + [f"{lead}{name}:"] + _model(kind, indent + 2)
+    if origin is list and _fields_of(_bare(typing.get_args(kind)[0])) is None:  # a list of words: one line
+        return _comment_lines(comment, indent) + [f"{lead}{name}: [{', '.join(_scalar(entry) for entry in shown)}]"]
     if origin is list:
         lines = _comment_lines(comment, indent) + [f"{lead}{name}:"]
         for entry in shown:

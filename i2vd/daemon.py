@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from i2vd import __version__
+from i2vd import schedule as schedules
 from i2vd.backends import make_backend
 from i2vd.backends.base import Backend
 from i2vd.clock import Clock
@@ -27,6 +28,7 @@ from i2vd.journal import Journal
 from i2vd.liveness import DEFAULT_MARGIN_SECONDS, Heartbeat
 from i2vd.lock import StateLock
 from i2vd.notify import Notifier
+from i2vd.webhooks import Sender
 from i2vd.worker import Worker, build_workers
 
 log = logging.getLogger("i2vd.daemon")
@@ -59,6 +61,7 @@ class Daemon:
         self.workers: list[Worker] = []
         self.intake_loop: IntakeLoop | None = None
         self.web = None  # i2vd.web.WebServer while `http:` is set
+        self.webhooks: Sender | None = None
         self.started_at = self.clock.now()
 
     def start(self) -> None:
@@ -80,6 +83,7 @@ class Daemon:
         self.workers = build_workers(self.config, self.journal, self.clock, backend=self._backend, gpu_reader=self._gpu_reader)
         intake = Intake(self.config, self.journal, on_queued=lambda job: self._wake_workers())
         self.intake_loop = IntakeLoop(self.config, intake, self.clock)
+        self.webhooks = Sender(self.config, self.journal, self.clock)
         for heartbeat in self._heartbeats():
             heartbeat.margin_seconds = self.liveness_margin_seconds
             heartbeat.beat()
@@ -87,6 +91,7 @@ class Daemon:
         self._spawn("i2vd-intake", self.intake_loop.run, self.stop_event)
         for index, worker in enumerate(self.workers):
             self._spawn(f"i2vd-worker-{index}", worker.run, self.stop_event)
+        self._spawn("i2vd-webhooks", self.webhooks.run, self.stop_event)
         self.journal.publish_status({"pid": os.getpid(), "version": __version__, "started_at": self.started_at})
         self.publish_status()
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
@@ -110,17 +115,23 @@ class Daemon:
         down = sum(worker.state.server_down_since is not None for worker in self.workers)
         if down:
             line += f"; {down} server(s) down"
+        line += schedules.status_words(self.config, self.workers, self.clock.now())
         working = [worker.state.current_file for worker in self.workers if worker.state.current_file]
         if working:
             line += f"; working on {', '.join(working)}"
         return line
 
     def publish_status(self) -> None:
+        servers = [worker.status() for worker in self.workers]
+        if self.webhooks is not None:
+            self.webhooks.observe_servers(servers)  # server_down / server_up
         self.journal.publish_status(
             {
                 "heartbeat_at": self.clock.now(),
-                "servers": [worker.status() for worker in self.workers],
-                "watches": [{"path": str(watch.root), "method": watch.method, "why": watch.reason, "active": watch.active} for watch in self.intake_loop.watches],
+                "servers": servers,
+                "watches": [{"path": str(watch.root), "method": watch.method, "why": watch.reason, "active": watch.active,
+                             "schedule": schedules.root_status(self.config, watch.root, self.clock.now())}
+                            for watch in self.intake_loop.watches],
                 "settling": self.intake_loop.settling,
             }
         )
@@ -181,7 +192,9 @@ class Daemon:
                 raise ConfigError(new.source, [f"servers: {len(self.config.servers)} -> {len(new.servers)} servers needs a restart"])
             changes = []
             for old, entry in zip(self.config.servers, new.servers, strict=True):
-                changed = entry.server != old.server and self._backend is None
+                # a new schedule alone is taken by the worker as it is: no new backend for it
+                changed = schedules.without_schedule(entry.server) != schedules.without_schedule(old.server)
+                changed = changed and self._backend is None
                 backend = make_backend(entry.server, self.config.state_dir) if changed else None
                 gate = (VramGate.from_config(entry.gpu, self.clock, self._gpu_reader, server_url=entry.server.url)
                         if entry.gpu != old.gpu else None)
@@ -196,6 +209,7 @@ class Daemon:
         for worker, (server, backend, gate) in zip(self.workers, changes, strict=True):
             worker.reconfigure(new, server, backend, gate)
         self.intake_loop.reconfigure(new)
+        self.webhooks.reconfigure(new)
         self._reload_web(new)
         log.info("reloaded %s: %d watch root(s), %d profile(s)", new.source, len(new.watch), len(new.profiles))
         self.notifier.send("READY=1", f"STATUS=reloaded; {self.status_line()}")
@@ -221,6 +235,8 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.stop_event.set()
+        if self.webhooks is not None:
+            self.webhooks.wake.set()
         self._attention.set()
         self._wake_workers()
 

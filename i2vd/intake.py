@@ -24,6 +24,7 @@ from typing import Callable
 
 import yaml
 
+from i2vd import failed_folder
 from i2vd.clock import Clock
 from i2vd.config import Config, WatchRoot
 from i2vd.follow import failed_as_gone, is_gone
@@ -113,6 +114,8 @@ class Intake:
                     results[index] = self._report(job)
                     continue
             results[index] = self._report(job) if created else IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
+            if created and job.state is JobState.FAILED:
+                self._move_failed(job)
         return results
 
     def _examine(self, path: Path, root: WatchRoot | None, profile_name: str, bad_is_final: bool) -> IntakeResult | tuple[NewJob, int | None]:
@@ -183,6 +186,16 @@ class Intake:
                 result = self._report(result.job)
             results[index] = result
         return results
+
+    def _move_failed(self, job: Job) -> None:
+        """`on_failure: move` for a file that failed here (not an image, say); a link or a FIFO is never moved."""
+        root = self.config.root_for(Path(job.source_path))
+        if root is None or root.on_failure != "move" or not job.source_sha256:
+            return
+        try:
+            failed_folder.move_in(root.path, job, job.last_error or "", self.journal.clock.now())
+        except OSError as error:
+            log.warning("job %d: could not move %s into %s: %s", job.id, job.source_path, failed_folder.FAILED_FOLDER, error)
 
     def _report(self, job: Job) -> IntakeResult:
         if job.state is JobState.FAILED:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 from i2vd import __version__
 from i2vd.clock import Clock
@@ -79,7 +79,39 @@ CREATE TABLE IF NOT EXISTS daemon_status (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webhook_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER,
+    event TEXT NOT NULL,
+    at REAL NOT NULL,
+    server_json TEXT
+);
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    delivery_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    delivered_at REAL,
+    given_up_at REAL
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_attempt_at)
+    WHERE delivered_at IS NULL AND given_up_at IS NULL;
 """
+# A job that reaches done, failed or parked leaves a webhook event in the same transaction as the change
+# itself, whichever code path made it: i2vd.webhooks turns them into deliveries. (Whole statements: a
+# trigger's body has its own semicolons, so these are not in SCHEMA, which is split on them.)
+WEBHOOK_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS webhook_on_state AFTER UPDATE OF state ON jobs"
+    " WHEN NEW.state IN ('done', 'failed', 'parked') AND NEW.state IS NOT OLD.state"
+    " BEGIN INSERT INTO webhook_events (job_id, event, at) VALUES (NEW.id, NEW.state, NEW.updated_at); END",
+    "CREATE TRIGGER IF NOT EXISTS webhook_on_insert AFTER INSERT ON jobs"
+    " WHEN NEW.state IN ('failed', 'parked')"
+    " BEGIN INSERT INTO webhook_events (job_id, event, at) VALUES (NEW.id, NEW.state, NEW.updated_at); END",
+)
 
 EVENTS_KEPT = 10_000
 PATH_FIELDS = ("source_path", "root", "rel_path", "output_path")
@@ -120,7 +152,24 @@ def _to_v2(db: sqlite3.Connection) -> None:
     """
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2)
+def _to_v3_webhook_outbox(db: sqlite3.Connection) -> None:
+    """Webhooks (issue 17): `webhook_events` (outcomes and server events waiting to become deliveries,
+    filled by triggers on `jobs`) and `webhook_outbox` (one row per delivery, kept across restarts).
+    Self-contained: its own copy of the statements, as they were when this version was made."""
+    db.execute("CREATE TABLE IF NOT EXISTS webhook_events (id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER,"
+               " event TEXT NOT NULL, at REAL NOT NULL, server_json TEXT)")
+    db.execute("CREATE TABLE IF NOT EXISTS webhook_outbox (delivery_id TEXT PRIMARY KEY, url TEXT NOT NULL,"
+               " event TEXT NOT NULL, body BLOB NOT NULL, created_at REAL NOT NULL, next_attempt_at REAL NOT NULL,"
+               " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, delivered_at REAL, given_up_at REAL)")
+    db.execute("CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_attempt_at)"
+               " WHERE delivered_at IS NULL AND given_up_at IS NULL")
+    for event, when in (("state", "AFTER UPDATE OF state"), ("insert", "AFTER INSERT")):
+        states = "('done', 'failed', 'parked') AND NEW.state IS NOT OLD.state" if event == "state" else "('failed', 'parked')"
+        db.execute(f"CREATE TRIGGER IF NOT EXISTS webhook_on_{event} {when} ON jobs WHEN NEW.state IN {states}"
+                   " BEGIN INSERT INTO webhook_events (job_id, event, at) VALUES (NEW.id, NEW.state, NEW.updated_at); END")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2, _to_v3_webhook_outbox)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -340,6 +389,8 @@ class Journal:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                for statement in WEBHOOK_TRIGGERS:
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             self._db.close()
@@ -389,6 +440,13 @@ class Journal:
     def _read(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, parameters).fetchall()
+
+    def transaction(self):
+        """One write transaction, for modules that keep their own tables here (i2vd.webhooks)."""
+        return self._write()
+
+    def query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
+        return self._read(sql, parameters)
 
     # -- files seen by the watcher -------------------------------------------------
 
@@ -596,10 +654,11 @@ class Journal:
         """When the earliest queued job becomes due, or None when nothing is queued."""
         return self._read(f"SELECT min(next_attempt_at) FROM jobs WHERE state = {_sql(JobState.QUEUED)}")[0][0]
 
-    def claim_next(self, owner: str, lease_seconds: float) -> Job | None:
+    def claim_next(self, owner: str, lease_seconds: float, skip_roots: Collection[str] = ()) -> Job | None:
         """The next due job: highest priority first, then the watch root whose turn is longest ago, then oldest.
 
-        Taking roots in turn means one huge drop in one hot folder does not starve the others.
+        Taking roots in turn means one huge drop in one hot folder does not starve the others. Jobs under
+        `skip_roots` (roots outside their schedule) stay queued; the other roots are looked at as usual.
         """
         now = self.clock.now()
         with self._write() as db:
@@ -607,6 +666,8 @@ class Journal:
             candidates = []
             queued_roots = f"SELECT DISTINCT root FROM jobs WHERE state = {_sql(JobState.QUEUED)}"
             for (root,) in db.execute(queued_roots).fetchall():
+                if py_path(root) in skip_roots:
+                    continue
                 best = db.execute(
                     "SELECT id, root, priority, next_attempt_at FROM jobs INDEXED BY jobs_by_root_turn"
                     f" WHERE state = {_sql(JobState.QUEUED)} AND root = ? AND next_attempt_at <= ?"
@@ -697,6 +758,20 @@ class Journal:
                 db.execute("UPDATE jobs SET output_path = ?, updated_at = ? WHERE id = ?", (db_path(output_path), self.clock.now(), job_id))
         except sqlite3.IntegrityError:
             return False
+        return True
+
+    def take_output_path(self, job_id: int, output_path: str) -> bool:
+        """`collision: overwrite`: the path becomes this job's, taken from a finished job (whose video is
+        replaced; it keeps an event saying so); False while a queued or running job owns it."""
+        with self._write() as db:
+            row = db.execute("SELECT id, state FROM jobs WHERE output_path = ?", (db_path(output_path),)).fetchone()
+            if row is not None and row["id"] != job_id:
+                if row["state"] in (JobState.QUEUED.value, JobState.RUNNING.value):
+                    return False
+                db.execute("UPDATE jobs SET output_path = NULL WHERE id = ?", (row["id"],))
+                self._event(db, row["id"], "info", f"its video {output_path} is being overwritten by job {job_id}")
+            db.execute("UPDATE jobs SET output_path = ?, updated_at = ? WHERE id = ?",
+                       (db_path(output_path), self.clock.now(), job_id))
         return True
 
     def output_owner(self, output_path: str) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from i2vd import failed_folder
 from i2vd.config import Config
 from i2vd.images import read_regular_file, sha256_of
 from i2vd.intake import Intake, IntakeResult, Outcome
@@ -38,6 +39,10 @@ def retry(config: Config, journal: Journal, job_ids: list[int] | None) -> list[R
     intake = Intake(config, journal)
     results = []
     for job in journal.retryable(job_ids):
+        job, moved = _from_failed_folder(config, journal, job)
+        if moved is not None:
+            results.append(moved)
+            continue
         sha256 = current_sha256(job) if job.state is JobState.FAILED else None
         if sha256 is not None and sha256 != job.source_sha256:
             results.append(_supersede(intake, journal, job, sha256))
@@ -46,6 +51,32 @@ def retry(config: Config, journal: Journal, job_ids: list[int] | None) -> list[R
             ok = result.outcome is Outcome.QUEUED
             results.append(RetryResult(result.job or job, result.outcome.value, result.reason, ok))
     return results
+
+
+def _from_failed_folder(config: Config, journal: Journal, job: Job) -> tuple[Job, RetryResult | None]:
+    """A failed job's source waiting in `<root>/.i2vd-failed/` goes back first (whatever on_failure says now).
+
+    Back at its own name, the retry goes on as for any failed job. When that name was taken meanwhile
+    the file comes back as `name-1.png` (never over the other file) and the job follows it there.
+    """
+    if job.state is not JobState.FAILED or not job.root:
+        return job, None
+    root = Path(job.root)
+    try:
+        back = failed_folder.move_back(root, job)
+    except OSError as error:
+        reason = f"cannot move it back from {failed_folder.FAILED_FOLDER}: {error.strerror or error}"
+        return job, RetryResult(job, Outcome.FAILED.value, reason, ok=False)
+    if back is None or back == Path(job.source_path):
+        return job, None
+    moved = journal.relocate(job.id, str(back), str(root), back.relative_to(root).as_posix(), from_states=(JobState.FAILED,))
+    if moved is None:
+        return job, None
+    result = Intake(config, journal).reresolve(moved)  # queued again; the settings of now
+    current = result.job if result.job is not None else moved
+    reason = f"{job.source_path} is taken by another file: back as {back}"
+    return current, RetryResult(current, Outcome.QUEUED.value if current.state is JobState.QUEUED else result.outcome.value, reason,
+                                ok=current.state is JobState.QUEUED)
 
 
 def _supersede(intake: Intake, journal: Journal, job: Job, sha256: str) -> RetryResult:

@@ -64,13 +64,37 @@ def recorded_by(video: Path, job_id: int, queued_at: float) -> bool:
     return record.get("job_id") == job_id and (record.get("timings") or {}).get("queued") == queued_at
 
 
-def choose_path(first: Path, idem_key: str, claim: Callable[[Path], bool], job: tuple[int, str] | None = None) -> Path:
+class OutputCollision(Exception):
+    """`collision: fail`: the wanted name holds another job's video."""
+
+
+COLLISION_POLICIES = ("suffix", "overwrite", "fail")
+
+
+def choose_path(first: Path, idem_key: str, claim: Callable[[Path], bool], job: tuple[int, str] | None = None,
+                policy: str = "suffix", take_over: Callable[[Path], bool] | None = None) -> Path:
     """The first candidate that is free on disk (or already this job's) and that `claim` records for us.
 
     A video is this job's when its record carries the job's key, or the job's (id,
     source sha256): a retried job with new settings replaces its own earlier video
     instead of adding `-1` (the sha guards against ids reused by a new journal).
+    `policy` (a profile's `collision:`) is what happens when another job's video holds the name:
+    suffix (`-1`, `-2`...), overwrite (replaced atomically; a queued or running job's name is never
+    taken, that falls back to a suffix) or fail (OutputCollision naming the video).
     """
+    if policy != "suffix":
+        record = _record(first)
+        recorded_job = (record.get("job_id"), (record.get("source") or {}).get("sha256"))
+        ours = record.get("idempotency_key") == idem_key or (job is not None and recorded_job == job)
+        taken_on_disk = (first.exists() or record_path(first).exists()) and not ours
+        if policy == "overwrite" and (take_over or claim)(first):
+            return first
+        if policy == "fail":
+            if taken_on_disk:
+                raise OutputCollision(f"the output {first} already holds another video (collision: fail)")
+            if not claim(first):
+                raise OutputCollision(f"the output {first} is another job's (collision: fail)")
+            return first
     for candidate in candidates(first):
         record = _record(candidate)
         recorded_job = (record.get("job_id"), (record.get("source") or {}).get("sha256"))

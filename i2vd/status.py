@@ -10,6 +10,7 @@ from typing import Any
 from i2vd.config import Config
 from i2vd.journal import Job, JobState, Journal
 from i2vd.lock import LOCK_NAME
+from i2vd.webhooks import outbox_status
 
 
 def daemon_alive(config: Config) -> bool:
@@ -51,6 +52,7 @@ def gather_status(config: Config, journal: Journal) -> dict[str, Any]:
         "settling": published.get("settling", 0) if running else 0,
         "recent_failures": failed,
         "recent_events": journal.events(limit=10),
+        "webhooks": outbox_status(journal, config),
     }
 
 
@@ -74,12 +76,22 @@ def render_status(status: dict[str, Any]) -> str:
             doing += f" ({server['progress']})"
         lines.append(f"server:  {server.get('name')} ({server.get('kind')} {server.get('url')}) — {health}; {doing}; {server.get('jobs_done', 0)} done")
         lines.append(f"gpu:     {server.get('gate')}")
+        if server.get("schedule"):
+            lines.append(f"         schedule: {server['schedule']}")
     for watch in status["watches"]:
         why = f": {watch['why']}" if watch.get("why") else ""
         lines.append(f"watch:   {watch['path']} ({watch['method']}{why}{'' if watch['active'] else ', NOT ACTIVE'})")
+        if watch.get("schedule"):
+            lines.append(f"         schedule: {watch['schedule']}")
     for group in status.get("parked", []):
         shown = ", ".join(group["files"][:3]) + (f" and {len(group['files']) - 3} more" if len(group["files"]) > 3 else "")
         lines.append(f"parked:  {len(group['files'])} job(s) ({shown}) until this is fixed: {group['reason']}")
+    hooks = status.get("webhooks")
+    if hooks:
+        line = f"webhooks: {hooks['undelivered']} undelivered"
+        line += f", {hooks['given_up']} given up after 24 h" if hooks["given_up"] else ""
+        line += f"; last error: {hooks['last_error']}" if hooks.get("last_error") else ""
+        lines.append(line)
     if status["recent_failures"]:
         lines.append("last errors:")
         lines += [f"  job {failure['id']} {failure['file']}: {failure['error']}" for failure in status["recent_failures"]]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from i2vd import finished, mp4, output, received
 from i2vd import outcomes
+from i2vd import failed_folder, schedule as schedules
 from i2vd.backends.base import Backend, BackendError, VideoRequest
 from i2vd.clock import Clock
 from i2vd.config import Config, ServerConfig, WatchRoot
@@ -94,6 +95,7 @@ class Worker:
         self._pending_setup: tuple[Config, ServerConfig, Backend | None, VramGate | None] | None = None
         self._setup_lock = threading.Lock()
         self._tidied_at = float("-inf")
+        self._held_back = False  # the last look found due work it may not take (a schedule): idle, not spin
 
     def reconfigure(self, config: Config, server: ServerConfig, backend: Backend | None = None, gate: VramGate | None = None) -> None:
         """Take a new config (and backend or gate, when they changed) between jobs, never during one."""
@@ -153,6 +155,8 @@ class Worker:
         self.wake.clear()
         due = self.journal.next_attempt_at()
         pause = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - self.clock.now()))
+        if self._held_back:
+            pause = IDLE_POLL_SECONDS
         self.clock.wait(self.wake, pause)  # the intake, and stop(), set `wake`
 
     def interrupt(self) -> None:
@@ -186,9 +190,16 @@ class Worker:
             if self._pending_setup is not None:
                 reconfigured.set()
 
+        self._held_back = self.paused_by_schedule() is not None
+        if self._held_back:
+            return False  # outside this server's windows: nothing is claimed, a running job was let finish
         if not self.gate.wait_open(stop, on_poll=poll, cancel=reconfigured):
             return False
-        job = self.journal.claim_next(self.name, self.lease_seconds)
+        if self.paused_by_schedule() is not None:
+            return False
+        job = self.journal.claim_next(self.name, self.lease_seconds,
+                                      skip_roots=schedules.closed_roots(self.config, self.clock.now()))
+        self._held_back = job is None  # due jobs, all under roots outside their windows: poll, do not spin
         if job is None:
             return False
         self.state.current_job, self.state.current_file = job.id, job.rel_path
@@ -214,6 +225,8 @@ class Worker:
                 bool(job.output_path) or not output.recorded_by(destination, job.id, job.queued_at))
         except OSError as error:
             return job, self._wait_for_disk(f"output folder unavailable: {error.strerror or error}")
+        except output.OutputCollision as error:
+            return job, Failed(str(error), count_attempt=False)
         if already_written:
             log.info("job %d: %s was already written before a restart; marking done", job.id, destination)
             return job, Done(job.server, job.server_seconds, f"found finished output {destination}")
@@ -239,6 +252,8 @@ class Worker:
                 destination = self._destination(job)  # the video mirrors the new place
             except OSError as problem:
                 return job, self._wait_for_disk(f"output folder unavailable: {problem.strerror or problem}")
+            except output.OutputCollision as problem:
+                return job, Failed(str(problem), count_attempt=False)
         return job, self._render(job, image, destination)
 
     def _render(self, job: Job, image: bytes, destination: Path) -> Outcome:
@@ -329,7 +344,9 @@ class Worker:
         root = self._root(job)
         output_dir = root.output_dir if root else self.config.output_dir
         first = output.default_video_path(output_dir, job.rel_path, job.output_name)
-        return output.choose_path(first, job.idem_key, lambda candidate: self.journal.set_output_path(job.id, str(candidate)), job=(job.id, job.source_sha256))
+        return output.choose_path(first, job.idem_key, lambda candidate: self.journal.set_output_path(job.id, str(candidate)), job=(job.id, job.source_sha256),
+                                  policy=(job.profile.get("fields") or {}).get("collision", "suffix"),
+                                  take_over=lambda candidate: self.journal.take_output_path(job.id, str(candidate)))
 
     def _job_failed(self, job: Job, error: str) -> Outcome:
         """The job's own failure: uses an attempt; backs off, or fails for good when none are left."""
@@ -350,6 +367,7 @@ class Worker:
         outcome = outcomes.record(self.journal, job, outcome, self.clock.now())
         if isinstance(outcome, Failed):
             self.state.jobs_failed += 1
+            self._move_failed(job, outcome.error)
         elif isinstance(outcome, Done):
             received.discard(self.incoming, job.idem_key)
             self.state.jobs_done += 1
@@ -365,6 +383,20 @@ class Worker:
             self.state.server_error = None
             self._down_failures = 0
 
+    def _move_failed(self, job: Job, error: str) -> None:
+        """`on_failure: move`: the source of a job failed for good into <root>/.i2vd-failed/."""
+        root = self._root(job)
+        if root is None or root.on_failure != "move":
+            return
+        try:
+            failed_folder.move_in(root.path, job, error, self.clock.now())
+        except OSError as problem:
+            log.warning("job %d: could not move %s into %s: %s", job.id, job.source_path, failed_folder.FAILED_FOLDER, problem)
+
+    def paused_by_schedule(self) -> str | None:
+        """'paused by schedule until Mon 20:00' while this server is outside its `schedule:` windows."""
+        return schedules.server_paused(self.config, self.server, self.clock.now())
+
     def _server_status(self) -> dict:
         return {**self.backend.describe(), "down_since": self.state.server_down_since, "error": self.state.server_error}
 
@@ -379,6 +411,7 @@ class Worker:
             **self._server_status(),
             "gate": self.gate.detail,
             "gate_state": self.gate.state,
+            "schedule": schedules.describe(self.config, self.server.schedule, self.clock.now()),
             "current_job": self.state.current_job,
             "current_file": self.state.current_file,
             "progress": self.state.progress,

@@ -87,7 +87,7 @@ class Api:
             roots.append({
                 "path": str(root.path), "output_dir": str(root.output_dir), "after": root.after,
                 "method": watch.get("method"), "active": watch.get("active"), "why": watch.get("why"),
-                "profiles": profiles.get(str(root.path), {}),
+                "profiles": profiles.get(str(root.path), {}), "schedule": watch.get("schedule"),
             })
         return {"roots": roots, "settling": published.get("settling", 0)}
 

@@ -77,7 +77,7 @@ def test_a_minimal_config_gets_every_default() -> None:
     assert config.watch[0].settle_seconds == 5.0 and config.watch[0].after == "keep"
     assert config.profiles["default"] == {
         "prompt": DEFAULT_PROMPT, "resolution": "512p", "frames": 16, "fps": 8, "steps": 50,
-        "guidance": 9.0, "seed": None, "output": None,
+        "guidance": 9.0, "seed": None, "output": None, "collision": "suffix",
     }
 
 

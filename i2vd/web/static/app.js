@@ -161,6 +161,16 @@ async function drawFailed() {
     el("tbody", {}, rows)), more);
 }
 
+function drawWebhooks(hooks) {
+  const line = document.getElementById("webhooks");
+  line.hidden = !hooks;
+  if (!hooks) return;
+  line.className = hooks.undelivered || hooks.given_up ? "error" : "muted";
+  line.textContent = `Webhooks: ${hooks.undelivered} undelivered` +
+    (hooks.given_up ? `, ${hooks.given_up} given up after 24 h` : "") +
+    (hooks.last_error ? `; last error: ${hooks.last_error}` : "");
+}
+
 function drawParked(parked) {
   replace("parked", parked.length ? parked.map((group) => el("div", { class: "card parked" },
     el("p", { class: "error" }, group.reason),
@@ -177,7 +187,8 @@ function drawRoots(data) {
       el("h3", { class: "file" }, root.path, " ",
         root.active === false ? el("span", { class: "pill bad" }, "not active") : null),
       el("p", { class: "muted" }, `${method}; after: ${root.after}; output: `, root.output_dir),
-      el("p", {}, "Profiles: ", profiles || "none used yet"));
+      el("p", {}, "Profiles: ", profiles || "none used yet"),
+      root.schedule ? el("p", { class: "schedule" }, "Schedule: ", root.schedule) : null);
   });
   replace("roots", el("p", { class: "muted" }, `${data.settling} file(s) being written or settling`), roots);
 }
@@ -189,6 +200,7 @@ async function refresh() {
     daemon.textContent = status.daemon.running ? `running (PID ${status.daemon.pid})` : "not running";
     daemon.className = `pill ${status.daemon.running ? "ok" : "bad"}`;
     drawCounts(status.counts);
+    drawWebhooks(status.webhooks);
     drawServers(status.servers, status.daemon.running);
     drawCurrent(status.current_jobs, status.servers);
     drawParked(status.parked);

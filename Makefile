@@ -1,11 +1,11 @@
 # Two commands on a fresh machine with only python3:
 #   make demo   the built-in engine end to end on sample images (no GPU, no network)
-#   make test   the whole test suite
+#   make test   lint (ruff) and the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo lint test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ demo: $(VENV)/.installed-base
 	rm -rf demo-out
 	$(BIN)/i2vd demo --dir demo-out
 
-test: $(VENV)/.installed-test
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-test

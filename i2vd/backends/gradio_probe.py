@@ -11,7 +11,6 @@ Probing only reads: GET requests, no job is started.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import requests
@@ -22,7 +21,7 @@ from i2vd.backends.comfyui_probe import comfyui_report, system_stats
 from i2vd.backends.probe_report import ProbeReport
 from i2vd.backends.gradio import QUEUE_PROTOCOLS
 from i2vd.backends.gradio_wire import discover_app
-from i2vd.backends.gradio_protocol import AppMismatch, Endpoint, ParameterMap, build_mapping, choose_endpoint, input_problems
+from i2vd.backends.gradio_protocol import AppMismatch, build_mapping, choose_endpoint, input_problems
 
 PREDICT_PATHS = ("/api/predict/", "/run/predict", "/predict")
 
@@ -103,16 +102,3 @@ def _not_gradio(session: requests.Session, url: str, reason: str, timeout: float
                                suggestion=f"use server.kind: predict (server.path: {path})" if path != "/api/predict/"
                                else "use server.kind: predict")
     return ProbeReport(url, "unknown", problem=reason)
-
-
-def _endpoint_lines(endpoint: Endpoint) -> list[str]:
-    visibility = "" if endpoint.public else ", hidden"
-    lines = [f"  {endpoint.title} (fn_index {endpoint.fn_index}{visibility})"]
-    for parameter in endpoint.parameters:
-        default = f"default {json.dumps(parameter.default)}" if parameter.has_default else "required"
-        label = f" {parameter.label!r}" if parameter.label and parameter.label != parameter.name else ""
-        type_text = f" {parameter.python_type}" if parameter.python_type else ""
-        lines.append(f"    {parameter.slot}: {parameter.name}{label} [{parameter.component}{type_text}] {default}")
-    returns = ", ".join(f"{r.component}" + (f" {r.label!r}" if r.label else "") for r in endpoint.returns) or "nothing"
-    lines.append(f"    returns: {returns}")
-    return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -72,3 +73,16 @@ class ProbeReport:
         if self.kind == "unreachable":
             return "no server answers"
         return "not a Gradio app and no /predict server"
+
+
+def _endpoint_lines(endpoint: Endpoint) -> list[str]:
+    visibility = "" if endpoint.public else ", hidden"
+    lines = [f"  {endpoint.title} (fn_index {endpoint.fn_index}{visibility})"]
+    for parameter in endpoint.parameters:
+        default = f"default {json.dumps(parameter.default)}" if parameter.has_default else "required"
+        label = f" {parameter.label!r}" if parameter.label and parameter.label != parameter.name else ""
+        type_text = f" {parameter.python_type}" if parameter.python_type else ""
+        lines.append(f"    {parameter.slot}: {parameter.name}{label} [{parameter.component}{type_text}] {default}")
+    returns = ", ".join(f"{r.component}" + (f" {r.label!r}" if r.label else "") for r in endpoint.returns) or "nothing"
+    lines.append(f"    returns: {returns}")
+    return lines

@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with only python3:
 #   make demo   the built-in engine end to end on sample images (no GPU, no network)
-#   make test   lint (ruff) and the whole test suite
+#   make test   the whole test suite
+#   make lint   ruff check + ruff format --check
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -27,7 +28,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-test

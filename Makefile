@@ -1,11 +1,12 @@
 # Two commands on a fresh machine with only python3:
 #   make demo   the built-in engine end to end on sample images (no GPU, no network)
 #   make test   the whole test suite
+#   make lint   ruff check + ruff format --check
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo lint test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed-base
 	rm -rf demo-out
 	$(BIN)/i2vd demo --dir demo-out
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

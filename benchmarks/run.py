@@ -108,7 +108,7 @@ def bench_detection(samples: int) -> None:
                 path = folder / "in" / f"d_{index}.png"
                 write_image(path, color=(index, 1, 2))
                 written = time.monotonic()
-                wait_for(lambda: journal.known_file(str(path)) is not None, timeout=30)
+                wait_for(lambda path=path: journal.known_file(str(path)) is not None, timeout=30)
                 delays.append(time.monotonic() - written)
         finally:
             stop.set()

@@ -30,6 +30,8 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 RESOLUTIONS = ("256p", "512p", "768p", "1024p")
+# The job's fields a server.inputs mapping may name (an app parameter gets one of them)
+FIELDS = ("image", "prompt", "resolution", "resolution_index", "frames", "fps", "steps", "guidance", "seed")
 DEFAULT_PROMPT = "{{ caption or ('A ' ~ subject ~ ' scene with smooth motion') }}"
 SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -54,12 +56,28 @@ def _http_url(value: str) -> str:
 
 
 def _gradio_inputs(value: dict | None) -> dict | None:
-    from i2vd.backends.gradio_protocol import input_problems  # the backend knows its own mapping's shape
-
     problems = input_problems(value) if value is not None else []
     if problems:
         raise problem("; ".join(problems))
     return value
+
+
+def input_problems(inputs: Any) -> list[str]:
+    """What is wrong with a server.inputs mapping's shape (the app is not needed to tell)."""
+    if inputs is None:
+        return []
+    if not isinstance(inputs, dict):
+        return [f"inputs must be a mapping of parameter name or position to a field or {{value: ...}}, not {type(inputs).__name__}"]
+    problems = []
+    for key, target in inputs.items():
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            problems.append(f"inputs key {key!r} must be a parameter name or a position")
+        elif isinstance(target, str):
+            if target not in FIELDS:
+                problems.append(f"inputs.{key}: {target!r} is not an i2vd field (one of {', '.join(FIELDS)})")
+        elif not (isinstance(target, dict) and list(target) == ["value"]):
+            problems.append(f"inputs.{key}: must be a field name or {{value: <constant>}}, not {target!r}")
+    return problems
 
 
 def _auto_or_bool(value: Any) -> Any:

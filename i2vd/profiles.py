@@ -93,7 +93,8 @@ def render(template: str, variables: dict[str, Any], what: str, limit_bytes: int
 
 
 def _blamed(error: TemplateBoundError, field_name: str, sidecars: SidecarSettings) -> ProfileError:
-    """A bound broken by what a sidecar set parks that sidecar's jobs (fixing it releases them); else the image fails."""
+    """A bound broken by what a sidecar set parks that sidecar's jobs (fixing it releases them);
+    else the image fails."""
     sources = sidecars.field_sources or {}
     culprit = sources.get(field_name) or sources.get("vars")
     if culprit is None:

@@ -307,8 +307,8 @@ def check_repeat(left: Any, right: Any) -> None:
 
 
 def check_power(base: Any, exponent: Any) -> None:
-    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
-        if base.bit_length() * exponent > MAX_INT_BITS:
-            raise TemplateLimitError(f"a ** would have more than {MAX_INT_BITS:,} bits")
+    positive = isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1
+    if positive and base.bit_length() * exponent > MAX_INT_BITS:
+        raise TemplateLimitError(f"a ** would have more than {MAX_INT_BITS:,} bits")
 
 

@@ -453,7 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
     def send_dripping(self, status: int, body: Any, interval: float, stopped: Callable[[], bool]) -> None:
         """The whole answer one byte at a time; stops when the client goes away or the server stops."""
         self.close_connection = True
-        for index, byte in enumerate(self._encoded(status, body)):
+        for byte in self._encoded(status, body):
             if stopped():
                 return
             self.wfile.write(bytes([byte]))  # OSError once the client hung up: the handler's end

@@ -170,7 +170,8 @@ class Gradio3Call:
 
 
 class FakeGradio3:
-    """`with FakeGradio3(video=mp4) as app: ... app.url`; set `reply` to "video", "none", "hang", "drop" or ("error", text).
+    """`with FakeGradio3(video=mp4) as app: ... app.url`;
+    set `reply` to "video", "none", "hang", "drop" or ("error", text).
 
     "drop": the app dies on the job (the connection closes with no answer, after the data arrived).
     `file_drip`, `config_drip` (seconds): GET /file=, GET /config send one byte per that many seconds.

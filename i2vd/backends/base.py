@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from i2vd.config import RESOLUTIONS  # noqa: F401 - re-exported: the backends' view of the resolution steps
+from i2vd.config_model import RESOLUTIONS  # noqa: F401 - re-exported: the backends' view of the resolution steps
 
 
 

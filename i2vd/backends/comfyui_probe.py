@@ -8,11 +8,11 @@ Probing only reads (`GET /system_stats`); no prompt is sent.
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any
 
 import requests
 
 from i2vd.backends.comfyui_workflow import Workflow, WorkflowError, describe_bindings, field_values, load_workflow
+from i2vd.backends.probe_report import ProbeReport
 from i2vd.config import Config
 from i2vd.config_model import ProfileFields
 from i2vd.images import ImageFacts
@@ -99,9 +99,7 @@ def check_lines(config: Config) -> list[str]:
     return lines
 
 
-def comfyui_report(url: str, stats: dict, *, workflow: str | None = None, config: Config | None = None) -> Any:
-    from i2vd.backends.gradio_probe import ProbeReport
-
+def comfyui_report(url: str, stats: dict, *, workflow: str | None = None, config: Config | None = None) -> ProbeReport:
     lines, problem = workflow_lines(workflow, config)
     report = ProbeReport(url, "comfyui", version=str(stats["system"]["comfyui_version"]), problem=problem)
     report.details = device_lines(stats) + lines

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from i2vd.backends.base import RESOLUTIONS, ServerUnavailable, VideoRequest
+from i2vd.config_model import FIELDS, input_problems
 
-FIELDS = ("image", "prompt", "resolution", "resolution_index", "frames", "fps", "steps", "guidance", "seed")
 SYNONYMS = {
     "image": {"image", "img", "input_image", "image_input", "init_image", "input_img", "source_image", "start_image",
               "first_frame", "input_image_path", "picture", "photo"},
@@ -302,24 +302,6 @@ def choose_endpoint(app: App, api_name: str | None) -> Endpoint:
                           f"(endpoints: {', '.join(e.title for e in app.endpoints) or 'none'}); set server.api_name")
     raise AppMismatch(f"several endpoints take an image and return a video ({', '.join(e.title for e in fitting)}); "
                       "set server.api_name to one of them")
-
-
-def input_problems(inputs: Any) -> list[str]:
-    """What is wrong with a server.inputs mapping's shape (the app is not needed to tell)."""
-    if inputs is None:
-        return []
-    if not isinstance(inputs, dict):
-        return [f"inputs must be a mapping of parameter name or position to a field or {{value: ...}}, not {type(inputs).__name__}"]
-    problems = []
-    for key, target in inputs.items():
-        if not isinstance(key, (str, int)) or isinstance(key, bool):
-            problems.append(f"inputs key {key!r} must be a parameter name or a position")
-        elif isinstance(target, str):
-            if target not in FIELDS:
-                problems.append(f"inputs.{key}: {target!r} is not an i2vd field (one of {', '.join(FIELDS)})")
-        elif not (isinstance(target, dict) and list(target) == ["value"]):
-            problems.append(f"inputs.{key}: must be a field name or {{value: <constant>}}, not {target!r}")
-    return problems
 
 
 def build_mapping(endpoint: Endpoint, inputs: Mapping[Any, Any] | None) -> ParameterMap:

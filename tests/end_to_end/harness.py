@@ -77,7 +77,7 @@ class DaemonProcess:
 
     def start(self, wait_ready: bool = True) -> DaemonProcess:
         environment = {**os.environ, "NOTIFY_SOCKET": self._address, "PYTHONPATH": str(REPO), **self.environment}
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the daemon's log: open until close()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "i2vd", "run", "-c", str(self.config)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=environment, cwd=REPO,
@@ -118,7 +118,7 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                raise AssertionError(f"daemon ignored SIGTERM; log:\n{self.log()}")
+                raise AssertionError(f"daemon ignored SIGTERM; log:\n{self.log()}") from None
         return self.process.returncode
 
     def close(self) -> None:

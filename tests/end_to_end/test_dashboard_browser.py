@@ -77,7 +77,10 @@ def test_the_dashboard_shows_counts_plays_a_video_escapes_names_and_retries(brow
     from selenium.webdriver.common.by import By
 
     sign_in(browser, site)
-    tile = lambda state: text(browser, f'.tile[data-state="{state}"] .number')
+
+    def tile(state: str) -> str:
+        return text(browser, f'.tile[data-state="{state}"] .number')
+
     until(browser, "document.querySelectorAll('#gallery video').length === 6", "six videos in the gallery")
     assert (tile("done"), tile("failed"), tile("queued")) == ("6", "1", "0")
 

@@ -50,7 +50,7 @@ def test_kill_9_again_and_again_still_gives_exactly_one_video_and_record_per_ima
         if before["done"] == IMAGES:
             break
         daemon = daemon_factory(config).start()
-        wait_for(lambda: ready_to_kill() or journal_counts(state).get("done", 0) == IMAGES, timeout=30, message=f"kill point: {name}")
+        wait_for(lambda ready_to_kill=ready_to_kill: ready_to_kill() or journal_counts(state).get("done", 0) == IMAGES, timeout=30, message=f"kill point: {name}")
         daemon.kill()
 
     final = daemon_factory(config).start()

@@ -34,7 +34,8 @@ watch: [{{path: in, settle_seconds: 0}}]
 profiles:
   beach: {{prompt: "{BEACH}"}}
   mountain: {{prompt: "Sunrise over mountains, time-lapse effect"}}
-  product-rotate: {{prompt: "{ROTATE}", resolution: 512p, frames: 16, fps: 12, steps: 60, output: "sku_{{{{ stem }}}}_rotate.mp4"}}
+  product-rotate:
+    {{prompt: "{ROTATE}", resolution: 512p, frames: 16, fps: 12, steps: 60, output: "sku_{{{{ stem }}}}_rotate.mp4"}}
 """
 
 

@@ -178,7 +178,7 @@ def _shown(path: Path) -> str:
 
 
 def _program() -> str:
-    """`i2vd` as the user can type it: bare when it is on PATH, else the script that ran (`make demo`: .venv/bin/i2vd)."""
+    """`i2vd` as the user can type it: bare when it is on PATH, else the script that ran (.venv/bin/i2vd)."""
     ran = Path(sys.argv[0])
     if ran.name != "i2vd" or not ran.is_file():
         return "i2vd"  # python -m i2vd, or an unknown launcher

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import sqlite3
@@ -28,7 +29,8 @@ from i2vd.clock import Clock
 from i2vd.config import Config, WatchRoot
 from i2vd.follow import failed_as_gone, is_gone
 from i2vd.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
-from i2vd.journal import Job, JobState, Journal, NewJob
+from i2vd.journal import Job, JobState, Journal, KnownFile, NewJob
+from i2vd.listing import burst_listing
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
 from i2vd.mounts import MountMemory, read_mounts, should_poll
@@ -82,13 +84,18 @@ class Intake:
         With `enough`, examining stops once it says so (after at least one file): the results are
         those of the files taken, the first ones; the caller offers the others again later.
         """
+        with burst_listing():
+            return self._consider_many(files, profile_name, enough)
+
+    def _consider_many(self, files: list[tuple[Path, WatchRoot | None, bool]], profile_name: str, enough: Callable[[], bool] | None) -> list[IntakeResult]:
         results: list[IntakeResult | None] = []
         to_record: list[tuple[int, NewJob, int]] = []
+        known_files = self.journal.known_files_at([str(path) for path, _, _ in files])  # one query, not one per file
         for path, root, bad_is_final in files:
             if results and enough is not None and enough():
                 break
             try:
-                examined = self._examine(path, root, profile_name, bad_is_final)
+                examined = self._examine(path, root, profile_name, bad_is_final, known_files.get(str(path)))
             except sqlite3.Error:
                 raise  # the journal's trouble, not this file's: the whole burst is offered again
             except Exception as error:  # noqa: BLE001 - whatever one file raises, only its own job fails
@@ -109,7 +116,7 @@ class Intake:
             results[index] = self._report(job) if created else IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
         return results
 
-    def _examine(self, path: Path, root: WatchRoot | None, profile_name: str, bad_is_final: bool) -> IntakeResult | tuple[NewJob, int | None]:
+    def _examine(self, path: Path, root: WatchRoot | None, profile_name: str, bad_is_final: bool, known: KnownFile | None) -> IntakeResult | tuple[NewJob, int | None]:
         """Read, hash and decode one file once: a result when nothing is to be recorded, else the job to record."""
         info = None
         link = link_below(root.path if root else None, path)
@@ -119,7 +126,6 @@ class Intake:
             return self._settings(path, root, "", 0, None, profile_name, reason), None
         try:
             info = path.stat(follow_symlinks=False)
-            known = self.journal.known_file(str(path))
             if known and (known.size, known.mtime_ns) == (info.st_size, info.st_mtime_ns):
                 return IntakeResult(Outcome.KNOWN, self._job(known.job_id), reason="already in the journal")
             if not stat.S_ISREG(info.st_mode):
@@ -506,7 +512,7 @@ class IntakeLoop:
         between slices, and each slice's jobs are queued, and can start, before the rest is read.
         """
         batch: list[tuple[Path, int, int]] = []
-        for path, (size, mtime_ns) in list(self._backlog.items())[: self.SLICE_FILES]:
+        for path, (size, mtime_ns) in list(itertools.islice(self._backlog.items(), self.SLICE_FILES)):
             del self._backlog[path]
             if self._root_of(path) is None:
                 continue  # its root left the config meanwhile

@@ -402,6 +402,16 @@ class Journal:
         rows = self._read("SELECT size, mtime_ns, sha256, job_id FROM files WHERE path = ?", (db_path(path),))
         return KnownFile(*rows[0]) if rows else None
 
+    def known_files_at(self, paths: list[str]) -> dict[str, KnownFile]:
+        """known_file for a burst of paths in a few queries: path -> what the journal remembers of it."""
+        found: dict[str, KnownFile] = {}
+        unique = sorted(set(paths))
+        for start in range(0, len(unique), 500):
+            chunk = [db_path(path) for path in unique[start:start + 500]]
+            rows = self._read(f"SELECT path, size, mtime_ns, sha256, job_id FROM files WHERE path IN ({','.join('?' * len(chunk))})", tuple(chunk))
+            found.update((py_path(row[0]), KnownFile(*row[1:])) for row in rows)
+        return found
+
     def remember_file(self, path: str, size: int, mtime_ns: int, sha256: str, job_id: int | None) -> None:
         with self._write() as db:
             self._remember_file(db, path, size, mtime_ns, sha256, job_id)

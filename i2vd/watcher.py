@@ -24,6 +24,8 @@ from watchdog.observers.polling import PollingObserverVFS
 
 from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER  # noqa: F401 - re-exported: the watcher's view of what is not input
+from i2vd import listing
+from i2vd.config import path_under
 
 log = logging.getLogger("i2vd.watcher")
 
@@ -41,15 +43,12 @@ def is_ignored_name(name: str) -> bool:
 
 def is_candidate(path: Path, root: Path, excluded: tuple[Path, ...] = ()) -> bool:
     """An image under `root` whose every path part is a name worth looking at."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in IMAGE_SUFFIXES or not (path == root or path_under(path, root)):
         return False
-    try:
-        relative = path.relative_to(root)
-    except ValueError:
+    relative = str(path)[len(str(root)):].lstrip(os.sep)
+    if any(is_ignored_name(part) for part in relative.split(os.sep)):
         return False
-    if any(is_ignored_name(part) for part in relative.parts):
-        return False
-    return not any(path == folder or folder in path.parents for folder in excluded)
+    return not any(path == folder or path_under(path, folder) for folder in excluded)
 
 
 def link_below(root: Path | None, path: Path) -> Path | None:
@@ -63,11 +62,11 @@ def link_below(root: Path | None, path: Path) -> Path | None:
     except ValueError:
         relative = None
     if relative is None:
-        return path.parent if path.parent.is_symlink() else None
+        return path.parent if listing.is_symlink(path.parent) else None
     folder = root
     for part in relative.parts[:-1]:
         folder = folder / part
-        if folder.is_symlink():
+        if listing.is_symlink(folder):
             return folder
     return None
 
@@ -92,7 +91,7 @@ def scan(root: Path, excluded: tuple[Path, ...] = (), *, include_special: bool =
             path = Path(entry.path)
             try:
                 is_folder = entry.is_dir(follow_symlinks=False)
-                if is_folder and not any(path == folder_ or folder_ in path.parents for folder_ in excluded):
+                if is_folder and not any(path == folder_ or path_under(path, folder_) for folder_ in excluded):
                     stack.append(path)
                 if not is_candidate(path, root, excluded):
                     continue

@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT NOT NULL,
     job_id INTEGER
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_content ON files (sha256);
+CREATE INDEX IF NOT EXISTS jobs_by_content ON jobs (source_sha256, state);
 CREATE TABLE IF NOT EXISTS root_turns (
     root TEXT PRIMARY KEY,
     turn INTEGER NOT NULL
@@ -120,7 +122,19 @@ def _to_v2(db: sqlite3.Connection) -> None:
     """
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2)
+def _to_v3(db: sqlite3.Connection) -> None:
+    """Version 3 indexes files and jobs by content (no column changes).
+
+    The intake looks up, for every slice of a big drop, the jobs and files with the contents it
+    just read (a job follows its moved file); without these indexes each look read every row
+    of a 100,000-job journal. Nothing older needs them, but a release of version 2 would not
+    keep them in step either way: the bump says this layout is newer.
+    """
+    db.execute("CREATE INDEX IF NOT EXISTS files_by_content ON files (sha256)")
+    db.execute("CREATE INDEX IF NOT EXISTS jobs_by_content ON jobs (source_sha256, state)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2, _to_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -461,7 +475,7 @@ class Journal:
             row = db.execute("SELECT state, source_path FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or JobState(row["state"]) not in from_states:
                 return None
-            revive = ", state = 'queued', last_error = NULL, finished_at = NULL, next_attempt_at = ?" if row["state"] == "failed" else ""
+            revive = f", state = {_sql(JobState.QUEUED)}, last_error = NULL, finished_at = NULL, next_attempt_at = ?" if row["state"] == "failed" else ""
             db.execute(
                 f"UPDATE jobs SET source_path = ?, root = ?, rel_path = ?, output_path = NULL, updated_at = ?{revive} WHERE id = ?",
                 (db_path(source_path), db_path(root), db_path(rel_path), now, *((now,) if revive else ()), job_id),

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# The i2vd measured: this checkout, or another release's source tree (for before/after figures).
+SOURCE = Path(os.environ.get("I2VD_BENCH_SOURCE", REPO))
 MACHINE = f"{os.cpu_count()} CPU(s), {os.uname().machine}, Python {sys.version.split()[0]}"
 
 
@@ -64,6 +66,7 @@ class DaemonProcess:
         self.sock.settimeout(0.2)
         self.watchdog_seconds = watchdog_seconds
         self.ready_at: float | None = None
+        self.ready_wall: float | None = None  # time.time() at READY, to compare with the journal's timestamps
         self.pings: list[float] = []
         self.messages: list[str] = []
         self.started_at = 0.0
@@ -75,7 +78,7 @@ class DaemonProcess:
         env = dict(os.environ, NOTIFY_SOCKET=str(self.socket_path), WATCHDOG_USEC=str(int(self.watchdog_seconds * 1e6)))
         env.pop("WATCHDOG_PID", None)
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "i2vd", "run", "-c", str(self.config_path)], cwd=REPO, env=env,
+        self.process = subprocess.Popen([sys.executable, "-m", "i2vd", "run", "-c", str(self.config_path)], cwd=SOURCE, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._listener.start()
         return self
@@ -90,7 +93,7 @@ class DaemonProcess:
                 return
             now = time.monotonic()
             if "READY=1" in data.split("\n") and self.ready_at is None:
-                self.ready_at = now
+                self.ready_at, self.ready_wall = now, time.time()
             if "WATCHDOG=1" in data.split("\n"):
                 self.pings.append(now)
             self.messages.append(data)
@@ -134,6 +137,6 @@ class DaemonProcess:
 def timed_status(config_path: Path) -> float:
     """Seconds `i2vd status` takes, process start included."""
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "i2vd", "status", "-c", str(config_path)], cwd=REPO, check=True,
+    subprocess.run([sys.executable, "-m", "i2vd", "status", "-c", str(config_path)], cwd=SOURCE, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return time.monotonic() - started

@@ -47,12 +47,14 @@ def image_tree(files: int, folders: int) -> Path:
     return tree
 
 
-def journaled(journal: Path) -> int:
+def journaled(journal: Path) -> tuple[int, float]:
+    """Files in the journal, and when the last job was recorded (wall clock)."""
     try:
         with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT count(*) FROM files").fetchone()[0]
+            count = db.execute("SELECT count(*) FROM files").fetchone()[0]
+            return count, db.execute("SELECT max(queued_at) FROM jobs").fetchone()[0] or 0.0
     except sqlite3.Error:
-        return 0
+        return 0, 0.0
 
 
 def bench_scale(files: int, folders: int, settle: float) -> dict:
@@ -70,13 +72,12 @@ def bench_scale(files: int, folders: int, settle: float) -> dict:
                 time.sleep(0.5)
                 if daemon.process.poll() is not None:
                     raise RuntimeError(daemon.stop()[-2000:])
-                count = journaled(journal)
+                count, last_queued = journaled(journal)
                 if len(status_during) < 3 and 0 < count < files:
                     status_during.append(timed_status(config))
-            finished = time.monotonic()
             _, peak_first = peak_rss_mb(daemon.process.pid)
             gap = daemon.longest_ping_gap(daemon.ready_at)
-            first = finished - daemon.ready_at
+            first = last_queued - daemon.ready_wall  # READY to the last job recorded, by the journal's own clock
         finally:
             daemon.stop()
         restart = DaemonProcess(config).start()
@@ -95,9 +96,11 @@ def report(result: dict) -> None:
     files = result["files"]
     figure("scale: first start journaling", f"{result['rate']:,.0f} files/s ({files:,} in {result['seconds']:.1f} s)",
            ">= 5,000 files/s", result["rate"] >= 5000)
-    figure("scale: liveness while journaling", f"longest watchdog ping gap {result['gap']:.2f} s (pings every 1 s)",
-           "pings keep coming", result["gap"] < 5)
-    figure("scale: status while journaling", f"{result['status_during']:.2f} s", "< 0.5 s", result["status_during"] < 0.5)
+    gap = result["gap"]
+    figure("scale: liveness while journaling", "too short to tell" if gap != gap else f"longest watchdog ping gap {gap:.2f} s",
+           "a ping every 1 s", None if gap != gap else gap < 2)
+    during = result["status_during"]
+    figure("scale: status while journaling", f"{during:.2f} s" if during else "too short to tell", "< 0.5 s", during < 0.5 if during else None)
     figure("scale: restart READY", f"{result['ready']:.2f} s", "<= 10 s", result["ready"] <= 10)
     figure("scale: i2vd status", f"{result['status']:.2f} s (process start included)", "< 0.5 s", result["status"] < 0.5)
     peak = max(result["rss_first"], result["rss_restart"])

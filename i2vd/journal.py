@@ -475,7 +475,7 @@ class Journal:
             row = db.execute("SELECT state, source_path FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or JobState(row["state"]) not in from_states:
                 return None
-            revive = f", state = {_sql(JobState.QUEUED)}, last_error = NULL, finished_at = NULL, next_attempt_at = ?" if row["state"] == "failed" else ""
+            revive = ", state = 'queued', last_error = NULL, finished_at = NULL, next_attempt_at = ?" if row["state"] == "failed" else ""
             db.execute(
                 f"UPDATE jobs SET source_path = ?, root = ?, rel_path = ?, output_path = NULL, updated_at = ?{revive} WHERE id = ?",
                 (db_path(source_path), db_path(root), db_path(rel_path), now, *((now,) if revive else ()), job_id),

@@ -327,7 +327,7 @@ class IntakeLoop:
         self._special: set[Path] = set()  # image-named things that are no regular file
         self._rescan_requested = False
         self._undecodable: dict[Path, tuple[int, int]] = {}
-        self._backlog: OrderedDict[Path, tuple[int, int]] = OrderedDict()  # settled, waiting for their slice
+        self._backlog: OrderedDict[str, tuple[int, int]] = OrderedDict()  # settled (as text: 100,000 may wait), for their slice
         self._lock = threading.Lock()
         self._pending_config: Config | None = None
         self._root_devices: dict[int, int] = {}
@@ -400,7 +400,7 @@ class IntakeLoop:
         for path, info in scan(folder or root.path, self._excluded, include_special=True):
             if known.get(str(path)) != (info.st_size, info.st_mtime_ns):
                 if stat.S_ISREG(info.st_mode):
-                    self.tracker.touch(path)
+                    self.tracker.touch(path, info)  # the scan's own lstat: not taken twice
                 else:
                     with self._lock:
                         self._special.add(path)
@@ -411,9 +411,12 @@ class IntakeLoop:
     def _root_of(self, path: Path) -> WatchRoot | None:
         return self.config.root_for(path)
 
-    def _settle_seconds(self, path: Path) -> float:
-        root = self._root_of(path)
-        return root.settle_seconds if root else 0.0
+    def _settle_seconds(self, path: str) -> float:
+        for root in self.config.watch:
+            folder = str(root.path)
+            if path.startswith(folder) and (len(path) == len(folder) or path[len(folder)] == os.sep or folder.endswith(os.sep)):
+                return root.settle_seconds
+        return 0.0
 
     def tick(self) -> None:
         """One round: rescans that are due, folder scans asked for by events, settled files to the intake."""
@@ -439,9 +442,9 @@ class IntakeLoop:
         known = self.intake.journal.known_files() if folders else None  # once for every new folder of this tick
         for folder, index in folders:
             self.reconcile(index, folder, known)
-        for path, size, mtime_ns in self.tracker.settled(self._settle_seconds):
-            if is_sidecar_name(path.name):
-                sidecar_folders.add(path.parent)
+        for path, size, mtime_ns in self.tracker.settled_text(self._settle_seconds):
+            if is_sidecar_name(os.path.basename(path)):
+                sidecar_folders.add(Path(path).parent)
             else:
                 self._backlog[path] = (size, mtime_ns)
         if self._backlog:
@@ -512,8 +515,9 @@ class IntakeLoop:
         between slices, and each slice's jobs are queued, and can start, before the rest is read.
         """
         batch: list[tuple[Path, int, int]] = []
-        for path, (size, mtime_ns) in list(itertools.islice(self._backlog.items(), self.SLICE_FILES)):
-            del self._backlog[path]
+        for key, (size, mtime_ns) in list(itertools.islice(self._backlog.items(), self.SLICE_FILES)):
+            del self._backlog[key]
+            path = Path(key)
             if self._root_of(path) is None:
                 continue  # its root left the config meanwhile
             try:
@@ -529,8 +533,8 @@ class IntakeLoop:
         started = self.clock.monotonic()
         taken = self._take(batch, enough=lambda: self.clock.monotonic() - started >= self.SLICE_SECONDS)
         for path, size, mtime_ns in reversed(batch[taken:]):  # not reached in time: first in the next slice
-            self._backlog[path] = (size, mtime_ns)
-            self._backlog.move_to_end(path, last=False)
+            self._backlog[str(path)] = (size, mtime_ns)
+            self._backlog.move_to_end(str(path), last=False)
 
     def _take(self, settled: list[tuple[Path, int, int]], enough: Callable[[], bool] | None = None) -> int:
         """Settled images to the intake in one burst (one journal transaction); how many were taken."""

@@ -13,7 +13,6 @@ import logging
 import os
 import stat
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -101,71 +100,78 @@ def scan(root: Path, excluded: tuple[Path, ...] = (), *, include_special: bool =
                 log.warning("cannot stat %s: %s", path, error.strerror)
 
 
-@dataclass
-class _Pending:
-    size: int
-    mtime_ns: int
-    unchanged_since: float
-
-
 class SettleTracker:
-    """Paths that might be images still being written, until they stop changing."""
+    """Paths that might be images still being written, until they stop changing.
+
+    Kept as text with a plain (size, mtime_ns, unchanged_since) tuple each: a first start over
+    100,000 files holds them all here at once, and a Path with a record object costs several
+    times the text (the daemon's peak RSS).
+    """
 
     def __init__(self, clock: Clock):
         self._clock = clock
-        self._pending: dict[Path, _Pending] = {}
+        self._pending: dict[str, tuple[int, int, float]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending)
 
-    def touch(self, path: Path) -> bool:
-        """Something happened to `path`: (re)start its settle window. False when it is not a regular file."""
-        try:
-            info = os.stat(path, follow_symlinks=False)
-        except OSError:
-            with self._lock:
-                self._pending.pop(path, None)
-            return True  # gone: nothing to say about it
+    def touch(self, path: Path | str, info: os.stat_result | None = None) -> bool:
+        """Something happened to `path`: (re)start its settle window. False when it is not a regular file.
+
+        `info` is the path's lstat when the caller has just taken it (a scan): it is not taken again.
+        """
+        key = os.fspath(path)
+        if info is None:
+            try:
+                info = os.stat(key, follow_symlinks=False)
+            except OSError:
+                with self._lock:
+                    self._pending.pop(key, None)
+                return True  # gone: nothing to say about it
         if not stat.S_ISREG(info.st_mode):
             return False
         with self._lock:
-            current = self._pending.get(path)
-            if current is None or (current.size, current.mtime_ns) != (info.st_size, info.st_mtime_ns):
-                self._pending[path] = _Pending(info.st_size, info.st_mtime_ns, self._clock.monotonic())
+            current = self._pending.get(key)
+            if current is None or current[:2] != (info.st_size, info.st_mtime_ns):
+                self._pending[key] = (info.st_size, info.st_mtime_ns, self._clock.monotonic())
         return True
 
     def restart(self, which: Callable[[Path], bool]) -> None:
         """Restart the settle window of pending paths chosen by `which`."""
         now = self._clock.monotonic()
         with self._lock:
-            for path, pending in self._pending.items():
-                if which(path):
-                    pending.unchanged_since = now
+            for key, (size, mtime_ns, _) in list(self._pending.items()):
+                if which(Path(key)):
+                    self._pending[key] = (size, mtime_ns, now)
 
-    def forget(self, path: Path) -> None:
+    def forget(self, path: Path | str) -> None:
         with self._lock:
-            self._pending.pop(path, None)
+            self._pending.pop(os.fspath(path), None)
 
     def settled(self, settle_seconds: Callable[[Path], float]) -> list[tuple[Path, int, int]]:
         """Paths unchanged for their settle window, removed from the tracker, with size and mtime."""
+        return [(Path(key), size, mtime_ns) for key, size, mtime_ns in self.settled_text(lambda key: settle_seconds(Path(key)))]
+
+    def settled_text(self, settle_seconds: Callable[[str], float]) -> list[tuple[str, int, int]]:
+        """`settled` with the paths as text (and `settle_seconds` given text): no Path per pending file."""
         now = self._clock.monotonic()
         with self._lock:
             candidates = list(self._pending.items())
         ready = []
-        for path, pending in candidates:
+        for key, pending in candidates:
             try:
-                info = os.stat(path, follow_symlinks=False)
+                info = os.stat(key, follow_symlinks=False)
             except OSError:
-                self.forget(path)
+                self.forget(key)
                 continue
             with self._lock:
-                if (info.st_size, info.st_mtime_ns) != (pending.size, pending.mtime_ns):
-                    self._pending[path] = _Pending(info.st_size, info.st_mtime_ns, now)
-                elif now - pending.unchanged_since >= settle_seconds(path):
-                    del self._pending[path]
-                    ready.append((path, info.st_size, info.st_mtime_ns))
+                if (info.st_size, info.st_mtime_ns) != pending[:2]:
+                    self._pending[key] = (info.st_size, info.st_mtime_ns, now)
+                elif now - pending[2] >= settle_seconds(key):
+                    self._pending.pop(key, None)
+                    ready.append((key, info.st_size, info.st_mtime_ns))
         return ready
 
 

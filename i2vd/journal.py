@@ -83,8 +83,14 @@ CREATE TABLE IF NOT EXISTS daemon_status (
 ) WITHOUT ROWID;
 """
 
+JOURNAL_NAME = "journal.sqlite3"
 EVENTS_KEPT = 10_000
 PATH_FIELDS = ("source_path", "root", "rel_path", "output_path")
+
+
+def journal_path(config: Any) -> Path:
+    """The journal of a config (anything with a state_dir): here, so `i2vd status` need not import the daemon."""
+    return Path(config.state_dir) / JOURNAL_NAME
 
 
 # -- schema versions -------------------------------------------------------------------

@@ -53,9 +53,11 @@ def _http_url(value: str) -> str:
 
 
 def _gradio_inputs(value: dict | None) -> dict | None:
+    if value is None:
+        return value  # nothing to check: the Gradio protocol module is not imported (`i2vd status` stays quick)
     from i2vd.backends.gradio_protocol import input_problems  # the backend knows its own mapping's shape
 
-    problems = input_problems(value) if value is not None else []
+    problems = input_problems(value)
     if problems:
         raise problem("; ".join(problems))
     return value

@@ -37,5 +37,5 @@ watch: [{{path: {tmp_path / 'in'}}}]
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["code"] == 0
-    heavy = {"i2vd.daemon", "i2vd.worker", "i2vd.intake", "i2vd.backends.predict", "PIL", "watchdog", "requests"}
+    heavy = {"i2vd.daemon", "i2vd.worker", "i2vd.intake", "i2vd.backends.predict", "i2vd.backends.gradio_protocol", "PIL", "watchdog", "requests"}
     assert heavy.isdisjoint(report["modules"]), sorted(heavy.intersection(report["modules"]))

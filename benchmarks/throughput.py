@@ -1,7 +1,7 @@
 """Overhead and N servers: jobs against fake /predict servers that sleep a fixed time per job.
 
     .venv/bin/python benchmarks/throughput.py overhead [--jobs 20] [--latency 0.5]
-    .venv/bin/python benchmarks/throughput.py servers [--jobs 24] [--latency 0.5] [--counts 1,2,4]
+    .venv/bin/python benchmarks/throughput.py servers [--jobs 48] [--latency 0.5] [--counts 1,2,4]
 
 overhead: wall time (first job started to last job finished) / the time the server worked
 (the fake's sleeps, and i2vd's own server_seconds beside it). Target (SPEC) <= 1.02 at 0.5 s.
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_overhead(arguments.jobs or 20, arguments.latency)
     else:
         counts = [int(count) for count in arguments.counts.split(",")]
-        bench_servers(arguments.jobs or 24, arguments.latency, counts)
+        bench_servers(arguments.jobs or 48, arguments.latency, counts)
     return 0
 
 

@@ -16,7 +16,11 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog import events as watchdog_events
+from watchdog.events import (
+    DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent,
+    FileMovedEvent, FileSystemEvent, FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
@@ -27,6 +31,15 @@ from i2vd import listing
 from i2vd.config import path_under
 
 log = logging.getLogger("i2vd.watcher")
+
+# What the handler acts on: no "opened"/"closed, nothing written" (every read of a file, ours included, made two
+# events for watchdog to parse in Python only to be dropped). Directory deletions stay: watchdog needs them to
+# drop its watches of a removed folder.
+# A touch (new mtime) is a FileAttribEvent in newer watchdogs, a FileModifiedEvent in older ones.
+WATCHED_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent,
+                  DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
+if hasattr(watchdog_events, "FileAttribEvent"):
+    WATCHED_EVENTS.append(watchdog_events.FileAttribEvent)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "@eaDir", "#recycle", "#snapshot", ".@__thumb", "desktop.ini"})
@@ -277,7 +290,7 @@ class FolderWatch:
 
     def _start_observer(self, polling: bool) -> BaseObserver:
         observer = self._make_observer(polling)
-        observer.schedule(self._handler, str(self.root), recursive=True)
+        observer.schedule(self._handler, str(self.root), recursive=True, event_filter=WATCHED_EVENTS)
         observer.daemon = True
         observer.start()
         return observer

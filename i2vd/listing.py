@@ -13,13 +13,16 @@ import contextlib
 import contextvars
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Hashable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 
 class FolderListing:
     def __init__(self) -> None:
         self._files: dict[Path, frozenset[str]] = {}
         self._links: dict[Path, bool] = {}
+        self.memo: dict[Hashable, Any] = {}
 
     def files(self, folder: Path) -> frozenset[str]:
         """Names in `folder` that Path.is_file() would accept (links to regular files included)."""
@@ -65,6 +68,16 @@ def burst_listing() -> Iterator[FolderListing]:
         yield listing
     finally:
         _CURRENT.reset(token)
+
+
+def remembered(key: Hashable, compute: Callable[[], T]) -> T:
+    """compute(), once per burst for this key (the folder sidecars of a folder, say); each time without a burst."""
+    listing = _CURRENT.get()
+    if listing is None:
+        return compute()
+    if key not in listing.memo:
+        listing.memo[key] = compute()
+    return listing.memo[key]
 
 
 def is_file(path: Path) -> bool:

@@ -76,12 +76,16 @@ def belongs_to(sidecar: Path, image: Path) -> bool:
 
 def sidecar_files(root: Path, image: Path) -> list[Path]:
     """Folder sidecars from the root down to the image's folder, then the image's own sidecar."""
-    folders = [root]
-    for part in image.parent.relative_to(root).parts:
-        folders.append(folders[-1] / part)
-    found = [folder / FOLDER_SIDECAR for folder in folders if listing.is_file(folder / FOLDER_SIDECAR)]
+    found = listing.remembered(("folder sidecars", root, image.parent), lambda: _folder_sidecars(root, image.parent))
     own = image_sidecar(image)
     return found + ([own] if listing.is_file(own) else [])
+
+
+def _folder_sidecars(root: Path, folder: Path) -> list[Path]:
+    folders = [root]
+    for part in folder.relative_to(root).parts:
+        folders.append(folders[-1] / part)
+    return [folder / FOLDER_SIDECAR for folder in folders if listing.is_file(folder / FOLDER_SIDECAR)]
 
 
 def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:

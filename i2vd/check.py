@@ -123,6 +123,10 @@ def run_check(config: Config, path: Path | None, out: TextIO) -> int:
             else:
                 problems.append(f"{root.path}: watch root is not a folder")
     print(f"config {config.source}: ok ({len(config.profiles)} profiles: {', '.join(sorted(config.profiles))})", file=out)
+    from i2vd.backends.comfyui_probe import check_lines  # each ComfyUI workflow's I2VD: nodes, for a sample image
+
+    for line in check_lines(config):
+        print(line, file=out)
     rows: list[Row] = []
     for root_path, start in targets:
         rows.extend(check_root(config, root_path, start, problems))

@@ -75,7 +75,7 @@ def _open_journal(config: Config, *, read_only: bool = False) -> Journal | None:
 
 
 def command_run(arguments: argparse.Namespace) -> int:
-    from i2vd.daemon import Daemon
+    from i2vd.daemon import Daemon, WebListenError
     from i2vd.gpu import GpuReadError
     from i2vd.lock import AlreadyRunning
 
@@ -95,6 +95,9 @@ def command_run(arguments: argparse.Namespace) -> int:
         # Not 78: a driver that is late at boot must not keep the service down for good.
         print(f"i2vd: gpu: {error}", file=sys.stderr)
         daemon.shutdown(0)
+        return EX_UNAVAILABLE
+    except WebListenError as error:  # before OSError, which it is: a port in use may be free again soon
+        print(f"i2vd: {error}", file=sys.stderr)
         return EX_UNAVAILABLE
     except OSError as error:
         print(f"i2vd: state_dir {config.state_dir}: {error.strerror or error}", file=sys.stderr)
@@ -231,12 +234,14 @@ def command_probe(arguments: argparse.Namespace) -> int:
             return 2
         reports = [probe(url, timeout_seconds=arguments.timeout)]
     else:
-        servers = [entry.server for entry in _load(arguments).servers if entry.server.kind != "builtin"]
+        config = _load(arguments)
+        servers = [entry.server for entry in config.servers if entry.server.kind != "builtin"]
         if not servers:
             print("i2vd probe: the config uses the built-in engine only; give a URL to probe a server")
             return 1
         reports = [
-            probe(server.url, api_name=server.api_name, inputs=server.inputs, timeout_seconds=arguments.timeout, transport=server.transport, kind=server.kind)
+            probe(server.url, api_name=server.api_name, inputs=server.inputs, timeout_seconds=arguments.timeout,
+                  transport=server.transport, kind=server.kind, workflow=server.workflow, config=config)
             for server in servers
         ]
     if arguments.json:
@@ -250,7 +255,8 @@ def command_demo(arguments: argparse.Namespace) -> int:
     from i2vd.demo import run_demo
 
     _setup_logging("warning")
-    return run_demo(Path(arguments.dir) if arguments.dir else None, images_per_folder=arguments.images)
+    return run_demo(Path(arguments.dir) if arguments.dir else None, images_per_folder=arguments.images,
+                    comfyui=arguments.comfyui)
 
 
 def command_config(arguments: argparse.Namespace) -> int:
@@ -310,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the built-in engine end to end on generated sample images")
     demo.add_argument("--dir", help="work folder (default: a new temporary folder)")
     demo.add_argument("--images", type=_positive, default=2, help="sample images per folder")
+    demo.add_argument("--comfyui", metavar="URL",
+                      help="make the videos on this ComfyUI (a model-free workflow) instead")
     demo.set_defaults(function=command_demo)
     reference = commands.add_parser("config", help="print the documented reference config (every key, its default)")
     reference.add_argument("--example", action="store_true", required=True, help="every key with its default")

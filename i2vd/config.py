@@ -26,10 +26,12 @@ from i2vd.config_model import (
     RESOLUTIONS as RESOLUTIONS,
     ConfigFile,
     GpuConfig,
+    HttpConfig,
     ProfileFields,
     RetryPolicy,
     ServerConfig,
     WatchRoot,
+    split_listen,
 )
 
 DEFAULT_CONFIG_PATH = Path("/etc/i2vd/config.yaml")
@@ -58,6 +60,16 @@ class ServerEntry:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """`http:` as the server uses it: where to listen and the token (read from token_file at load)."""
+
+    listen: str
+    host: str
+    port: int
+    token: str | None
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     state_dir: Path
@@ -69,6 +81,7 @@ class Config:
     retry: RetryPolicy
     watch: tuple[WatchRoot, ...]
     profiles: dict[str, dict[str, Any]]
+    http: HttpSettings | None = None
 
     @property
     def server(self) -> ServerConfig:
@@ -145,6 +158,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             _check_across(rest, problems, roots=whole)
         raise ConfigError(source, problems) from None
     _check_across(values, problems, roots=True)
+    http = _http(values.http, problems)
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -158,7 +172,27 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         retry=values.retry,
         watch=_roots(values),
         profiles=_with_full_default(values.profiles),
+        http=http,
     )
+
+
+def _http(http: HttpConfig | None, problems: list[str]) -> HttpSettings | None:
+    """The token file is read now, so a bad one stops start-up and reload like any other config problem."""
+    if http is None:
+        return None
+    token = http.token.strip() if http.token is not None else None
+    if http.token_file is not None:
+        try:
+            token = http.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or error
+            problems.append(f"http.token_file: cannot read {http.token_file}: {reason}")
+            return None
+        if not token:
+            problems.append(f"http.token_file: {http.token_file} is empty")
+            return None
+    host, port = split_listen(http.listen)
+    return HttpSettings(listen=http.listen, host=host, port=int(port), token=token)
 
 
 def _valid_rest(data: Any, error: ValidationError, context: dict) -> tuple[ConfigFile | None, bool]:
@@ -183,8 +217,37 @@ def _check_across(values: ConfigFile, problems: list[str], roots: bool) -> None:
         if gpu.source == "command" and gpu.enabled is not False and not gpu.command:
             place = f"servers[{index}].gpu" if values.servers is not None else "gpu"
             problems.append(f"{place}.command: is required when gpu.source is command")
+        _check_comfyui(entry, "server" if values.servers is None else f"servers[{index}]", problems)
     if roots:
         _check_roots(_roots(values), problems, state_dir=values.state_dir)
+
+
+def _check_comfyui(entry: ServerEntry, where: str, problems: list[str]) -> None:
+    """comfyui: a workflow i2vd can fill is required now (exit 78), not found wanting mid-job."""
+    server, gpu = entry.server, entry.gpu
+    if gpu.source == "comfyui" and gpu.enabled is not False and server.kind != "comfyui":
+        place = "gpu" if where == "server" else f"{where}.gpu"
+        problems.append(f"{place}.source: comfyui reads the VRAM of a ComfyUI server, "
+                        f"but {where}.kind is {server.kind}")
+    if server.kind != "comfyui":
+        return
+    if server.workflow is None:
+        problems.append(f"{where}.workflow: is required when kind is comfyui (an API workflow with I2VD: titles)")
+        return
+    problem = check_workflow(server.workflow)
+    if problem:
+        problems.append(f"{where}.workflow: {problem}")
+
+
+def check_workflow(path: Path) -> str | None:
+    """What is wrong with a ComfyUI workflow for i2vd (no I2VD:image node, a title naming a missing input...)."""
+    from i2vd.backends.comfyui_workflow import WorkflowError, load_workflow  # the backend knows its titles
+
+    try:
+        load_workflow(path)
+    except WorkflowError as error:
+        return str(error)
+    return None
 
 
 def _roots(values: ConfigFile) -> tuple[WatchRoot, ...]:

@@ -8,6 +8,7 @@ frozen dataclasses declared here; `i2vd.config` loads a file into them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -137,10 +138,11 @@ class SidecarFields(ProfileFields):
 class ServerConfig(_EmptyIsDefaults):
     """The image-to-video server."""
 
-    kind: Literal["builtin", "predict", "gradio"] = Field(
+    kind: Literal["builtin", "predict", "gradio", "comfyui"] = Field(
         "builtin", description="builtin: the CPU preview engine shipped with i2vd (camera motion from the prompt; "
         "no GPU). predict: an I2VGen-XL Gradio WebUI's /api/predict/. gradio: any Gradio image-to-video app "
-        "(3.x to 6.x; version and protocol are detected, `i2vd probe` shows the mapping i2vd would use)",
+        "(3.x to 6.x; version and protocol are detected, `i2vd probe` shows the mapping i2vd would use). "
+        "comfyui: a ComfyUI server running `workflow`",
         examples=["predict"])
     url: Url = Field("http://127.0.0.1:7860", description="the server's base URL (gradio: the app's root)")
     path: Text = Field("/api/predict/", description="predict endpoint; some deployments use /predict or /run/predict")
@@ -160,6 +162,12 @@ class ServerConfig(_EmptyIsDefaults):
     oom: Literal["wait", "downgrade", "fail"] = Field(
         "wait", description="on a GPU out-of-memory reply: wait (backoff, then the VRAM gate), downgrade (one "
         "resolution step down, recorded) or fail")
+    workflow: Folder | None = Field(
+        None, description="comfyui: the workflow from ComfyUI's Workflow > Export (API), its nodes titled I2VD:image, "
+        "I2VD:prompt, I2VD:seed,steps,guidance ... (relative to this file; see examples/workflows/); "
+        "`i2vd probe -c` shows what each node gets")
+    free_after_job: Annotated[bool, Strict()] = Field(
+        False, description="comfyui: POST /free after each job (VRAM back to the GPU; models stay loaded)")
 
 
 def _mapping(value: Any) -> dict | None:
@@ -174,7 +182,8 @@ class GpuConfig(_EmptyIsDefaults):
 
     enabled: AutoOrBool = Field("auto", description="auto: on when NVML finds a GPU, off (and said so) otherwise; "
                                 "true or false")
-    source: Literal["nvml", "command", "none"] = Field("nvml", description="where the GPU's memory use is read")
+    source: Literal["nvml", "command", "comfyui", "none"] = Field(
+        "nvml", description="where the GPU's memory use is read (comfyui: the ComfyUI server's /system_stats)")
     max_used_mb: Int | None = Field(10000, ge=0, description="wait while the GPU uses more than this")
     min_free_mb: Int | None = Field(
         None, ge=0, description="or: wait while less than this is free (for servers that keep weights resident)")
@@ -239,6 +248,51 @@ class WatchRoot(_EmptyIsDefaults):
                                       examples=["/srv/i2v/out-in"])
 
 
+def _listen(value: Any) -> str:
+    """`host:port` (an IPv6 host in brackets): where the dashboard listens."""
+    host, port = split_listen(_text(value))
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise problem(f"{value!r} is not host:port (e.g. 127.0.0.1:8787, [::1]:8787, 0.0.0.0:8787)")
+    return value
+
+
+def split_listen(listen: str) -> tuple[str, str]:
+    host, _, port = listen.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+@dataclass(frozen=True, config=SETTINGS)
+class HttpConfig(_EmptyIsDefaults):
+    """The web dashboard, JSON API and metrics (absent: no HTTP server)."""
+
+    listen: Annotated[str, Strict(), PlainValidator(_listen)] = Field(
+        "127.0.0.1:8787", description="host:port; anything but loopback needs a token")
+    token_file: Folder | None = Field(
+        None, description="a file holding the token (surrounding whitespace stripped); every route but /healthz "
+        "and /login then needs it (Authorization: Bearer, or the cookie /login sets)")
+    token: Text | None = Field(None, description="the token itself, instead of token_file")
+
+    @model_validator(mode="after")
+    def _token_rules(self) -> HttpConfig:
+        if self.token is not None and self.token_file is not None:
+            raise problem("give token or token_file, not both", key="token")
+        if self.token is not None and not self.token.strip():
+            raise problem("is empty", key="token")
+        if self.token is None and self.token_file is None and not is_loopback(split_listen(self.listen)[0]):
+            raise problem(f"{self.listen} is beyond loopback: set token_file (or token), or listen on 127.0.0.1",
+                          key="listen")
+        return self
+
+
 EXAMPLE_PROFILES = {
     "default": {},
     "beach": {"prompt": "Waves crashing, camera panning left"},
@@ -290,6 +344,15 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
         "Jinja2 templates with: stem, subject (\"golden_retriever-2\" -> \"golden retriever 2\"), filename, folder, "
         "caption, exif_date, exif_camera and the sidecar's vars. A folder picks its profile with an i2vd.yaml "
         "sidecar: `profile: beach` (plus `vars:` and field overrides)", examples=[EXAMPLE_PROFILES])
+
+    http: HttpConfig | None = Field(
+        None, description="the web dashboard (GET /), JSON API (/api/...), videos, /metrics and /healthz",
+        examples=[{"listen": "127.0.0.1:8787", "token_file": "/etc/i2vd/token"}])
+
+    @field_validator("http", mode="before")
+    @classmethod
+    def _empty_http(cls, value: Any) -> Any:
+        return {} if value is None else value  # `http:` alone: the dashboard on its default address
 
     @field_validator("watch")
     @classmethod

@@ -105,6 +105,9 @@ def _key(name: str, info: Any, indent: int, value: Any = UNSET, lead: str = "", 
         if origin in (list, dict):
             block = yaml.safe_dump({name: info.examples[0]}, sort_keys=False, width=WIDTH).splitlines()
             return _comment_lines(comment, indent) + [f"{pad}# {line}" for line in block]
+        if _fields_of(kind) is not None:  # an optional section: its keys, commented out
+            block = [f"{name}:"] + _model(kind, 2, info.examples[0])
+            return _comment_lines(comment, indent) + [f"{pad}# {line}" for line in block]
         return _leaf(f"{pad}# {name}: {_scalar(info.examples[0])}", comment)
     shown = _shown(info) if value is UNSET else value
     comment = (info.description or "") + _facts(info, shown) if comments else ""

@@ -7,6 +7,7 @@ a stop. Every thread stops on one Event.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -50,6 +51,7 @@ class Daemon:
         self.journal: Journal | None = None
         self.workers: list[Worker] = []
         self.intake_loop: IntakeLoop | None = None
+        self.web = None  # i2vd.web.WebServer while `http:` is set
         self.started_at = self.clock.now()
 
     def start(self) -> None:
@@ -59,6 +61,12 @@ class Daemon:
             self.journal = Journal(journal_path(self.config), self.clock)  # upgrades an older journal before READY
         except Exception:
             self.lock.release()  # a newer journal (JournalVersionError) or an unreadable one: nothing started
+            raise
+        try:
+            self.web = self._start_web(self.config)  # before any thread: a taken port leaves nothing running
+        except OSError:
+            self.journal.close()
+            self.lock.release()
             raise
         for job in self.journal.recover_running(self.config.retry.max_interruptions):
             log.warning("job %d (%s) was running when i2vd stopped: %s", job.id, job.rel_path, job.state.value)
@@ -152,8 +160,10 @@ class Daemon:
                 raise ConfigError(new.source, [f"servers: {len(self.config.servers)} -> {len(new.servers)} servers needs a restart"])
             changes = []
             for old, entry in zip(self.config.servers, new.servers, strict=True):
-                backend = make_backend(entry.server) if entry.server != old.server and self._backend is None else None
-                gate = VramGate.from_config(entry.gpu, self.clock, self._gpu_reader) if entry.gpu != old.gpu else None
+                changed = entry.server != old.server and self._backend is None
+                backend = make_backend(entry.server, self.config.state_dir) if changed else None
+                gate = (VramGate.from_config(entry.gpu, self.clock, self._gpu_reader, server_url=entry.server.url)
+                        if entry.gpu != old.gpu else None)
                 changes.append((entry.server, backend, gate))
         except (ConfigError, GpuReadError) as error:
             problems = error.problems if isinstance(error, ConfigError) else [f"gpu: {error}"]
@@ -165,6 +175,7 @@ class Daemon:
         for worker, (server, backend, gate) in zip(self.workers, changes, strict=True):
             worker.reconfigure(new, server, backend, gate)
         self.intake_loop.reconfigure(new)
+        self._reload_web(new)
         log.info("reloaded %s: %d watch root(s), %d profile(s)", new.source, len(new.watch), len(new.profiles))
         self.notifier.send("READY=1", f"STATUS=reloaded; {self.status_line()}")
         return True
@@ -197,6 +208,7 @@ class Daemon:
         grace_seconds = self.config.stop_grace_seconds if grace_seconds is None else grace_seconds
         self.request_stop()
         self.notifier.send("STOPPING=1")
+        self._stop_web()  # first: it reads the journal, which closes below
         deadline = self.clock.monotonic() + grace_seconds
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - self.clock.monotonic()))
@@ -215,3 +227,44 @@ class Daemon:
                 self.journal.close()
         self.lock.release()
         log.info("i2vd stopped")
+
+    # -- the web dashboard (`http:`) ------------------------------------------------
+
+    def _start_web(self, config: Config):
+        """The dashboard on config.http (None when absent); raises WebListenError when it cannot listen."""
+        if config.http is None:
+            return None
+        from i2vd.web import WebServer
+
+        web = WebServer(config.http, lambda: self.config, self.journal, on_queued=self._wake_workers)
+        try:
+            web.start()
+        except OSError as error:
+            reason = error.strerror or error
+            raise WebListenError(f"http.listen: cannot listen on {config.http.listen}: {reason}") from error
+        return web
+
+    def _stop_web(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
+
+    def _reload_web(self, new: Config) -> None:
+        """A changed `http:` section applies now; if the new address cannot be had, the old one comes back."""
+        old_settings = self.web.settings if self.web is not None else None
+        if new.http == old_settings:
+            return
+        self._stop_web()
+        try:
+            self.web = self._start_web(new)
+        except WebListenError as error:
+            log.error("reload: %s; the dashboard stays as it was", error)
+            try:
+                self.web = self._start_web(dataclasses.replace(new, http=old_settings))
+            except WebListenError as again:
+                log.error("the dashboard is off: %s", again)
+
+
+class WebListenError(OSError):
+    """The dashboard's address cannot be listened on (in use, or not this host's)."""
+

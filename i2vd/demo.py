@@ -3,10 +3,13 @@
 It draws sample images into a fresh hot folder whose sub-folders carry
 beach/mountain/forest/product sidecars, runs the real daemon on the built-in
 engine until every image has its video, and says where the videos are.
+`--comfyui URL` runs the same on a ComfyUI instead, with the model-free workflow
+(examples/workflows/comfyui-model-free.json: a still video of each image, any ComfyUI can make it).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import threading
@@ -14,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy
+import requests
 import yaml
 from PIL import Image, ImageDraw
 
@@ -75,7 +79,21 @@ def draw_sample(kind: str, variant: int, size: tuple[int, int] = (640, 400)) -> 
     return image
 
 
-def prepare(workdir: Path, images_per_folder: int) -> Path:
+# examples/workflows/comfyui-model-free.json (a test keeps the two the same)
+MODEL_FREE_WORKFLOW = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "I2VD:image"}},
+    "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "lanczos", "width": 512,
+                                                 "height": 512, "crop": "center"},
+          "_meta": {"title": "I2VD:resolution"}},
+    "3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": 16},
+          "_meta": {"title": "I2VD:frames"}},
+    "4": {"class_type": "CreateVideo", "inputs": {"images": ["3", 0], "fps": 8.0}, "_meta": {"title": "I2VD:fps"}},
+    "5": {"class_type": "SaveVideo", "inputs": {"video": ["4", 0], "filename_prefix": "video/ComfyUI", "format": "mp4",
+                                                "codec": "h264"}, "_meta": {"title": "I2VD:output"}},
+}
+
+
+def prepare(workdir: Path, images_per_folder: int, comfyui: str | None = None) -> Path:
     """Write the hot folder, its sidecars and a config; return the config path."""
     hot = workdir / "hot"
     for folder, profile in FOLDERS.items():
@@ -86,7 +104,7 @@ def prepare(workdir: Path, images_per_folder: int) -> Path:
     config = {
         "state_dir": str(workdir / "state"),
         "output_dir": str(workdir / "out"),
-        "server": {"kind": "builtin"},
+        "server": _server(workdir, comfyui),
         "gpu": {"enabled": False},
         "watch": [{"path": str(hot), "settle_seconds": 0.5, "rescan_seconds": 60}],
         "profiles": PROFILES,
@@ -96,12 +114,33 @@ def prepare(workdir: Path, images_per_folder: int) -> Path:
     return path
 
 
-def run_demo(workdir: Path | None = None, images_per_folder: int = 2, timeout_seconds: float = DEMO_TIMEOUT_SECONDS) -> int:
+def _server(workdir: Path, comfyui: str | None) -> dict:
+    if comfyui is None:
+        return {"kind": "builtin"}
+    (workdir / "comfyui-model-free.json").write_text(json.dumps(MODEL_FREE_WORKFLOW, indent=2), encoding="utf-8")
+    return {"kind": "comfyui", "url": comfyui, "workflow": "comfyui-model-free.json", "timeout_seconds": 300}
+
+
+def run_demo(workdir: Path | None = None, images_per_folder: int = 2, timeout_seconds: float = DEMO_TIMEOUT_SECONDS,
+             comfyui: str | None = None) -> int:
+    if comfyui is not None:
+        from i2vd.backends.comfyui_probe import system_stats
+
+        comfyui = comfyui.rstrip("/")
+        with requests.Session() as session:
+            stats = system_stats(session, comfyui, 10)
+        if stats is None:
+            print(f"i2vd demo: no ComfyUI answers at {comfyui} (GET /system_stats); start it, or check the URL")
+            return 1
     workdir = (workdir or Path(tempfile.mkdtemp(prefix="i2vd-demo-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    config = load_config(prepare(workdir, images_per_folder))
+    config = load_config(prepare(workdir, images_per_folder, comfyui))
     expected = len(FOLDERS) * images_per_folder
-    print(f"i2vd demo: {expected} sample images in {workdir / 'hot'}, built-in CPU engine (a preview engine, not a diffusion model)")
+    engine = "built-in CPU engine (a preview engine, not a diffusion model)"
+    if comfyui:
+        engine = (f"ComfyUI {stats['system']['comfyui_version']} at {comfyui} with the model-free workflow "
+                  "(a still video of each image)")
+    print(f"i2vd demo: {expected} sample images in {workdir / 'hot'}, {engine}")
     daemon = Daemon(config)
     daemon.start()
     waiter = threading.Event()

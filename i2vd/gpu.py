@@ -86,6 +86,23 @@ def command_reader(command: str, timeout_seconds: float = 30) -> Reader:
     return read
 
 
+def comfyui_reader(url: str, timeout_seconds: float = 10) -> Reader:
+    """`gpu.source: comfyui`: the server's own `/system_stats` (devices[0]: vram_total − vram_free)."""
+    import requests
+
+    def read() -> MemoryReading:
+        try:
+            reply = requests.get(f"{url.rstrip('/')}/system_stats", timeout=timeout_seconds)
+            reply.raise_for_status()
+            device = reply.json()["devices"][0]
+            total, free = int(device["vram_total"]), int(device["vram_free"])
+        except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as error:
+            raise GpuReadError(f"ComfyUI /system_stats at {url} unreadable: {error}") from None
+        return MemoryReading(used_mb=(total - free) // (1024 * 1024), total_mb=total // (1024 * 1024))
+
+    return read
+
+
 class VramGate:
     def __init__(self, config: GpuConfig, reader: Reader | None, clock: Clock | None = None):
         self.config = config
@@ -96,9 +113,12 @@ class VramGate:
         self.detail = "gate off"
 
     @classmethod
-    def from_config(cls, config: GpuConfig, clock: Clock | None = None, reader: Reader | None = None) -> VramGate:
+    def from_config(cls, config: GpuConfig, clock: Clock | None = None, reader: Reader | None = None, *,
+                    server_url: str | None = None) -> VramGate:
         if reader is not None or config.enabled is False or config.source == "none":
             return cls(config, reader, clock)
+        if config.source == "comfyui" and server_url:
+            return cls(config, comfyui_reader(server_url), clock)
         if config.source == "command":
             if not config.command:
                 raise GpuReadError("gpu.source is command but gpu.command is empty")

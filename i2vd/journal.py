@@ -481,7 +481,9 @@ class Journal:
             row = db.execute("SELECT state, source_path FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or JobState(row["state"]) not in from_states:
                 return None
-            revive = ", state = 'queued', last_error = NULL, finished_at = NULL, next_attempt_at = ?" if row["state"] == "failed" else ""
+            revive = ""
+            if JobState(row["state"]) is JobState.FAILED:
+                revive = f", state = {_sql(JobState.QUEUED)}, last_error = NULL, finished_at = NULL, next_attempt_at = ?"
             db.execute(
                 f"UPDATE jobs SET source_path = ?, root = ?, rel_path = ?, output_path = NULL, updated_at = ?{revive} WHERE id = ?",
                 (db_path(source_path), db_path(root), db_path(rel_path), now, *((now,) if revive else ()), job_id),
@@ -916,6 +918,48 @@ class Journal:
 
     def daemon_status(self) -> dict[str, Any]:
         return {key: json.loads(value) for key, value in self._read("SELECT key, value FROM daemon_status")}
+
+    # -- read-only queries for the web dashboard and /metrics (i2vd.web) --------------
+
+    def job_page(self, state: JobState | None, limit: int, offset: int) -> tuple[list[Job], int]:
+        """A page of jobs, newest first, and how many there are in all."""
+        where, parameters = (" WHERE state = ?", (state.value,)) if state is not None else ("", ())
+        total = self._read(f"SELECT count(*) FROM jobs{where}", parameters)[0][0]
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?"
+        return [_job(row) for row in self._read(sql, (*parameters, int(limit), int(offset)))], total
+
+    def done_histograms(self, bounds: tuple[float, ...]) -> dict[str, tuple[list[int], int, float]]:
+        """Done jobs' durations, server time and queue waits: per name, (count <= each bound, count, sum)."""
+        measures = {
+            "job_duration": "finished_at - started_at",
+            "server": "server_seconds",
+            "queue_wait": "started_at - queued_at",
+        }
+        result = {}
+        for name, expression in measures.items():
+            buckets = ", ".join(f"coalesce(sum(v <= {float(bound)!r}), 0)" for bound in bounds)
+            sql = (f"SELECT {buckets}, count(v), coalesce(sum(v), 0.0) FROM (SELECT {expression} AS v FROM jobs "
+                   f"WHERE state = {_sql(JobState.DONE)} AND {expression} IS NOT NULL)")
+            row = list(self._read(sql)[0])
+            result[name] = ([int(value) for value in row[:-2]], int(row[-2]), float(row[-1]))
+        return result
+
+    def failure_errors(self) -> list[tuple[str, int]]:
+        """Errors of the jobs that ended failed (superseded and forgotten ones included), with their counts."""
+        rows = self._read(f"SELECT coalesce(last_error, ''), count(*) FROM jobs WHERE state IN "
+                          f"({_sql(JobState.FAILED, *CLOSED_STATES)}) GROUP BY last_error")
+        return [(error, count) for error, count in rows]
+
+    def jobs_total(self) -> int:
+        return self._read("SELECT count(*) FROM jobs")[0][0]
+
+    def profiles_by_root(self) -> dict[str, dict[str, int]]:
+        """root -> profile name -> jobs: which profiles each watch root's folders use."""
+        result: dict[str, dict[str, int]] = {}
+        rows = self._read("SELECT root, profile_name, count(*) FROM jobs GROUP BY root, profile_name")
+        for root, profile, count in rows:
+            result.setdefault(py_path(root), {})[profile] = count
+        return result
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -285,3 +285,14 @@ def _logical_lines(text: str) -> list[_LogicalLine]:
                 current.separator = len(current.text)
             current.text += character
     return lines
+
+
+def write_poster(source: Path, destination: Path, max_width: int = 480) -> None:
+    """The video's first frame as a JPEG (at most `max_width` wide): the dashboard's poster frames."""
+    _require_content(source)
+    completed = _run_ffmpeg([
+        "-v", "error", "-y", "-i", _file_url(source), "-frames:v", "1",
+        "-vf", f"scale='min({int(max_width)},iw)':-2", "-f", "image2", "-c:v", "mjpeg", str(destination),
+    ])
+    if completed.returncode != 0 or not destination.exists() or destination.stat().st_size == 0:
+        raise VideoError(f"no frame: ffmpeg says: {_reason(completed.stderr)}")

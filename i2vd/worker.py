@@ -11,26 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import logging
 import os
-import shutil
 import socket
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from i2vd import __version__, mp4, output, received
-from i2vd.backends.base import RESOLUTIONS, Backend, BackendError, BadInput, ServerOutOfMemory, ServerUnavailable, VideoRequest
+from i2vd import finished, mp4, output, received
+from i2vd import outcomes
+from i2vd.backends.base import Backend, BackendError, VideoRequest
 from i2vd.clock import Clock
-from i2vd.config import DONE_FOLDER, Config, ServerConfig, WatchRoot
+from i2vd.config import Config, ServerConfig, WatchRoot
 from i2vd.gpu import VramGate
 from i2vd.images import read_regular_file, sha256_of
 from i2vd.follow import GONE, LOOKING, present_copy
 from i2vd.journal import Job, JobState, Journal
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
+from i2vd.outcomes import Done, Failed, Outcome, ServerDown, WaitAndLook, WaitForDisk
 from i2vd.mounts import MountMemory
 from i2vd.watcher import link_below
 
@@ -62,10 +61,11 @@ def build_workers(config: Config, journal: Journal, clock: Clock, *, backend: Ba
     received.clean(config.state_dir / received.INCOMING, journal)
     workers = []
     for entry in config.servers:
-        worker_backend = backend if backend is not None and len(config.servers) == 1 else make_backend(entry.server)
+        shared = backend is not None and len(config.servers) == 1
+        worker_backend = backend if shared else make_backend(entry.server, config.state_dir)
         # The built-in engine runs on the CPU: a busy GPU is no reason for it to wait.
         gpu = dataclasses.replace(entry.gpu, enabled=False) if entry.server.kind == "builtin" else entry.gpu
-        gate = VramGate.from_config(gpu, clock, gpu_reader)
+        gate = VramGate.from_config(gpu, clock, gpu_reader, server_url=entry.server.url)
         name = f"{socket.gethostname()}:{os.getpid()}:{entry.name}"
         workers.append(Worker(config, journal, worker_backend, gate, clock, name=name, server=entry.server))
     return workers
@@ -193,16 +193,18 @@ class Worker:
             return False
         self.state.current_job, self.state.current_file = job.id, job.rel_path
         try:
-            self.process(job)
+            self._settle(*self.process(job))
         except Exception as error:  # noqa: BLE001 - one job's surprise must not end the worker
             log.exception("job %d: unexpected error", job.id)
-            self._job_failed(job, f"internal error: {type(error).__name__}: {error}")
+            self._settle(job, self._job_failed(job, f"internal error: {type(error).__name__}: {error}"))
         finally:
             self.state.current_job = self.state.current_file = self.state.progress = None
             self.journal.release(job.id)  # an outcome that could not be recorded is the lease's to settle now
         return True
 
-    def process(self, job: Job) -> None:
+    def process(self, job: Job) -> tuple[Job, Outcome]:
+        """One turn of a claimed job, decided, not recorded: the job as the turn ends (it may have followed its
+        content to a new place) and its outcome, which `_settle` records."""
         try:
             destination = self._destination(job)
             output.remove_temp_files(destination.parent, job.id)
@@ -211,100 +213,75 @@ class Worker:
             already_written = output.is_complete(destination, job.idem_key) and (
                 bool(job.output_path) or not output.recorded_by(destination, job.id, job.queued_at))
         except OSError as error:
-            self._wait_for_disk(job, f"output folder unavailable: {error.strerror or error}")
-            return
+            return job, self._wait_for_disk(f"output folder unavailable: {error.strerror or error}")
         if already_written:
             log.info("job %d: %s was already written before a restart; marking done", job.id, destination)
-            self.journal.mark_done(job.id, job.server, job.server_seconds, note=f"found finished output {destination}")
-            self.state.jobs_done += 1
-            received.discard(self.incoming, job.idem_key)
-            self._after(job)
-            return
+            return job, Done(job.server, job.server_seconds, f"found finished output {destination}")
         try:
             image = self._read_source(job)
         except OSError as error:
             if error.errno in SHARE_OFFLINE_ERRORS or (isinstance(error, FileNotFoundError) and self._root_offline(job.root)):
                 # An unmounted share is not a deletion: the job waits, using no attempt, until the files are back.
-                self._wait_for_disk(job, f"waiting: the share {job.root} is offline ({error.strerror})")
-                return
+                return job, self._wait_for_disk(f"waiting: the share {job.root} is offline ({error.strerror})")
             if not isinstance(error, FileNotFoundError):
-                self._job_failed(job, f"cannot read source: {error.strerror or error}")
-                return
+                return job, self._job_failed(job, f"cannot read source: {error.strerror or error}")
             followed = self._follow_content(job)
             if followed is None and not (job.last_error or "").startswith(LOOKING):
                 # Moved a moment ago (a renamed folder)? The intake finds the new place within a settle window.
                 root = self._root(job)
                 wait = 2 * (root.settle_seconds if root else 0.0) + 1.0
                 log.info("job %d: %s is not there: %s", job.id, job.source_path, LOOKING, extra=job_fields(job.id, job.source_path, "queued"))
-                self.journal.requeue(job.id, f"{LOOKING}: {job.source_path}", self.clock.now() + wait, count_attempt=False)
-                return
+                return job, WaitAndLook(f"{LOOKING}: {job.source_path}", wait)
             if followed is None:
-                self._fail(job, f"{GONE}: {job.source_path}", count_attempt=False)
-                return
+                return job, Failed(f"{GONE}: {job.source_path}", count_attempt=False)
             job, image = followed
             try:
                 destination = self._destination(job)  # the video mirrors the new place
             except OSError as problem:
-                self._wait_for_disk(job, f"output folder unavailable: {problem.strerror or problem}")
-                return
+                return job, self._wait_for_disk(f"output folder unavailable: {problem.strerror or problem}")
+        return job, self._render(job, image, destination)
+
+    def _render(self, job: Job, image: bytes, destination: Path) -> Outcome:
+        """The source is read: the video from the server (or kept from before), written to `destination`."""
         if sha256_of(image) != job.source_sha256:
-            self._fail(job, "source file changed after it was queued (the new content is a new job)", count_attempt=False)
-            return
+            return Failed("source file changed after it was queued (the new content is a new job)", count_attempt=False)
         kept = received.kept(self.incoming, job.idem_key, job.params)
         if kept is not None:  # received before, but the output could not be written then: not asked again
             log.info("job %d: writing the video received before (kept in %s)", job.id, self.incoming, extra=job_fields(job.id, job.source_path, "running"))
-            self._write_output(job, destination, *kept)
-            return
-        request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt, reply_dir=self.incoming, **job.params)
+            return self._write_output(job, destination, *kept)
+        request = VideoRequest(image=image, image_name=Path(job.rel_path).name, prompt=job.prompt,
+                               reply_dir=self.incoming, **job.params, job_id=job.id, key=job.idem_key)
         log.info("job %d: sending %s to %s (%s, %d frames, %d fps)", job.id, job.rel_path, self.backend.kind, request.resolution, request.frames, request.fps, extra=job_fields(job.id, job.source_path, "running"))
         self.heartbeat.beat(self.server.timeout_seconds, f"job {job.id} on the server")
         try:
             reply = self.backend.generate(request)
-        except ServerUnavailable as error:
-            self._server_down(job, str(error))
-            return
-        except BadInput as error:
-            self._fail(job, str(error))
-            return
-        except ServerOutOfMemory as error:
-            self._out_of_memory(job, str(error))
-            return
-        except BackendError as error:
-            self._job_failed(job, str(error))
-            return
+        except BackendError as error:  # by its class alone: no attempt, one, or failed (outcomes.backend_failure)
+            return outcomes.backend_failure(error, self.server.oom, job.params, job.attempts, self.config.retry)
         except OSError as error:  # the reply could not be spooled under state_dir: not the job's fault
-            self._wait_for_disk(job, f"cannot receive the video into {self.incoming}: {error.strerror or error}")
-            return
+            return self._wait_for_disk(f"cannot receive the video into {self.incoming}: {error.strerror or error}")
         self._server_up()
         server = self.backend.describe()
         try:
             video = received.keep(self.incoming, job, reply, server)
         except OSError as error:
             received.discard_reply(reply)
-            self._wait_for_disk(job, f"cannot keep the video under state_dir: {error.strerror or error}")
-            return
-        self._write_output(job, destination, video, server, reply.server_seconds)
+            return self._wait_for_disk(f"cannot keep the video under state_dir: {error.strerror or error}")
+        return self._write_output(job, destination, video, server, reply.server_seconds)
 
-    def _write_output(self, job: Job, destination: Path, video: Path, server: dict, server_seconds: float) -> None:
+    def _write_output(self, job: Job, destination: Path, video: Path, server: dict, server_seconds: float) -> Outcome:
         """Place the received video (kept under state_dir until then) and its record; done."""
         self.heartbeat.beat(0, f"job {job.id} writing output")
-        finished = self.clock.now()
-        record = self._record(job, destination, server_seconds, finished, server)
+        now = self.clock.now()
+        record = finished.audit_record(job, destination, server_seconds, now, server or self.backend.describe())
         try:
-            output.write_video(destination, job.id, video, record, comment=self._comment(job))
+            output.write_video(destination, job.id, video, record, comment=finished.mp4_comment(job))
         except mp4.VideoError as error:
             received.discard(self.incoming, job.idem_key)  # the server's fault: the next attempt asks again
-            self._job_failed(job, f"server sent an unusable video: {error}")
-            return
+            return self._job_failed(job, f"server sent an unusable video: {error}")
         except OSError as error:
             # The video stays kept under state_dir: written once there is room, never rendered twice.
-            self._wait_for_disk(job, f"cannot write output: {error.strerror or error}")
-            return
-        self.journal.mark_done(job.id, server, server_seconds, note=f"video {destination}")
-        received.discard(self.incoming, job.idem_key)
-        self.state.jobs_done += 1
-        log.info("job %d: done -> %s (%.1f s on the server)", job.id, destination, server_seconds, extra=job_fields(job.id, job.source_path, "done"))
-        self._after(job)
+            return self._wait_for_disk(f"cannot write output: {error.strerror or error}")
+        return Done(server, server_seconds, f"video {destination}", written=destination)
 
     def _read_source(self, job: Job) -> bytes:
         """The job's image; a path through a linked folder is refused (links are never followed)."""
@@ -353,73 +330,32 @@ class Worker:
         first = output.default_video_path(output_dir, job.rel_path, job.output_name)
         return output.choose_path(first, job.idem_key, lambda candidate: self.journal.set_output_path(job.id, str(candidate)), job=(job.id, job.source_sha256))
 
-    def _comment(self, job: Job) -> str:
-        return f"i2vd {__version__}; profile={job.profile_name}; source_sha256={job.source_sha256}; prompt={job.prompt}"
-
-    def _record(self, job: Job, destination: Path, server_seconds: float, finished: float, server: dict | None = None) -> dict:
-        return {
-            "idempotency_key": job.idem_key,
-            "job_id": job.id,
-            "video": str(destination),
-            "source": {"path": job.source_path, "relative_path": job.rel_path, "sha256": job.source_sha256, "size": job.source_size},
-            "profile": job.profile_name,
-            "profile_hash": job.profile.get("hash"),
-            "profile_fields": job.profile.get("fields"),
-            "sidecars": job.profile.get("sidecars", []),
-            "prompt": job.prompt,
-            "parameters": job.params,
-            "downgraded_from": job.profile.get("downgraded_from"),
-            "server": server or self.backend.describe(),
-            "timings": {"queued": job.queued_at, "started": job.started_at, "finished": finished, "server_seconds": round(server_seconds, 3)},
-            "attempts": job.attempts + 1,
-            "i2vd_version": __version__,
-        }
-
-    def _job_failed(self, job: Job, error: str) -> None:
+    def _job_failed(self, job: Job, error: str) -> Outcome:
         """The job's own failure: uses an attempt; backs off, or fails for good when none are left."""
-        attempts = job.attempts + 1
-        if attempts >= self.config.retry.attempts:
-            self._fail(job, error, note=f"after {attempts} attempt(s)")
-            return
-        wait = self.config.retry.backoff_seconds(attempts)
-        log.warning("job %d: attempt %d failed (%s); retrying in %.0f s", job.id, attempts, error, wait, extra=job_fields(job.id, job.source_path, "queued"))
-        self.journal.requeue(job.id, error, self.clock.now() + wait, count_attempt=True)
+        return outcomes.job_failure(error, job.attempts, self.config.retry)
 
-    def _fail(self, job: Job, error: str, *, count_attempt: bool = True, note: str = "") -> None:
-        """Failed for good: the one place that records it, counts it and says it."""
-        log.error("job %d: failed%s: %s", job.id, f" {note}" if note else "", error, extra=job_fields(job.id, job.source_path, "failed"))
-        self.journal.mark_failed(job.id, error, count_attempt=count_attempt)
-        self.state.jobs_failed += 1
-
-    def _wait_for_disk(self, job: Job, reason: str) -> None:
+    def _wait_for_disk(self, reason: str) -> WaitForDisk:
         """A file system's trouble, not the job's: back to the queue after the first backoff, no attempt used."""
-        log.warning("job %d: %s; will retry", job.id, reason, extra=job_fields(job.id, job.source_path, "queued"))
-        self.journal.requeue(job.id, reason, self.clock.now() + self.config.retry.initial_backoff_seconds, count_attempt=False)
+        return WaitForDisk(reason, self.config.retry.initial_backoff_seconds)
 
-    def _out_of_memory(self, job: Job, error: str) -> None:
-        """server.oom: fail at once, step the resolution down one level, or wait (the backoff, then the gate)."""
-        if self.server.oom == "fail":
-            self._fail(job, f"out of GPU memory: {error}", note="(server.oom: fail)")
-            return
-        resolution = job.params["resolution"]
-        if self.server.oom == "downgrade" and RESOLUTIONS.index(resolution) > 0:
-            lower = RESOLUTIONS[RESOLUTIONS.index(resolution) - 1]
-            note = f"out of GPU memory at {resolution}: stepped down to {lower}"
-            log.warning("job %d: %s", job.id, note, extra=job_fields(job.id, job.source_path, "queued"))
-            self.journal.downgrade(job.id, {**job.params, "resolution": lower}, note)
-            return
-        # Not again at once with the same settings: the attempt counts, the retry waits for its backoff and the gate.
-        waiting = " (waiting for VRAM before the next try)" if job.attempts + 1 < self.config.retry.attempts else ""
-        self._job_failed(job, f"out of GPU memory{waiting}: {error}")
-
-    def _server_down(self, job: Job, error: str) -> None:
-        """Not the job's fault: back to the queue with no attempt used, and pause the queue."""
-        if self.state.server_down_since is None:
-            self.state.server_down_since = self.clock.now()
-            log.error("server down: %s; pausing the queue", error)
-        self._down_failures += 1
-        self.state.server_error = error
-        self.journal.requeue(job.id, error, self.clock.now(), count_attempt=False)
+    def _settle(self, job: Job, outcome: Outcome) -> None:
+        """Record `outcome` (outcomes.record, the one place that writes it) and do what follows it here."""
+        if isinstance(outcome, ServerDown):  # not the job's fault: the queue pauses, no attempt used
+            if self.state.server_down_since is None:
+                self.state.server_down_since = self.clock.now()
+                log.error("server down: %s; pausing the queue", outcome.error)
+            self._down_failures += 1
+            self.state.server_error = outcome.error
+        outcomes.record(self.journal, job, outcome, self.clock.now())
+        if isinstance(outcome, Failed):
+            self.state.jobs_failed += 1
+        elif isinstance(outcome, Done):
+            received.discard(self.incoming, job.idem_key)
+            self.state.jobs_done += 1
+            if outcome.written is not None:
+                log.info("job %d: done -> %s (%.1f s on the server)", job.id, outcome.written, outcome.server_seconds,
+                         extra=job_fields(job.id, job.source_path, "done"))
+            self._after(job)
 
     def _server_up(self) -> None:
         if self.state.server_down_since is not None:
@@ -452,45 +388,5 @@ class Worker:
     def _after(self, job: Job) -> None:
         """`after: move`: the source moves into <root>/.i2vd-done/ only once its video is safe."""
         root = self._root(job)
-        if root is None or root.after != "move":
-            return
-        source = Path(job.source_path)
-        wanted = root.path / DONE_FOLDER / job.rel_path
-        try:
-            if not source.exists():
-                return  # moved already (a job recovered after a crash), or the user took it away
-            hashed = _content_stamp(source)
-            if hashed is None or hashed[0] != job.source_sha256:
-                # A newer version saved while the job ran: it stays in place and becomes its own job.
-                log.info("job %d: %s changed since it was sent: left in place for its own job", job.id, source)
-                return
-            wanted.parent.mkdir(parents=True, exist_ok=True)
-            # never replace an earlier original of the same name: the "-N" suffix scheme of the videos
-            target = next(candidate for candidate in output.candidates(wanted) if not candidate.exists())
-            shutil.move(source, target)
-            if _content_stamp(target, hash_it=False) != (None, *hashed[1:]) and not source.exists():
-                shutil.move(target, source)  # saved again between the hash and the move: put it back
-                log.info("job %d: %s changed while being moved: left in place for its own job", job.id, source)
-        except OSError as error:
-            log.warning("job %d: could not move %s into %s: %s", job.id, job.source_path, wanted.parent, error)
-
-
-def _content_stamp(path: Path, *, hash_it: bool = True) -> tuple[str | None, int, int, int] | None:
-    """(sha256, inode, size, mtime_ns) of a regular file, from one open; None when it is no regular file."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        digest = None
-        if hash_it:
-            hasher = hashlib.sha256()
-            while chunk := os.read(descriptor, 1 << 20):
-                hasher.update(chunk)
-            digest = hasher.hexdigest()
-        return digest, info.st_ino, info.st_size, info.st_mtime_ns
-    finally:
-        os.close(descriptor)
+        if root is not None and root.after == "move":
+            finished.move_to_done_folder(root, job)

@@ -273,7 +273,9 @@ class FakePredictServer:
             return handler.send(200, fault.body)
         video = self.video
         if fault and fault.kind == "garbage":
-            video = os.urandom(2048) if fault.body is None else fault.body
+            # random bytes after a fixed start: base64 of pure random bytes begins with "/" one time in 64,
+            # which a client rightly reads as a server path (a real video's base64 never begins so)
+            video = b"garbage " + os.urandom(2048) if fault.body is None else fault.body
         duration = time.monotonic() - started
         reply = {"data": [self._encode(video)], "is_generating": False,
                  "duration": duration, "average_duration": duration}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from i2vd.backends.base import Backend
 from i2vd.config import ServerConfig
 
 
-def make_backend(server: ServerConfig) -> Backend:
+def make_backend(server: ServerConfig, state_dir: Path | None = None) -> Backend:
     if server.kind == "builtin":
         from i2vd.backends.builtin import BuiltinBackend
 
@@ -31,5 +33,16 @@ def make_backend(server: ServerConfig) -> Backend:
             timeout_seconds=server.timeout_seconds,
             connect_timeout_seconds=server.connect_timeout_seconds,
             transport=server.transport,
+        )
+    if server.kind == "comfyui":
+        from i2vd.backends.comfyui import ComfyUIBackend
+
+        return ComfyUIBackend(
+            server.url,
+            Path(server.workflow),
+            timeout_seconds=server.timeout_seconds,
+            connect_timeout_seconds=server.connect_timeout_seconds,
+            free_after_job=server.free_after_job,
+            state_dir=state_dir,
         )
     raise ValueError(f"unknown server kind {server.kind!r}")

@@ -33,6 +33,8 @@ class VideoRequest:
     # Where the backend streams the reply: the video comes back as a file there (VideoReply.path),
     # never whole in memory. None: a private temp folder, and the video comes back as bytes.
     reply_dir: Path | None = None
+    job_id: int | None = None  # for a server that names outputs after the job (ComfyUI: i2vd/<job id>)
+    key: str | None = None  # the job's idempotency key: what a server-side job is found again by after a restart
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ def video_reply(request: VideoRequest, video: Path, server_seconds: float) -> Vi
 class BackendError(Exception):
     """The job failed on the server side; a later attempt may succeed."""
 
+    status: int | None = None  # the HTTP status that said so, when one did (failures.status_error)
+
 
 class ServerUnavailable(BackendError):
     """The server could not be reached at all: not the job's fault, uses no attempt."""
@@ -81,6 +85,22 @@ class BadReply(BackendError):
 
 class BadInput(BackendError):
     """The request itself cannot succeed (an image the engine cannot read): never retried."""
+
+
+class CallTimedOut(BackendError):
+    """timeout_seconds ran out before the server call finished (one attempt)."""
+
+
+class ConnectionDropped(BackendError):
+    """The server accepted the connection and lost it mid-call (one attempt)."""
+
+
+class NotFound(BackendError):
+    """HTTP 404: the route or the file is not (or no longer) there (one attempt; Gradio discovers again)."""
+
+
+class LoginRequired(ServerUnavailable):
+    """HTTP 401/403: the server wants credentials i2vd does not have; every job would fail the same way."""
 
 
 class Backend(Protocol):

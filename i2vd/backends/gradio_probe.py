@@ -1,5 +1,7 @@
 """`i2vd probe URL`: what kind of server a URL is, and how i2vd would call it.
 
+A ComfyUI says so: its version, devices and VRAM, and with the config's workflow what each
+`I2VD:` node would get (comfyui_probe.py).
 For a Gradio app: its version, protocol and API prefix, every endpoint with its parameters,
 where they were read (/info, or /config when /info is hidden or broken), the endpoint i2vd
 would call and the value each parameter would get, or why i2vd cannot use the app. A URL
@@ -16,8 +18,10 @@ from typing import Any
 import requests
 
 from i2vd import __version__
-from i2vd.backends.base import ServerUnavailable
-from i2vd.backends.gradio import QUEUE_PROTOCOLS, discover_app
+from i2vd.backends.base import BackendError
+from i2vd.backends.comfyui_probe import comfyui_report, system_stats
+from i2vd.backends.gradio import QUEUE_PROTOCOLS
+from i2vd.backends.gradio_wire import discover_app
 from i2vd.backends.gradio_protocol import AppMismatch, Endpoint, ParameterMap, build_mapping, choose_endpoint, input_problems
 
 PREDICT_PATHS = ("/api/predict/", "/run/predict", "/predict")
@@ -26,7 +30,7 @@ PREDICT_PATHS = ("/api/predict/", "/run/predict", "/predict")
 @dataclass
 class ProbeReport:
     url: str
-    kind: str  # "gradio" | "predict" | "unknown" | "unreachable"
+    kind: str  # "gradio" | "predict" | "comfyui" | "unknown" | "unreachable"
     version: str | None = None
     protocol: str | None = None
     api_prefix: str | None = None
@@ -38,10 +42,11 @@ class ProbeReport:
     mapping: ParameterMap | None = None
     problem: str | None = None  # why i2vd cannot use this server as configured
     suggestion: str | None = None
+    details: list[str] = field(default_factory=list)  # comfyui: devices, the workflow's I2VD: nodes
 
     @property
     def usable(self) -> bool:
-        return self.problem is None and (self.kind == "predict" or self.mapping is not None)
+        return self.problem is None and (self.kind in ("predict", "comfyui") or self.mapping is not None)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,7 +55,7 @@ class ProbeReport:
             "info_problem": self.info_problem, "endpoints": [e.as_dict() for e in self.endpoints],
             "endpoint": self.endpoint, "transport": self.transport,
             "mapping": self.mapping.as_dict() if self.mapping else None,
-            "problem": self.problem, "suggestion": self.suggestion,
+            "problem": self.problem, "suggestion": self.suggestion, "details": self.details,
         }
 
     def render(self) -> str:
@@ -60,6 +65,7 @@ class ProbeReport:
             lines.append(f"endpoints (parameters read from {sources}):")
             for endpoint in self.endpoints:
                 lines.extend(_endpoint_lines(endpoint))
+        lines.extend(self.details)
         if self.mapping is not None:
             lines.append(f"i2vd would call {self.endpoint} ({self.transport}) with:")
             width = max((len(b.parameter.name) for b in self.mapping.bindings), default=0)
@@ -79,13 +85,16 @@ class ProbeReport:
             return f"Gradio {self.version} app (protocol {self.protocol}{prefix})"
         if self.kind == "predict":
             return "not a Gradio app, but an I2VGen-XL style /predict server"
+        if self.kind == "comfyui":
+            return f"ComfyUI {self.version}"
         if self.kind == "unreachable":
             return "no server answers"
         return "not a Gradio app and no /predict server"
 
 
 def probe(url: str, *, api_name: str | None = None, inputs: dict | None = None, timeout_seconds: float = 10,
-          session: requests.Session | None = None, transport: str = "auto", kind: str | None = None) -> ProbeReport:
+          session: requests.Session | None = None, transport: str = "auto", kind: str | None = None,
+          workflow: str | None = None, config: Any = None) -> ProbeReport:
     """What the server at `url` is and how i2vd would call it; with `kind` (the configured
     server.kind), a server of another kind is a problem with the advice to change it."""
     url = url.rstrip("/")
@@ -93,11 +102,16 @@ def probe(url: str, *, api_name: str | None = None, inputs: dict | None = None, 
     session = session or requests.Session()
     session.headers.setdefault("User-Agent", f"i2vd/{__version__}")
     try:
-        report = _probe(session, url, api_name, inputs, timeout_seconds, transport)
+        stats = system_stats(session, url, timeout_seconds) if kind == "comfyui" else None
+        if stats is not None:
+            report = comfyui_report(url, stats, workflow=workflow, config=config)
+        else:
+            report = _probe(session, url, api_name, inputs, timeout_seconds, transport)
     finally:
         if own_session:
             session.close()
-    if kind is not None and report.kind in ("gradio", "predict") and report.kind != kind and not report.problem:
+    known = report.kind in ("gradio", "predict", "comfyui")
+    if kind is not None and known and report.kind != kind and not report.problem:
         report.problem = f"the config says server.kind: {kind}, but this is a {report.kind} server"
         report.suggestion = f"use server.kind: {report.kind}"
     return report
@@ -107,8 +121,11 @@ def _probe(session: requests.Session, url: str, api_name: str | None, inputs: di
     try:
         app = discover_app(session, url, timeout, timeout)
     except AppMismatch as error:
+        stats = system_stats(session, url, timeout)
+        if stats is not None:
+            return comfyui_report(url, stats)
         return _not_gradio(session, url, str(error), timeout)
-    except ServerUnavailable as error:
+    except BackendError as error:  # down, or connected and then silent or lost (failures.py)
         return ProbeReport(url, "unreachable", problem=str(error))
     report = ProbeReport(url, "gradio", app.version, app.protocol, app.api_prefix, app.source, app.info_problem,
                          list(app.endpoints))

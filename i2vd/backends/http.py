@@ -30,19 +30,12 @@ import urllib3.connection
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from i2vd.backends.base import BackendError, ServerUnavailable
+from i2vd.backends import failures
+from i2vd.backends.base import BackendError, CallTimedOut, ConnectionDropped  # noqa: F401 - re-exported
 
 CHUNK = 256 * 1024
 _B64_SLICE = 3 * 16 * 1024  # image bytes encoded per step of an upload: a multiple of 3, so no padding between
 _local = threading.local()
-
-
-class CallTimedOut(BackendError):
-    """timeout_seconds ran out before the server call finished (one attempt)."""
-
-
-class ConnectionDropped(BackendError):
-    """The server accepted the connection and lost it mid-call (one attempt)."""
 
 
 class Deadline:
@@ -199,29 +192,13 @@ def read_all(response: requests.Response, deadline: Deadline) -> bytes:
 
 
 def classify(error: Exception, deadline: Deadline | None, url: str) -> BackendError:
-    """A failed request or read, as the worker needs it: timed out, server down, or dropped mid-call."""
+    """A failed request or read, as the worker needs it (failures.py); the call's deadline, once passed, wins."""
     if deadline is not None and deadline.timed_out:
         return deadline.error()
-    text = str(error)
-    if isinstance(error, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)) or "Read timed out" in text:
-        return deadline.error() if deadline is not None else CallTimedOut(f"{url} did not answer in time")
-    marks = ("NewConnectionError", "Failed to establish", "NameResolutionError", "Failed to resolve")
-    never_connected = isinstance(error, requests.ConnectTimeout) or any(mark in text for mark in marks)
-    if never_connected:
-        return ServerUnavailable(f"cannot reach {url}: {reason(error)}")
-    lost = (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError, OSError)
-    if isinstance(error, lost):
-        return ConnectionDropped(f"{url} dropped the connection while working on this job: {reason(error)}")
-    return BackendError(f"{url} failed: {text[:300]}")
-
-
-def reason(error: Exception) -> str:
-    text = str(error)
-    marks = ("Connection refused", "Name or service not known", "timed out", "No route to host", "Connection reset")
-    for mark in marks:
-        if mark.lower() in text.lower():
-            return mark.lower()
-    return text[:300]
+    classified = failures.connection_error(error, url)
+    if isinstance(classified, CallTimedOut) and deadline is not None:
+        return deadline.error()
+    return classified
 
 
 def save_body(response: requests.Response, deadline: Deadline, target: Path) -> int:

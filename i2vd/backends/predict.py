@@ -8,8 +8,6 @@ downloaded with `GET /file=<path>`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import mimetypes
 import time
 from pathlib import Path
@@ -19,26 +17,9 @@ from urllib.parse import quote
 import requests
 
 from i2vd import __version__
-from i2vd.backends import http, replies
-from i2vd.backends.base import (
-    RESOLUTIONS,
-    BackendError,
-    BadReply,
-    ServerOutOfMemory,
-    ServerUnavailable,
-    VideoReply,
-    VideoRequest,
-    reply_folder,
-    video_reply,
-)
-
-OUT_OF_MEMORY_MARKS = ("out of memory", "outofmemoryerror", "cuda oom")
-BODY_EXCERPT = 300
-
-
-def looks_out_of_memory(text: str) -> bool:
-    lowered = text.lower()
-    return any(mark in lowered for mark in OUT_OF_MEMORY_MARKS)
+from i2vd.backends import failures, http, replies
+from i2vd.backends.base import RESOLUTIONS, BadReply, VideoReply, VideoRequest, reply_folder, video_reply
+from i2vd.backends.failures import BODY_EXCERPT
 
 
 def image_prefix(image_name: str, encoding: str) -> str:
@@ -47,10 +28,6 @@ def image_prefix(image_name: str, encoding: str) -> str:
         mime = mimetypes.guess_type(image_name)[0] or "image/png"
         return f"data:{mime};base64,"
     return ""
-
-
-def encode_image(request: VideoRequest, encoding: str) -> str:
-    return image_prefix(request.image_name, encoding) + base64.b64encode(request.image).decode("ascii")
 
 
 class PredictBackend:
@@ -106,7 +83,7 @@ class PredictBackend:
         if isinstance(body, dict) and body.get("error"):
             error = body["error"]
             message = replies.head(error, 4096) if isinstance(error, replies.BigString) else str(error)
-            raise (ServerOutOfMemory if looks_out_of_memory(message) else BackendError)(f"server error: {message[:BODY_EXCERPT]}")
+            raise failures.app_error(message)
         data = body.get("data") if isinstance(body, dict) else None
         if not data or not isinstance(data, list):
             raise BadReply(f"server reply has no data: {_excerpt(reply_file)!r}")
@@ -117,11 +94,7 @@ class PredictBackend:
         response = http.request(self._session, method, target, deadline, self.connect_timeout, **kwargs)
         if response.status_code >= 400:
             text = http.read_all(response, deadline).decode("utf-8", "replace")
-            if looks_out_of_memory(text):
-                raise ServerOutOfMemory(f"server out of GPU memory (HTTP {response.status_code}): {text[:BODY_EXCERPT]}")
-            if response.status_code in (502, 503, 504):
-                raise ServerUnavailable(f"server unavailable (HTTP {response.status_code}) at {target}")
-            raise BackendError(f"HTTP {response.status_code} from {target}: {text[:BODY_EXCERPT]}")
+            raise failures.status_error(response.status_code, text, f"{method} {target}")
         return response
 
     def _save_video(self, item: Any, video: Path, deadline: http.Deadline) -> None:
@@ -160,20 +133,3 @@ def _excerpt(path: Path) -> str:
     with open(path, "rb") as source:
         return source.read(BODY_EXCERPT).decode("utf-8", "replace")
 
-
-def _decode_base64(text: str) -> bytes:
-    try:
-        video = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadReply("video is neither base64 nor a data URL nor a server path") from None
-    if not video:
-        raise BadReply("the server returned an empty video")
-    return video
-
-
-def _reason(error: Exception) -> str:
-    text = str(error)
-    for mark in ("Connection refused", "Name or service not known", "timed out", "No route to host", "Connection reset"):
-        if mark.lower() in text.lower():
-            return mark.lower()
-    return text[:BODY_EXCERPT]

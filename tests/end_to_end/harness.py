@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -56,6 +57,23 @@ class DaemonProcess:
         self._socket.bind("\0" + self._address[1:])
         self._socket.settimeout(0.05)
         self.process: subprocess.Popen | None = None
+        # Read all the time, as systemd does: a datagram queue left full (10 on Linux) makes the daemon's
+        # non-blocking sd_notify drop what comes next, STOPPING=1 included.
+        self._messages_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read_notifications, name="harness-notify-reader", daemon=True)
+        self._reader.start()
+
+    def _read_notifications(self) -> None:
+        while not self._closing.is_set():
+            try:
+                message = self._socket.recv(4096).decode()
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                return  # closed
+            with self._messages_lock:
+                self.messages.append(message)
 
     def start(self, wait_ready: bool = True) -> DaemonProcess:
         environment = {**os.environ, "NOTIFY_SOCKET": self._address, "PYTHONPATH": str(REPO), **self.environment}
@@ -78,16 +96,11 @@ class DaemonProcess:
 
     def fields(self) -> list[str]:
         """Every notify line received so far, in order."""
-        self._said("")
-        return [line for message in self.messages for line in message.split("\n")]
+        with self._messages_lock:
+            return [line for message in self.messages for line in message.split("\n")]
 
     def _said(self, field: str) -> bool:
-        try:
-            while True:
-                self.messages.append(self._socket.recv(4096).decode())
-        except (socket.timeout, BlockingIOError):
-            pass
-        return any(field in message.split("\n") for message in self.messages)
+        return field in self.fields()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -112,6 +125,8 @@ class DaemonProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._closing.set()
+        self._reader.join(timeout=5)
         self._socket.close()
         if getattr(self, "_log", None):
             self._log.close()

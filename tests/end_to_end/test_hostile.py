@@ -68,7 +68,9 @@ def test_kill_9_again_and_again_still_gives_exactly_one_video_and_record_per_ima
 
 
 def test_a_samba_style_writer_preallocating_then_filling_slowly_sends_only_the_finished_image(tmp_path, fake_server, daemon_factory):
-    config = write_config(tmp_path, fake_server.url)  # settle_seconds 0.5
+    # The writer pauses 0.2 s between chunks; a settle window of 2 s keeps that pace well inside it on a loaded
+    # machine too (a pause longer than the window would be a finished-looking file, by definition).
+    config = write_config(tmp_path, fake_server.url, watch=[{"path": str(tmp_path / "in"), "settle_seconds": 2, "rescan_seconds": 30}])
     daemon = daemon_factory(config).start()
     data = photo_bytes(tmp_path / "big.jpg", seed=900, size=(320, 240))
     target = tmp_path / "in" / "from_windows.jpg"

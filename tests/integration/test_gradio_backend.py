@@ -350,6 +350,14 @@ def test_describe_is_bounded_against_an_app_that_drips_its_config(make_backend, 
         assert time.monotonic() - started < 5
 
 
+def test_an_app_that_connects_and_then_drips_its_config_during_a_job_times_the_job_out(make_backend, jpeg, mp4):
+    """Connected, then no answer in time: the job's failure (one attempt), not a server that is down."""
+    with FakeGradio3(video=mp4) as app:
+        app.config_drip = 0.02
+        with pytest.raises(CallTimedOut, match="no result within 1 s"):
+            make_backend(app.url, timeout_seconds=1).generate(request(jpeg))
+
+
 def test_gradio3_the_video_arrives_as_a_file_in_the_reply_folder(make_backend, jpeg, mp4, tmp_path):
     with FakeGradio3(video=mp4) as app:
         for form in ("3.x", "inline"):
@@ -358,6 +366,18 @@ def test_gradio3_the_video_arrives_as_a_file_in_the_reply_folder(make_backend, j
             assert reply.data is None and reply.path.read_bytes() == mp4
             reply.path.unlink()
         assert list((tmp_path / "incoming").iterdir()) == []
+
+
+def test_gradio3_a_long_inline_video_is_decoded_from_the_reply_file(make_backend, jpeg, tmp_path):
+    """The /run reply is streamed into a file; a data URL longer than replies.BIG_STRING stays there."""
+    video = bytes(range(256)) * 1200  # 300 KB: 400 KB of base64 in the reply
+    with FakeGradio3(video=video) as app:
+        app.reply_form = "inline"
+        reply = make_backend(app.url).generate(request(jpeg, reply_dir=tmp_path / "incoming"))
+
+        assert reply.path.read_bytes() == video
+        assert sorted(p.name for p in (tmp_path / "incoming").iterdir()) == [reply.path.name]
+        assert app.calls[0].image == jpeg
 
 
 class _DroppingQueue(_Handler3):

@@ -334,7 +334,7 @@ def test_each_of_several_servers_is_checked_with_its_index() -> None:
     assert problems == [
         "servers[0].url: 'ftp://x' is not an http:// or https:// URL",
         "servers[0].gpu.max_use_mb: unknown key (did you mean 'max_used_mb'?)",
-        "servers[1].kind: 'gradoi' is not one of builtin, predict, gradio (did you mean 'gradio'?)",
+        "servers[1].kind: 'gradoi' is not one of builtin, predict, gradio, comfyui (did you mean 'gradio'?)",
     ]
     problems = problems_of(MINIMAL + "servers: [{name: a}, {name: a, gpu: {source: command}}]\nserver: {}\n")
     assert "servers: 'a' appears twice: give each server its own name" in problems

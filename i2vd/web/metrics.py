@@ -1,0 +1,91 @@
+"""`/metrics`: Prometheus metrics read from the journal at each scrape.
+
+The journal is the one source of truth, so the numbers survive restarts and agree with
+`i2vd status`: counts by state, histograms of the done jobs' durations, server time and
+queue waits, each server's health and gate (as the daemon last published them), the
+files taken in, and the failed jobs by reason.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from i2vd.config import Config
+from i2vd.journal import Journal
+from i2vd.status import daemon_alive
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
+HISTOGRAMS = {
+    "job_duration": ("i2vd_job_duration_seconds", "Done jobs: from claim to the video written"),
+    "server": ("i2vd_server_seconds", "Done jobs: time the server took for the video"),
+    "queue_wait": ("i2vd_queue_wait_seconds", "Done jobs: from queued to started"),
+}
+# A failure's reason label, from its error text: a few fixed values, never the text itself.
+REASONS = (
+    ("gpu_oom", re.compile(r"out of (gpu )?memory|\boom\b|cuda", re.I)),
+    ("timeout", re.compile(r"timed? ?out|timeout", re.I)),
+    ("server_unreachable", re.compile(r"connect|refused|unreachable|name or service|server .*down", re.I)),
+    ("bad_video", re.compile(r"unusable video|not a video|no video", re.I)),
+    ("bad_source", re.compile(r"source|image|decode|truncated|unreadable", re.I)),
+    ("interrupted", re.compile(r"interrupt|stopped|killed", re.I)),
+    ("disk", re.compile(r"no space|read-only|quota|cannot write|output", re.I)),
+    ("server_error", re.compile(r"server|http|gradio|status", re.I)),
+)
+
+
+def failure_reason(error: str) -> str:
+    for reason, pattern in REASONS:
+        if pattern.search(error):
+            return reason
+    return "other"
+
+
+class JournalCollector:
+    def __init__(self, config: Callable[[], Config], journal: Journal):
+        self._config = config
+        self.journal = journal
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("i2vd_jobs", "Jobs in the journal by state", labels=["state"])
+        for state, count in self.journal.counts().items():
+            jobs.add_metric([state], count)
+        yield jobs
+        for key, (counts, total, seconds) in self.journal.done_histograms(BUCKETS).items():
+            name, documentation = HISTOGRAMS[key]
+            buckets = [(repr(bound), count) for bound, count in zip(BUCKETS, counts)] + [("+Inf", total)]
+            yield HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=seconds)
+        servers = self.journal.daemon_status().get("servers") or [] if daemon_alive(self._config()) else []
+        up = GaugeMetricFamily("i2vd_server_up", "1 while the server answers (as the daemon last saw it)",
+                               labels=["server"])
+        gate = GaugeMetricFamily("i2vd_gate_open", "1 while the server's VRAM gate lets a job start (or is off)",
+                                 labels=["server"])
+        for server in servers:
+            name = str(server.get("name") or server.get("url") or "")
+            up.add_metric([name], 0 if server.get("down_since") else 1)
+            gate.add_metric([name], 1 if server.get("gate_state") in ("open", "off") else 0)
+        yield up
+        yield gate
+        yield CounterMetricFamily("i2vd_intake_files", "Files taken in as jobs", value=self.journal.jobs_total())
+        failures = CounterMetricFamily("i2vd_failures", "Jobs that failed, by reason", labels=["reason"])
+        by_reason: dict[str, int] = {}
+        for error, count in self.journal.failure_errors():
+            reason = failure_reason(error)
+            by_reason[reason] = by_reason.get(reason, 0) + count
+        for reason, count in sorted(by_reason.items()):
+            failures.add_metric([reason], count)
+        yield failures
+
+
+def make_registry(config: Callable[[], Config], journal: Journal) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JournalCollector(config, journal))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -30,7 +30,8 @@ def figure(name: str, value: str, target: str, met: bool | None) -> None:
     print(f"{name:<34} {value:<44} target {target}{verdict}", flush=True)
 
 
-def config_text(folder: Path, urls: list[str], settle: float = 0.5, *, log_level: str = "warning", extra: str = "") -> str:
+def config_text(folder: Path, urls: list[str], settle: float = 0.5, *, log_level: str = "warning",
+                extra: str = "") -> str:
     servers = ", ".join(f'{{kind: predict, url: "{url}", timeout_seconds: 600}}' for url in urls)
     (folder / "in").mkdir(parents=True, exist_ok=True)
     return f"""
@@ -78,7 +79,8 @@ class DaemonProcess:
         env = dict(os.environ, NOTIFY_SOCKET=str(self.socket_path), WATCHDOG_USEC=str(int(self.watchdog_seconds * 1e6)))
         env.pop("WATCHDOG_PID", None)
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "i2vd", "run", "-c", str(self.config_path)], cwd=SOURCE, env=env,
+        command = [sys.executable, "-m", "i2vd", "run", "-c", str(self.config_path)]
+        self.process = subprocess.Popen(command, cwd=SOURCE, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._listener.start()
         return self

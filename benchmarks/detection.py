@@ -50,7 +50,9 @@ def bench_detection(samples: int, settle: float) -> list[float]:
             journal.close()
     delays.sort()
     worst = delays[-1]
-    figure("detection: file -> queued job", f"median {delays[len(delays) // 2]:.3f} s, worst {worst:.3f} s ({method}, settle {settle:g} s)",
+    median = delays[len(delays) // 2]
+    figure("detection: file -> queued job",
+           f"median {median:.3f} s, worst {worst:.3f} s ({method}, settle {settle:g} s)",
            f"<= {settle + 0.2:.1f} s", worst <= settle + 0.2)
     return delays
 

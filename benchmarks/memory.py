@@ -68,13 +68,15 @@ def bench_reply(reply_mb: int, image_mb: int) -> float:
             with DaemonProcess(config) as daemon:
                 daemon.wait_ready()
                 journal = folder / "state" / "journal.sqlite3"
-                while sum(done_count(journal)) < 1 and daemon.process.poll() is None and time.monotonic() - started < 900:
+                while (not sum(done_count(journal)) and daemon.process.poll() is None
+                       and time.monotonic() - started < 900):
                     time.sleep(0.1)
                 _, peak = peak_rss_mb(daemon.process.pid)
                 done, failed = done_count(journal)
             wall = time.monotonic() - started
     state = "done" if done else ("failed" if failed else "not finished")
-    figure("memory: one big reply", f"peak RSS {peak:.0f} MB ({reply_mb} MB video, {image_size / 2**20:.0f} MB image, job {state}, {wall:.0f} s)",
+    sizes = f"{reply_mb} MB video, {image_size / 2**20:.0f} MB image"
+    figure("memory: one big reply", f"peak RSS {peak:.0f} MB ({sizes}, job {state}, {wall:.0f} s)",
            "< 250 MB", peak < 250 and bool(done))
     return peak
 
@@ -104,7 +106,8 @@ def bench_flat(jobs: int) -> tuple[float, float]:
                 late, peak = peak_rss_mb(daemon.process.pid)
     early = late if early is None else early
     growth = late - early
-    figure(f"memory: across {jobs} jobs", f"RSS {early:.0f} MB after {max(1, jobs // 10)}, {late:.0f} MB after {jobs} (peak {peak:.0f})",
+    value = f"RSS {early:.0f} MB after {max(1, jobs // 10)}, {late:.0f} MB after {jobs} (peak {peak:.0f})"
+    figure(f"memory: across {jobs} jobs", value,
            "flat (< 10 MB growth)", growth < 10)
     return early, late
 

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run on very small sizes")
     arguments = parser.parse_args(argv)
     benches = QUICK if arguments.quick else FULL
-    print(f"# i2vd benchmarks on {MACHINE}{' (quick: smoke sizes, figures mean nothing)' if arguments.quick else ''}", flush=True)
+    quick = " (quick: smoke sizes, figures mean nothing)" if arguments.quick else ""
+    print(f"# i2vd benchmarks on {MACHINE}{quick}", flush=True)
     for name in arguments.only or list(benches):
         benches[name]()
     return 0

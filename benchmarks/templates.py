@@ -41,9 +41,11 @@ else:
 
 
 def bench_templates() -> float:
-    result = subprocess.run([sys.executable, "-c", _CHILD, *TEMPLATE_ATTACKS], cwd=SOURCE, capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", _CHILD, *TEMPLATE_ATTACKS], cwd=SOURCE, capture_output=True,
+                            text=True, check=True)
     before, peak, elapsed = (float(word) for word in result.stdout.split())
-    figure("templates: hostile sidecars", f"peak RSS {peak:.0f} MB ({peak - before:+.0f} MB; {len(TEMPLATE_ATTACKS)} refused in {elapsed:.2f} s)",
+    refused = f"{len(TEMPLATE_ATTACKS)} refused in {elapsed:.2f} s"
+    figure("templates: hostile sidecars", f"peak RSS {peak:.0f} MB ({peak - before:+.0f} MB; {refused})",
            "flat (< 50 MB growth)", peak - before < 50)
     return peak
 

@@ -38,7 +38,8 @@ def run_jobs(server_count: int, jobs: int, latency: float) -> list[Job]:
             daemon = Daemon(config)
             daemon.start()
             try:
-                wait_for(lambda: daemon.journal.counts()["done"] == jobs, timeout=jobs * (latency + 5) + 60, interval=0.05)
+                wait_for(lambda: daemon.journal.counts()["done"] == jobs, timeout=jobs * (latency + 5) + 60,
+                         interval=0.05)
                 return daemon.journal.jobs()
             finally:
                 daemon.shutdown()
@@ -55,7 +56,8 @@ def bench_overhead(jobs: int, latency: float) -> float:
     done = run_jobs(1, jobs, latency)
     elapsed, measured = wall(done), sum(job.server_seconds for job in done)
     ratio = elapsed / (latency * jobs)
-    figure("overhead: wall / server time", f"{ratio:.3f} ({jobs} jobs of {latency:g} s: wall {elapsed:.2f} s)", "<= 1.02", ratio <= 1.02)
+    figure("overhead: wall / server time", f"{ratio:.3f} ({jobs} jobs of {latency:g} s: wall {elapsed:.2f} s)",
+           "<= 1.02", ratio <= 1.02)
     print(f"{'':<34} (i2vd's own server_seconds sum to {measured:.2f} s: wall / those = {elapsed / measured:.3f})")
     return ratio
 
@@ -66,7 +68,8 @@ def bench_servers(jobs: int, latency: float, counts: list[int]) -> dict[int, flo
     speedups = {}
     for count in counts:
         speedups[count] = base / walls[count]
-        figure(f"servers: N = {count}", f"{speedups[count]:.2f}x throughput ({jobs} jobs of {latency:g} s in {walls[count]:.2f} s)",
+        value = f"{speedups[count]:.2f}x throughput ({jobs} jobs of {latency:g} s in {walls[count]:.2f} s)"
+        figure(f"servers: N = {count}", value,
                f">= {0.95 * count:.2f}x", speedups[count] >= 0.95 * count)
     return speedups
 

@@ -118,7 +118,7 @@ class Config:
 
 
 def path_under(path: Path, folder: Path) -> bool:
-    """`folder in path.parents` for absolute paths, by their text: per file of a 100,000-file scan, Path's way is slow."""
+    """`folder in path.parents` for absolute paths, by their text: Path's way is slow per file of a big scan."""
     text, prefix = str(path), str(folder)
     if not prefix.endswith(os.sep):
         prefix += os.sep

@@ -428,7 +428,8 @@ class Journal:
         unique = sorted(set(paths))
         for start in range(0, len(unique), 500):
             chunk = [db_path(path) for path in unique[start:start + 500]]
-            rows = self._read(f"SELECT path, size, mtime_ns, sha256, job_id FROM files WHERE path IN ({','.join('?' * len(chunk))})", tuple(chunk))
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(f"SELECT path, size, mtime_ns, sha256, job_id FROM files WHERE path IN ({marks})", tuple(chunk))
             found.update((py_path(row[0]), KnownFile(*row[1:])) for row in rows)
         return found
 

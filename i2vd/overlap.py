@@ -22,7 +22,8 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class Finishing:
-    """Not an outcome yet: the video is kept under state_dir; checking, tagging and writing it come beside the next call."""
+    """Not an outcome yet: the video is kept under state_dir; checking, tagging and writing it come beside
+    the next call."""
 
     destination: Path
     video: Path

@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 
 from watchdog import events as watchdog_events
 from watchdog.events import (
-    DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent,
-    FileMovedEvent, FileSystemEvent, FileSystemEventHandler,
+    DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
+    FileModifiedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler,
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
@@ -165,7 +165,8 @@ class SettleTracker:
 
     def settled(self, settle_seconds: Callable[[Path], float]) -> list[tuple[Path, int, int]]:
         """Paths unchanged for their settle window, removed from the tracker, with size and mtime."""
-        return [(Path(key), size, mtime_ns) for key, size, mtime_ns in self.settled_text(lambda key: settle_seconds(Path(key)))]
+        ready = self.settled_text(lambda key: settle_seconds(Path(key)))
+        return [(Path(key), size, mtime_ns) for key, size, mtime_ns in ready]
 
     def settled_text(self, settle_seconds: Callable[[str], float]) -> list[tuple[str, int, int]]:
         """`settled` with the paths as text (and `settle_seconds` given text): no Path per pending file."""

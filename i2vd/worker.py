@@ -97,7 +97,7 @@ class Worker:
         self._tidied_at = float("-inf")
         # run() writes each video beside the next call (overlap.py); run_once() alone stays one job, start to end.
         self.overlap = False
-        self._finisher = Finisher(f"{threading.current_thread().name}-finishing")
+        self._finisher = Finisher(f"i2vd-finishing-{self.name.rsplit(':', 1)[-1]}")
         self._settle_lock = threading.Lock()  # the finishing thread records too
 
     def reconfigure(self, config: Config, server: ServerConfig, backend: Backend | None = None, gate: VramGate | None = None) -> None:
@@ -308,7 +308,8 @@ class Worker:
             return Finishing(destination, video, server, reply.server_seconds)
         return self._write_output(job, destination, video, server, reply.server_seconds)
 
-    def _write_output(self, job: Job, destination: Path, video: Path, server: dict, server_seconds: float, *, beat: bool = True) -> Outcome:
+    def _write_output(self, job: Job, destination: Path, video: Path, server: dict, server_seconds: float, *,
+                      beat: bool = True) -> Outcome:
         """Place the received video (kept under state_dir until then) and its record; done.
 
         `beat` False on the finishing thread: the worker's heartbeat is then its call's promise, not this.

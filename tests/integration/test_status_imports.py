@@ -33,9 +33,11 @@ gpu: {{enabled: false}}
 watch: [{{path: {tmp_path / 'in'}}}]
 """)
     Journal(tmp_path / "state" / "journal.sqlite3").close()
-    result = subprocess.run([sys.executable, "-c", PROBE, str(config)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", PROBE, str(config)], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["code"] == 0
-    heavy = {"i2vd.daemon", "i2vd.worker", "i2vd.intake", "i2vd.backends.predict", "i2vd.backends.gradio_protocol", "PIL", "watchdog", "requests"}
+    heavy = {"i2vd.daemon", "i2vd.worker", "i2vd.intake", "i2vd.backends.predict", "i2vd.backends.gradio_protocol",
+             "PIL", "watchdog", "requests"}
     assert heavy.isdisjoint(report["modules"]), sorted(heavy.intersection(report["modules"]))

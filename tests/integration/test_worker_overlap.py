@@ -16,7 +16,8 @@ from tests.fakes import FakePredictServer
 from tests.integration.test_worker import build_rig
 
 
-def test_the_next_job_is_on_the_server_while_the_previous_video_is_written(tmp_path: Path, fake_server: FakePredictServer, monkeypatch) -> None:
+def test_the_next_job_is_on_the_server_while_the_previous_video_is_written(
+        tmp_path: Path, fake_server: FakePredictServer, monkeypatch) -> None:
     rig = build_rig(tmp_path, fake_server)
     try:
         first, _ = rig.add("one.png", color=(10, 20, 30))
@@ -45,7 +46,8 @@ def test_the_next_job_is_on_the_server_while_the_previous_video_is_written(tmp_p
         rig.journal.close()
 
 
-def test_a_video_that_cannot_be_written_beside_the_call_keeps_its_usual_outcome(tmp_path: Path, fake_server: FakePredictServer, monkeypatch) -> None:
+def test_a_video_that_cannot_be_written_beside_the_call_keeps_its_usual_outcome(
+        tmp_path: Path, fake_server: FakePredictServer, monkeypatch) -> None:
     """A disk full while job k is written beside job k+1's call: job k waits (no attempt used), its video kept."""
     rig = build_rig(tmp_path, fake_server)
     try:

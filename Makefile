@@ -2,6 +2,7 @@
 #   make demo   the built-in engine end to end on sample images (no GPU, no network)
 #   make test   the whole test suite
 #   make lint   ruff check + ruff format --check
+#   make bench  every benchmark, each figure beside its target (long: 100,000 images; see benchmarks/run.py)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -60,7 +60,7 @@ def _missing_config(arguments: argparse.Namespace) -> str | None:
 
 
 def _open_journal(config: Config, *, read_only: bool = False) -> Journal | None:
-    from i2vd.daemon import journal_path
+    from i2vd.journal import journal_path
 
     path = journal_path(config)
     try:
@@ -189,7 +189,7 @@ def command_forget(arguments: argparse.Namespace) -> int:
 
 def command_enqueue(arguments: argparse.Namespace) -> int:
     from i2vd.batch import enqueue_paths, unknown_profile
-    from i2vd.daemon import journal_path
+    from i2vd.journal import journal_path
 
     config = _load(arguments)
     problem = unknown_profile(config, arguments.profile)

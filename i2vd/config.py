@@ -126,9 +126,17 @@ class Config:
 
     def root_for(self, path: Path) -> WatchRoot | None:
         for root in self.watch:
-            if path == root.path or root.path in path.parents:
+            if path == root.path or path_under(path, root.path):
                 return root
         return None
+
+
+def path_under(path: Path, folder: Path) -> bool:
+    """`folder in path.parents` for absolute paths, by their text: Path's way is slow per file of a big scan."""
+    text, prefix = str(path), str(folder)
+    if not prefix.endswith(os.sep):
+        prefix += os.sep
+    return len(text) > len(prefix) and text.startswith(prefix) and path.is_absolute() == folder.is_absolute()
 
 
 def config_path(explicit: str | None) -> Path:

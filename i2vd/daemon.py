@@ -24,7 +24,7 @@ from i2vd.clock import Clock
 from i2vd.config import Config, ConfigError, load_config
 from i2vd.gpu import GpuReadError, Reader, VramGate
 from i2vd.intake import Intake, IntakeLoop
-from i2vd.journal import Journal
+from i2vd.journal import JOURNAL_NAME, Journal, journal_path  # noqa: F401 - re-exported: where the journal is
 from i2vd.liveness import DEFAULT_MARGIN_SECONDS, Heartbeat
 from i2vd.lock import StateLock
 from i2vd.notify import Notifier
@@ -33,12 +33,7 @@ from i2vd.worker import Worker, build_workers
 
 log = logging.getLogger("i2vd.daemon")
 
-JOURNAL_NAME = "journal.sqlite3"
 STATUS_EVERY_SECONDS = 1.0
-
-
-def journal_path(config: Config) -> Path:
-    return config.state_dir / JOURNAL_NAME
 
 
 class Daemon:

@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 HASH_CHUNK = 1 << 20
+END_PROBE = 1 << 16  # below malloc's mmap threshold
 
 
 class NotRegularFile(OSError):
@@ -45,12 +46,21 @@ def read_regular_file(path: Path, limit: int | None = None) -> bytes:
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     descriptor = os.open(path, flags)
     try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
             raise NotRegularFile(path)
         chunks = []
         remaining = limit
-        while (remaining is None or remaining > 0) and (chunk := os.read(descriptor, HASH_CHUNK if remaining is None else min(HASH_CHUNK, remaining))):
+        expected = info.st_size
+        while remaining is None or remaining > 0:
+            # Ask for what the file holds (and a little more, to see its end): os.read allocates the whole
+            # request first, and 1 MB for a 20 KB image is an mmap and its page faults on every file.
+            want = min(HASH_CHUNK, max(expected + 1, END_PROBE))
+            chunk = os.read(descriptor, want if remaining is None else min(want, remaining))
+            if not chunk:
+                break
             chunks.append(chunk)
+            expected -= len(chunk)
             remaining = None if remaining is None else remaining - len(chunk)
         return b"".join(chunks)
     finally:

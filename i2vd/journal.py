@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT NOT NULL,
     job_id INTEGER
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_content ON files (sha256);
+CREATE INDEX IF NOT EXISTS jobs_by_content ON jobs (source_sha256, state);
 CREATE TABLE IF NOT EXISTS root_turns (
     root TEXT PRIMARY KEY,
     turn INTEGER NOT NULL
@@ -113,8 +115,14 @@ WEBHOOK_TRIGGERS = (
     " BEGIN INSERT INTO webhook_events (job_id, event, at) VALUES (NEW.id, NEW.state, NEW.updated_at); END",
 )
 
+JOURNAL_NAME = "journal.sqlite3"
 EVENTS_KEPT = 10_000
 PATH_FIELDS = ("source_path", "root", "rel_path", "output_path")
+
+
+def journal_path(config: Any) -> Path:
+    """The journal of a config (anything with a state_dir): here, so `i2vd status` need not import the daemon."""
+    return Path(config.state_dir) / JOURNAL_NAME
 
 
 # -- schema versions -------------------------------------------------------------------
@@ -169,7 +177,21 @@ def _to_v3_webhook_outbox(db: sqlite3.Connection) -> None:
                    " BEGIN INSERT INTO webhook_events (job_id, event, at) VALUES (NEW.id, NEW.state, NEW.updated_at); END")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2, _to_v3_webhook_outbox)
+def _to_v4_content_indexes(db: sqlite3.Connection) -> None:
+    """Version 4 indexes files and jobs by content (no column changes).
+
+    The intake looks up, for every slice of a big drop, the jobs and files with the contents it
+    just read (a job follows its moved file); without these indexes each look read every row
+    of a 100,000-job journal. Nothing older needs them, but a release of version 3 would not
+    keep them in step either way: the bump says this layout is newer.
+    """
+    db.execute("CREATE INDEX IF NOT EXISTS files_by_content ON files (sha256)")
+    db.execute("CREATE INDEX IF NOT EXISTS jobs_by_content ON jobs (source_sha256, state)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _to_v1, _to_v2, _to_v3_webhook_outbox, _to_v4_content_indexes,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -459,6 +481,17 @@ class Journal:
     def known_file(self, path: str) -> KnownFile | None:
         rows = self._read("SELECT size, mtime_ns, sha256, job_id FROM files WHERE path = ?", (db_path(path),))
         return KnownFile(*rows[0]) if rows else None
+
+    def known_files_at(self, paths: list[str]) -> dict[str, KnownFile]:
+        """known_file for a burst of paths in a few queries: path -> what the journal remembers of it."""
+        found: dict[str, KnownFile] = {}
+        unique = sorted(set(paths))
+        for start in range(0, len(unique), 500):
+            chunk = [db_path(path) for path in unique[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(f"SELECT path, size, mtime_ns, sha256, job_id FROM files WHERE path IN ({marks})", tuple(chunk))
+            found.update((py_path(row[0]), KnownFile(*row[1:])) for row in rows)
+        return found
 
     def remember_file(self, path: str, size: int, mtime_ns: int, sha256: str, job_id: int | None) -> None:
         with self._write() as db:

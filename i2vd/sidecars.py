@@ -16,6 +16,7 @@ import yaml
 
 from pydantic import ValidationError
 
+from i2vd import listing
 from i2vd.config import did_you_mean, validation_problems
 from i2vd.config_model import ConfigFile, SidecarFields
 from i2vd.images import read_regular_file
@@ -75,12 +76,16 @@ def belongs_to(sidecar: Path, image: Path) -> bool:
 
 def sidecar_files(root: Path, image: Path) -> list[Path]:
     """Folder sidecars from the root down to the image's folder, then the image's own sidecar."""
-    folders = [root]
-    for part in image.parent.relative_to(root).parts:
-        folders.append(folders[-1] / part)
-    found = [folder / FOLDER_SIDECAR for folder in folders if (folder / FOLDER_SIDECAR).is_file()]
+    found = listing.remembered(("folder sidecars", root, image.parent), lambda: _folder_sidecars(root, image.parent))
     own = image_sidecar(image)
-    return found + ([own] if own.is_file() else [])
+    return found + ([own] if listing.is_file(own) else [])
+
+
+def _folder_sidecars(root: Path, folder: Path) -> list[Path]:
+    folders = [root]
+    for part in folder.relative_to(root).parts:
+        folders.append(folders[-1] / part)
+    return [folder / FOLDER_SIDECAR for folder in folders if listing.is_file(folder / FOLDER_SIDECAR)]
 
 
 def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
@@ -133,7 +138,7 @@ def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
 def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
     """Merge every sidecar that applies; deeper ones win key by key. Raises SidecarError naming file and key."""
     if root is None:
-        files = [image_sidecar(image)] if image_sidecar(image).is_file() else []
+        files = [image_sidecar(image)] if listing.is_file(image_sidecar(image)) else []
     else:
         files = sidecar_files(root, image)
     profile = profile_source = None
@@ -157,6 +162,8 @@ def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
 
 def read_caption(image: Path) -> str | None:
     """`<stem>.txt` beside the image (the A1111/SD.Next batch convention), trimmed; None when absent or empty."""
+    if not listing.may_exist(caption_path(image)):
+        return None
     try:
         text = read_regular_file(caption_path(image), CAPTION_LIMIT).decode("utf-8", "replace").strip()
     except OSError:

@@ -13,19 +13,33 @@ import logging
 import os
 import stat
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog import events as watchdog_events
+from watchdog.events import (
+    DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
+    FileModifiedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
 from i2vd.clock import Clock
 from i2vd.config import DONE_FOLDER  # noqa: F401 - re-exported: the watcher's view of what is not input
+from i2vd import listing
+from i2vd.config import path_under
 
 log = logging.getLogger("i2vd.watcher")
+
+# What the handler acts on: no "opened"/"closed, nothing written" (every read of a file, ours included, made two
+# events for watchdog to parse in Python only to be dropped). Directory deletions stay: watchdog needs them to
+# drop its watches of a removed folder.
+# A touch (new mtime) is a FileAttribEvent in newer watchdogs, a FileModifiedEvent in older ones.
+WATCHED_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent,
+                  DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
+if hasattr(watchdog_events, "FileAttribEvent"):
+    WATCHED_EVENTS.append(watchdog_events.FileAttribEvent)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "@eaDir", "#recycle", "#snapshot", ".@__thumb", "desktop.ini"})
@@ -41,15 +55,12 @@ def is_ignored_name(name: str) -> bool:
 
 def is_candidate(path: Path, root: Path, excluded: tuple[Path, ...] = ()) -> bool:
     """An image under `root` whose every path part is a name worth looking at."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in IMAGE_SUFFIXES or not (path == root or path_under(path, root)):
         return False
-    try:
-        relative = path.relative_to(root)
-    except ValueError:
+    relative = str(path)[len(str(root)):].lstrip(os.sep)
+    if any(is_ignored_name(part) for part in relative.split(os.sep)):
         return False
-    if any(is_ignored_name(part) for part in relative.parts):
-        return False
-    return not any(path == folder or folder in path.parents for folder in excluded)
+    return not any(path == folder or path_under(path, folder) for folder in excluded)
 
 
 def link_below(root: Path | None, path: Path) -> Path | None:
@@ -63,11 +74,11 @@ def link_below(root: Path | None, path: Path) -> Path | None:
     except ValueError:
         relative = None
     if relative is None:
-        return path.parent if path.parent.is_symlink() else None
+        return path.parent if listing.is_symlink(path.parent) else None
     folder = root
     for part in relative.parts[:-1]:
         folder = folder / part
-        if folder.is_symlink():
+        if listing.is_symlink(folder):
             return folder
     return None
 
@@ -92,7 +103,7 @@ def scan(root: Path, excluded: tuple[Path, ...] = (), *, include_special: bool =
             path = Path(entry.path)
             try:
                 is_folder = entry.is_dir(follow_symlinks=False)
-                if is_folder and not any(path == folder_ or folder_ in path.parents for folder_ in excluded):
+                if is_folder and not any(path == folder_ or path_under(path, folder_) for folder_ in excluded):
                     stack.append(path)
                 if not is_candidate(path, root, excluded):
                     continue
@@ -102,71 +113,79 @@ def scan(root: Path, excluded: tuple[Path, ...] = (), *, include_special: bool =
                 log.warning("cannot stat %s: %s", path, error.strerror)
 
 
-@dataclass
-class _Pending:
-    size: int
-    mtime_ns: int
-    unchanged_since: float
-
-
 class SettleTracker:
-    """Paths that might be images still being written, until they stop changing."""
+    """Paths that might be images still being written, until they stop changing.
+
+    Kept as text with a plain (size, mtime_ns, unchanged_since) tuple each: a first start over
+    100,000 files holds them all here at once, and a Path with a record object costs several
+    times the text (the daemon's peak RSS).
+    """
 
     def __init__(self, clock: Clock):
         self._clock = clock
-        self._pending: dict[Path, _Pending] = {}
+        self._pending: dict[str, tuple[int, int, float]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending)
 
-    def touch(self, path: Path) -> bool:
-        """Something happened to `path`: (re)start its settle window. False when it is not a regular file."""
-        try:
-            info = os.stat(path, follow_symlinks=False)
-        except OSError:
-            with self._lock:
-                self._pending.pop(path, None)
-            return True  # gone: nothing to say about it
+    def touch(self, path: Path | str, info: os.stat_result | None = None) -> bool:
+        """Something happened to `path`: (re)start its settle window. False when it is not a regular file.
+
+        `info` is the path's lstat when the caller has just taken it (a scan): it is not taken again.
+        """
+        key = os.fspath(path)
+        if info is None:
+            try:
+                info = os.stat(key, follow_symlinks=False)
+            except OSError:
+                with self._lock:
+                    self._pending.pop(key, None)
+                return True  # gone: nothing to say about it
         if not stat.S_ISREG(info.st_mode):
             return False
         with self._lock:
-            current = self._pending.get(path)
-            if current is None or (current.size, current.mtime_ns) != (info.st_size, info.st_mtime_ns):
-                self._pending[path] = _Pending(info.st_size, info.st_mtime_ns, self._clock.monotonic())
+            current = self._pending.get(key)
+            if current is None or current[:2] != (info.st_size, info.st_mtime_ns):
+                self._pending[key] = (info.st_size, info.st_mtime_ns, self._clock.monotonic())
         return True
 
     def restart(self, which: Callable[[Path], bool]) -> None:
         """Restart the settle window of pending paths chosen by `which`."""
         now = self._clock.monotonic()
         with self._lock:
-            for path, pending in self._pending.items():
-                if which(path):
-                    pending.unchanged_since = now
+            for key, (size, mtime_ns, _) in list(self._pending.items()):
+                if which(Path(key)):
+                    self._pending[key] = (size, mtime_ns, now)
 
-    def forget(self, path: Path) -> None:
+    def forget(self, path: Path | str) -> None:
         with self._lock:
-            self._pending.pop(path, None)
+            self._pending.pop(os.fspath(path), None)
 
     def settled(self, settle_seconds: Callable[[Path], float]) -> list[tuple[Path, int, int]]:
         """Paths unchanged for their settle window, removed from the tracker, with size and mtime."""
+        ready = self.settled_text(lambda key: settle_seconds(Path(key)))
+        return [(Path(key), size, mtime_ns) for key, size, mtime_ns in ready]
+
+    def settled_text(self, settle_seconds: Callable[[str], float]) -> list[tuple[str, int, int]]:
+        """`settled` with the paths as text (and `settle_seconds` given text): no Path per pending file."""
         now = self._clock.monotonic()
         with self._lock:
             candidates = list(self._pending.items())
         ready = []
-        for path, pending in candidates:
+        for key, pending in candidates:
             try:
-                info = os.stat(path, follow_symlinks=False)
+                info = os.stat(key, follow_symlinks=False)
             except OSError:
-                self.forget(path)
+                self.forget(key)
                 continue
             with self._lock:
-                if (info.st_size, info.st_mtime_ns) != (pending.size, pending.mtime_ns):
-                    self._pending[path] = _Pending(info.st_size, info.st_mtime_ns, now)
-                elif now - pending.unchanged_since >= settle_seconds(path):
-                    del self._pending[path]
-                    ready.append((path, info.st_size, info.st_mtime_ns))
+                if (info.st_size, info.st_mtime_ns) != pending[:2]:
+                    self._pending[key] = (info.st_size, info.st_mtime_ns, now)
+                elif now - pending[2] >= settle_seconds(key):
+                    self._pending.pop(key, None)
+                    ready.append((key, info.st_size, info.st_mtime_ns))
         return ready
 
 
@@ -272,7 +291,7 @@ class FolderWatch:
 
     def _start_observer(self, polling: bool) -> BaseObserver:
         observer = self._make_observer(polling)
-        observer.schedule(self._handler, str(self.root), recursive=True)
+        observer.schedule(self._handler, str(self.root), recursive=True, event_filter=WATCHED_EVENTS)
         observer.daemon = True
         observer.start()
         return observer

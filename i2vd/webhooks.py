@@ -23,8 +23,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from i2vd import __version__, output
 from i2vd.clock import Clock
 from i2vd.config import Config, WebhookSettings
@@ -78,6 +76,8 @@ class Sender:
         self.journal = journal
         self.clock = clock or Clock()
         self.wake = threading.Event()
+        import requests  # here, not at the top: `i2vd status` reads the outbox and must stay quick to start
+
         self._session = requests.Session()
         self._servers_down: dict[str, bool] = {}
 
@@ -154,7 +154,7 @@ class Sender:
                                        timeout=(min(5.0, hook.timeout_seconds), hook.timeout_seconds),
                                        allow_redirects=False)
             reply.close()
-        except requests.RequestException as error:
+        except OSError as error:  # requests' RequestException is an OSError
             return f"{type(error).__name__}: {error}"
         if 200 <= reply.status_code < 300:
             return None

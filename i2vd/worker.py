@@ -31,6 +31,7 @@ from i2vd.journal import Job, JobState, Journal
 from i2vd.liveness import Heartbeat
 from i2vd.logs import job_fields
 from i2vd.outcomes import Done, Failed, Gone, Outcome, ServerDown, WaitAndLook, WaitForDisk
+from i2vd.overlap import Finisher, Finishing
 from i2vd.mounts import MountMemory
 from i2vd.watcher import link_below
 
@@ -96,6 +97,10 @@ class Worker:
         self._setup_lock = threading.Lock()
         self._tidied_at = float("-inf")
         self._held_back = False  # the last look found due work it may not take (a schedule): idle, not spin
+        # run() writes each video beside the next call (overlap.py); run_once() alone stays one job, start to end.
+        self.overlap = False
+        self._finisher = Finisher(f"i2vd-finishing-{self.name.rsplit(':', 1)[-1]}")
+        self._settle_lock = threading.Lock()  # the finishing thread records too
 
     def reconfigure(self, config: Config, server: ServerConfig, backend: Backend | None = None, gate: VramGate | None = None) -> None:
         """Take a new config (and backend or gate, when they changed) between jobs, never during one."""
@@ -130,13 +135,23 @@ class Worker:
 
     def run(self, stop: threading.Event, *, burst: bool = False) -> None:
         """Work until `stop` is set; with burst, return once nothing is queued."""
-        while not stop.is_set():
-            try:
-                if self._round(stop, burst):
-                    return
-            except Exception:  # noqa: BLE001 - a journal error (busy, disk full) must not end the worker for good
-                log.exception("worker round failed; trying again shortly")
-                self.clock.wait(stop, IDLE_POLL_SECONDS)
+        self.overlap = True
+        try:
+            while not stop.is_set():
+                try:
+                    if self._round(stop, burst):
+                        return
+                except Exception:  # noqa: BLE001 - a journal error (busy, disk full) must not end the worker for good
+                    log.exception("worker round failed; trying again shortly")
+                    self.clock.wait(stop, IDLE_POLL_SECONDS)
+        finally:
+            self._wait_finishing()  # the last video written and recorded before the worker ends
+            self.overlap = False
+
+    def _wait_finishing(self) -> None:
+        if self._finisher.busy:
+            self.heartbeat.beat(2 * mp4.FFMPEG_TIMEOUT_SECONDS, "writing the previous video")
+        self._finisher.wait()
 
     def _round(self, stop: threading.Event, burst: bool) -> bool:
         """One pass of the loop; True when a burst run is finished."""
@@ -146,6 +161,7 @@ class Worker:
             return True  # stopped while the server is down: the next claim is the probe, after a growing pause
         if self.run_once(stop):
             return False
+        self._wait_finishing()  # nothing to send meanwhile: its outcome (a retry, say) may queue it again
         if burst and self.journal.next_attempt_at() is None:
             return True
         self._idle()
@@ -203,17 +219,39 @@ class Worker:
         if job is None:
             return False
         self.state.current_job, self.state.current_file = job.id, job.rel_path
+        handed_over = False
         try:
-            self._settle(*self.process(job))
+            job, outcome = self.process(job)
+            if isinstance(outcome, Finishing):
+                self._wait_finishing()
+                self._finisher.start(lambda: self._finish(job, outcome))
+                handed_over = True
+            else:
+                self._settle(job, outcome)
         except Exception as error:  # noqa: BLE001 - one job's surprise must not end the worker
             log.exception("job %d: unexpected error", job.id)
             self._settle(job, self._job_failed(job, f"internal error: {type(error).__name__}: {error}"))
         finally:
             self.state.current_job = self.state.current_file = self.state.progress = None
-            self.journal.release(job.id)  # an outcome that could not be recorded is the lease's to settle now
+            if not handed_over:
+                self.journal.release(job.id)  # an outcome that could not be recorded is the lease's to settle now
         return True
 
-    def process(self, job: Job) -> tuple[Job, Outcome]:
+    def _finish(self, job: Job, finishing: Finishing) -> None:
+        """On the finishing thread: the kept video checked, tagged, written and recorded (overlap.py)."""
+        try:
+            self._settle(job, self._write_output(job, finishing.destination, finishing.video, finishing.server,
+                                                 finishing.server_seconds, beat=False))
+        except Exception as error:  # noqa: BLE001 - as in run_once: this job fails, the worker goes on
+            log.exception("job %d: unexpected error", job.id)
+            try:
+                self._settle(job, self._job_failed(job, f"internal error: {type(error).__name__}: {error}"))
+            except Exception:  # noqa: BLE001 - the journal's trouble: the lease settles it
+                log.exception("job %d: its outcome could not be recorded", job.id)
+        finally:
+            self.journal.release(job.id)
+
+    def process(self, job: Job) -> tuple[Job, Outcome | Finishing]:
         """One turn of a claimed job, decided, not recorded: the job as the turn ends (it may have followed its
         content to a new place) and its outcome, which `_settle` records."""
         try:
@@ -256,7 +294,7 @@ class Worker:
                 return job, Failed(str(problem), count_attempt=False)
         return job, self._render(job, image, destination)
 
-    def _render(self, job: Job, image: bytes, destination: Path) -> Outcome:
+    def _render(self, job: Job, image: bytes, destination: Path) -> Outcome | Finishing:
         """The source is read: the video from the server (or kept from before), written to `destination`."""
         if sha256_of(image) != job.source_sha256:
             return Failed("source file changed after it was queued (the new content is a new job)", count_attempt=False)
@@ -281,11 +319,18 @@ class Worker:
         except OSError as error:
             received.discard_reply(reply)
             return self._wait_for_disk(f"cannot keep the video under state_dir: {error.strerror or error}")
+        if self.overlap:  # kept: written beside the next call
+            return Finishing(destination, video, server, reply.server_seconds)
         return self._write_output(job, destination, video, server, reply.server_seconds)
 
-    def _write_output(self, job: Job, destination: Path, video: Path, server: dict, server_seconds: float) -> Outcome:
-        """Place the received video (kept under state_dir until then) and its record; done."""
-        self.heartbeat.beat(0, f"job {job.id} writing output")
+    def _write_output(self, job: Job, destination: Path, video: Path, server: dict, server_seconds: float, *,
+                      beat: bool = True) -> Outcome:
+        """Place the received video (kept under state_dir until then) and its record; done.
+
+        `beat` False on the finishing thread: the worker's heartbeat is then its call's promise, not this.
+        """
+        if beat:
+            self.heartbeat.beat(0, f"job {job.id} writing output")
         now = self.clock.now()
         record = finished.audit_record(job, destination, server_seconds, now, server or self.backend.describe())
         try:
@@ -358,6 +403,10 @@ class Worker:
 
     def _settle(self, job: Job, outcome: Outcome) -> None:
         """Record `outcome` (outcomes.record, the one place that writes it) and do what follows it here."""
+        with self._settle_lock:
+            self._settle_locked(job, outcome)
+
+    def _settle_locked(self, job: Job, outcome: Outcome) -> None:
         if isinstance(outcome, ServerDown):  # not the job's fault: the queue pauses, no attempt used
             if self.state.server_down_since is None:
                 self.state.server_down_since = self.clock.now()

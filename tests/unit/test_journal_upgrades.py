@@ -195,3 +195,23 @@ def test_a_migration_that_fails_leaves_the_old_journal_as_it_was(tmp_path: Path,
 def test_the_migrations_are_one_function_per_version() -> None:
     assert SCHEMA_VERSION == len(journal_module.MIGRATIONS)
     assert all(callable(step) and step.__doc__ for step in journal_module.MIGRATIONS)
+
+
+def _indexed_columns(path: Path) -> set[tuple[str, str]]:
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        found = set()
+        for table, index in db.execute("SELECT tbl_name, name FROM sqlite_master WHERE type = 'index'").fetchall():
+            columns = [row[2] for row in db.execute(f"PRAGMA index_info('{index}')")]
+            if columns:
+                found.add((table, columns[0]))
+        return found
+    finally:
+        db.close()
+
+
+def test_an_upgraded_journal_finds_content_by_index(old_journal: Path) -> None:
+    """Version 3: each slice of a big drop looks files and jobs up by content; without an index each look
+    read all 100,000 rows."""
+    Journal(old_journal).close()
+    assert {("files", "sha256"), ("jobs", "source_sha256")} <= _indexed_columns(old_journal)

@@ -1,0 +1,128 @@
+"""Scale: 100,000 small images in 100 folders under one root, the server down.
+
+    .venv/bin/python benchmarks/scale.py [--files 100000] [--folders 100] [--settle 0.5]
+
+First start: files journaled per second (from READY to the last file in the journal, settle 0.5 s),
+the longest gap between two watchdog pings meanwhile (liveness), `i2vd status` time while it works;
+restart: READY time; `i2vd status` time; the daemon's peak RSS (VmHWM, its own process).
+Targets (SPEC): >= 5,000 files/s, READY <= 10 s, status < 0.5 s, RSS <= 150 MB.
+The image tree is made once per size under $TMPDIR and reused (the daemon only reads it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MACHINE, DaemonProcess, config_text, figure, peak_rss_mb, timed_status  # noqa: E402
+
+
+def image_tree(files: int, folders: int) -> Path:
+    """files distinct small PNGs in `folders` folders, made once and kept for the next run."""
+    from PIL import Image
+
+    tree = Path(tempfile.gettempdir()) / f"i2vd-bench-tree-{files}-{folders}"
+    done = tree / ".complete"
+    if done.exists():
+        return tree
+    per_folder = -(-files // folders)
+    base = Image.new("RGB", (16, 12), (40, 90, 160))
+    for index in range(files):
+        folder = tree / f"folder{index // per_folder:03d}"
+        if index % per_folder == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        base.putpixel((index % 16, 0), (index % 251, (index // 251) % 251, (index // 63001) % 251))
+        base.putpixel((0, 11), (index % 7, 0, 0))
+        buffer = io.BytesIO()
+        base.save(buffer, "PNG", compress_level=1)
+        (folder / f"img{index:06d}.png").write_bytes(buffer.getvalue())
+        base.putpixel((index % 16, 0), (40, 90, 160))
+    done.write_text("ok")
+    return tree
+
+
+def journaled(journal: Path) -> tuple[int, float]:
+    """Files in the journal, and when the last job was recorded (wall clock)."""
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5) as db:
+            count = db.execute("SELECT count(*) FROM files").fetchone()[0]
+            return count, db.execute("SELECT max(queued_at) FROM jobs").fetchone()[0] or 0.0
+    except sqlite3.Error:
+        return 0, 0.0
+
+
+def bench_scale(files: int, folders: int, settle: float) -> dict:
+    tree = image_tree(files, folders)
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        config = folder / "config.yaml"
+        config.write_text(config_text(folder, ["http://127.0.0.1:9"], settle).replace(str(folder / "in"), str(tree)))
+        journal = folder / "state" / "journal.sqlite3"
+        daemon = DaemonProcess(config).start()
+        try:
+            daemon.wait_ready()
+            status_during, count = [], 0
+            while count < files:
+                time.sleep(0.5)
+                if daemon.process.poll() is not None:
+                    raise RuntimeError(daemon.stop()[-2000:])
+                count, last_queued = journaled(journal)
+                if len(status_during) < 3 and 0 < count < files:
+                    status_during.append(timed_status(config))
+            _, peak_first = peak_rss_mb(daemon.process.pid)
+            gap = daemon.longest_ping_gap(daemon.ready_at)
+            first = last_queued - daemon.ready_wall  # READY to the last job recorded, by the journal's own clock
+        finally:
+            daemon.stop()
+        restart = DaemonProcess(config).start()
+        try:
+            ready = restart.wait_ready()
+            time.sleep(max(2.0, settle * 4))  # the restart's reconcile of every root runs meanwhile
+            status = min(timed_status(config) for _ in range(3))
+            _, peak_restart = peak_rss_mb(restart.process.pid)
+        finally:
+            restart.stop()
+    return {"files": files, "rate": files / first, "seconds": first, "gap": gap,
+            "status_during": max(status_during, default=0.0),
+            "ready": ready, "status": status, "rss_first": peak_first, "rss_restart": peak_restart}
+
+
+def report(result: dict) -> None:
+    files = result["files"]
+    figure("scale: first start journaling", f"{result['rate']:,.0f} files/s ({files:,} in {result['seconds']:.1f} s)",
+           ">= 5,000 files/s", result["rate"] >= 5000)
+    gap = result["gap"]
+    figure("scale: liveness while journaling",
+           "too short to tell" if gap != gap else f"longest watchdog ping gap {gap:.2f} s",
+           "a ping every 1 s", None if gap != gap else gap < 2)
+    during = result["status_during"]
+    figure("scale: status while journaling", f"{during:.2f} s" if during else "too short to tell", "< 0.5 s",
+           during < 0.5 if during else None)
+    figure("scale: restart READY", f"{result['ready']:.2f} s", "<= 10 s", result["ready"] <= 10)
+    figure("scale: i2vd status", f"{result['status']:.2f} s (process start included)", "< 0.5 s",
+           result["status"] < 0.5)
+    peak = max(result["rss_first"], result["rss_restart"])
+    figure("scale: daemon peak RSS",
+           f"{peak:.0f} MB (first start {result['rss_first']:.0f}, restart {result['rss_restart']:.0f})",
+           "<= 150 MB", peak <= 150)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--folders", type=int, default=100)
+    parser.add_argument("--settle", type=float, default=0.5)
+    arguments = parser.parse_args(argv)
+    print(f"# scale on {MACHINE}")
+    report(bench_scale(arguments.files, arguments.folders, arguments.settle))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

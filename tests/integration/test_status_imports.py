@@ -1,0 +1,43 @@
+"""`i2vd status` stays quick: it reads the journal and imports nothing of the daemon's machinery.
+
+(SPEC: `i2vd status` answers in < 0.5 s with 100,000 jobs; most of a cold start was importing the
+worker, the backends, Pillow and watchdog only to learn the journal's file name.)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from i2vd.journal import Journal
+
+REPO = Path(__file__).resolve().parents[2]
+PROBE = """
+import json, sys
+from i2vd.cli import main
+code = main(["status", "-c", sys.argv[1]])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_status_imports_neither_the_daemon_nor_the_worker(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    (tmp_path / "in").mkdir()
+    config.write_text(f"""
+state_dir: {tmp_path / 'state'}
+output_dir: {tmp_path / 'out'}
+servers: [{{kind: predict, url: "http://127.0.0.1:9"}}]
+gpu: {{enabled: false}}
+watch: [{{path: {tmp_path / 'in'}}}]
+""")
+    Journal(tmp_path / "state" / "journal.sqlite3").close()
+    result = subprocess.run([sys.executable, "-c", PROBE, str(config)], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    heavy = {"i2vd.daemon", "i2vd.worker", "i2vd.intake", "i2vd.backends.predict", "i2vd.backends.gradio_protocol",
+             "PIL", "watchdog", "requests"}
+    assert heavy.isdisjoint(report["modules"]), sorted(heavy.intersection(report["modules"]))

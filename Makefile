@@ -1,6 +1,6 @@
 # Two commands on a fresh machine with only python3:
 #   make demo   the built-in engine end to end on sample images (no GPU, no network)
-#   make test   the whole test suite
+#   make test   make lint, then the whole test suite
 #   make lint   ruff check + ruff format --check
 #   make bench  every benchmark, each figure beside its target (long: 100,000 images; see benchmarks/run.py)
 PYTHON ?= python3
@@ -29,7 +29,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(VENV)/.installed-test
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-test

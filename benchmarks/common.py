@@ -30,17 +30,18 @@ def figure(name: str, value: str, target: str, met: bool | None) -> None:
     print(f"{name:<34} {value:<44} target {target}{verdict}", flush=True)
 
 
-def config_text(folder: Path, urls: list[str], settle: float = 0.5, *, log_level: str = "warning",
-                extra: str = "") -> str:
+def config_text(
+    folder: Path, urls: list[str], settle: float = 0.5, *, log_level: str = "warning", extra: str = ""
+) -> str:
     servers = ", ".join(f'{{kind: predict, url: "{url}", timeout_seconds: 600}}' for url in urls)
     (folder / "in").mkdir(parents=True, exist_ok=True)
     return f"""
-state_dir: {folder / 'state'}
-output_dir: {folder / 'out'}
+state_dir: {folder / "state"}
+output_dir: {folder / "out"}
 log_level: {log_level}
 servers: [{servers}]
 gpu: {{enabled: false}}
-watch: [{{path: {folder / 'in'}, settle_seconds: {settle}, rescan_seconds: 3600}}]
+watch: [{{path: {folder / "in"}, settle_seconds: {settle}, rescan_seconds: 3600}}]
 profiles: {{default: {{prompt: "A {{{{ subject }}}} scene"}}}}
 {extra}"""
 
@@ -75,13 +76,14 @@ class DaemonProcess:
         self._stop = threading.Event()
         self._listener = threading.Thread(target=self._listen, daemon=True)
 
-    def start(self) -> "DaemonProcess":
+    def start(self) -> DaemonProcess:
         env = dict(os.environ, NOTIFY_SOCKET=str(self.socket_path), WATCHDOG_USEC=str(int(self.watchdog_seconds * 1e6)))
         env.pop("WATCHDOG_PID", None)
         self.started_at = time.monotonic()
         command = [sys.executable, "-m", "i2vd", "run", "-c", str(self.config_path)]
-        self.process = subprocess.Popen(command, cwd=SOURCE, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            command, cwd=SOURCE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         self._listener.start()
         return self
 
@@ -89,7 +91,7 @@ class DaemonProcess:
         while not self._stop.is_set():
             try:
                 data = self.sock.recv(65536).decode("utf-8", "replace")
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -129,7 +131,7 @@ class DaemonProcess:
         self._folder.cleanup()
         return self.process.stderr.read() if self.process is not None else ""
 
-    def __enter__(self) -> "DaemonProcess":
+    def __enter__(self) -> DaemonProcess:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -139,6 +141,11 @@ class DaemonProcess:
 def timed_status(config_path: Path) -> float:
     """Seconds `i2vd status` takes, process start included."""
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "i2vd", "status", "-c", str(config_path)], cwd=SOURCE, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [sys.executable, "-m", "i2vd", "status", "-c", str(config_path)],
+        cwd=SOURCE,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     return time.monotonic() - started

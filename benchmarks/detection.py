@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MACHINE, config_text, figure  # noqa: E402
 
-from i2vd.config import parse_config  # noqa: E402
-from i2vd.intake import Intake, IntakeLoop  # noqa: E402
-from i2vd.journal import Journal  # noqa: E402
+from i2vd.config.load import parse_config  # noqa: E402
+from i2vd.ingest.intake import Intake, IntakeLoop  # noqa: E402
+from i2vd.store.journal import Journal  # noqa: E402
 from tests.fakes import wait_for, write_image  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def bench_detection(samples: int, settle: float) -> list[float]:
                 path = folder / "in" / f"d_{index}.png"
                 write_image(path, color=(index % 256, 1, 2))
                 written = time.monotonic()
-                wait_for(lambda: journal.known_file(str(path)) is not None, timeout=30, interval=0.005)
+                wait_for(lambda path=path: journal.known_file(str(path)) is not None, timeout=30, interval=0.005)
                 delays.append(time.monotonic() - written)
         finally:
             stop.set()
@@ -51,9 +51,12 @@ def bench_detection(samples: int, settle: float) -> list[float]:
     delays.sort()
     worst = delays[-1]
     median = delays[len(delays) // 2]
-    figure("detection: file -> queued job",
-           f"median {median:.3f} s, worst {worst:.3f} s ({method}, settle {settle:g} s)",
-           f"<= {settle + 0.2:.1f} s", worst <= settle + 0.2)
+    figure(
+        "detection: file -> queued job",
+        f"median {median:.3f} s, worst {worst:.3f} s ({method}, settle {settle:g} s)",
+        f"<= {settle + 0.2:.1f} s",
+        worst <= settle + 0.2,
+    )
     return delays
 
 

@@ -68,16 +68,21 @@ def bench_reply(reply_mb: int, image_mb: int) -> float:
             with DaemonProcess(config) as daemon:
                 daemon.wait_ready()
                 journal = folder / "state" / "journal.sqlite3"
-                while (not sum(done_count(journal)) and daemon.process.poll() is None
-                       and time.monotonic() - started < 900):
+                while (
+                    not sum(done_count(journal)) and daemon.process.poll() is None and time.monotonic() - started < 900
+                ):
                     time.sleep(0.1)
                 _, peak = peak_rss_mb(daemon.process.pid)
                 done, failed = done_count(journal)
             wall = time.monotonic() - started
     state = "done" if done else ("failed" if failed else "not finished")
     sizes = f"{reply_mb} MB video, {image_size / 2**20:.0f} MB image"
-    figure("memory: one big reply", f"peak RSS {peak:.0f} MB ({sizes}, job {state}, {wall:.0f} s)",
-           "< 250 MB", peak < 250 and bool(done))
+    figure(
+        "memory: one big reply",
+        f"peak RSS {peak:.0f} MB ({sizes}, job {state}, {wall:.0f} s)",
+        "< 250 MB",
+        peak < 250 and bool(done),
+    )
     return peak
 
 
@@ -107,8 +112,7 @@ def bench_flat(jobs: int) -> tuple[float, float]:
     early = late if early is None else early
     growth = late - early
     value = f"RSS {early:.0f} MB after {max(1, jobs // 10)}, {late:.0f} MB after {jobs} (peak {peak:.0f})"
-    figure(f"memory: across {jobs} jobs", value,
-           "flat (< 10 MB growth)", growth < 10)
+    figure(f"memory: across {jobs} jobs", value, "flat (< 10 MB growth)", growth < 10)
     return early, late
 
 

@@ -88,29 +88,52 @@ def bench_scale(files: int, folders: int, settle: float) -> dict:
             _, peak_restart = peak_rss_mb(restart.process.pid)
         finally:
             restart.stop()
-    return {"files": files, "rate": files / first, "seconds": first, "gap": gap,
-            "status_during": max(status_during, default=0.0),
-            "ready": ready, "status": status, "rss_first": peak_first, "rss_restart": peak_restart}
+    return {
+        "files": files,
+        "rate": files / first,
+        "seconds": first,
+        "gap": gap,
+        "status_during": max(status_during, default=0.0),
+        "ready": ready,
+        "status": status,
+        "rss_first": peak_first,
+        "rss_restart": peak_restart,
+    }
 
 
 def report(result: dict) -> None:
     files = result["files"]
-    figure("scale: first start journaling", f"{result['rate']:,.0f} files/s ({files:,} in {result['seconds']:.1f} s)",
-           ">= 5,000 files/s", result["rate"] >= 5000)
+    figure(
+        "scale: first start journaling",
+        f"{result['rate']:,.0f} files/s ({files:,} in {result['seconds']:.1f} s)",
+        ">= 5,000 files/s",
+        result["rate"] >= 5000,
+    )
     gap = result["gap"]
-    figure("scale: liveness while journaling",
-           "too short to tell" if gap != gap else f"longest watchdog ping gap {gap:.2f} s",
-           "a ping every 1 s", None if gap != gap else gap < 2)
+    figure(
+        "scale: liveness while journaling",
+        "too short to tell" if gap != gap else f"longest watchdog ping gap {gap:.2f} s",
+        "a ping every 1 s",
+        None if gap != gap else gap < 2,
+    )
     during = result["status_during"]
-    figure("scale: status while journaling", f"{during:.2f} s" if during else "too short to tell", "< 0.5 s",
-           during < 0.5 if during else None)
+    figure(
+        "scale: status while journaling",
+        f"{during:.2f} s" if during else "too short to tell",
+        "< 0.5 s",
+        during < 0.5 if during else None,
+    )
     figure("scale: restart READY", f"{result['ready']:.2f} s", "<= 10 s", result["ready"] <= 10)
-    figure("scale: i2vd status", f"{result['status']:.2f} s (process start included)", "< 0.5 s",
-           result["status"] < 0.5)
+    figure(
+        "scale: i2vd status", f"{result['status']:.2f} s (process start included)", "< 0.5 s", result["status"] < 0.5
+    )
     peak = max(result["rss_first"], result["rss_restart"])
-    figure("scale: daemon peak RSS",
-           f"{peak:.0f} MB (first start {result['rss_first']:.0f}, restart {result['rss_restart']:.0f})",
-           "<= 150 MB", peak <= 150)
+    figure(
+        "scale: daemon peak RSS",
+        f"{peak:.0f} MB (first start {result['rss_first']:.0f}, restart {result['rss_restart']:.0f})",
+        "<= 150 MB",
+        peak <= 150,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Templates: peak RSS of a fresh process rendering hostile sidecar templates (SPEC: memory stays flat).
 
-    .venv/bin/python benchmarks/templates.py
+.venv/bin/python benchmarks/templates.py
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ TEMPLATE_ATTACKS = (
 )
 _CHILD = """
 import sys, time
-from i2vd.profiles import ProfileError, render
+from i2vd.config.profiles import ProfileError, render
 def peak_kb():  # VmHWM, this process's own: ru_maxrss carries the parent's high-water mark over exec
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 base = peak_kb()
@@ -41,12 +41,17 @@ else:
 
 
 def bench_templates() -> float:
-    result = subprocess.run([sys.executable, "-c", _CHILD, *TEMPLATE_ATTACKS], cwd=SOURCE, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, *TEMPLATE_ATTACKS], cwd=SOURCE, capture_output=True, text=True, check=True
+    )
     before, peak, elapsed = (float(word) for word in result.stdout.split())
     refused = f"{len(TEMPLATE_ATTACKS)} refused in {elapsed:.2f} s"
-    figure("templates: hostile sidecars", f"peak RSS {peak:.0f} MB ({peak - before:+.0f} MB; {refused})",
-           "flat (< 50 MB growth)", peak - before < 50)
+    figure(
+        "templates: hostile sidecars",
+        f"peak RSS {peak:.0f} MB ({peak - before:+.0f} MB; {refused})",
+        "flat (< 50 MB growth)",
+        peak - before < 50,
+    )
     return peak
 
 

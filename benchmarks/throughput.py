@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MACHINE, config_text, figure  # noqa: E402
 
-from i2vd.config import parse_config  # noqa: E402
-from i2vd.daemon import Daemon  # noqa: E402
-from i2vd.journal import Job  # noqa: E402
+from i2vd.config.load import parse_config  # noqa: E402
+from i2vd.service.daemon import Daemon  # noqa: E402
+from i2vd.store.journal import Job  # noqa: E402
 from tests.fakes import FakePredictServer, make_test_mp4, wait_for, write_image  # noqa: E402
 
 
@@ -38,8 +38,9 @@ def run_jobs(server_count: int, jobs: int, latency: float) -> list[Job]:
             daemon = Daemon(config)
             daemon.start()
             try:
-                wait_for(lambda: daemon.journal.counts()["done"] == jobs, timeout=jobs * (latency + 5) + 60,
-                         interval=0.05)
+                wait_for(
+                    lambda: daemon.journal.counts()["done"] == jobs, timeout=jobs * (latency + 5) + 60, interval=0.05
+                )
                 return daemon.journal.jobs()
             finally:
                 daemon.shutdown()
@@ -56,8 +57,12 @@ def bench_overhead(jobs: int, latency: float) -> float:
     done = run_jobs(1, jobs, latency)
     elapsed, measured = wall(done), sum(job.server_seconds for job in done)
     ratio = elapsed / (latency * jobs)
-    figure("overhead: wall / server time", f"{ratio:.3f} ({jobs} jobs of {latency:g} s: wall {elapsed:.2f} s)",
-           "<= 1.02", ratio <= 1.02)
+    figure(
+        "overhead: wall / server time",
+        f"{ratio:.3f} ({jobs} jobs of {latency:g} s: wall {elapsed:.2f} s)",
+        "<= 1.02",
+        ratio <= 1.02,
+    )
     print(f"{'':<34} (i2vd's own server_seconds sum to {measured:.2f} s: wall / those = {elapsed / measured:.3f})")
     return ratio
 
@@ -69,8 +74,7 @@ def bench_servers(jobs: int, latency: float, counts: list[int]) -> dict[int, flo
     for count in counts:
         speedups[count] = base / walls[count]
         value = f"{speedups[count]:.2f}x throughput ({jobs} jobs of {latency:g} s in {walls[count]:.2f} s)"
-        figure(f"servers: N = {count}", value,
-               f">= {0.95 * count:.2f}x", speedups[count] >= 0.95 * count)
+        figure(f"servers: N = {count}", value, f">= {0.95 * count:.2f}x", speedups[count] >= 0.95 * count)
     return speedups
 
 

@@ -19,9 +19,9 @@ import yaml
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from i2vd.config import load_config
-from i2vd.daemon import Daemon
-from i2vd.demo import draw_sample, prepare
+from i2vd.cli.demo import draw_sample, prepare
+from i2vd.config.load import load_config
+from i2vd.service.daemon import Daemon
 
 TIMEOUT_SECONDS = 600
 
@@ -50,8 +50,16 @@ def main(target: Path) -> int:
     serving.start()
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
-                     "--hide-scrollbars", f"--user-data-dir={workdir / 'profile'}", "--window-size=1280,2000"):
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={workdir / 'profile'}",
+        "--window-size=1280,2000",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:

@@ -1,5 +1,5 @@
 import sys
 
-from i2vd.cli import main
+from i2vd.cli.commands import main
 
 sys.exit(main())

@@ -55,7 +55,9 @@ def no_thread_leaks() -> Iterator[None]:
     before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + THREAD_GRACE_SECONDS
-    leftover = [thread for thread in threading.enumerate() if thread not in before and not _pooled_by_session_apps(thread)]
+    leftover = [
+        thread for thread in threading.enumerate() if thread not in before and not _pooled_by_session_apps(thread)
+    ]
     for thread in leftover:
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
     alive = [thread.name for thread in leftover if thread.is_alive()]

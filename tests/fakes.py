@@ -23,10 +23,11 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import imageio_ffmpeg
@@ -86,8 +87,13 @@ class FakePredictServer:
     (its `when` predicate, or any request when None) and has uses left applies.
     """
 
-    def __init__(self, video: bytes, paths: tuple[str, ...] = PREDICT_PATHS,
-                 reply_form: str = "base64", latency_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        video: bytes,
+        paths: tuple[str, ...] = PREDICT_PATHS,
+        reply_form: str = "base64",
+        latency_seconds: float = 0.0,
+    ) -> None:
         self.video = video
         self.paths = frozenset(paths)
         self.reply_form = reply_form
@@ -147,8 +153,12 @@ class FakePredictServer:
         assert self._http is None, "the server is already listening"
         self._http = _HTTPServer(port, self)
         self._port = self._http.server_address[1]
-        self._serve_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
-                                              name=f"FakePredictServer:{self._port}", daemon=True)
+        self._serve_thread = threading.Thread(
+            target=self._http.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"FakePredictServer:{self._port}",
+            daemon=True,
+        )
         with self._cond:
             self._up = True
         self._serve_thread.start()
@@ -189,8 +199,13 @@ class FakePredictServer:
         self._reply_form = form
 
     # -- faults ----------------------------------------------------------------------
-    def fail_with(self, status: int = 500, body: str | bytes | dict = "Internal Server Error",
-                  when: Predicate = None, times: int | None = None) -> None:
+    def fail_with(
+        self,
+        status: int = 500,
+        body: str | bytes | dict = "Internal Server Error",
+        when: Predicate = None,
+        times: int | None = None,
+    ) -> None:
         self._add(_Fault("error", when, times, status, body))
 
     def reply_oom(self, when: Predicate = None, times: int | None = None) -> None:
@@ -277,8 +292,12 @@ class FakePredictServer:
             # which a client rightly reads as a server path (a real video's base64 never begins so)
             video = b"garbage " + os.urandom(2048) if fault.body is None else fault.body
         duration = time.monotonic() - started
-        reply = {"data": [self._encode(video)], "is_generating": False,
-                 "duration": duration, "average_duration": duration}
+        reply = {
+            "data": [self._encode(video)],
+            "is_generating": False,
+            "duration": duration,
+            "average_duration": duration,
+        }
         if fault and fault.kind == "drip":
             return handler.send_dripping(200, reply, fault.interval, lambda: self._epoch != epoch)
         if fault and fault.kind == "drop_mid_reply":
@@ -290,8 +309,9 @@ class FakePredictServer:
         if seconds is not None and seconds <= 0:
             return self._epoch == epoch
         with self._cond:
-            self._cond.wait_for(lambda: self._epoch != epoch or (releases is not None and self._releases != releases),
-                                timeout=seconds)
+            self._cond.wait_for(
+                lambda: self._epoch != epoch or (releases is not None and self._releases != releases), timeout=seconds
+            )
             return self._epoch == epoch
 
     def _encode(self, video: bytes) -> Any:
@@ -335,8 +355,9 @@ def _parse_predict(body: bytes, path: str) -> ReceivedRequest:
     for index, (name, value) in enumerate(zip(_FIELDS[2:], numbers), start=2):
         kinds = (int, float) if name == "guidance" else int
         if isinstance(value, bool) or not isinstance(value, kinds):
-            raise _Invalid(f"data[{index}] ({name}) must be {'a number' if name == 'guidance' else 'an integer'}, "
-                           f"got {value!r}")
+            raise _Invalid(
+                f"data[{index}] ({name}) must be {'a number' if name == 'guidance' else 'an integer'}, got {value!r}"
+            )
         low, high = _RANGES[name]
         if not low <= value <= high:
             raise _Invalid(f"data[{index}] ({name}) must be between {low} and {high}, got {value!r}")
@@ -353,8 +374,16 @@ def _parse_predict(body: bytes, path: str) -> ReceivedRequest:
             decoded.verify()
     except Exception:
         raise _Invalid(f"data[0] (image) is not a decodable image ({len(raw)} bytes)") from None
-    return ReceivedRequest(raw, hashlib.sha256(raw).hexdigest(), prompt, *numbers[:4], float(numbers[4]),
-                           image_encoding=encoding, received_at=time.time(), path=path)
+    return ReceivedRequest(
+        raw,
+        hashlib.sha256(raw).hexdigest(),
+        prompt,
+        *numbers[:4],
+        float(numbers[4]),
+        image_encoding=encoding,
+        received_at=time.time(),
+        path=path,
+    )
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -374,8 +403,12 @@ class _HTTPServer(ThreadingHTTPServer):
         self.server_name, self.server_port = self.server_address[:2]
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
-        thread = threading.Thread(target=self._connection, args=(request, client_address),
-                                  name=f"FakePredictServer:{self.server_port}:{client_address[1]}", daemon=True)
+        thread = threading.Thread(
+            target=self._connection,
+            args=(request, client_address),
+            name=f"FakePredictServer:{self.server_port}:{client_address[1]}",
+            daemon=True,
+        )
         with self.connections_lock:
             self.connections[thread] = request
         thread.start()
@@ -424,7 +457,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path.startswith("/file="):
-            return self.server.fake._serve_file(self, unquote(path[len("/file="):]))
+            return self.server.fake._serve_file(self, unquote(path[len("/file=") :]))
         if path == "/":
             return self.send(200, b"<html><body>fake I2V server</body></html>", "text/html")
         self.send(404 if path not in self.server.fake.paths else 405, {"detail": "Not Found"})
@@ -446,8 +479,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _encoded(self, status: int, body: Any) -> bytes:
         body = json.dumps(body).encode()
-        head = (f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         return head + body
 
     def send_dripping(self, status: int, body: Any, interval: float, stopped: Callable[[], bool]) -> None:
@@ -463,7 +497,7 @@ class _Handler(BaseHTTPRequestHandler):
     def send_partial(self, status: int, body: Any) -> None:
         """Headers promising the whole body, half of it, then the connection closes."""
         data = self._encoded(status, body)
-        self.wfile.write(data[:len(data) // 2])
+        self.wfile.write(data[: len(data) // 2])
         self.wfile.flush()
         self.close_connection = True
 
@@ -473,8 +507,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 def make_test_mp4(path: Path, frames: int = 8, width: int = 64, height: int = 48, fps: int = 8) -> bytes:
     """Write a real, small H.264 MP4 (a moving gradient) and return its bytes."""
-    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                                         macro_block_size=2, ffmpeg_log_level="quiet")
+    writer = imageio_ffmpeg.write_frames(
+        str(path),
+        (width, height),
+        fps=fps,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        macro_block_size=2,
+        ffmpeg_log_level="quiet",
+    )
     writer.send(None)  # start the generator
     ramp = np.linspace(0, 255, width, dtype=np.float32)
     for index in range(frames):
@@ -493,8 +534,9 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def write_image(path: Path, size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 80, 40),
-                format: str | None = None) -> bytes:
+def write_image(
+    path: Path, size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 80, 40), format: str | None = None
+) -> bytes:
     """Write a real image (format from the extension, JPEG when unknown) and return its bytes.
 
     The same arguments give the same bytes, which i2vd treats as one image: vary `color`
@@ -526,7 +568,7 @@ def write_slowly(path: Path, data: bytes, chunks: int, pause: threading.Event | 
                         raise TimeoutError(f"write_slowly({path}): pause event not set within {timeout} s")
                 else:
                     time.sleep(pause)
-            file.write(data[offset:offset + step])
+            file.write(data[offset : offset + step])
             file.flush()
             os.fsync(file.fileno())
 

@@ -82,10 +82,13 @@ class FaultProxy:
         for sock in sockets:
             _shut(sock)
 
-    def answer(self, path: str, status: int, body: bytes, content_type: str = "text/html",
-               times: int | None = None) -> None:
-        head = (f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    def answer(
+        self, path: str, status: int, body: bytes, content_type: str = "text/html", times: int | None = None
+    ) -> None:
+        head = (
+            f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         with self._lock:
             self._answers.append((path, head + body, times))
 
@@ -138,8 +141,9 @@ class FaultProxy:
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 method, target = (lines[0].split(" ") + ["", ""])[:2]
-                headers = {key.strip().lower(): value.strip() for key, _, value in
-                           (line.partition(":") for line in lines[1:])}
+                headers = {
+                    key.strip().lower(): value.strip() for key, _, value in (line.partition(":") for line in lines[1:])
+                }
                 path = urlsplit(target).path
                 with self._lock:
                     self.paths.append(f"{method} {path}")

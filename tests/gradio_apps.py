@@ -30,18 +30,18 @@ import secrets
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
 from PIL import Image
 
-from i2vd.backends.base import VideoRequest
-from i2vd.backends.gradio import GradioBackend
+from i2vd.render.backends.base import VideoRequest
+from i2vd.render.backends.gradio import GradioBackend
 from tests.fakes import make_test_mp4, write_image
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,17 @@ def predict_app(video: Path, calls: CallLog):
     import gradio as gr
 
     async def generate(image, prompt, resolution, frames, fps, steps, guidance, progress=gr.Progress()):
-        calls.add(app="predict", image_sha256=_image_digest(image), prompt=prompt, resolution=resolution,
-                  frames=frames, fps=fps, steps=steps, guidance=guidance, outcome="running")
+        calls.add(
+            app="predict",
+            image_sha256=_image_digest(image),
+            prompt=prompt,
+            resolution=resolution,
+            frames=frames,
+            fps=fps,
+            steps=steps,
+            guidance=guidance,
+            outcome="running",
+        )
         if prompt.startswith("!fail "):
             raise gr.Error(prompt.removeprefix("!fail "))
         if prompt == "!none":
@@ -123,8 +132,14 @@ def svd_app(video: Path, calls: CallLog):
     import gradio as gr
 
     async def sample(image, seed, randomize_seed, motion_bucket_id, fps_id):
-        calls.add(app="svd", image_sha256=_image_digest(image), seed=seed, randomize_seed=randomize_seed,
-                  motion_bucket_id=motion_bucket_id, fps_id=fps_id)
+        calls.add(
+            app="svd",
+            image_sha256=_image_digest(image),
+            seed=seed,
+            randomize_seed=randomize_seed,
+            motion_bucket_id=motion_bucket_id,
+            fps_id=fps_id,
+        )
         return str(video)
 
     with gr.Blocks(analytics_enabled=False, title="i2vd test: svd") as blocks:
@@ -148,8 +163,14 @@ def launch(blocks, allowed: Path) -> str:
     """Start a Blocks app on 127.0.0.1 in this process; returns its URL. Stop it with blocks.close()."""
     port = free_port()
     blocks.queue(default_concurrency_limit=4)
-    blocks.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                  show_error=False, allowed_paths=[str(allowed)])
+    blocks.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=port,
+        quiet=True,
+        show_error=False,
+        allowed_paths=[str(allowed)],
+    )
     return f"http://127.0.0.1:{port}"
 
 
@@ -179,8 +200,16 @@ class FakeGradio3:
 
     handler_class: type[BaseHTTPRequestHandler]  # _Handler3, set below; a test may serve other routes
 
-    def __init__(self, video: bytes, *, version: str = "3.50.2", api_open: bool = True, info: str = "ok",
-                 second_video_endpoint: bool = False, port: int = 0) -> None:
+    def __init__(
+        self,
+        video: bytes,
+        *,
+        version: str = "3.50.2",
+        api_open: bool = True,
+        info: str = "ok",
+        second_video_endpoint: bool = False,
+        port: int = 0,
+    ) -> None:
         self.video = video
         self.version = version
         self.api_open = api_open
@@ -202,7 +231,9 @@ class FakeGradio3:
         self._thread: threading.Thread | None = None
 
     calls = property(lambda self: self._copy("_calls"), doc="Valid predictions, in order.")
-    rejections = property(lambda self: self._copy("_rejections"), doc="Malformed requests: a correct client makes none.")
+    rejections = property(
+        lambda self: self._copy("_rejections"), doc="Malformed requests: a correct client makes none."
+    )
     events = property(lambda self: self._copy("_events"), doc="Websocket milestones: joined, data, left ...")
 
     def _copy(self, name: str) -> list:
@@ -214,8 +245,9 @@ class FakeGradio3:
         self._http = _Server(("127.0.0.1", self._port), self.handler_class)
         self._http.fake = self
         self._port = self._http.server_address[1]
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"FakeGradio3:{self._port}")
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name=f"FakeGradio3:{self._port}"
+        )
         self._thread.start()
         return self
 
@@ -294,7 +326,11 @@ class FakeGradio3:
             "path": file_path,
             "4.x": {"video": {"path": file_path, "url": None, "orig_name": "video.mp4"}, "subtitles": None},
             "url": {"path": None, "url": f"{self.url}/file={file_path}", "meta": {"_type": "gradio.FileData"}},
-            "inline": {"name": "video.mp4", "data": "data:video/mp4;base64," + base64.b64encode(self.video).decode(), "is_file": False},
+            "inline": {
+                "name": "video.mp4",
+                "data": "data:video/mp4;base64," + base64.b64encode(self.video).decode(),
+                "is_file": False,
+            },
         }[self.reply_form]
         output["data"][0] = video
         return True, output
@@ -387,7 +423,9 @@ class _Handler3(BaseHTTPRequestHandler):
         if path == "/info":
             if fake.info == "error":
                 return self._send(500, "Internal Server Error")
-            return self._send(404, {"detail": "Not Found"}) if fake.info == "missing" else self._send(200, fake.api_info())
+            return (
+                self._send(404, {"detail": "Not Found"}) if fake.info == "missing" else self._send(200, fake.api_info())
+            )
         if path.startswith("/file="):
             data = fake.file(unquote(path.removeprefix("/file=")))
             if data and fake.file_drip:
@@ -412,7 +450,9 @@ class _Handler3(BaseHTTPRequestHandler):
         self._send(200 if success else 500, output)
 
     def _drip(self, data: bytes, interval: float, content_type: str = "video/mp4") -> None:
-        self.wfile.write(f"HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+        self.wfile.write(
+            f"HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        )
         for byte in data:
             if self.server.fake._stopping.wait(interval):
                 return
@@ -433,16 +473,22 @@ class _Handler3(BaseHTTPRequestHandler):
     # -- the websocket queue, as Gradio 3 runs it -----------------------------------------------
     def _websocket(self) -> None:
         fake = self.server.fake
-        accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] + _WS_GUID).encode()).digest()).decode()
-        self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        accept = base64.b64encode(
+            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + _WS_GUID).encode()).digest()
+        ).decode()
+        self.wfile.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            ).encode()
+        )
         self.close_connection = True
         fake.track(self.connection, True)
         try:
             fake.note("joined")
             recorded = _recorded_queue_messages()  # send_hash, estimation, send_data, process_starts, progress, ...
             body = None
-            for message in recorded[:recorded.index({"msg": "process_starts"}) + 1]:
+            for message in recorded[: recorded.index({"msg": "process_starts"}) + 1]:
                 self._ws_send(message)
                 if message["msg"] == "send_hash":
                     hello = self._ws_recv()
@@ -472,8 +518,13 @@ class _Handler3(BaseHTTPRequestHandler):
     def _ws_send(self, message: dict, opcode: int = 0x1) -> None:
         payload = json.dumps(message).encode() if opcode == 0x1 else b""
         length = len(payload)
-        header = bytes([0x80 | opcode]) + (bytes([length]) if length < 126 else
-                                           struct.pack("!BH", 126, length) if length < 65536 else struct.pack("!BQ", 127, length))
+        header = bytes([0x80 | opcode]) + (
+            bytes([length])
+            if length < 126
+            else struct.pack("!BH", 126, length)
+            if length < 65536
+            else struct.pack("!BQ", 127, length)
+        )
         self.wfile.write(header + payload)
 
     def _ws_recv(self) -> Any:
@@ -539,7 +590,21 @@ def start_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApps
             for url, inputs in ((running.predict_url, None), (running.svd_url, SVD_INPUTS)):
                 backend = GradioBackend(url, inputs=inputs, transport=transport, timeout_seconds=30)
                 try:
-                    assert backend.generate(VideoRequest(image=image, image_name="warm.jpg", prompt="warm up", resolution="512p", frames=16, fps=8, steps=50, guidance=9.0)).data == video
+                    assert (
+                        backend.generate(
+                            VideoRequest(
+                                image=image,
+                                image_name="warm.jpg",
+                                prompt="warm up",
+                                resolution="512p",
+                                frames=16,
+                                fps=8,
+                                steps=50,
+                                guidance=9.0,
+                            )
+                        ).data
+                        == video
+                    )
                 finally:
                     backend.close()
         yield running

@@ -65,8 +65,9 @@ class ReplayedGradio:
     def start(self) -> ReplayedGradio:
         self._http = _Server(("127.0.0.1", 0), _ReplayHandler)
         self._http.fake = self  # type: ignore[assignment]
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"ReplayedGradio:{self.name}")
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name=f"ReplayedGradio:{self.name}"
+        )
         self._thread.start()
         return self
 
@@ -251,9 +252,11 @@ class _ReplayHandler(_Handler3):
         from email.policy import HTTP
 
         message = BytesParser(policy=HTTP).parsebytes(
-            b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
-        files = [part for part in message.iter_parts()
-                 if part.get_param("name", header="content-disposition") == "files"]
+            b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw
+        )
+        files = [
+            part for part in message.iter_parts() if part.get_param("name", header="content-disposition") == "files"
+        ]
         if len(files) != 1:
             replay.reject(f"POST /upload: {len(files)} parts named 'files'")
             return self._send(422, {"detail": "no files"})
@@ -277,10 +280,17 @@ class _ReplayHandler(_Handler3):
         replay = self.server.fake
         if messages is None:
             return self._send(404, {"detail": "Not Found"})
-        accept = base64.b64encode(__import__("hashlib").sha1(
-            (self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
-        self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        accept = base64.b64encode(
+            __import__("hashlib")
+            .sha1((self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode())
+            .digest()
+        ).decode()
+        self.wfile.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            ).encode()
+        )
         self.close_connection = True
         session, completed = None, False
         try:
@@ -294,8 +304,11 @@ class _ReplayHandler(_Handler3):
                     if "data" in model:
                         if not replay.check_call("websocket", model, sent):
                             return
-                    elif not isinstance(sent, dict) or set(sent) != set(model) or \
-                            sent.get("fn_index") != model.get("fn_index"):
+                    elif (
+                        not isinstance(sent, dict)
+                        or set(sent) != set(model)
+                        or sent.get("fn_index") != model.get("fn_index")
+                    ):
                         return replay.reject(f"websocket: sent {sent!r}, recorded {model!r}")
                     if session is None:
                         session = sent.get("session_hash")

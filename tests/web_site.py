@@ -12,15 +12,19 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from i2vd.config import Config, HttpSettings, load_config
-from i2vd.daemon import journal_path
-from i2vd.intake import Intake
-from i2vd.journal import Journal
+from i2vd.config.load import Config, HttpSettings, load_config
+from i2vd.ingest.intake import Intake
+from i2vd.service.daemon import journal_path
+from i2vd.store.journal import Journal
 from i2vd.web import WebServer
 
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.jpg"
-PROMPTS = ["Waves crashing, camera panning left", "Sunrise over mountains, time-lapse effect",
-           "Leaves rustling in wind, gentle dolly forward", "Product rotating slowly on white background"]
+PROMPTS = [
+    "Waves crashing, camera panning left",
+    "Sunrise over mountains, time-lapse effect",
+    "Leaves rustling in wind, gentle dolly forward",
+    "Product rotating slowly on white background",
+]
 
 
 @dataclass
@@ -36,8 +40,9 @@ class Site:
     def url(self) -> str:
         return self.server.url
 
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None,
-                body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         """One raw request, the path sent exactly as given (no client-side normalising of `..`)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
         try:
@@ -60,11 +65,15 @@ class Site:
 
 def write_config(tmp_path: Path) -> Path:
     config = {
-        "state_dir": str(tmp_path / "state"), "output_dir": str(tmp_path / "out"),
-        "server": {"kind": "builtin"}, "gpu": {"enabled": False},
+        "state_dir": str(tmp_path / "state"),
+        "output_dir": str(tmp_path / "out"),
+        "server": {"kind": "builtin"},
+        "gpu": {"enabled": False},
         "watch": [{"path": str(tmp_path / "in"), "settle_seconds": 0}],
-        "profiles": {"default": {"prompt": "A {{ subject }} scene with smooth motion"},
-                     "beach": {"prompt": "Waves crashing, camera panning left"}},
+        "profiles": {
+            "default": {"prompt": "A {{ subject }} scene with smooth motion"},
+            "beach": {"prompt": "Waves crashing, camera panning left"},
+        },
     }
     (tmp_path / "in").mkdir(parents=True, exist_ok=True)
     path = tmp_path / "config.yaml"

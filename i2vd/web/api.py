@@ -1,17 +1,18 @@
 """The JSON API: what the dashboard shows, and the one thing it does (retry).
 
-`/api/status` is `i2vd status --json` (both come from `i2vd.status.gather_status`);
-retry is `i2vd retry`'s own `i2vd.operations.retry`, run on the daemon's journal.
+`/api/status` is `i2vd status --json` (both come from `i2vd.store.status.gather_status`);
+retry is `i2vd retry`'s own `i2vd.ingest.operations.retry`, run on the daemon's journal.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from i2vd.config import Config
-from i2vd.journal import Job, JobState, Journal
-from i2vd.status import daemon_alive, gather_status
+from i2vd.config.load import Config
+from i2vd.store.journal import Job, JobState, Journal
+from i2vd.store.status import daemon_alive, gather_status
 from i2vd.web.media import Media
 
 MAX_LIMIT = 200
@@ -38,8 +39,9 @@ def _number(query: dict[str, list[str]], name: str, default: int, low: int, high
 
 
 class Api:
-    def __init__(self, config: Callable[[], Config], journal: Journal, media: Media,
-                 on_queued: Callable[[], None] | None = None):
+    def __init__(
+        self, config: Callable[[], Config], journal: Journal, media: Media, on_queued: Callable[[], None] | None = None
+    ):
         self._config = config
         self.journal = journal
         self.media = media
@@ -66,8 +68,13 @@ class Api:
         limit = _number(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         offset = _number(query, "offset", 0, 0)
         jobs, total = self.journal.job_page(state, limit, offset)
-        return {"jobs": [self.job_dict(job) for job in jobs], "total": total, "limit": limit, "offset": offset,
-                "state": state.value if state else None}
+        return {
+            "jobs": [self.job_dict(job) for job in jobs],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "state": state.value if state else None,
+        }
 
     def job(self, job_id: int) -> dict[str, Any]:
         job = self.journal.job(job_id)
@@ -84,16 +91,23 @@ class Api:
         roots = []
         for root in config.watch:
             watch = watches.get(str(root.path), {})
-            roots.append({
-                "path": str(root.path), "output_dir": str(root.output_dir), "after": root.after,
-                "method": watch.get("method"), "active": watch.get("active"), "why": watch.get("why"),
-                "profiles": profiles.get(str(root.path), {}), "schedule": watch.get("schedule"),
-            })
+            roots.append(
+                {
+                    "path": str(root.path),
+                    "output_dir": str(root.output_dir),
+                    "after": root.after,
+                    "method": watch.get("method"),
+                    "active": watch.get("active"),
+                    "why": watch.get("why"),
+                    "profiles": profiles.get(str(root.path), {}),
+                    "schedule": watch.get("schedule"),
+                }
+            )
         return {"roots": roots, "settling": published.get("settling", 0)}
 
     def retry(self, job_ids: list[int] | None) -> dict[str, Any]:
         """`i2vd retry ID` (or `--failed` with None): the same function, on this journal."""
-        from i2vd.operations import retry
+        from i2vd.ingest.operations import retry
 
         with self._retry_lock:
             if job_ids is not None:
@@ -105,7 +119,9 @@ class Api:
                 raise ApiError(409, f"job {job.id} is {job.state.value} (only failed or done jobs are retried)")
         if any(result.ok for result in results) and self._on_queued is not None:
             self._on_queued()
-        return {"results": [
-            {"job": self.job_dict(result.job), "outcome": result.outcome, "reason": result.reason, "ok": result.ok}
-            for result in results
-        ]}
+        return {
+            "results": [
+                {"job": self.job_dict(result.job), "outcome": result.outcome, "reason": result.reason, "ok": result.ok}
+                for result in results
+            ]
+        }

@@ -17,13 +17,13 @@ import hmac
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
-from i2vd.config_model import is_loopback
+from i2vd.config.model import is_loopback
 
 COOKIE = "i2vd_session"
 
 
 def _host_name(host_header: str) -> str:
-    """"127.0.0.1:8787" -> "127.0.0.1", "[::1]:8787" -> "::1"."""
+    """ "127.0.0.1:8787" -> "127.0.0.1", "[::1]:8787" -> "::1"."""
     host = host_header.strip().lower()
     if host.startswith("["):
         return host[1:].partition("]")[0]

@@ -13,13 +13,13 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote
 
-from i2vd import mp4
-from i2vd.config import Config
+from i2vd.config.load import Config
+from i2vd.render import mp4
 
 log = logging.getLogger("i2vd.web")
 
@@ -110,7 +110,7 @@ class Media:
         base = self.bases()[0][1]
         for prefix, folder in self.bases()[1:]:
             if relative.startswith(prefix):
-                base, segments = folder, relative[len(prefix):].split("/")
+                base, segments = folder, relative[len(prefix) :].split("/")
                 break
         content_type = VIDEO_SUFFIXES.get(Path(segments[-1]).suffix.lower())
         if content_type is None:

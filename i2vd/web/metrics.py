@@ -9,14 +9,14 @@ files taken in, and the failed jobs by reason.
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from i2vd.config import Config
-from i2vd.journal import Journal
-from i2vd.status import daemon_alive
+from i2vd.config.load import Config
+from i2vd.store.journal import Journal
+from i2vd.store.status import daemon_alive
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
@@ -60,10 +60,12 @@ class JournalCollector:
             buckets = [(repr(bound), count) for bound, count in zip(BUCKETS, counts)] + [("+Inf", total)]
             yield HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=seconds)
         servers = self.journal.daemon_status().get("servers") or [] if daemon_alive(self._config()) else []
-        up = GaugeMetricFamily("i2vd_server_up", "1 while the server answers (as the daemon last saw it)",
-                               labels=["server"])
-        gate = GaugeMetricFamily("i2vd_gate_open", "1 while the server's VRAM gate lets a job start (or is off)",
-                                 labels=["server"])
+        up = GaugeMetricFamily(
+            "i2vd_server_up", "1 while the server answers (as the daemon last saw it)", labels=["server"]
+        )
+        gate = GaugeMetricFamily(
+            "i2vd_gate_open", "1 while the server's VRAM gate lets a job start (or is off)", labels=["server"]
+        )
         for server in servers:
             name = str(server.get("name") or server.get("url") or "")
             up.add_metric([name], 0 if server.get("down_since") else 1)

@@ -15,14 +15,15 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
-from i2vd.config import Config, HttpSettings
-from i2vd.journal import Journal
+from i2vd.config.load import Config, HttpSettings
+from i2vd.store.journal import Journal
 from i2vd.web import metrics
 from i2vd.web.api import Api, ApiError
 from i2vd.web.auth import Auth
@@ -60,8 +61,13 @@ def login_policy(page: bytes) -> str:
 class WebServer:
     """The dashboard, API, media and metrics on `settings.listen`, reading `journal` (the daemon's)."""
 
-    def __init__(self, settings: HttpSettings, config: Callable[[], Config], journal: Journal,
-                 on_queued: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        settings: HttpSettings,
+        config: Callable[[], Config],
+        journal: Journal,
+        on_queued: Callable[[], None] | None = None,
+    ):
         self.settings = settings
         self.auth = Auth(settings.token)
         self.media = Media(config)
@@ -78,8 +84,9 @@ class WebServer:
         self._httpd.stopping = threading.Event()
         self._httpd.connections = set()
         self._httpd.connections_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="i2vd-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="i2vd-http", daemon=True
+        )
         self._thread.start()
         log.info("dashboard on %s%s", self.url, "" if self.auth.required else " (loopback, no token)")
 
@@ -207,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(error.status, error.message)
         except NotServed:
             self._error(HTTPStatus.NOT_FOUND, "no such video")
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
             pass
         except Exception as error:  # a bug or a journal problem: said, and the server keeps serving
             log.exception("HTTP %s %s failed", self.command, path)
@@ -230,9 +237,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             return self._send(200, metrics.render(web.registry), metrics.CONTENT_TYPE)
         if path.startswith("/videos/"):
-            return self._video(web, self._decoded(path[len("/videos/"):]))
+            return self._video(web, self._decoded(path[len("/videos/") :]))
         if path.startswith("/posters/"):
-            poster = web.media.poster(self._decoded(path[len("/posters/"):]))
+            poster = web.media.poster(self._decoded(path[len("/posters/") :]))
             return self._send(200, poster.read_bytes(), "image/jpeg", {"Cache-Control": "max-age=86400"})
         self._error(HTTPStatus.NOT_FOUND, f"nothing at {path}")
 
@@ -273,8 +280,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             first_last = parse_range(self.headers.get("Range"), video.size)
         except BadRange:
-            return self._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", "text/plain",
-                              {"Content-Range": f"bytes */{video.size}"})
+            return self._send(
+                HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+                b"",
+                "text/plain",
+                {"Content-Range": f"bytes */{video.size}"},
+            )
         with web.media.open(video) as handle:
             first, last = first_last or (0, video.size - 1)
             self.send_response(HTTPStatus.PARTIAL_CONTENT if first_last else HTTPStatus.OK)

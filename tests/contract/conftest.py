@@ -21,8 +21,9 @@ def real_gradio_apps(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(params=HARNESSES, ids=[harness.name for harness in HARNESSES])
-def harness(request: pytest.FixtureRequest, tmp_path: Path, mp4_bytes: bytes,
-            real_gradio_apps: Any) -> Iterator[Harness]:
+def harness(
+    request: pytest.FixtureRequest, tmp_path: Path, mp4_bytes: bytes, real_gradio_apps: Any
+) -> Iterator[Harness]:
     image = write_image(tmp_path / "shore.png", size=(96, 64), color=(40, 110, 190))
     made = request.param(image, mp4_bytes, real_gradio_apps)
     made.start()

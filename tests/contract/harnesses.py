@@ -20,24 +20,32 @@ from typing import Any
 import pytest
 import requests
 
-from i2vd.backends.base import Backend, VideoRequest
-from i2vd.backends.builtin import BuiltinBackend
-from i2vd.backends.comfyui import ComfyUIBackend
-from i2vd.backends.comfyui_workflow import load_workflow
-from i2vd.backends.gradio import GradioBackend, discover_app
-from i2vd.backends.predict import PredictBackend
+from i2vd.config.comfyui_workflow import load_workflow
+from i2vd.render.backends.base import Backend, VideoRequest
+from i2vd.render.backends.builtin import BuiltinBackend
+from i2vd.render.backends.comfyui import ComfyUIBackend
+from i2vd.render.backends.gradio import GradioBackend, discover_app
+from i2vd.render.backends.predict import PredictBackend
 from tests.comfyui_replay import ReplayedComfyUI
 from tests.fakes import OOM_MESSAGE, FakePredictServer, wait_for
 from tests.fault_proxy import FaultProxy
 from tests.gradio_apps import FakeGradio3
 from tests.gradio_replay import ReplayedGradio
 
-FIELDS = {"image_name": "shore.png", "prompt": "waves, camera panning left", "resolution": "256p", "frames": 8,
-          "fps": 8, "steps": 10, "guidance": 5.0}
+FIELDS = {
+    "image_name": "shore.png",
+    "prompt": "waves, camera panning left",
+    "resolution": "256p",
+    "frames": 8,
+    "fps": 8,
+    "steps": 10,
+    "guidance": 5.0,
+}
 NOT_A_VIDEO_REPLY = b"<html><body><h1>It works!</h1></body></html>"
 NO_NETWORK = "the builtin engine runs in this process: no connection, no server to fail"
-NO_IMAGE_CHECK = ("the server's answer to an unreadable image is its own error; i2vd checks every image "
-                  "before it is sent (images.py)")
+NO_IMAGE_CHECK = (
+    "the server's answer to an unreadable image is its own error; i2vd checks every image before it is sent (images.py)"
+)
 
 
 class Harness:
@@ -261,8 +269,9 @@ class Gradio6Harness(NetworkHarness):
             self.image_path = discover_app(session, self.apps.predict_url, 2, 10).api_prefix + "/upload"
 
     def _make(self, timeout_seconds: float) -> Backend:
-        return GradioBackend(self.proxy.url, timeout_seconds=timeout_seconds, connect_timeout_seconds=2,
-                             transport="queue")
+        return GradioBackend(
+            self.proxy.url, timeout_seconds=timeout_seconds, connect_timeout_seconds=2, transport="queue"
+        )
 
     def drop_mid_job(self) -> dict:
         """The connections are cut once the app runs the job and i2vd follows it, as when the app's process dies."""
@@ -270,8 +279,14 @@ class Gradio6Harness(NetworkHarness):
         stream = "GET " + self.image_path.removesuffix("/upload") + "/queue/data"
 
         def cut_when_running() -> None:
-            wait_for(lambda: any(entry.get("prompt") == "!slow" for entry in self.apps.calls.entries[seen:])
-                     and stream in self.proxy.paths[requests_seen:], timeout=20, message="the app never ran the job")
+            wait_for(
+                lambda: (
+                    any(entry.get("prompt") == "!slow" for entry in self.apps.calls.entries[seen:])
+                    and stream in self.proxy.paths[requests_seen:]
+                ),
+                timeout=20,
+                message="the app never ran the job",
+            )
             self.proxy.cut()
 
         self.in_background(cut_when_running)
@@ -301,8 +316,9 @@ class ComfyUIHarness(NetworkHarness):
         self.video = self.server.video
 
     def _make(self, timeout_seconds: float) -> Backend:
-        return ComfyUIBackend(self.proxy.url, load_workflow(self.WORKFLOW), timeout_seconds=timeout_seconds,
-                              connect_timeout_seconds=2)
+        return ComfyUIBackend(
+            self.proxy.url, load_workflow(self.WORKFLOW), timeout_seconds=timeout_seconds, connect_timeout_seconds=2
+        )
 
     def request(self, reply_dir: Path | None, **changes: Any) -> VideoRequest:
         return super().request(reply_dir, **{"job_id": 7, "key": "k" * 64, **changes})
@@ -350,5 +366,12 @@ class BuiltinHarness(Harness):
         return {"image": b"GIF89a this is not an image", "image_name": "broken.gif"}
 
 
-HARNESSES = [PredictHarness, Gradio3Harness, Gradio3QueueHarness, ReplayedVGenHarness, Gradio6Harness,
-             ComfyUIHarness, BuiltinHarness]
+HARNESSES = [
+    PredictHarness,
+    Gradio3Harness,
+    Gradio3QueueHarness,
+    ReplayedVGenHarness,
+    Gradio6Harness,
+    ComfyUIHarness,
+    BuiltinHarness,
+]

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from i2vd import mp4
-from i2vd.backends.base import (
+from i2vd.config.load import RetryPolicy
+from i2vd.jobs.outcomes import Failed, RetryAfter, ServerDown, backend_failure
+from i2vd.render import mp4
+from i2vd.render.backends.base import (
     BackendError,
     BadInput,
     BadReply,
@@ -38,8 +40,6 @@ from i2vd.backends.base import (
     ServerOutOfMemory,
     ServerUnavailable,
 )
-from i2vd.config import RetryPolicy
-from i2vd.outcomes import Failed, RetryAfter, ServerDown, backend_failure
 from tests.contract.harnesses import FIELDS, Harness
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from i2vd.journal import Journal
+from i2vd.store.journal import Journal
 from tests.fakes import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +29,9 @@ def write_config(tmp_path: Path, server_url: str | None, **overrides) -> Path:
         "state_dir": str(tmp_path / "state"),
         "output_dir": str(tmp_path / "out"),
         "log_level": "debug",
-        "server": {"kind": "predict", "url": server_url, "timeout_seconds": 30, "connect_timeout_seconds": 2} if server_url else {"kind": "builtin"},
+        "server": {"kind": "predict", "url": server_url, "timeout_seconds": 30, "connect_timeout_seconds": 2}
+        if server_url
+        else {"kind": "builtin"},
         "gpu": {"enabled": False},
         "retry": {"attempts": 2, "initial_backoff_seconds": 0.1, "max_backoff_seconds": 0.5},
         "watch": [{"path": str(tmp_path / "in"), "settle_seconds": 0.5, "rescan_seconds": 30}],
@@ -68,7 +70,7 @@ class DaemonProcess:
         while not self._closing.is_set():
             try:
                 message = self._socket.recv(4096).decode()
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 return  # closed
@@ -80,10 +82,18 @@ class DaemonProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - the daemon's log: open until close()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "i2vd", "run", "-c", str(self.config)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=environment, cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=REPO,
         )
         if wait_ready:
-            wait_for(lambda: self._said("READY=1") or self._exited(), timeout=30, message=f"daemon never said READY=1; log:\n{self.log()}")
+            wait_for(
+                lambda: self._said("READY=1") or self._exited(),
+                timeout=30,
+                message=f"daemon never said READY=1; log:\n{self.log()}",
+            )
             assert self.process.poll() is None, f"daemon exited early: {self.log()}"
         return self
 
@@ -135,7 +145,12 @@ class DaemonProcess:
 def run_cli(config: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "i2vd", *arguments, "-c", str(config)],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     if check:
         assert result.returncode == 0, f"i2vd {' '.join(arguments)} exited {result.returncode}: {result.stderr}"

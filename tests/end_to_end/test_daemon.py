@@ -28,7 +28,6 @@ def photo_bytes(path: Path, seed: int, size: tuple[int, int] = (160, 120)) -> by
     return data
 
 
-
 def test_twenty_slowly_written_images_make_exactly_twenty_videos(tmp_path, fake_server, daemon_factory):
     fake_server.latency_seconds = 0.05
     config = write_config(tmp_path, fake_server.url)
@@ -49,7 +48,11 @@ def test_twenty_slowly_written_images_make_exactly_twenty_videos(tmp_path, fake_
     for thread in writers:
         thread.join()
 
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 20, timeout=60, message=f"20 done; log:\n{daemon.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == 20,
+        timeout=60,
+        message=f"20 done; log:\n{daemon.log()}",
+    )
     assert daemon.stop() == 0
 
     final_hashes = {hashlib.sha256(data).hexdigest(): name for name, data in contents.items()}
@@ -65,7 +68,14 @@ def test_twenty_slowly_written_images_make_exactly_twenty_videos(tmp_path, fake_
         assert video.stem == Path(source_name).stem
         assert record["source"]["size"] == len(contents[source_name])
         assert record["prompt"] == f"A photo {video.stem.split('_')[1]} scene with smooth motion"
-        assert record["parameters"] == {"resolution": "512p", "frames": 16, "fps": 8, "steps": 50, "guidance": 9.0, "seed": None}
+        assert record["parameters"] == {
+            "resolution": "512p",
+            "frames": 16,
+            "fps": 8,
+            "steps": 50,
+            "guidance": 9.0,
+            "seed": None,
+        }
         assert record["server"]["url"] == fake_server.url + "/api/predict/"
         assert record["attempts"] == 1
         assert record["timings"]["queued"] <= record["timings"]["started"] <= record["timings"]["finished"]
@@ -78,11 +88,19 @@ def test_kill_9_mid_job_then_restart_gives_one_video_per_image(tmp_path, fake_se
     for index in range(4):
         (tmp_path / "in" / f"img_{index}.jpg").write_bytes(photo_bytes(tmp_path / f"s{index}.jpg", seed=100 + index))
     first = daemon_factory(config).start()
-    wait_for(lambda: fake_server.in_flight >= 1 and journal_counts(tmp_path / "state").get("done", 0) >= 1, timeout=30, message="a job mid-flight after one done")
+    wait_for(
+        lambda: fake_server.in_flight >= 1 and journal_counts(tmp_path / "state").get("done", 0) >= 1,
+        timeout=30,
+        message="a job mid-flight after one done",
+    )
     first.kill()
 
     second = daemon_factory(config).start()
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 4, timeout=60, message=f"all done after restart; log:\n{second.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == 4,
+        timeout=60,
+        message=f"all done after restart; log:\n{second.log()}",
+    )
     assert second.stop() == 0
 
     made = videos(tmp_path / "out")
@@ -103,7 +121,11 @@ def test_server_500_for_one_image_is_retried_then_failed_and_shown(tmp_path, fak
         (tmp_path / "in" / f"good_{index}.jpg").write_bytes(photo_bytes(tmp_path / f"g{index}.jpg", seed=200 + index))
     daemon = daemon_factory(config).start()
 
-    wait_for(lambda: journal_counts(tmp_path / "state") == {"queued": 0, "running": 0, "parked": 0, "done": 3, "failed": 1}, timeout=60, message=f"3 done 1 failed; log:\n{daemon.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state") == {"queued": 0, "running": 0, "parked": 0, "done": 3, "failed": 1},
+        timeout=60,
+        message=f"3 done 1 failed; log:\n{daemon.log()}",
+    )
     assert sum(request.image_sha256 == bad_sha for request in fake_server.requests) == 2  # retry.attempts
     listing = run_cli(config, "jobs", "--state", "failed").stdout
     assert "bad.jpg" in listing and "HTTP 500" in listing and "model exploded on this image" in listing
@@ -123,7 +145,9 @@ def test_existing_images_are_done_at_startup_and_a_second_start_does_nothing_new
     (tmp_path / "in" / ".DS_Store").write_bytes(b"junk")
     (tmp_path / "in" / "upload.jpg.part").write_bytes(b"partial")
     first = daemon_factory(config).start()
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 3, timeout=30, message=f"3 done; log:\n{first.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == 3, timeout=30, message=f"3 done; log:\n{first.log()}"
+    )
     assert first.stop() == 0
     assert [video.relative_to(tmp_path / "out").as_posix() for video in videos(tmp_path / "out")] == [
         f"client/shoot/old_{index}.mp4" for index in range(3)
@@ -132,7 +156,11 @@ def test_existing_images_are_done_at_startup_and_a_second_start_does_nothing_new
     second = daemon_factory(config).start()
     # A new file dropped after the second start proves the startup reconcile has run by the time it is done.
     (tmp_path / "in" / "new.jpg").write_bytes(photo_bytes(tmp_path / "n.jpg", seed=399))
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 4, timeout=30, message=f"new one done; log:\n{second.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == 4,
+        timeout=30,
+        message=f"new one done; log:\n{second.log()}",
+    )
     assert second.stop() == 0
     assert len(fake_server.requests) == 4
     assert len(videos(tmp_path / "out")) == 4
@@ -149,7 +177,9 @@ def test_second_daemon_on_the_same_state_dir_exits_at_once_naming_the_pid(tmp_pa
 
 def test_bad_config_exits_78_listing_every_problem(tmp_path):
     config = tmp_path / "bad.yaml"
-    config.write_text("output_dir: out\nwatch: [{path: in}]\nprofiles:\n  beach: {fps: 40, resolution: 720p}\nservr: {}\n")
+    config.write_text(
+        "output_dir: out\nwatch: [{path: in}]\nprofiles:\n  beach: {fps: 40, resolution: 720p}\nservr: {}\n"
+    )
     result = run_cli(config, "run", check=False)
     assert result.returncode == 78
     assert "profiles.beach.fps: 40 is above 24" in result.stderr
@@ -164,18 +194,28 @@ def test_server_down_at_start_burns_no_attempts_and_work_resumes(tmp_path, mp4_b
         config = write_config(tmp_path, server.url)
         (tmp_path / "in" / "waiting.jpg").write_bytes(photo_bytes(tmp_path / "w.jpg", seed=500))
         daemon = daemon_factory(config).start()
-        wait_for(lambda: "DOWN since" in run_cli(config, "status").stdout, timeout=30, message="status says the server is down")
+        wait_for(
+            lambda: "DOWN since" in run_cli(config, "status").stdout,
+            timeout=30,
+            message="status says the server is down",
+        )
         jobs = json.loads(run_cli(config, "jobs", "--json").stdout)
         assert [job["attempts"] for job in jobs] == [0]
         server.come_up()
-        wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 1, timeout=60, message=f"done after server came up; log:\n{daemon.log()}")
+        wait_for(
+            lambda: journal_counts(tmp_path / "state").get("done") == 1,
+            timeout=60,
+            message=f"done after server came up; log:\n{daemon.log()}",
+        )
         assert daemon.stop() == 0
         assert json.loads(run_cli(config, "jobs", "--json").stdout)[0]["attempts"] == 0
     finally:
         server.stop()
 
 
-def test_a_folder_of_fifty_waiting_images_renamed_while_the_daemon_runs_loses_nothing(tmp_path, fake_server, daemon_factory):
+def test_a_folder_of_fifty_waiting_images_renamed_while_the_daemon_runs_loses_nothing(
+    tmp_path, fake_server, daemon_factory
+):
     fake_server.latency_seconds = 0.1
     config = write_config(tmp_path, fake_server.url)
     shoot = tmp_path / "in" / "shoot"
@@ -189,8 +229,11 @@ def test_a_folder_of_fifty_waiting_images_renamed_while_the_daemon_runs_loses_no
     daemon = daemon_factory(config).start()
     wait_for(lambda: journal_counts(tmp_path / "state").get("done", 0) >= 2, timeout=30, message="the first videos")
     shoot.rename(tmp_path / "in" / "2026" / "wedding")  # most of the shoot still waits
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 50, timeout=90,
-             message=f"50 done: {journal_counts(tmp_path / 'state')}; log:\n{daemon.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == 50,
+        timeout=90,
+        message=f"50 done: {journal_counts(tmp_path / 'state')}; log:\n{daemon.log()}",
+    )
     assert daemon.stop() == 0
     assert journal_counts(tmp_path / "state")["failed"] == 0
     assert sorted(request.image_sha256 for request in fake_server.requests) == sorted(hashes), "each image sent once"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.journal import JobState
+from i2vd.store.journal import JobState
 from tests.fakes import wait_for
 from tests.web_site import HOSTILE_NAME, make_site
 
@@ -32,13 +32,24 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-                     f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1500"):
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--autoplay-policy=no-user-gesture-required",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1280,1500",
+    ):
         options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
-                              options=options)
+    driver = webdriver.Chrome(
+        service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")), options=options
+    )
     driver.set_page_load_timeout(WAIT_SECONDS)
     yield driver
     driver.quit()
@@ -53,14 +64,16 @@ def site(tmp_path, mp4_bytes):
 
 def until(driver, script: str, message: str):
     """Poll a JavaScript expression in the page until it is truthy."""
-    return wait_for(lambda: driver.execute_script(f"return {script}"), timeout=WAIT_SECONDS, interval=0.1,
-                    message=message)
+    return wait_for(
+        lambda: driver.execute_script(f"return {script}"), timeout=WAIT_SECONDS, interval=0.1, message=message
+    )
 
 
 def text(driver, selector: str) -> str | None:
     """An element's text, read in one step: the page redraws parts of itself every 2 s."""
-    return driver.execute_script("const node = document.querySelector(arguments[0]); "
-                                 "return node ? node.innerText : null", selector)
+    return driver.execute_script(
+        "const node = document.querySelector(arguments[0]); return node ? node.innerText : null", selector
+    )
 
 
 def sign_in(driver, site) -> None:
@@ -110,8 +123,11 @@ def test_the_dashboard_shows_counts_plays_a_video_escapes_names_and_retries(brow
     assert poster.startswith(site.url + "/posters/")
 
     screenshot = tmp_path / "dashboard.png"
-    until(browser, "[...document.querySelectorAll('#gallery video')].every(v => v.readyState >= 2 || v.poster)",
-          "the gallery loaded")
+    until(
+        browser,
+        "[...document.querySelectorAll('#gallery video')].every(v => v.readyState >= 2 || v.poster)",
+        "the gallery loaded",
+    )
     browser.save_screenshot(str(screenshot))
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("I2VD_DASHBOARD_SCREENSHOT"):
@@ -119,13 +135,21 @@ def test_the_dashboard_shows_counts_plays_a_video_escapes_names_and_retries(brow
 
     # Retry re-queues the failed job, through the API and the journal
     browser.find_element(By.CSS_SELECTOR, f'button.retry[data-job-id="{site.failed_id}"]').click()
-    wait_for(lambda: site.journal.job(site.failed_id).state is JobState.QUEUED, timeout=WAIT_SECONDS,
-             message="the Retry button re-queued the job")
+    wait_for(
+        lambda: site.journal.job(site.failed_id).state is JobState.QUEUED,
+        timeout=WAIT_SECONDS,
+        message="the Retry button re-queued the job",
+    )
     until(browser, "document.getElementById('retry-message').textContent.includes('queued')", "the page says so")
-    until(browser, "document.querySelector('.tile[data-state=\"queued\"] .number').textContent === '1'",
-          "the counts follow")
+    until(
+        browser,
+        "document.querySelector('.tile[data-state=\"queued\"] .number').textContent === '1'",
+        "the counts follow",
+    )
     # the counts and the failed list come from two API calls: each is redrawn when its own reply arrives
-    until(browser, "document.querySelector('#failed').textContent.includes('No failed jobs.')", "the failed list follows")
+    until(
+        browser, "document.querySelector('#failed').textContent.includes('No failed jobs.')", "the failed list follows"
+    )
 
 
 def test_the_gallery_pages_through_older_videos(browser, site):
@@ -136,7 +160,7 @@ def test_the_gallery_pages_through_older_videos(browser, site):
         from tests.web_site import _image
 
         _image(source, (index * 10, 50, 50))
-        from i2vd.intake import Intake
+        from i2vd.ingest.intake import Intake
 
         job = Intake(site.config, site.journal).consider(source, site.config.watch[0]).job
         site.journal.claim_next("test", 60)
@@ -158,8 +182,11 @@ def test_the_page_fits_a_phone_screen(browser, site):
     sign_in(browser, site)
     until(browser, "document.querySelectorAll('#gallery video').length === 6", "the gallery drew")
     widths = browser.execute_script(
-        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
     assert widths[0] <= widths[1], f"the page scrolls sideways on a phone: {widths}"
     columns = browser.execute_script(
-        "return new Set([...document.querySelectorAll('#gallery figure')].map(f => f.getBoundingClientRect().left)).size")
+        "return new Set([...document.querySelectorAll('#gallery "
+        "figure')].map(f => f.getBoundingClientRect().left)).size"
+    )
     assert columns == 1

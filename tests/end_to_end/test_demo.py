@@ -10,7 +10,7 @@ import sys
 
 import imageio_ffmpeg
 
-from i2vd.demo import FOLDERS, PROFILES, draw_sample
+from i2vd.cli.demo import FOLDERS, PROFILES, draw_sample
 from tests.end_to_end.harness import REPO, videos
 from tests.fakes import wait_for
 
@@ -18,13 +18,21 @@ from tests.fakes import wait_for
 def test_demo_makes_playable_videos_of_the_requested_size_and_length(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "i2vd", "demo", "--dir", str(tmp_path), "--images", "1"],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(FOLDERS)} of {len(FOLDERS)} videos" in result.stdout
     made = videos(tmp_path / "out")
     assert [video.relative_to(tmp_path / "out").as_posix() for video in made] == [
-        "beach/beach_1.mp4", "forest/forest_1.mp4", "mountain/mountain_1.mp4", "products/sku_products_1_rotate.mp4"
+        "beach/beach_1.mp4",
+        "forest/forest_1.mp4",
+        "mountain/mountain_1.mp4",
+        "products/sku_products_1_rotate.mp4",
     ]
     for video in made:
         profile = {**PROFILES["default"], **PROFILES[FOLDERS[video.parent.name]]}
@@ -43,7 +51,11 @@ def test_the_demos_next_steps_work_for_a_new_user(tmp_path, daemon_factory):
     """What the demo tells a newcomer to type next, typed: its config runs, a dropped photo becomes a video."""
     result = subprocess.run(
         [sys.executable, "-m", "i2vd", "demo", "--dir", "demo-here", "--images", "1"],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stdout + result.stderr

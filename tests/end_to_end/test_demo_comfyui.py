@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from i2vd.cli import main
-from i2vd.demo import FOLDERS, MODEL_FREE_WORKFLOW
+from i2vd.cli.commands import main
+from i2vd.cli.demo import FOLDERS, MODEL_FREE_WORKFLOW
 from tests.comfyui_replay import ReplayedComfyUI
 from tests.end_to_end.harness import REPO, videos
 from tests.gradio_apps import free_port
@@ -14,7 +14,7 @@ from tests.gradio_apps import free_port
 
 def test_the_demo_workflow_is_the_shipped_example():
     shipped = json.loads((REPO / "examples" / "workflows" / "comfyui-model-free.json").read_text())
-    assert MODEL_FREE_WORKFLOW == shipped
+    assert shipped == MODEL_FREE_WORKFLOW
 
 
 def test_demo_on_comfyui_makes_every_video_there(tmp_path, capsys):

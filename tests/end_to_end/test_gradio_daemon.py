@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from i2vd import mp4
+from i2vd.render import mp4
 from tests.end_to_end.harness import journal_counts, run_cli, videos, write_config
 from tests.fakes import wait_for, write_image
 from tests.gradio_apps import SVD_INPUTS, RunningApps
@@ -52,13 +52,25 @@ def record_of(video: Path) -> dict:
 
 def settled(state_dir: Path, **expected: int) -> bool:
     counts = journal_counts(state_dir)
-    return bool(counts) and counts.get("queued") == 0 and counts.get("running") == 0 and \
-        all(counts.get(state) == number for state, number in expected.items())
+    return (
+        bool(counts)
+        and counts.get("queued") == 0
+        and counts.get("running") == 0
+        and all(counts.get(state) == number for state, number in expected.items())
+    )
 
 
-def test_an_image_becomes_a_video_through_a_gradio_app_with_the_resolved_parameters(tmp_path, apps: RunningApps, daemon_factory):
-    profile = {"prompt": "A {{ subject }} scene, slow dolly in", "resolution": "768p", "frames": 24, "fps": 12,
-               "steps": 60, "guidance": 7.5}
+def test_an_image_becomes_a_video_through_a_gradio_app_with_the_resolved_parameters(
+    tmp_path, apps: RunningApps, daemon_factory
+):
+    profile = {
+        "prompt": "A {{ subject }} scene, slow dolly in",
+        "resolution": "768p",
+        "frames": 24,
+        "fps": 12,
+        "steps": 60,
+        "guidance": 7.5,
+    }
     config = write_config(tmp_path, None, server=gradio_server(apps.predict_url), profiles={"default": profile})
     daemon = daemon_factory(config).start()
     image_sha = drop_image(tmp_path, "golden_retriever.jpg", color=(31, 41, 59))
@@ -66,17 +78,35 @@ def test_an_image_becomes_a_video_through_a_gradio_app_with_the_resolved_paramet
     wait_for(lambda: settled(tmp_path / "state", done=1), timeout=30, message=f"one video; log:\n{daemon.log()}")
 
     [call] = calls_for(apps, image_sha)
-    assert (call["app"], call["prompt"], call["resolution"], call["frames"], call["fps"], call["steps"], call["guidance"]) == \
-        ("predict", "A golden retriever scene, slow dolly in", "768p", 24, 12, 60, 7.5)
+    assert (
+        call["app"],
+        call["prompt"],
+        call["resolution"],
+        call["frames"],
+        call["fps"],
+        call["steps"],
+        call["guidance"],
+    ) == ("predict", "A golden retriever scene, slow dolly in", "768p", 24, 12, 60, 7.5)
     [video] = videos(tmp_path / "out")
     assert video.name == "golden_retriever.mp4"
     assert same_clip(video, apps, tmp_path)
     assert f"source_sha256={image_sha}" in mp4.read_comment(video)
     record = record_of(video)
     assert record["source"]["sha256"] == image_sha
-    assert record["parameters"] == {"resolution": "768p", "frames": 24, "fps": 12, "steps": 60, "guidance": 7.5, "seed": None}
-    assert {key: record["server"][key] for key in ("kind", "url", "version", "api_name")} == \
-        {"kind": "gradio", "url": apps.predict_url, "version": apps.version, "api_name": "/generate"}
+    assert record["parameters"] == {
+        "resolution": "768p",
+        "frames": 24,
+        "fps": 12,
+        "steps": 60,
+        "guidance": 7.5,
+        "seed": None,
+    }
+    assert {key: record["server"][key] for key in ("kind", "url", "version", "api_name")} == {
+        "kind": "gradio",
+        "url": apps.predict_url,
+        "version": apps.version,
+        "api_name": "/generate",
+    }
 
     def status_after_the_job() -> dict | None:  # the daemon publishes its workers' state every second
         status = json.loads(run_cli(config, "status", "--json").stdout)
@@ -86,7 +116,12 @@ def test_an_image_becomes_a_video_through_a_gradio_app_with_the_resolved_paramet
     assert status["daemon"]["running"] is True
     assert status["counts"]["done"] == 1
     [server] = status["servers"]
-    assert (server["kind"], server["url"], server["version"], server["api_name"]) == ("gradio", apps.predict_url, apps.version, "/generate")
+    assert (server["kind"], server["url"], server["version"], server["api_name"]) == (
+        "gradio",
+        apps.predict_url,
+        apps.version,
+        "/generate",
+    )
     assert server["down_since"] is None and server["error"] is None
     text = run_cli(config, "status").stdout
     assert f"(gradio {apps.predict_url}) — up; idle; 1 done" in text
@@ -94,8 +129,12 @@ def test_an_image_becomes_a_video_through_a_gradio_app_with_the_resolved_paramet
 
 
 def test_the_svd_app_with_a_configured_inputs_mapping_and_a_constant(tmp_path, apps: RunningApps, daemon_factory):
-    config = write_config(tmp_path, None, server=gradio_server(apps.svd_url, inputs=SVD_INPUTS),
-                          profiles={"default": {"prompt": "unused by this app", "fps": 12, "seed": 7}})
+    config = write_config(
+        tmp_path,
+        None,
+        server=gradio_server(apps.svd_url, inputs=SVD_INPUTS),
+        profiles={"default": {"prompt": "unused by this app", "fps": 12, "seed": 7}},
+    )
     daemon = daemon_factory(config).start()
     image_sha = drop_image(tmp_path, "rocket.png", color=(200, 10, 90))
 
@@ -113,14 +152,20 @@ def test_the_svd_app_with_a_configured_inputs_mapping_and_a_constant(tmp_path, a
     assert daemon.stop() == 0
 
 
-def test_out_of_memory_in_the_app_with_oom_fail_fails_that_job_and_the_others_are_done(tmp_path, apps: RunningApps, daemon_factory):
+def test_out_of_memory_in_the_app_with_oom_fail_fails_that_job_and_the_others_are_done(
+    tmp_path, apps: RunningApps, daemon_factory
+):
     config = write_config(tmp_path, None, server=gradio_server(apps.predict_url, oom="fail"))
     (tmp_path / "in" / "bad.jpg.yaml").write_text(json.dumps({"prompt": f"!fail {OOM_TEXT}"}), encoding="utf-8")
     bad_sha = drop_image(tmp_path, "bad.jpg", color=(90, 90, 10))
     good_shas = [drop_image(tmp_path, f"good_{index}.jpg", color=(10, 60 * index, 200)) for index in range(2)]
     daemon = daemon_factory(config).start()
 
-    wait_for(lambda: settled(tmp_path / "state", done=2, failed=1), timeout=30, message=f"2 done, 1 failed; log:\n{daemon.log()}")
+    wait_for(
+        lambda: settled(tmp_path / "state", done=2, failed=1),
+        timeout=30,
+        message=f"2 done, 1 failed; log:\n{daemon.log()}",
+    )
 
     assert len(calls_for(apps, bad_sha)) == 1  # failed at once: not retried
     assert all(len(calls_for(apps, sha)) == 1 for sha in good_shas)
@@ -142,8 +187,12 @@ def test_the_official_i2vgen_xl_app_on_gradio_339_with_no_mapping_config(tmp_pat
 
     clip = make_test_mp4(tmp_path / "clip.mp4", frames=4)
     with ReplayedGradio("vgen-3.39", video=clip) as app:
-        config = write_config(tmp_path, None, server=gradio_server(app.url),
-                              profiles={"default": {"prompt": "A {{ subject }} scene, slow dolly in"}})
+        config = write_config(
+            tmp_path,
+            None,
+            server=gradio_server(app.url),
+            profiles={"default": {"prompt": "A {{ subject }} scene, slow dolly in"}},
+        )
         daemon = daemon_factory(config).start()
         image_sha = drop_image(tmp_path, "red_fox.jpg", color=(190, 70, 20))
 
@@ -156,6 +205,9 @@ def test_the_official_i2vgen_xl_app_on_gradio_339_with_no_mapping_config(tmp_pat
         [video] = videos(tmp_path / "out")
         assert video.name == "red_fox.mp4"
         record = record_of(video)
-        assert {key: record["server"][key] for key in ("kind", "version", "api_name")} == \
-            {"kind": "gradio", "version": "3.39.0", "api_name": "fn_index 1"}
+        assert {key: record["server"][key] for key in ("kind", "version", "api_name")} == {
+            "kind": "gradio",
+            "version": "3.39.0",
+            "api_name": "fn_index 1",
+        }
         assert daemon.stop() == 0

@@ -5,7 +5,7 @@ that opens the window lets the job run at once."""
 from __future__ import annotations
 
 import signal
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -17,7 +17,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def test_a_closed_window_holds_the_job_and_a_reload_that_opens_it_runs_it(tmp_path: Path, daemon_factory):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     # the day after tomorrow (UTC): closed all of today, whatever the time; opens at its midnight
     day = now + timedelta(days=2)
     closed = [f"{DAYS[day.weekday()]} 00:00-23:59"]
@@ -26,8 +26,11 @@ def test_a_closed_window_holds_the_job_and_a_reload_that_opens_it_runs_it(tmp_pa
     daemon = daemon_factory(config).start()
     write_image(tmp_path / "in" / "a.png")
     wait_for(lambda: journal_counts(tmp_path / "state").get("queued") == 1, timeout=30, message=daemon.log())
-    wait_for(lambda: any(wanted in line for line in daemon.fields() if line.startswith("STATUS=")), timeout=10,
-             message=str(daemon.fields()))
+    wait_for(
+        lambda: any(wanted in line for line in daemon.fields() if line.startswith("STATUS=")),
+        timeout=10,
+        message=str(daemon.fields()),
+    )
     status = run_cli(config, "status").stdout
     assert wanted in status
     assert journal_counts(tmp_path / "state").get("done", 0) == 0

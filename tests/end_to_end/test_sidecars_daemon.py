@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from i2vd.journal import Job, Journal
+from i2vd.store.journal import Job, Journal
 from tests.end_to_end.harness import (
     REPO,
     journal_counts,
@@ -38,7 +38,6 @@ ROTATE = "Product rotating slowly on white background"
 TIMEOUT = 30
 
 
-
 class Pictures:
     """Writes distinct real JPEGs and remembers which path each content hash came from."""
 
@@ -50,14 +49,15 @@ class Pictures:
         path.parent.mkdir(parents=True, exist_ok=True)
         if data is None:
             self._count += 1
-            data = write_image(path, color=(self._count * 23 % 256, 255 - self._count * 11 % 256, self._count * 5 % 256))
+            data = write_image(
+                path, color=(self._count * 23 % 256, 255 - self._count * 11 % 256, self._count * 5 % 256)
+            )
         else:
             path.write_bytes(data)
         digest = hashlib.sha256(data).hexdigest()
         assert digest not in self.by_sha, "images must have distinct content"
         self.by_sha[digest] = path.name
         return digest
-
 
 
 def exif_jpeg(make: str, model: str, taken: str) -> bytes:
@@ -94,7 +94,9 @@ def sidecar_config(tmp_path: Path, server: FakePredictServer) -> Path:
 # -- profiles, folder and image sidecars, vars, captions and EXIF decide the request ------------
 
 
-def test_sidecars_captions_and_exif_decide_what_the_server_receives_and_the_job_and_record_keep_it(tmp_path, fake_server, daemon_factory):
+def test_sidecars_captions_and_exif_decide_what_the_server_receives_and_the_job_and_record_keep_it(
+    tmp_path, fake_server, daemon_factory
+):
     config = sidecar_config(tmp_path, fake_server)
     root = tmp_path / "in"
     daemon = daemon_factory(config).start()
@@ -104,7 +106,10 @@ def test_sidecars_captions_and_exif_decide_what_the_server_receives_and_the_job_
     oak = pictures.write(root / "woods" / "oak.jpg")
     write(root / "beach" / "i2vd.yaml", "profile: beach\n")
     shore = pictures.write(root / "beach" / "shore.jpg")
-    write(root / "beach" / "north" / "i2vd.yaml", "prompt: 'Waves at {{ place }}, {{ subject }}'\nvars: {place: Cornwall}\nfps: 10\n")
+    write(
+        root / "beach" / "north" / "i2vd.yaml",
+        "prompt: 'Waves at {{ place }}, {{ subject }}'\nvars: {place: Cornwall}\nfps: 10\n",
+    )
     cove_1 = pictures.write(root / "beach" / "north" / "cove_1.jpg")
     write(root / "beach" / "north" / "cove_2.jpg.yaml", "vars: {place: Kynance}\nfps: 12\nguidance: 7.5\n")
     cove_2 = pictures.write(root / "beach" / "north" / "cove_2.jpg")
@@ -112,12 +117,18 @@ def test_sidecars_captions_and_exif_decide_what_the_server_receives_and_the_job_
     mug = pictures.write(root / "products" / "mug.jpg")
     write(root / "captions" / "i2vd.yaml", "profile: default\n")
     dog = pictures.write(root / "captions" / "dog.jpg")
-    write(root / "captions" / "dog.txt", "  A dog leaps into the surf \n\n")  # after its image, within the settle window
+    write(
+        root / "captions" / "dog.txt", "  A dog leaps into the surf \n\n"
+    )  # after its image, within the settle window
     cat = pictures.write(root / "captions" / "cat_nap.jpg")
     write(root / "exif" / "i2vd.yaml", "prompt: 'Shot on {{ exif_camera }} at {{ exif_date }} in {{ folder }}'\n")
     shot = pictures.write(root / "exif" / "shot.jpg", exif_jpeg("Canon", "EOS R5", "2024:06:01 10:00:00"))
 
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 8, timeout=TIMEOUT, message=f"8 done; log:\n{daemon.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == 8,
+        timeout=TIMEOUT,
+        message=f"8 done; log:\n{daemon.log()}",
+    )
 
     assert received(fake_server, oak) == (FOREST, 1, 16, 8, 50, 9.0)
     assert received(fake_server, shore) == (BEACH, 1, 16, 8, 50, 9.0)
@@ -135,8 +146,10 @@ def test_sidecars_captions_and_exif_decide_what_the_server_receives_and_the_job_
     assert (cove["profile_name"], cove["prompt"]) == ("beach", "Waves at Kynance, cove 2")
     assert cove["params"] == {"resolution": "512p", "frames": 16, "fps": 12, "steps": 50, "guidance": 7.5, "seed": None}
     assert cove["profile"]["sidecars"] == [
-        str(root / "i2vd.yaml"), str(root / "beach" / "i2vd.yaml"),
-        str(root / "beach" / "north" / "i2vd.yaml"), str(root / "beach" / "north" / "cove_2.jpg.yaml"),
+        str(root / "i2vd.yaml"),
+        str(root / "beach" / "i2vd.yaml"),
+        str(root / "beach" / "north" / "i2vd.yaml"),
+        str(root / "beach" / "north" / "cove_2.jpg.yaml"),
     ]
     assert cove["profile"]["fields"]["prompt"] == "Waves at {{ place }}, {{ subject }}"
     assert (cove["profile"]["fields"]["fps"], cove["profile"]["fields"]["guidance"]) == (12, 7.5)
@@ -145,13 +158,26 @@ def test_sidecars_captions_and_exif_decide_what_the_server_receives_and_the_job_
 
     # ... and so does the metadata record beside the video.
     assert [video.relative_to(tmp_path / "out").as_posix() for video in videos(tmp_path / "out")] == [
-        "beach/north/cove_1.mp4", "beach/north/cove_2.mp4", "beach/shore.mp4", "captions/cat_nap.mp4", "captions/dog.mp4",
-        "exif/shot.mp4", "products/sku_mug_rotate.mp4", "woods/oak.mp4",
+        "beach/north/cove_1.mp4",
+        "beach/north/cove_2.mp4",
+        "beach/shore.mp4",
+        "captions/cat_nap.mp4",
+        "captions/dog.mp4",
+        "exif/shot.mp4",
+        "products/sku_mug_rotate.mp4",
+        "woods/oak.mp4",
     ]
     record = json.loads((tmp_path / "out" / "products" / "sku_mug_rotate.mp4.json").read_text())
     product = listed["products/mug.jpg"]
     assert (record["profile"], record["prompt"]) == ("product-rotate", ROTATE)
-    assert record["parameters"] == {"resolution": "512p", "frames": 16, "fps": 12, "steps": 60, "guidance": 9.0, "seed": None}
+    assert record["parameters"] == {
+        "resolution": "512p",
+        "frames": 16,
+        "fps": 12,
+        "steps": 60,
+        "guidance": 9.0,
+        "seed": None,
+    }
     assert record["profile_hash"] == product["profile"]["hash"]
     assert record["profile_fields"] == product["profile"]["fields"]
     assert record["profile_fields"]["output"] == "sku_{{ stem }}_rotate.mp4"
@@ -160,7 +186,11 @@ def test_sidecars_captions_and_exif_decide_what_the_server_receives_and_the_job_
     # Editing a sidecar later regenerates nothing: only new images get the new settings.
     write(root / "beach" / "i2vd.yaml", "profile: mountain\n")
     shore_2 = pictures.write(root / "beach" / "shore_2.jpg")  # after the edit: proves the edit was seen
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 9, timeout=TIMEOUT, message=f"shore_2 done; log:\n{daemon.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == 9,
+        timeout=TIMEOUT,
+        message=f"shore_2 done; log:\n{daemon.log()}",
+    )
     assert received(fake_server, shore_2)[0] == MOUNTAIN
     shore_job = journal_jobs(tmp_path / "state")["beach/shore.jpg"]
     assert (shore_job.state.value, shore_job.profile_name, shore_job.prompt) == ("done", "beach", BEACH)
@@ -168,8 +198,14 @@ def test_sidecars_captions_and_exif_decide_what_the_server_receives_and_the_job_
     # `i2vd retry ID` regenerates one, with the sidecar as it is now.
     retried = run_cli(config, "retry", str(shore_job.id))
     assert f"job {shore_job.id} beach/shore.jpg: queued with profile mountain" in retried.stdout
-    wait_for(lambda: len(requests_for(fake_server, shore)) == 2 and journal_jobs(tmp_path / "state")["beach/shore.jpg"].state.value == "done",
-             timeout=TIMEOUT, message=f"the retried job was not done again; log:\n{daemon.log()}")
+    wait_for(
+        lambda: (
+            len(requests_for(fake_server, shore)) == 2
+            and journal_jobs(tmp_path / "state")["beach/shore.jpg"].state.value == "done"
+        ),
+        timeout=TIMEOUT,
+        message=f"the retried job was not done again; log:\n{daemon.log()}",
+    )
     assert requests_for(fake_server, shore)[-1].prompt == MOUNTAIN
     again = journal_jobs(tmp_path / "state")["beach/shore.jpg"]
     assert (again.profile_name, again.prompt, again.attempts) == ("mountain", MOUNTAIN, 0)
@@ -185,15 +221,37 @@ def test_sidecars_captions_and_exif_decide_what_the_server_receives_and_the_job_
 
 BROKEN = {  # folder: (broken sidecar, the problem it names, the fix, the prompt and fps the server then gets)
     "bad_yaml": ("profile: [beach\n", "not valid YAML", "profile: beach\n", (BEACH, 8)),
-    "bad_key": ("profle: mountain\n", "profle: unknown key (did you mean 'profile'?)", "profile: mountain\n", (MOUNTAIN, 8)),
+    "bad_key": (
+        "profle: mountain\n",
+        "profle: unknown key (did you mean 'profile'?)",
+        "profile: mountain\n",
+        (MOUNTAIN, 8),
+    ),
     "bad_value": ("profile: forest\nfps: 40\n", "fps: 40 is above 24", "profile: forest\nfps: 20\n", (FOREST, 20)),
-    "bad_profile": ("profile: beech\n", "profile: unknown profile 'beech' (did you mean 'beach'?)", "profile: beach\n", (BEACH, 8)),
-    "server": ("profile: beach\nserver: {url: 'http://127.0.0.1:9'}\n", "server: not allowed in a sidecar", "profile: beach\n", (BEACH, 8)),
-    "dirs": ("output_dir: /tmp/stolen\nstate_dir: /tmp/stolen\n", "output_dir: not allowed in a sidecar", "profile: mountain\nfps: 6\n", (MOUNTAIN, 6)),
+    "bad_profile": (
+        "profile: beech\n",
+        "profile: unknown profile 'beech' (did you mean 'beach'?)",
+        "profile: beach\n",
+        (BEACH, 8),
+    ),
+    "server": (
+        "profile: beach\nserver: {url: 'http://127.0.0.1:9'}\n",
+        "server: not allowed in a sidecar",
+        "profile: beach\n",
+        (BEACH, 8),
+    ),
+    "dirs": (
+        "output_dir: /tmp/stolen\nstate_dir: /tmp/stolen\n",
+        "output_dir: not allowed in a sidecar",
+        "profile: mountain\nfps: 6\n",
+        (MOUNTAIN, 6),
+    ),
 }
 
 
-def test_broken_sidecars_park_their_folders_visibly_and_fixing_them_releases_the_jobs_without_a_restart(tmp_path, fake_server, daemon_factory):
+def test_broken_sidecars_park_their_folders_visibly_and_fixing_them_releases_the_jobs_without_a_restart(
+    tmp_path, fake_server, daemon_factory
+):
     config = sidecar_config(tmp_path, fake_server)
     root = tmp_path / "in"
     daemon = daemon_factory(config).start()
@@ -210,8 +268,14 @@ def test_broken_sidecars_park_their_folders_visibly_and_fixing_them_releases_the
     good = pictures.write(root / "fine" / "g.jpg")
     parked_count = 2 * len(BROKEN)
 
-    wait_for(lambda: journal_counts(tmp_path / "state") == {"queued": 0, "running": 0, "parked": parked_count, "done": 1, "failed": 2},
-             timeout=TIMEOUT, message=f"parked, failed and done; log:\n{daemon.log()}")
+    wait_for(
+        lambda: (
+            journal_counts(tmp_path / "state")
+            == {"queued": 0, "running": 0, "parked": parked_count, "done": 1, "failed": 2}
+        ),
+        timeout=TIMEOUT,
+        message=f"parked, failed and done; log:\n{daemon.log()}",
+    )
     assert [request.image_sha256 for request in fake_server.requests] == [good]
     assert daemon.process.poll() is None
 
@@ -221,29 +285,46 @@ def test_broken_sidecars_park_their_folders_visibly_and_fixing_them_releases_the
     for folder, (_, problem, *_) in BROKEN.items():
         sidecar = root / folder / "i2vd.yaml"
         (line,) = [line for line in parked_lines if f"sidecar {sidecar}: " in line]
-        assert "2 job(s)" in line and f"{folder}/a.jpg" in line and f"{folder}/sub/b.jpg" in line and problem in line, line
+        assert "2 job(s)" in line and f"{folder}/a.jpg" in line and f"{folder}/sub/b.jpg" in line and problem in line, (
+            line
+        )
         assert f"parked: sidecar {sidecar}: " in daemon.log() and problem in daemon.log()
     groups = json.loads(run_cli(config, "status", "--json").stdout)["parked"]
     assert sorted(len(group["files"]) for group in groups) == [2] * len(BROKEN)
-    assert all(group["reason"].startswith(f"sidecar {root / group['files'][0].split('/')[0] / 'i2vd.yaml'}: ") for group in groups)
+    assert all(
+        group["reason"].startswith(f"sidecar {root / group['files'][0].split('/')[0] / 'i2vd.yaml'}: ")
+        for group in groups
+    )
     parked_listing = run_cli(config, "jobs", "--state", "parked").stdout
     parked_jobs = json.loads(run_cli(config, "jobs", "--state", "parked", "--json").stdout)
-    assert sorted(job["rel_path"] for job in parked_jobs) == sorted(f"{folder}/{name}" for folder in BROKEN for name in ("a.jpg", "sub/b.jpg"))
+    assert sorted(job["rel_path"] for job in parked_jobs) == sorted(
+        f"{folder}/{name}" for folder in BROKEN for name in ("a.jpg", "sub/b.jpg")
+    )
     for job in parked_jobs:
         folder = job["rel_path"].split("/")[0]
         assert job["state"] == "parked" and job["attempts"] == 0
-        assert job["last_error"].startswith(f"sidecar {root / folder / 'i2vd.yaml'}: ") and BROKEN[folder][1] in job["last_error"]
+        assert (
+            job["last_error"].startswith(f"sidecar {root / folder / 'i2vd.yaml'}: ")
+            and BROKEN[folder][1] in job["last_error"]
+        )
         assert job["rel_path"] in parked_listing
     assert "profle: unknown key (did you mean 'profile'?)" in parked_listing
 
-    failed = {job["rel_path"]: job["last_error"] for job in json.loads(run_cli(config, "jobs", "--state", "failed", "--json").stdout)}
+    failed = {
+        job["rel_path"]: job["last_error"]
+        for job in json.loads(run_cli(config, "jobs", "--state", "failed", "--json").stdout)
+    }
     assert "'moood' is undefined" in failed["typo/t.jpg"]
     assert "'../e.mp4' must be a plain file name" in failed["escape/e.jpg"]
 
     for folder, (_, _, fix, _) in BROKEN.items():
         write(root / folder / "i2vd.yaml", fix)
     done = 1 + parked_count
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == done, timeout=TIMEOUT, message=f"released after the fix; log:\n{daemon.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == done,
+        timeout=TIMEOUT,
+        message=f"released after the fix; log:\n{daemon.log()}",
+    )
 
     assert daemon.process.poll() is None and daemon.process.pid == pid  # the same daemon, never restarted
     for folder, (*_, (prompt, fps)) in BROKEN.items():
@@ -251,7 +332,9 @@ def test_broken_sidecars_park_their_folders_visibly_and_fixing_them_releases_the
             assert received(fake_server, sha)[0::3] == (prompt, fps), folder
     assert len(fake_server.requests) == done
     assert not [line for line in run_cli(config, "status").stdout.splitlines() if line.startswith("parked:")]
-    assert all(job["attempts"] == 0 for job in json.loads(run_cli(config, "jobs", "--json").stdout) if job["state"] == "done")
+    assert all(
+        job["attempts"] == 0 for job in json.loads(run_cli(config, "jobs", "--json").stdout) if job["state"] == "done"
+    )
     assert daemon.stop() == 0
     made = sorted(path for path in tmp_path.rglob("*.mp4"))
     assert all((tmp_path / "out") in path.parents for path in made), made  # nothing written outside the output folder
@@ -262,7 +345,9 @@ def test_broken_sidecars_park_their_folders_visibly_and_fixing_them_releases_the
 # -- a folder copied in with its sidecar, in any order -------------------------------------------
 
 
-def test_a_folder_copied_with_its_sidecar_in_any_order_gets_the_sidecar_for_every_image(tmp_path, fake_server, daemon_factory):
+def test_a_folder_copied_with_its_sidecar_in_any_order_gets_the_sidecar_for_every_image(
+    tmp_path, fake_server, daemon_factory
+):
     config = sidecar_config(tmp_path, fake_server)
     root = tmp_path / "in"
     staging = tmp_path / "staging"
@@ -293,11 +378,20 @@ def test_a_folder_copied_with_its_sidecar_in_any_order_gets_the_sidecar_for_ever
     os.rename(staging / "moved_in", root / "moved_in")
     shutil.copytree(staging / "copied_in", root / "copied_in")
 
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == len(expected), timeout=TIMEOUT,
-             message=f"{len(expected)} done; log:\n{daemon.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == len(expected),
+        timeout=TIMEOUT,
+        message=f"{len(expected)} done; log:\n{daemon.log()}",
+    )
     assert daemon.stop() == 0
 
     got = {request.image_sha256: request.prompt for request in fake_server.requests}
     assert got == expected
     assert len(fake_server.requests) == len(expected)
-    assert journal_counts(tmp_path / "state") == {"queued": 0, "running": 0, "parked": 0, "done": len(expected), "failed": 0}
+    assert journal_counts(tmp_path / "state") == {
+        "queued": 0,
+        "running": 0,
+        "parked": 0,
+        "done": len(expected),
+        "failed": 0,
+    }

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from i2vd.backends.base import VideoReply, VideoRequest
-from i2vd.config import load_config
-from i2vd.daemon import Daemon
-from i2vd.journal import Journal
-from i2vd.notify import Notifier
+from i2vd.config.load import load_config
+from i2vd.core.notify import Notifier
+from i2vd.render.backends.base import VideoReply, VideoRequest
+from i2vd.service.daemon import Daemon
+from i2vd.store.journal import Journal
 from tests.end_to_end.harness import journal_counts, write_config
 from tests.fakes import wait_for, write_image
-
 
 
 def edit_config(path: Path, **changes) -> None:
@@ -38,29 +37,43 @@ def test_start_pings_reload_bad_reload_and_stop(tmp_path, daemon_factory):
     first = daemon.fields()
     assert "READY=1" in first
     assert any(line.startswith("STATUS=0 queued") for line in first)
-    wait_for(lambda: daemon.fields().count("WATCHDOG=1") >= 3, timeout=10, message="watchdog pings at half of WATCHDOG_USEC")
+    wait_for(
+        lambda: daemon.fields().count("WATCHDOG=1") >= 3, timeout=10, message="watchdog pings at half of WATCHDOG_USEC"
+    )
 
     edit_config(config_path, profiles={"default": {"prompt": "Reloaded {{ subject }}"}})
     daemon.process.send_signal(signal.SIGHUP)
-    wait_for(lambda: any(line.startswith("STATUS=reloaded") for line in daemon.fields()), timeout=10, message="reloaded")
+    wait_for(
+        lambda: any(line.startswith("STATUS=reloaded") for line in daemon.fields()), timeout=10, message="reloaded"
+    )
     lines = daemon.fields()
     reloading = lines.index("RELOADING=1")
     assert any(line.startswith("MONOTONIC_USEC=") for line in lines[reloading:])
     assert "READY=1" in lines[reloading:]
     write_image(tmp_path / "in" / "after_reload.png", color=(1, 2, 3))
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 1, timeout=30, message=f"job done; log:\n{daemon.log()}")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == 1,
+        timeout=30,
+        message=f"job done; log:\n{daemon.log()}",
+    )
     assert "reloaded" in daemon.log()
 
     edit_config(config_path, profiles={"default": {"fps": 99, "resolution": "9000p"}}, servr={})
     daemon.process.send_signal(signal.SIGHUP)
-    wait_for(lambda: any("reload refused" in line for line in daemon.fields()), timeout=10, message="bad reload refused")
+    wait_for(
+        lambda: any("reload refused" in line for line in daemon.fields()), timeout=10, message="bad reload refused"
+    )
     log = daemon.log()
     assert "profiles.default.fps: 99 is above 24" in log
     assert "profiles.default.resolution: '9000p' is not one of" in log
     assert "servr: unknown key (did you mean 'server'?)" in log
     assert daemon.process.poll() is None, "a bad reload must not stop the daemon"
     write_image(tmp_path / "in" / "after_bad_reload.png", color=(4, 5, 6))
-    wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 2, timeout=30, message="still working on the old config")
+    wait_for(
+        lambda: journal_counts(tmp_path / "state").get("done") == 2,
+        timeout=30,
+        message="still working on the old config",
+    )
 
     assert daemon.stop() == 0
     lines = daemon.fields()
@@ -104,7 +117,7 @@ class NotifyListener:
             while True:
                 message = self.socket.recv(4096).decode()
                 self.received.extend((time.monotonic(), line) for line in message.split("\n"))
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             pass
         return self.received
 
@@ -119,7 +132,12 @@ def test_a_hung_worker_stops_the_watchdog_pings_and_they_resume_when_it_moves(tm
     config_path = write_config(tmp_path, None, server={"kind": "builtin", "timeout_seconds": 1})
     backend = HangingBackend(mp4_bytes)
     listener = NotifyListener()
-    daemon = Daemon(load_config(config_path), backend=backend, notifier=Notifier(listener.address, watchdog_usec="200000"), liveness_margin_seconds=0.5)
+    daemon = Daemon(
+        load_config(config_path),
+        backend=backend,
+        notifier=Notifier(listener.address, watchdog_usec="200000"),
+        liveness_margin_seconds=0.5,
+    )
     try:
         daemon.start()
         threading.Thread(target=daemon.serve, name="test-serve").start()
@@ -127,11 +145,17 @@ def test_a_hung_worker_stops_the_watchdog_pings_and_they_resume_when_it_moves(tm
         write_image(tmp_path / "in" / "hangs.png", color=(9, 9, 9))
         assert backend.started.wait(timeout=30)
         # The worker promised to be back within timeout_seconds (1) + margin (0.5): after that, silence.
-        wait_for(lambda: listener.pings() and time.monotonic() - listener.pings()[-1] > 1.5, timeout=15, message="pings stop while the worker hangs")
+        wait_for(
+            lambda: listener.pings() and time.monotonic() - listener.pings()[-1] > 1.5,
+            timeout=15,
+            message="pings stop while the worker hangs",
+        )
         silent_since = listener.pings()[-1]
         assert "the worker is stuck (job 1 on the server" in caplog.text
         backend.release.set()
-        wait_for(lambda: listener.pings()[-1] > silent_since, timeout=10, message="pings resume once the worker moves again")
+        wait_for(
+            lambda: listener.pings()[-1] > silent_since, timeout=10, message="pings resume once the worker moves again"
+        )
         wait_for(lambda: journal_counts(tmp_path / "state").get("done") == 1, timeout=10)
     finally:
         backend.release.set()

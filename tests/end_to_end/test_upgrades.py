@@ -9,7 +9,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from i2vd.journal import SCHEMA_VERSION, Journal
+from i2vd.store.journal import SCHEMA_VERSION, Journal
 from tests.end_to_end.harness import journal_counts, run_cli, write_config
 from tests.fakes import wait_for
 

@@ -8,8 +8,8 @@ import socket
 import requests
 import yaml
 
-from i2vd.config import load_config
-from i2vd.daemon import Daemon, WebListenError
+from i2vd.config.load import load_config
+from i2vd.service.daemon import Daemon, WebListenError
 from tests.end_to_end.harness import run_cli, write_config
 from tests.fakes import wait_for, write_image
 
@@ -22,10 +22,19 @@ def free_port() -> int:
 
 def fast_builtin(tmp_path, port: int, **overrides):
     return write_config(
-        tmp_path, None, http={"listen": f"127.0.0.1:{port}"},
-        profiles={"default": {"prompt": "A {{ subject }} scene, camera panning left", "resolution": "256p",
-                              "frames": 8, "fps": 8}},
-        **overrides)
+        tmp_path,
+        None,
+        http={"listen": f"127.0.0.1:{port}"},
+        profiles={
+            "default": {
+                "prompt": "A {{ subject }} scene, camera panning left",
+                "resolution": "256p",
+                "frames": 8,
+                "fps": 8,
+            }
+        },
+        **overrides,
+    )
 
 
 def refused(url: str) -> bool:

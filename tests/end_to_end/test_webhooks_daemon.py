@@ -14,8 +14,14 @@ def test_nothing_is_missing_across_a_failing_and_hanging_receiver_and_a_restart(
     receiver = Receiver()
     try:
         (tmp_path / "secret").write_text("k\n")
-        hooks = [{"url": receiver.url, "events": ["done", "failed", "parked"], "secret_file": str(tmp_path / "secret"),
-                  "timeout_seconds": 1}]
+        hooks = [
+            {
+                "url": receiver.url,
+                "events": ["done", "failed", "parked"],
+                "secret_file": str(tmp_path / "secret"),
+                "timeout_seconds": 1,
+            }
+        ]
         config = write_config(tmp_path, None, webhooks=hooks)
         receiver.mode = "hang"
         first = daemon_factory(config).start()
@@ -35,8 +41,11 @@ def test_nothing_is_missing_across_a_failing_and_hanging_receiver_and_a_restart(
         receiver.mode = "ok"
         second = daemon_factory(config).start()
         write_image(tmp_path / "in" / "late.png", color=(1, 2, 3))
-        wait_for(lambda: len({item.headers["X-I2VD-Delivery"] for item in receiver.delivered()}) == 4, timeout=60,
-                 message=second.log())
+        wait_for(
+            lambda: len({item.headers["X-I2VD-Delivery"] for item in receiver.delivered()}) == 4,
+            timeout=60,
+            message=second.log(),
+        )
         assert second.stop() == 0
         delivered = receiver.delivered()
         ids = [item.headers["X-I2VD-Delivery"] for item in delivered]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.intake import Intake, IntakeLoop
-from i2vd.journal import JobState, Journal
+from i2vd.ingest.intake import Intake, IntakeLoop
+from i2vd.store.journal import JobState, Journal
 from tests.fakes import wait_for, write_image
 from tests.integration.test_intake_watch import make_config, running
 
@@ -20,7 +20,9 @@ def bomb_png() -> bytes:
     """A tiny PNG whose header claims 60000 x 60000 pixels: Pillow refuses to decode it."""
     header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
     chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -53,7 +55,9 @@ def test_every_kind_of_bad_file_fails_its_own_job_and_the_good_ones_go_on(hot, t
         (root / "album.jpg" / "inside.png").write_bytes(write_image(tmp_path / "inside.png", color=(4, 5, 6)))
 
         expected = {"empty.jpg", "truncated.jpg", "notes.jpg", "bomb.png", "album.jpg", "pipe.jpg", "escape.jpg"}
-        wait_for(lambda: set(errors_by_name(journal)) == expected, timeout=20, message="a failed job for every bad file")
+        wait_for(
+            lambda: set(errors_by_name(journal)) == expected, timeout=20, message="a failed job for every bad file"
+        )
         wait_for(lambda: journal.counts()["queued"] == 2, message="the good images are queued")
     errors = errors_by_name(journal)
     assert errors["empty.jpg"] == "empty.jpg is empty (0 bytes)"
@@ -62,7 +66,10 @@ def test_every_kind_of_bad_file_fails_its_own_job_and_the_good_ones_go_on(hot, t
     assert "decompression bomb" in errors["bomb.png"]
     assert "folder named like an image" in errors["album.jpg"]
     assert errors["pipe.jpg"] == "pipe.jpg is a named pipe (FIFO), not an image file"
-    assert errors["escape.jpg"] == f"escape.jpg is a symbolic link to {outside}, outside its watch root: never followed or uploaded"
+    assert (
+        errors["escape.jpg"]
+        == f"escape.jpg is a symbolic link to {outside}, outside its watch root: never followed or uploaded"
+    )
     assert sorted(Path(job.rel_path).name for job in journal.jobs(JobState.QUEUED)) == ["good.jpg", "inside.png"]
     secret = hashlib.sha256(outside.read_bytes()).hexdigest()
     assert all(job.source_sha256 != secret for job in journal.jobs()), "the link's target was read"
@@ -85,7 +92,9 @@ def test_an_unreadable_file_fails_with_the_reason_and_is_taken_once_readable(hot
 
 def dds_named_jpg() -> bytes:
     """A DirectDraw texture with a pixel format Pillow does not implement: it raises NotImplementedError."""
-    header = struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44 + struct.pack("<2I", 32, 0x4) + b"ABCD" + b"\0" * 40
+    header = (
+        struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44 + struct.pack("<2I", 32, 0x4) + b"ABCD" + b"\0" * 40
+    )
     return b"DDS " + header + b"\0" * 64
 
 
@@ -104,7 +113,7 @@ def test_a_file_on_which_pillow_raises_an_unexpected_exception_fails_alone(hot, 
 
 
 def test_a_link_anywhere_in_the_path_is_never_followed_by_intake_enqueue_or_rescans(hot, tmp_path):
-    from i2vd.batch import enqueue_paths
+    from i2vd.cli.batch import enqueue_paths
 
     config, journal, root = hot
     outside = tmp_path / "etc"

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from i2vd.cli import EX_CONFIG, main
-from i2vd.config import load_config
-from i2vd.intake import Intake, Outcome
-from i2vd.journal import Journal
-from i2vd.lock import StateLock
+from i2vd.cli.commands import EX_CONFIG, main
+from i2vd.config.load import load_config
+from i2vd.core.lock import StateLock
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.store.journal import Journal
 from tests.fakes import write_image
 from tests.fakes import write_text as write
 
@@ -58,7 +58,6 @@ def check(capsys: pytest.CaptureFixture, config_file: Path, *path: Path | str) -
     return code, captured.out, captured.err
 
 
-
 def image(path: Path, shade: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, color=(shade, 60, 120))
@@ -85,7 +84,10 @@ def test_a_good_tree_exits_0_and_shows_each_image_profile_prompt_parameters_and_
     write(root / "plain" / "dog.txt", "  A dog leaps into the surf \n")
     write(root / "beach" / "i2vd.yaml", "profile: beach\n")
     image(root / "beach" / "b.jpg", 3)
-    write(root / "beach" / "north" / "i2vd.yaml", "prompt: 'Waves at {{ place }}, {{ subject }}'\nvars: {place: Cornwall}\nfps: 10\n")
+    write(
+        root / "beach" / "north" / "i2vd.yaml",
+        "prompt: 'Waves at {{ place }}, {{ subject }}'\nvars: {place: Cornwall}\nfps: 10\n",
+    )
     image(root / "beach" / "north" / "cove_1.jpg", 4)
     image(root / "beach" / "north" / "cove_2.jpg", 5)
     write(root / "beach" / "north" / "cove_2.jpg.yaml", "vars: {place: Kynance}\nfps: 12\nseed: 7\n")
@@ -99,12 +101,42 @@ def test_a_good_tree_exits_0_and_shows_each_image_profile_prompt_parameters_and_
     lines = out.splitlines()
     assert lines[0] == f"config {config_file}: ok (4 profiles: beach, default, mountain, product-rotate)"
     assert row(out, "IMAGE") == ["IMAGE", "PROFILE", "PROMPT", "PARAMETERS", "OUTPUT"]
-    assert row(out, "plain/cat_nap.jpg") == ["plain/cat_nap.jpg", "default", "A cat nap scene with smooth motion", "512p 16f 8fps 50st g9", "plain/cat_nap.mp4"]
-    assert row(out, "plain/dog.jpg") == ["plain/dog.jpg", "default", "A dog leaps into the surf", "512p 16f 8fps 50st g9", "plain/dog.mp4"]
+    assert row(out, "plain/cat_nap.jpg") == [
+        "plain/cat_nap.jpg",
+        "default",
+        "A cat nap scene with smooth motion",
+        "512p 16f 8fps 50st g9",
+        "plain/cat_nap.mp4",
+    ]
+    assert row(out, "plain/dog.jpg") == [
+        "plain/dog.jpg",
+        "default",
+        "A dog leaps into the surf",
+        "512p 16f 8fps 50st g9",
+        "plain/dog.mp4",
+    ]
     assert row(out, "beach/b.jpg") == ["beach/b.jpg", "beach", BEACH, "512p 16f 8fps 50st g9", "beach/b.mp4"]
-    assert row(out, "beach/north/cove_1.jpg") == ["beach/north/cove_1.jpg", "beach", "Waves at Cornwall, cove 1", "512p 16f 10fps 50st g9", "beach/north/cove_1.mp4"]
-    assert row(out, "beach/north/cove_2.jpg") == ["beach/north/cove_2.jpg", "beach", "Waves at Kynance, cove 2", "512p 16f 12fps 50st g9 seed 7", "beach/north/cove_2.mp4"]
-    assert row(out, "products/mug.png") == ["products/mug.png", "product-rotate", ROTATE, "512p 16f 12fps 60st g9", "products/sku_mug_rotate.mp4"]
+    assert row(out, "beach/north/cove_1.jpg") == [
+        "beach/north/cove_1.jpg",
+        "beach",
+        "Waves at Cornwall, cove 1",
+        "512p 16f 10fps 50st g9",
+        "beach/north/cove_1.mp4",
+    ]
+    assert row(out, "beach/north/cove_2.jpg") == [
+        "beach/north/cove_2.jpg",
+        "beach",
+        "Waves at Kynance, cove 2",
+        "512p 16f 12fps 50st g9 seed 7",
+        "beach/north/cove_2.mp4",
+    ]
+    assert row(out, "products/mug.png") == [
+        "products/mug.png",
+        "product-rotate",
+        ROTATE,
+        "512p 16f 12fps 60st g9",
+        "products/sku_mug_rotate.mp4",
+    ]
     assert lines[-1] == "6 image(s), 0 problem(s)"
     assert errors(out) == []
 
@@ -147,7 +179,13 @@ def test_every_broken_sidecar_is_listed_with_its_file_and_key_and_exits_non_zero
         "bad_yaml": ("profile: [beach\n", "not valid YAML"),
         "bad_key": ("profle: beach\n", "profle: unknown key (did you mean 'profile'?)"),
         "bad_value": ("fps: 40\n", "fps: 40 is above 24"),
-        "bad_profile": ("profile: beech\n", "profile: unknown profile 'beech' (did you mean 'beach'?); profiles: beach, default, mountain, product-rotate"),
+        "bad_profile": (
+            "profile: beech\n",
+            (
+                "profile: unknown profile 'beech' (did you mean 'beach'?); "
+                "profiles: beach, default, mountain, product-rotate"
+            ),
+        ),
         "server": ("server: {url: 'http://elsewhere:7860'}\n", "server: not allowed in a sidecar"),
         "output_dir": ("output_dir: /tmp/elsewhere\n", "output_dir: not allowed in a sidecar"),
         "state_dir": ("state_dir: /tmp/elsewhere\n", "state_dir: not allowed in a sidecar"),
@@ -177,12 +215,17 @@ def test_every_problem_of_one_sidecar_is_listed(capsys, config_file, root):
     sidecar = write(root / "i2vd.yaml", "profile: montain\nfsp: 10\nsteps: 1000\nvars: [x]\n")
     code, out, _ = check(capsys, config_file)
     assert code != 0
-    assert sorted(errors(out)) == sorted([
-        f"{sidecar}: fsp: unknown key (did you mean 'fps'?)",
-        f"{sidecar}: steps: 1000 is above 100",
-        f"{sidecar}: vars: a list is not a mapping",
-        f"{sidecar}: profile: unknown profile 'montain' (did you mean 'mountain'?); profiles: beach, default, mountain, product-rotate",
-    ])
+    assert sorted(errors(out)) == sorted(
+        [
+            f"{sidecar}: fsp: unknown key (did you mean 'fps'?)",
+            f"{sidecar}: steps: 1000 is above 100",
+            f"{sidecar}: vars: a list is not a mapping",
+            (
+                f"{sidecar}: profile: unknown profile 'montain' (did you mean "
+                f"'mountain'?); profiles: beach, default, mountain, product-rotate"
+            ),
+        ]
+    )
 
 
 def test_a_broken_image_sidecar_is_listed_even_without_its_image(capsys, config_file, root):
@@ -269,7 +312,13 @@ def test_a_path_outside_every_root_is_checked_as_a_root_of_its_own(capsys, confi
     image(elsewhere / "sub" / "kettle.jpg", 16)
     code, out, _ = check(capsys, config_file, elsewhere)
     assert code == 0, out
-    assert row(out, "sub/kettle.jpg") == ["sub/kettle.jpg", "product-rotate", ROTATE, "512p 16f 12fps 60st g9", "sub/sku_kettle_rotate.mp4"]
+    assert row(out, "sub/kettle.jpg") == [
+        "sub/kettle.jpg",
+        "product-rotate",
+        ROTATE,
+        "512p 16f 12fps 60st g9",
+        "sub/sku_kettle_rotate.mp4",
+    ]
 
 
 def test_a_path_that_is_not_a_folder_exits_1(capsys, config_file, root):
@@ -285,7 +334,10 @@ def test_a_path_that_is_not_a_folder_exits_1(capsys, config_file, root):
 
 def test_a_bad_config_exits_78_listing_every_problem_with_hints(capsys, tmp_path):
     (tmp_path / "in").mkdir()
-    bad = write(tmp_path / "bad.yaml", "output_dir: out\nwatch: [{path: in}]\nprofiles:\n  beach: {fps: 40, promt: x}\nservr: {}\n")
+    bad = write(
+        tmp_path / "bad.yaml",
+        "output_dir: out\nwatch: [{path: in}]\nprofiles:\n  beach: {fps: 40, promt: x}\nservr: {}\n",
+    )
     code, out, err = check(capsys, bad)
     assert code == EX_CONFIG == 78
     assert out == ""
@@ -302,8 +354,8 @@ def test_a_missing_config_exits_78(capsys, tmp_path):
 
 
 def test_check_writes_to_the_stream_it_is_given(config_file, root):
-    from i2vd.check import run_check
-    from i2vd.config import load_config
+    from i2vd.cli.check import run_check
+    from i2vd.config.load import load_config
 
     image(root / "a.jpg", 18)
     stream = io.StringIO()

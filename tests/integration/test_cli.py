@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.cli import EX_CONFIG, main
-from i2vd.config import Config, load_config
-from i2vd.daemon import journal_path
-from i2vd.intake import Intake
-from i2vd.journal import JobState, Journal, NewJob
-from i2vd.lock import StateLock
+from i2vd.cli.commands import EX_CONFIG, main
+from i2vd.config.load import Config, load_config
+from i2vd.core.lock import StateLock
+from i2vd.ingest.intake import Intake
+from i2vd.service.daemon import journal_path
+from i2vd.store.journal import JobState, Journal, NewJob
 from tests.fakes import FakePredictServer, write_image
 
 PARAMS = {"resolution": "512p", "frames": 16, "fps": 8, "steps": 50, "guidance": 9.0, "seed": None}
@@ -81,8 +81,16 @@ def cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
 
 def new_job(name: str, error: str | None = None) -> NewJob:
     return NewJob(
-        idem_key=f"key-{name}", source_path=f"/srv/in/{name}", root="/srv/in", rel_path=name, source_sha256="0" * 64,
-        source_size=1234, profile_name="default", prompt=f"A {name} scene", params=PARAMS, error=error,
+        idem_key=f"key-{name}",
+        source_path=f"/srv/in/{name}",
+        root="/srv/in",
+        rel_path=name,
+        source_sha256="0" * 64,
+        source_size=1234,
+        profile_name="default",
+        prompt=f"A {name} scene",
+        params=PARAMS,
+        error=error,
     )
 
 
@@ -93,7 +101,9 @@ def jobs_in_every_state(journal: Journal) -> dict[str, int]:
     journal.mark_done(done.id, {"kind": "predict", "url": "http://gpu:7860/api/predict/"}, 2.5)
     running, _ = journal.add_job(new_job("running.jpg"))
     assert journal.claim_next("worker", 60).id == running.id
-    rejected, _ = journal.add_job(new_job("broken.jpg", error="broken.jpg is damaged or incomplete: image file is truncated"))
+    rejected, _ = journal.add_job(
+        new_job("broken.jpg", error="broken.jpg is damaged or incomplete: image file is truncated")
+    )
     failed, _ = journal.add_job(new_job("server.jpg"))
     queued, _ = journal.add_job(new_job("queued.jpg"))
     journal.mark_failed(failed.id, "HTTP 500 from http://gpu:7860/api/predict/: boom")
@@ -121,7 +131,10 @@ def test_status_json(capsys, config_file, jobs_in_every_state, journal):
     assert status["counts"] == {"queued": 1, "running": 1, "parked": 0, "done": 1, "failed": 2}
     assert status["daemon"]["running"] is False
     assert status["journal"] == str(journal.path)
-    assert {failure["id"] for failure in status["recent_failures"]} == {jobs_in_every_state["rejected"], jobs_in_every_state["failed"]}
+    assert {failure["id"] for failure in status["recent_failures"]} == {
+        jobs_in_every_state["rejected"],
+        jobs_in_every_state["failed"],
+    }
 
 
 def test_status_says_running_while_a_daemon_holds_the_lock(capsys, config_file, config, journal):
@@ -182,7 +195,9 @@ def test_jobs_json_parses(capsys, config_file, jobs_in_every_state):
 # -- retry -------------------------------------------------------------------------------
 
 
-def real_failed_job(config: Config, journal: Journal, name: str, color: tuple[int, int, int], sidecar: str | None = None) -> int:
+def real_failed_job(
+    config: Config, journal: Journal, name: str, color: tuple[int, int, int], sidecar: str | None = None
+) -> int:
     """A job made by the intake from a real image in the hot folder, then failed on the server."""
     image = config.watch[0].path / name
     write_image(image, color=color)
@@ -203,7 +218,9 @@ def test_retry_one_job_requeues_it_and_says_so(capsys, config_file, config, jour
     assert job.state is JobState.QUEUED and job.attempts == 0 and job.last_error is None
 
 
-def test_retry_failed_requeues_every_failed_job_whose_file_is_still_there(capsys, config_file, config, journal, jobs_in_every_state):
+def test_retry_failed_requeues_every_failed_job_whose_file_is_still_there(
+    capsys, config_file, config, journal, jobs_in_every_state
+):
     real = [real_failed_job(config, journal, f"r{index}.jpg", (index, 5, 5)) for index in range(2)]
     code, out, _ = cli(capsys, "retry", "--failed", "-c", str(config_file))
 
@@ -228,7 +245,9 @@ def test_retry_applies_the_sidecar_as_it_is_now(capsys, config_file, config, jou
 
 
 def write_profiles(config_file: Path) -> str:
-    config_file.write_text(config_file.read_text() + "profiles:\n  beach: {prompt: Waves}\n  forest: {prompt: Leaves}\n", encoding="utf-8")
+    config_file.write_text(
+        config_file.read_text() + "profiles:\n  beach: {prompt: Waves}\n  forest: {prompt: Leaves}\n", encoding="utf-8"
+    )
     return config_file.name
 
 

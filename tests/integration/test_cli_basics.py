@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from i2vd import config as config_module
-from i2vd.cli import EX_CONFIG, main
-from i2vd.journal import Journal
+from i2vd.cli.commands import EX_CONFIG, main
+from i2vd.config import load as config_module
+from i2vd.store.journal import Journal
 from tests.integration.test_cli import write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +44,9 @@ def no_default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize("command", [["status"], ["jobs"], ["check"], ["run"], ["retry", "--failed"], ["probe"]])
-def test_a_command_without_c_and_no_default_config_says_what_was_tried_and_what_to_do(capsys, no_default_config, command):
+def test_a_command_without_c_and_no_default_config_says_what_was_tried_and_what_to_do(
+    capsys, no_default_config, command
+):
     assert main(command) == EX_CONFIG
     err = capsys.readouterr().err
     assert "no config file found" in err
@@ -62,7 +64,9 @@ def test_a_missing_file_named_by_i2vd_config_is_named(capsys, no_default_config,
 
 def test_a_missing_file_given_with_c_is_named(capsys, no_default_config, tmp_path):
     assert main(["status", "-c", str(tmp_path / "typo.yaml")]) == EX_CONFIG
-    assert f"{tmp_path / 'typo.yaml'}: 1 problem(s):\n  cannot read: No such file or directory" in capsys.readouterr().err
+    assert (
+        f"{tmp_path / 'typo.yaml'}: 1 problem(s):\n  cannot read: No such file or directory" in capsys.readouterr().err
+    )
 
 
 def test_i2vd_config_is_used_when_c_is_not_given(capsys, no_default_config, tmp_path, monkeypatch):
@@ -77,8 +81,8 @@ def test_i2vd_config_is_used_when_c_is_not_given(capsys, no_default_config, tmp_
 @pytest.fixture
 def many_jobs(tmp_path: Path) -> Path:
     """A config whose journal holds enough jobs that `i2vd jobs` writes more than a pipe holds."""
-    from i2vd.config import load_config
-    from i2vd.daemon import journal_path
+    from i2vd.config.load import load_config
+    from i2vd.service.daemon import journal_path
     from tests.integration.test_cli import new_job
 
     config_file = write_config(tmp_path)

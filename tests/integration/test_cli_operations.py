@@ -9,13 +9,23 @@ import json
 
 import pytest
 
-from i2vd.intake import Intake, Outcome
-from i2vd.journal import JobState, Journal
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.store.journal import JobState, Journal
 from tests.fakes import write_image
-from tests.integration.test_cli import cli, config, config_file, journal, jobs_in_every_state, real_failed_job, restore_logging  # noqa: F401
+from tests.integration.test_cli import (
+    cli,
+    config,
+    config_file,
+    jobs_in_every_state,
+    journal,
+    real_failed_job,
+    restore_logging,
+)  # noqa: F401
 
 
-def test_retry_of_a_failed_job_whose_file_was_replaced_supersedes_it_and_queues_the_new_content(capsys, config_file, config, journal):  # noqa: F811
+def test_retry_of_a_failed_job_whose_file_was_replaced_supersedes_it_and_queues_the_new_content(
+    capsys, config_file, config, journal
+):  # noqa: F811
     job_id = real_failed_job(config, journal, "photo.jpg", (9, 9, 9))
     write_image(config.watch[0].path / "photo.jpg", color=(200, 10, 10))  # the user saved a fixed version
 
@@ -52,7 +62,9 @@ def test_retry_of_a_replaced_file_whose_new_content_is_already_a_job_links_to_it
     assert len(journal.jobs()) == 2
 
 
-def test_forget_one_failed_job_or_all_drops_them_from_the_counts_and_touches_no_file(capsys, config_file, config, journal):  # noqa: F811
+def test_forget_one_failed_job_or_all_drops_them_from_the_counts_and_touches_no_file(
+    capsys, config_file, config, journal
+):  # noqa: F811
     first = real_failed_job(config, journal, "a.jpg", (1, 2, 3))
     second = real_failed_job(config, journal, "b.jpg", (4, 5, 6))
     files = {path: path.read_bytes() for path in config.watch[0].path.iterdir()}
@@ -88,10 +100,14 @@ def test_jobs_counts_the_try_that_made_a_done_job_as_its_record_does(capsys, con
     assert (tries["done.jpg"], tries["server.jpg"], tries["queued.jpg"]) == (1, 1, 0)
 
 
-@pytest.mark.parametrize("sidecar, expected_state", [("profile: beach\nfps: 99\n", "parked"), ("profile: beach\n", "failed")])
-def test_parked_and_failed_jobs_show_the_profile_their_sidecar_names(capsys, config_file, config, journal: Journal, sidecar, expected_state):  # noqa: F811
+@pytest.mark.parametrize(
+    "sidecar, expected_state", [("profile: beach\nfps: 99\n", "parked"), ("profile: beach\n", "failed")]
+)
+def test_parked_and_failed_jobs_show_the_profile_their_sidecar_names(
+    capsys, config_file, config, journal: Journal, sidecar, expected_state
+):  # noqa: F811
     config_file.write_text(config_file.read_text() + "profiles:\n  beach: {prompt: Waves}\n", encoding="utf-8")
-    from i2vd.config import load_config
+    from i2vd.config.load import load_config
 
     config = load_config(config_file)
     folder = config.watch[0].path / "shoot"
@@ -146,7 +162,9 @@ def test_batch_with_another_profile_on_a_done_folder_makes_the_videos_it_asks_fo
     journal = Journal(tmp_path / "state" / "journal.sqlite3")
     try:
         assert sorted((job.rel_path, job.profile_name) for job in journal.jobs(JobState.DONE)) == [
-            ("a.jpg", "beach"), ("a.jpg", "default"), ("b.jpg", "default")
+            ("a.jpg", "beach"),
+            ("a.jpg", "default"),
+            ("b.jpg", "default"),
         ]
     finally:
         journal.close()
@@ -162,8 +180,8 @@ def test_a_writer_upgrades_an_older_journal_unless_a_daemon_of_the_earlier_relea
     import sqlite3
     from pathlib import Path
 
-    from i2vd.journal import SCHEMA_VERSION
-    from i2vd.lock import StateLock
+    from i2vd.core.lock import StateLock
+    from i2vd.store.journal import SCHEMA_VERSION
     from tests.integration.test_cli import write_config
 
     config_file = write_config(tmp_path)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.backends.predict import PredictBackend
-from i2vd.clock import ManualClock
-from i2vd.config import ConfigError, parse_config
-from i2vd.gpu import VramGate
-from i2vd.intake import Intake, Outcome
-from i2vd.journal import JobState, Journal
-from i2vd.worker import Worker
+from i2vd.config.load import ConfigError, parse_config
+from i2vd.core.clock import ManualClock
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.jobs.worker import Worker
+from i2vd.render.backends.predict import PredictBackend
+from i2vd.render.gpu import VramGate
+from i2vd.store.journal import JobState, Journal
 from tests.fakes import FakePredictServer, write_image
 
 

@@ -14,10 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.backends.base import BackendError, BadInput, LoginRequired, ServerOutOfMemory, ServerUnavailable, VideoRequest
-from i2vd.backends.http import CallTimedOut, ConnectionDropped
-from i2vd.backends.comfyui import ComfyUIBackend, WorkflowRejected
-from i2vd.backends.comfyui_workflow import load_workflow
+from i2vd.config.comfyui_workflow import load_workflow
+from i2vd.render.backends.base import (
+    BackendError,
+    BadInput,
+    LoginRequired,
+    ServerOutOfMemory,
+    ServerUnavailable,
+    VideoRequest,
+)
+from i2vd.render.backends.comfyui import ComfyUIBackend, WorkflowRejected
+from i2vd.render.backends.http import CallTimedOut, ConnectionDropped
 from tests.comfyui_replay import FIXTURES, VERSION, ReplayedComfyUI
 from tests.fakes import write_image
 from tests.gradio_apps import free_port

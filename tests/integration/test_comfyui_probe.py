@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from i2vd.cli import main
+from i2vd.cli.commands import main
 from tests.comfyui_replay import ReplayedComfyUI
 
 WAN = Path(__file__).parents[2] / "examples" / "workflows" / "wan2.1-i2v-480p.json"

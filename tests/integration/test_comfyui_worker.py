@@ -6,14 +6,14 @@ import shutil
 import threading
 from pathlib import Path
 
-from i2vd import mp4
-from i2vd.cli import main
-from i2vd.clock import ManualClock
-from i2vd.config import load_config
-from i2vd.gpu import VramGate
-from i2vd.intake import Intake, Outcome
-from i2vd.journal import JobState, Journal
-from i2vd.worker import build_workers
+from i2vd.cli.commands import main
+from i2vd.config.load import load_config
+from i2vd.core.clock import ManualClock
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.jobs.worker import build_workers
+from i2vd.render import mp4
+from i2vd.render.gpu import VramGate
+from i2vd.store.journal import JobState, Journal
 from tests.comfyui_replay import FIXTURES, VERSION, ReplayedComfyUI
 from tests.fakes import write_image
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.config import load_config
-from i2vd.daemon import Daemon
+from i2vd.config.load import load_config
+from i2vd.service.daemon import Daemon
 from tests.end_to_end.harness import write_config
 from tests.fakes import wait_for
 

@@ -8,35 +8,44 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.backends.predict import PredictBackend
-from i2vd.clock import ManualClock
-from i2vd.config import parse_config
-from i2vd.gpu import VramGate
-from i2vd.intake import Intake, Outcome
-from i2vd.journal import JobState, Journal
-from i2vd.operations import retry
-from i2vd.watcher import scan
-from i2vd.worker import Worker
+from i2vd.config.load import parse_config
+from i2vd.core.clock import ManualClock
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.ingest.operations import retry
+from i2vd.ingest.watcher import scan
+from i2vd.jobs.worker import Worker
+from i2vd.render.backends.predict import PredictBackend
+from i2vd.render.gpu import VramGate
+from i2vd.store.journal import JobState, Journal
 from tests.fakes import FakePredictServer, write_image
 
 
 class Rig:
     def __init__(self, tmp_path: Path, server: FakePredictServer, on_failure: str = "move"):
         (tmp_path / "in").mkdir(exist_ok=True)
-        self.config = parse_config(f"""
+        self.config = parse_config(
+            f"""
 state_dir: state
 output_dir: out
 server: {{kind: predict, url: "{server.url}", timeout_seconds: 10, connect_timeout_seconds: 2}}
 gpu: {{enabled: false}}
 retry: {{attempts: 1}}
 watch: [{{path: in, settle_seconds: 0, on_failure: {on_failure}}}]
-""", base_dir=tmp_path)
+""",
+            base_dir=tmp_path,
+        )
         self.root = self.config.watch[0].path
         self.clock = ManualClock()
         self.journal = Journal(self.config.state_dir / "journal.sqlite3", self.clock)
         self.backend = PredictBackend(server.url, "/api/predict/", timeout_seconds=10, connect_timeout_seconds=2)
-        self.worker = Worker(self.config, self.journal, self.backend, VramGate.from_config(self.config.gpu, self.clock),
-                             clock=self.clock, name="w")
+        self.worker = Worker(
+            self.config,
+            self.journal,
+            self.backend,
+            VramGate.from_config(self.config.gpu, self.clock),
+            clock=self.clock,
+            name="w",
+        )
         self.intake = Intake(self.config, self.journal)
 
     def add(self, relative: str, color=(200, 80, 40)) -> tuple[int, bytes]:

@@ -21,15 +21,22 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from i2vd.backends.base import BackendError, BadReply, ServerOutOfMemory, ServerUnavailable, VideoRequest
-from i2vd.backends.http import CallTimedOut, ConnectionDropped
-from i2vd.backends.gradio import GradioBackend
-from i2vd.backends.gradio_probe import probe
-from i2vd.backends.gradio_protocol import AppMismatch, Parameter, resolution_value
+from i2vd.render.backends.base import (
+    BackendError,
+    BadReply,
+    ServerOutOfMemory,
+    ServerUnavailable,
+    VideoRequest,
+)
+from i2vd.render.backends.gradio import GradioBackend
+from i2vd.render.backends.gradio_probe import probe
+from i2vd.render.backends.gradio_protocol import AppMismatch, Parameter, resolution_value
+from i2vd.render.backends.http import CallTimedOut, ConnectionDropped
 from tests.fakes import make_test_mp4, wait_for, write_image
 from tests.gradio_apps import SVD_INPUTS, TRANSPORTS, FakeGradio3, _Handler3, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio")  # Gradio's own pandas deprecations
+
 
 @pytest.fixture
 def jpeg(tmp_path: Path) -> bytes:
@@ -58,8 +65,15 @@ def mp4(tmp_path: Path) -> bytes:
 
 
 def request(image: bytes, **changes) -> VideoRequest:
-    fields = {"image_name": "beach.jpg", "prompt": "Waves crashing, camera panning left", "resolution": "512p",
-              "frames": 16, "fps": 8, "steps": 50, "guidance": 9.0}
+    fields = {
+        "image_name": "beach.jpg",
+        "prompt": "Waves crashing, camera panning left",
+        "resolution": "512p",
+        "frames": 16,
+        "fps": 8,
+        "steps": 50,
+        "guidance": 9.0,
+    }
     return VideoRequest(image=image, **(fields | changes))
 
 
@@ -71,8 +85,13 @@ def test_detects_version_protocol_and_api_prefix(apps, make_backend):
 
     described = backend.describe()  # discovery happens here, lazily
 
-    assert described == {"kind": "gradio", "url": apps.predict_url, "version": apps.version,
-                         "protocol": described["protocol"], "api_name": "/generate"}
+    assert described == {
+        "kind": "gradio",
+        "url": apps.predict_url,
+        "version": apps.version,
+        "protocol": described["protocol"],
+        "api_name": "/generate",
+    }
     assert described["protocol"].startswith("sse")
     report = probe(apps.predict_url)
     assert report.api_prefix == ("/gradio_api" if int(apps.version.split(".")[0]) >= 5 else "")
@@ -82,15 +101,30 @@ def test_detects_version_protocol_and_api_prefix(apps, make_backend):
 def test_the_app_receives_exactly_what_i2vd_sends(apps, make_backend, jpeg, transport):
     backend = make_backend(apps.predict_url, transport=transport)
 
-    reply = backend.generate(request(jpeg, prompt="Sunrise over mountains, time-lapse", resolution="768p",
-                                     frames=24, fps=12, steps=60, guidance=7.5))
+    reply = backend.generate(
+        request(
+            jpeg,
+            prompt="Sunrise over mountains, time-lapse",
+            resolution="768p",
+            frames=24,
+            fps=12,
+            steps=60,
+            guidance=7.5,
+        )
+    )
 
     assert reply.data == apps.video
     assert reply.server_seconds > 0
     call = apps.calls.last("predict")
     assert call["image_sha256"] == hashlib.sha256(jpeg).hexdigest()
-    assert (call["prompt"], call["resolution"], call["frames"], call["fps"], call["steps"], call["guidance"]) == \
-        ("Sunrise over mountains, time-lapse", "768p", 24, 12, 60, 7.5)
+    assert (call["prompt"], call["resolution"], call["frames"], call["fps"], call["steps"], call["guidance"]) == (
+        "Sunrise over mountains, time-lapse",
+        "768p",
+        24,
+        12,
+        60,
+        7.5,
+    )
 
 
 def test_svd_app_with_a_configured_mapping_and_a_constant(apps, make_backend, jpeg):
@@ -155,8 +189,11 @@ def test_a_slow_job_times_out_and_is_cancelled_on_the_server(apps, make_backend,
 
     assert isinstance(caught.value, CallTimedOut)  # the job's own failure: one attempt
     assert 1.5 <= time.monotonic() - started < 4
-    wait_for(lambda: apps.calls.entries[-1] == {"app": "predict", "outcome": "cancelled"}, timeout=10,
-             message="the app's job was not cancelled")
+    wait_for(
+        lambda: apps.calls.entries[-1] == {"app": "predict", "outcome": "cancelled"},
+        timeout=10,
+        message="the app's job was not cancelled",
+    )
     if transport == "queue":  # only the queue protocol carries queue position and progress
         assert any(m.startswith("queue position 1") for m in messages)
         assert any(m.startswith("progress ") and m.endswith("(denoising)") for m in messages)
@@ -181,18 +218,33 @@ def test_a_server_that_is_not_running_is_unavailable(make_backend, jpeg):
 def test_probe_reports_the_7_input_app_and_its_mapping(apps):
     report = probe(apps.predict_url)
 
-    assert (report.kind, report.version, report.source, report.endpoint) == ("gradio", apps.version, "info", "/generate")
+    assert (report.kind, report.version, report.source, report.endpoint) == (
+        "gradio",
+        apps.version,
+        "info",
+        "/generate",
+    )
     assert report.usable and report.problem is None
     names = {e.api_name: [p.name for p in e.parameters] for e in report.endpoints}
-    assert names == {"generate": ["image", "prompt", "resolution", "frames", "fps", "steps", "guidance"],
-                     "caption": ["image"],
-                     "generate_hidden": ["input_image", "prompt", "resolution", "frames", "fps", "steps", "guidance"]}
+    assert names == {
+        "generate": ["image", "prompt", "resolution", "frames", "fps", "steps", "guidance"],
+        "caption": ["image"],
+        "generate_hidden": ["input_image", "prompt", "resolution", "frames", "fps", "steps", "guidance"],
+    }
     generate = next(e for e in report.endpoints if e.api_name == "generate")
-    assert [(p.component, p.has_default, p.default) for p in generate.parameters[2:4]] == \
-        [("Dropdown", True, "512p"), ("Slider", True, 16)]
+    assert [(p.component, p.has_default, p.default) for p in generate.parameters[2:4]] == [
+        ("Dropdown", True, "512p"),
+        ("Slider", True, 16),
+    ]
     assert {b.parameter.name: b.field for b in report.mapping.bindings} == {
-        "image": "image", "prompt": "prompt", "resolution": "resolution", "frames": "frames", "fps": "fps",
-        "steps": "steps", "guidance": "guidance"}
+        "image": "image",
+        "prompt": "prompt",
+        "resolution": "resolution",
+        "frames": "frames",
+        "fps": "fps",
+        "steps": "steps",
+        "guidance": "guidance",
+    }
     data = json.loads(json.dumps(report.as_dict()))
     assert data["mapping"]["endpoint"] == "/generate" and data["usable"] is True
     text = report.render()
@@ -207,12 +259,26 @@ def test_an_endpoint_that_info_does_not_list_is_read_from_config(apps, make_back
     backend.generate(request(jpeg, prompt="hidden", resolution="256p", frames=8, fps=4, steps=10, guidance=1.5))
 
     call = apps.calls.last("predict")
-    assert (call["prompt"], call["resolution"], call["frames"], call["fps"], call["steps"], call["guidance"]) == \
-        ("hidden", "256p", 8, 4, 10, 1.5)
+    assert (call["prompt"], call["resolution"], call["frames"], call["fps"], call["steps"], call["guidance"]) == (
+        "hidden",
+        "256p",
+        8,
+        4,
+        10,
+        1.5,
+    )
     report = probe(apps.predict_url, api_name="/generate_hidden")
     assert (report.source, report.endpoint, report.usable) == ("config", "/generate_hidden", True)
     assert "parameters read from /config; /info: it does not list /generate_hidden" in report.render()
-    assert [b.field for b in report.mapping.bindings] == ["image", "prompt", "resolution", "frames", "fps", "steps", "guidance"]
+    assert [b.field for b in report.mapping.bindings] == [
+        "image",
+        "prompt",
+        "resolution",
+        "frames",
+        "fps",
+        "steps",
+        "guidance",
+    ]
 
 
 def test_probe_of_the_svd_app_says_what_is_missing_then_shows_the_configured_mapping(apps):
@@ -223,9 +289,13 @@ def test_probe_of_the_svd_app_says_what_is_missing_then_shows_the_configured_map
     assert "i2vd cannot use it" in unmapped.render()
     assert mapped.usable
     bindings = {b.parameter.name: (b.field, b.value, b.origin) for b in mapped.mapping.bindings}
-    assert bindings == {"image": ("image", None, "config"), "seed": ("seed", None, "config"),
-                        "randomize_seed": (None, True, "default"), "motion_bucket_id": (None, 127, "config"),
-                        "fps_id": ("fps", None, "config")}
+    assert bindings == {
+        "image": ("image", None, "config"),
+        "seed": ("seed", None, "config"),
+        "randomize_seed": (None, True, "default"),
+        "motion_bucket_id": (None, 127, "config"),
+        "fps_id": ("fps", None, "config"),
+    }
     assert "motion_bucket_id  <- constant 127" in mapped.render()
     assert set(mapped.mapping.unused_fields) == {"prompt", "resolution", "frames", "steps", "guidance"}
 
@@ -249,8 +319,13 @@ def test_gradio3_over_http_with_a_data_url_and_a_file_reference(make_backend, jp
 
         reply = backend.generate(request(jpeg, resolution="768p", frames=24, fps=12, steps=60, guidance=7.5))
 
-        assert backend.describe() == {"kind": "gradio", "url": app.url, "version": "3.50.2", "protocol": "ws",
-                                      "api_name": "/predict"}
+        assert backend.describe() == {
+            "kind": "gradio",
+            "url": app.url,
+            "version": "3.50.2",
+            "protocol": "ws",
+            "api_name": "/predict",
+        }
         assert reply.data == mp4
         assert app.rejections == []
         [call] = app.calls
@@ -275,7 +350,15 @@ def test_gradio3_endpoints_from_config_when_info_fails(make_backend, jpeg, mp4):
 
         assert (report.source, report.endpoint, report.usable) == ("config", "/predict", True)
         assert "/info: GET /info answered HTTP 500" in report.render()
-        assert [b.field for b in report.mapping.bindings] == ["image", "prompt", "resolution", "frames", "fps", "steps", "guidance"]
+        assert [b.field for b in report.mapping.bindings] == [
+            "image",
+            "prompt",
+            "resolution",
+            "frames",
+            "fps",
+            "steps",
+            "guidance",
+        ]
         assert reply.data == mp4
         assert app.calls[0].values[3 - 1] == 20
 
@@ -289,8 +372,10 @@ def test_gradio3_without_an_open_api_uses_the_websocket_queue(make_backend, jpeg
         second = backend.generate(request(jpeg, prompt="again"))
 
         assert first.data == second.data == mp4
-        assert [(c.via, c.values[0]) for c in app.calls] == [("websocket", "Waves crashing, camera panning left"),
-                                                             ("websocket", "again")]
+        assert [(c.via, c.values[0]) for c in app.calls] == [
+            ("websocket", "Waves crashing, camera panning left"),
+            ("websocket", "again"),
+        ]
         assert app.rejections == []
         assert messages[:3] == ["queue position 1 of 1", "processing", "progress 2/5 steps"]  # as 3.50.2 sent them
         wait_for(lambda: app.events.count("closed") == 2, message="the client did not close the websocket")
@@ -400,7 +485,7 @@ class _DroppingQueue(_Handler3):
         self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
         event = b'data: {"msg": "process_starts", "event_id": "e1"}\n\n'
         self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-        self.wfile.write(b"400\r\ndata: {\"msg\": \"progr")  # a chunk cut short: the app died
+        self.wfile.write(b'400\r\ndata: {"msg": "progr')  # a chunk cut short: the app died
         self.wfile.flush()
         self.connection.shutdown(socket.SHUT_RDWR)
 
@@ -453,11 +538,14 @@ def test_discovery_is_redone_after_the_server_was_unavailable(make_backend, jpeg
 # -- configuration checks that need no server -------------------------------------------------------
 
 
-@pytest.mark.parametrize("inputs, message", [
-    ({"motion_bucket_id": "motion"}, "not an i2vd field"),
-    ({"motion_bucket_id": {"val": 127}}, "value"),
-    (["image"], "mapping"),
-])
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ({"motion_bucket_id": "motion"}, "not an i2vd field"),
+        ({"motion_bucket_id": {"val": 127}}, "value"),
+        (["image"], "mapping"),
+    ],
+)
 def test_malformed_inputs_are_refused_at_construction(inputs, message):
     with pytest.raises(ValueError, match=message):
         GradioBackend("http://127.0.0.1:9", inputs=inputs)

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from i2vd.backends.base import VideoRequest
-from i2vd.backends.gradio import GradioBackend
-from i2vd.backends.http import CallTimedOut
+from i2vd.render.backends.base import VideoRequest
+from i2vd.render.backends.gradio import GradioBackend
+from i2vd.render.backends.http import CallTimedOut
 from tests.fakes import make_test_mp4, write_image
 from tests.gradio_apps import FakeGradio3, _Handler3
 
@@ -62,13 +62,19 @@ class _QuietQueue(_Handler3):
         file_path = f"/tmp/gradio/{secrets.token_hex(8)}/video.mp4"
         with fake._lock:
             fake._files[file_path] = fake.video
-        done = {"msg": "process_completed", "event_id": "e1", "success": True,
-                "output": {"data": [{"video": {"path": file_path, "url": None, "orig_name": "video.mp4"},
-                                     "subtitles": None}], "is_generating": False}}
+        done = {
+            "msg": "process_completed",
+            "event_id": "e1",
+            "success": True,
+            "output": {
+                "data": [{"video": {"path": file_path, "url": None, "orig_name": "video.mp4"}, "subtitles": None}],
+                "is_generating": False,
+            },
+        }
         message = b"data: " + json.dumps(done).encode() + b"\n\n"
         if fake.dribble_seconds:  # a slow proxy: the last event a few bytes at a time
             for start in range(0, len(message), 16):
-                self._chunk(message[start:start + 16])
+                self._chunk(message[start : start + 16])
                 time.sleep(fake.dribble_seconds)
         else:
             self._chunk(message)
@@ -81,8 +87,14 @@ class _QuietQueue(_Handler3):
 class QuietGradio4(FakeGradio3):
     handler_class = _QuietQueue
 
-    def __init__(self, video: bytes, *, quiet_seconds: float = QUIET_SECONDS, heartbeat_every: float = 0.0,
-                 dribble_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        video: bytes,
+        *,
+        quiet_seconds: float = QUIET_SECONDS,
+        heartbeat_every: float = 0.0,
+        dribble_seconds: float = 0.0,
+    ) -> None:
         super().__init__(video=video, version="4.44.1")
         self.quiet_seconds, self.heartbeat_every, self.dribble_seconds = quiet_seconds, heartbeat_every, dribble_seconds
 
@@ -103,17 +115,30 @@ def mp4(tmp_path: Path) -> bytes:
 def generate(url: str, jpeg: bytes, tmp_path: Path, timeout_seconds: float = 20):
     backend = GradioBackend(url, timeout_seconds=timeout_seconds, connect_timeout_seconds=1, transport="queue")
     try:
-        request = VideoRequest(image=jpeg, image_name="beach.jpg", prompt="waves", resolution="512p", frames=16,
-                               fps=8, steps=50, guidance=9.0, reply_dir=tmp_path / "incoming")
+        request = VideoRequest(
+            image=jpeg,
+            image_name="beach.jpg",
+            prompt="waves",
+            resolution="512p",
+            frames=16,
+            fps=8,
+            steps=50,
+            guidance=9.0,
+            reply_dir=tmp_path / "incoming",
+        )
         return backend.generate(request)
     finally:
         backend.close()
 
 
-@pytest.mark.parametrize(("heartbeat_every", "dribble_seconds"), [(0.0, 0.0), (0.8, 0.0), (0.0, 0.02)],
-                         ids=["silent", "heartbeats", "slow-proxy"])
-def test_a_quiet_or_slow_stream_within_timeout_seconds_keeps_the_job(tmp_path, jpeg, mp4, heartbeat_every,
-                                                                      dribble_seconds):
+@pytest.mark.parametrize(
+    ("heartbeat_every", "dribble_seconds"),
+    [(0.0, 0.0), (0.8, 0.0), (0.0, 0.02)],
+    ids=["silent", "heartbeats", "slow-proxy"],
+)
+def test_a_quiet_or_slow_stream_within_timeout_seconds_keeps_the_job(
+    tmp_path, jpeg, mp4, heartbeat_every, dribble_seconds
+):
     with QuietGradio4(mp4, heartbeat_every=heartbeat_every, dribble_seconds=dribble_seconds) as app:
         reply = generate(app.url, jpeg, tmp_path)
         video = reply.path.read_bytes() if reply.path is not None else reply.data

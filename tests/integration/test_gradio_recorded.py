@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.backends.base import VideoRequest
-from i2vd.backends.gradio import GradioBackend
-from i2vd.backends.gradio_probe import probe
-from i2vd.cli import main
+from i2vd.cli.commands import main
+from i2vd.render.backends.base import VideoRequest
+from i2vd.render.backends.gradio import GradioBackend
+from i2vd.render.backends.gradio_probe import probe
 from tests.fakes import make_test_mp4, write_image
 from tests.gradio_replay import ReplayedGradio
 
@@ -40,8 +40,18 @@ def png(tmp_path: Path) -> bytes:
 def generate(url: str, image: bytes, **options) -> bytes:
     backend = GradioBackend(url, timeout_seconds=20, connect_timeout_seconds=2, **options)
     try:
-        return backend.generate(VideoRequest(image=image, image_name="fox.png", prompt=PROMPT, resolution="512p",
-                                             frames=16, fps=8, steps=30, guidance=7.0)).data
+        return backend.generate(
+            VideoRequest(
+                image=image,
+                image_name="fox.png",
+                prompt=PROMPT,
+                resolution="512p",
+                frames=16,
+                fps=8,
+                steps=30,
+                guidance=7.0,
+            )
+        ).data
     finally:
         backend.close()
 
@@ -68,8 +78,18 @@ def test_vgen_339_refusal_is_remembered_so_the_next_job_goes_straight_to_the_que
         backend = GradioBackend(app.url, timeout_seconds=20, connect_timeout_seconds=2)
         try:
             for _ in range(2):
-                reply = backend.generate(VideoRequest(image=png, image_name="fox.png", prompt=PROMPT, resolution="512p",
-                                                      frames=16, fps=8, steps=30, guidance=7.0))
+                reply = backend.generate(
+                    VideoRequest(
+                        image=png,
+                        image_name="fox.png",
+                        prompt=PROMPT,
+                        resolution="512p",
+                        frames=16,
+                        fps=8,
+                        steps=30,
+                        guidance=7.0,
+                    )
+                )
                 assert reply.data == mp4
         finally:
             backend.close()
@@ -109,5 +129,10 @@ def test_dynamicrafter_436_app_with_zero_config_gets_every_slot_right(png, mp4):
         # prompt, steps, cfg_scale ← guidance, eta's default, fs ← fps, seed's default
         assert call.values == [PROMPT, 30, 7.0, 1.0, 8, 123]
         assert [line.split(" ")[:2] for line in app.requests] == [
-            ["GET", "/config"], ["GET", "/info"], ["POST", "/upload"], ["POST", "/queue/join"],
-            ["GET", "/queue/data"], ["GET", "/file="]]
+            ["GET", "/config"],
+            ["GET", "/info"],
+            ["POST", "/upload"],
+            ["POST", "/queue/join"],
+            ["GET", "/queue/data"],
+            ["GET", "/file="],
+        ]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.config import Config, parse_config
-from i2vd.intake import Intake, IntakeLoop
-from i2vd.journal import Job, JobState, Journal
-from i2vd.watcher import DONE_FOLDER, FolderWatch
+from i2vd.config.load import Config, parse_config
+from i2vd.ingest.intake import Intake, IntakeLoop
+from i2vd.ingest.watcher import DONE_FOLDER, FolderWatch
+from i2vd.store.journal import Job, JobState, Journal
 from tests.fakes import wait_for, write_image, write_slowly
 
 SETTLE_SECONDS = 0.4
@@ -111,7 +111,9 @@ def test_a_slowly_written_file_becomes_one_job_only_once_it_is_complete(tmp_path
     with running(loop):
         writer.start()
         try:
-            wait_for(lambda: seen_as_not_ready(loop, target), timeout=TIMEOUT, message="the partial file was never looked at")
+            wait_for(
+                lambda: seen_as_not_ready(loop, target), timeout=TIMEOUT, message="the partial file was never looked at"
+            )
             assert journal.jobs() == []  # a third of a JPEG settled once: not a job, not a failure
         finally:
             go_on.set()
@@ -198,8 +200,12 @@ def test_files_in_a_folder_made_after_start_are_found(tmp_path, journal_factory)
         wait_for(lambda: loop._last_scan, timeout=TIMEOUT, message="no initial reconcile")
         deeper = root / "new" / "deeper"
         deeper.mkdir(parents=True)  # the file lands at once, perhaps before its folder's watch exists
-        images = {name: write_image(deeper / name, color=(index * 40, 0, 0)) for index, name in enumerate(("a.jpg", "b.png"))}
-        wait_for(lambda: len(journal.jobs()) == 2, timeout=TIMEOUT, message="files in the new folder were not all found")
+        images = {
+            name: write_image(deeper / name, color=(index * 40, 0, 0)) for index, name in enumerate(("a.jpg", "b.png"))
+        }
+        wait_for(
+            lambda: len(journal.jobs()) == 2, timeout=TIMEOUT, message="files in the new folder were not all found"
+        )
 
     for name, data in images.items():
         job = job_for(journal, f"new/deeper/{name}")
@@ -241,8 +247,11 @@ def test_a_second_loop_on_the_same_journal_finds_nothing_new(tmp_path, journal_f
     info = touched.stat()
     with running(second):
         os.utime(touched, ns=(info.st_atime_ns, info.st_mtime_ns + 5_000_000_000))  # a touch: new mtime, same content
-        wait_for(lambda: journal.known_file(str(touched)).mtime_ns == info.st_mtime_ns + 5_000_000_000, timeout=TIMEOUT,
-                 message="the touched file was not looked at again")
+        wait_for(
+            lambda: journal.known_file(str(touched)).mtime_ns == info.st_mtime_ns + 5_000_000_000,
+            timeout=TIMEOUT,
+            message="the touched file was not looked at again",
+        )
 
     assert journal.jobs() == before
 
@@ -256,8 +265,11 @@ def test_the_same_image_under_another_name_makes_no_second_job(tmp_path, journal
     with running(new_loop(config, journal)):
         first = wait_for(lambda: job_for(journal, "a.jpg"), timeout=TIMEOUT)
         shutil.copyfile(root / "a.jpg", root / "copy of a.jpg")
-        known = wait_for(lambda: journal.known_file(str(root / "copy of a.jpg")), timeout=TIMEOUT,
-                         message="the copy was never looked at")
+        known = wait_for(
+            lambda: journal.known_file(str(root / "copy of a.jpg")),
+            timeout=TIMEOUT,
+            message="the copy was never looked at",
+        )
 
     assert known.job_id == first.id
     assert [job.id for job in journal.jobs()] == [first.id]
@@ -364,10 +376,10 @@ def test_a_symlinked_folder_made_while_watching_is_never_followed(tmp_path, jour
 
 @contextmanager
 def worker_for(config: Config, journal: Journal, server_url: str) -> Iterator:
-    from i2vd.backends.predict import PredictBackend
-    from i2vd.clock import Clock
-    from i2vd.gpu import VramGate
-    from i2vd.worker import Worker
+    from i2vd.core.clock import Clock
+    from i2vd.jobs.worker import Worker
+    from i2vd.render.backends.predict import PredictBackend
+    from i2vd.render.gpu import VramGate
 
     backend = PredictBackend(server_url, config.server.path, timeout_seconds=10, connect_timeout_seconds=5)
     try:
@@ -384,10 +396,14 @@ def put(path: Path, color: tuple[int, int, int]) -> bytes:
 def moved_config(tmp_path: Path, server_url: str) -> Config:
     config = make_config(tmp_path, prompt="plain")
     entry = config.servers[0]
-    return dataclasses.replace(config, servers=(dataclasses.replace(entry, server=dataclasses.replace(entry.server, url=server_url)),))
+    return dataclasses.replace(
+        config, servers=(dataclasses.replace(entry, server=dataclasses.replace(entry.server, url=server_url)),)
+    )
 
 
-def test_a_folder_renamed_while_its_jobs_wait_is_followed_and_the_videos_mirror_the_new_place(tmp_path, journal_factory, fake_server):
+def test_a_folder_renamed_while_its_jobs_wait_is_followed_and_the_videos_mirror_the_new_place(
+    tmp_path, journal_factory, fake_server
+):
     from tests.fakes import write_text
 
     config = moved_config(tmp_path, fake_server.url)
@@ -400,20 +416,29 @@ def test_a_folder_renamed_while_its_jobs_wait_is_followed_and_the_videos_mirror_
         wait_for(lambda: journal.counts()["queued"] == 12, timeout=TIMEOUT, message="12 jobs wait")
         ids = sorted(job.id for job in journal.jobs())
         (root / "shoot").rename(root / "2026" / "wedding")  # the photographer files the shoot away
-        wait_for(lambda: all(job.rel_path.startswith("2026/wedding/") for job in journal.jobs()), timeout=TIMEOUT,
-                 message="every job follows its file")
-        wait_for(lambda: all(job.prompt == "clients 2026" for job in journal.jobs()), timeout=TIMEOUT,
-                 message="the sidecar of the new place applies")
+        wait_for(
+            lambda: all(job.rel_path.startswith("2026/wedding/") for job in journal.jobs()),
+            timeout=TIMEOUT,
+            message="every job follows its file",
+        )
+        wait_for(
+            lambda: all(job.prompt == "clients 2026" for job in journal.jobs()),
+            timeout=TIMEOUT,
+            message="the sidecar of the new place applies",
+        )
     assert sorted(job.id for job in journal.jobs()) == ids, "the same jobs, no new ones"
     with worker_for(config, journal, fake_server.url) as worker:
         worker.run(threading.Event(), burst=True)
     jobs = journal.jobs()
     assert {job.state for job in jobs} == {JobState.DONE}, [job.last_error for job in jobs]
     assert sorted(Path(job.output_path).relative_to(config.output_dir).as_posix() for job in jobs) == [
-        f"2026/wedding/img{number:02}.mp4" for number in range(12)]
+        f"2026/wedding/img{number:02}.mp4" for number in range(12)
+    ]
 
 
-def test_a_file_moved_between_subfolders_copied_then_deleted_or_deleted_for_good(tmp_path, journal_factory, fake_server):
+def test_a_file_moved_between_subfolders_copied_then_deleted_or_deleted_for_good(
+    tmp_path, journal_factory, fake_server
+):
     config = moved_config(tmp_path, fake_server.url)
     journal = journal_factory(config)
     root = config.watch[0].path
@@ -426,14 +451,19 @@ def test_a_file_moved_between_subfolders_copied_then_deleted_or_deleted_for_good
         (root / "a" / "moved.jpg").rename(root / "b" / "moved.jpg")
         shutil.copy2(root / "a" / "copied.jpg", root / "b" / "copied.jpg")  # copy, then delete the original
         wait_for(lambda: job_for(journal, "b/moved.jpg"), timeout=TIMEOUT, message="the moved file's job follows it")
-        wait_for(lambda: journal.known_file(str(root / "b" / "copied.jpg")), timeout=TIMEOUT, message="the copy is seen")
+        wait_for(
+            lambda: journal.known_file(str(root / "b" / "copied.jpg")), timeout=TIMEOUT, message="the copy is seen"
+        )
         (root / "a" / "copied.jpg").unlink()
         (root / "a" / "deleted.jpg").unlink()
     with worker_for(config, journal, fake_server.url) as worker:
         worker.run(threading.Event(), burst=True)
     jobs = {Path(job.rel_path).name: job for job in journal.jobs()}
     assert len(jobs) == 3
-    assert (jobs["moved.jpg"].state, jobs["moved.jpg"].output_path) == (JobState.DONE, str(config.output_dir / "b" / "moved.mp4"))
+    assert (jobs["moved.jpg"].state, jobs["moved.jpg"].output_path) == (
+        JobState.DONE,
+        str(config.output_dir / "b" / "moved.mp4"),
+    )
     assert (jobs["copied.jpg"].state, jobs["copied.jpg"].rel_path) == (JobState.DONE, "b/copied.jpg")
     assert jobs["copied.jpg"].output_path == str(config.output_dir / "b" / "copied.mp4")
     assert jobs["deleted.jpg"].state is JobState.FAILED
@@ -442,8 +472,10 @@ def test_a_file_moved_between_subfolders_copied_then_deleted_or_deleted_for_good
     assert sent == sorted([sha256(moved), sha256(copied)])
 
 
-def test_a_job_failed_as_gone_comes_back_when_its_content_shows_up_and_retry_works(tmp_path, journal_factory, fake_server):
-    from i2vd.intake import Intake
+def test_a_job_failed_as_gone_comes_back_when_its_content_shows_up_and_retry_works(
+    tmp_path, journal_factory, fake_server
+):
+    from i2vd.ingest.intake import Intake
 
     config = moved_config(tmp_path, fake_server.url)
     journal = journal_factory(config)
@@ -460,11 +492,18 @@ def test_a_job_failed_as_gone_comes_back_when_its_content_shows_up_and_retry_wor
         [y] = [job for job in journal.jobs() if job.rel_path == "old/y.jpg"]
         intake.consider(root / "new" / "x.jpg", config.watch[0])  # a rescan finds x at the new place
         assert job_for(journal, "new/x.jpg").state is JobState.QUEUED, "the failed job is revived at the new place"
-        journal.remember_file(str(root / "new" / "y.jpg"), len(other), (root / "new" / "y.jpg").stat().st_mtime_ns, sha256(other), y.id)
+        journal.remember_file(
+            str(root / "new" / "y.jpg"), len(other), (root / "new" / "y.jpg").stat().st_mtime_ns, sha256(other), y.id
+        )
         assert [result.outcome.value for result in intake.retry([y.id])] == ["queued"]
         worker.run(threading.Event(), burst=True)
-    assert {job.rel_path: job.state for job in journal.jobs()} == {"new/x.jpg": JobState.DONE, "new/y.jpg": JobState.DONE}
-    assert len(fake_server.requests) == 2 and sha256(image) in {request.image_sha256 for request in fake_server.requests}
+    assert {job.rel_path: job.state for job in journal.jobs()} == {
+        "new/x.jpg": JobState.DONE,
+        "new/y.jpg": JobState.DONE,
+    }
+    assert len(fake_server.requests) == 2 and sha256(image) in {
+        request.image_sha256 for request in fake_server.requests
+    }
 
 
 # -- a drop of thousands of files ----------------------------------------------------------
@@ -474,7 +513,7 @@ class SlowDiskClock:
     """A manual clock on which every look at the time finds it a little later (a slow share): time bounds bite."""
 
     def __init__(self, step: float):
-        from i2vd.clock import ManualClock
+        from i2vd.core.clock import ManualClock
 
         self.manual, self.step = ManualClock(), step
 
@@ -499,7 +538,7 @@ def drop_thousands(folder: Path, count: int) -> None:
 
 
 def test_a_drop_of_thousands_is_taken_in_bounded_slices_and_the_first_jobs_start_early(tmp_path, journal_factory):
-    from i2vd.clock import ManualClock
+    from i2vd.core.clock import ManualClock
 
     config = make_config(tmp_path)
     journal = journal_factory(config)
@@ -533,10 +572,14 @@ def test_a_slice_is_bounded_by_time_too_and_the_heartbeat_stays_fresh(tmp_path, 
     drop_thousands(config.watch[0].path / "drop", count)
     clock = SlowDiskClock(step=0.25)
     overdue: list[float] = []
-    loop = IntakeLoop(config, Intake(config, journal, on_queued=lambda job: overdue.append(loop.heartbeat.overdue_seconds())), clock)
+    loop = IntakeLoop(
+        config, Intake(config, journal, on_queued=lambda job: overdue.append(loop.heartbeat.overdue_seconds())), clock
+    )
     loop.heartbeat.margin_seconds = 2 * loop.SLICE_SECONDS  # a watchdog as tight as a slice: only slicing keeps it fed
     stop = threading.Event()
-    done = threading.Thread(target=lambda: wait_for(lambda: len(journal.known_files()) == count, timeout=60) and stop.set())
+    done = threading.Thread(
+        target=lambda: wait_for(lambda: len(journal.known_files()) == count, timeout=60) and stop.set()
+    )
     done.start()
     try:
         loop.run(stop)  # in this thread: its heartbeat is read from its own on_queued calls

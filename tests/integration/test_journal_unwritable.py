@@ -11,8 +11,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from i2vd.config import load_config
-from i2vd.daemon import Daemon
+from i2vd.config.load import load_config
+from i2vd.service.daemon import Daemon
 from tests.end_to_end.harness import write_config
 from tests.fakes import wait_for
 
@@ -33,13 +33,18 @@ def test_a_journal_that_refuses_writes_for_a_while_does_not_end_the_daemon(tmp_p
         wait_for(lambda: _heartbeat(tmp_path / "state") is not None, message="no status published")
         with daemon.journal._lock:  # the state disk fills: every write is refused, as SQLITE_FULL would be
             daemon.journal._db.execute("PRAGMA query_only = 1")
-        wait_for(lambda: any("cannot record the daemon's status" in r.getMessage() for r in caplog.records),
-                 message=f"the failed write was not reported: {[r.getMessage() for r in caplog.records]}")
+        wait_for(
+            lambda: any("cannot record the daemon's status" in r.getMessage() for r in caplog.records),
+            message=f"the failed write was not reported: {[r.getMessage() for r in caplog.records]}",
+        )
         refused_at = _heartbeat(tmp_path / "state")
         with daemon.journal._lock:  # room again
             daemon.journal._db.execute("PRAGMA query_only = 0")
-        wait_for(lambda: (_heartbeat(tmp_path / "state") or 0) > refused_at, timeout=15,
-                 message="the daemon stopped publishing its status after the journal refused a write")
+        wait_for(
+            lambda: (_heartbeat(tmp_path / "state") or 0) > refused_at,
+            timeout=15,
+            message="the daemon stopped publishing its status after the journal refused a write",
+        )
         assert serving.is_alive()
     finally:
         daemon.request_stop()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from i2vd.journal import JobState
-from i2vd.worker import IDLE_POLL_SECONDS
+from i2vd.jobs.worker import IDLE_POLL_SECONDS
+from i2vd.store.journal import JobState
 from tests.integration.test_worker import rig  # noqa: F401 - the fixture
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from i2vd.intake import Intake, IntakeLoop
-from i2vd.journal import Journal
-from i2vd.watcher import FolderWatch
+from i2vd.ingest.intake import Intake, IntakeLoop
+from i2vd.ingest.watcher import FolderWatch
+from i2vd.store.journal import Journal
 from tests.fakes import wait_for, write_image
 from tests.integration.test_intake_watch import make_config, running
 
@@ -27,7 +27,9 @@ def test_a_queue_overflow_reported_by_watchdog_makes_the_loop_rescan(tmp_path: P
             wait_for(lambda: journal.counts()["queued"] == 1)
             loop.watches[0].stop()  # from here on no event reaches the loop: as if the kernel had dropped them
             write_image(config.watch[0].path / "unseen.jpg", color=(2, 2, 2))
-            logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+            logging.getLogger("watchdog.observers.inotify_c").warning(
+                "Inotify queue overflowed; filesystem events were lost"
+            )
             wait_for(lambda: journal.counts()["queued"] == 2, message="the rescan found the file whose event was lost")
     finally:
         journal.close()

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.clock import Clock
-from i2vd.config import Config, parse_config
-from i2vd.intake import Intake, Outcome
-from i2vd.journal import JobState, Journal
-from i2vd.worker import build_workers
+from i2vd.config.load import Config, parse_config
+from i2vd.core.clock import Clock
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.jobs.worker import build_workers
+from i2vd.store.journal import JobState, Journal
 from tests.fakes import write_image
 
 

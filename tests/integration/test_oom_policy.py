@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from i2vd import output
-from i2vd.gpu import MemoryReading, Reader, VramGate
-from i2vd.journal import JobState
-from i2vd.worker import Worker
+from i2vd.jobs.worker import Worker
+from i2vd.render import output
+from i2vd.render.gpu import MemoryReading, Reader, VramGate
+from i2vd.store.journal import JobState
 from tests.fakes import FakePredictServer
 from tests.integration.test_worker import Rig, build_rig, sha256
 
@@ -31,10 +31,19 @@ def oom_rig(tmp_path: Path, server: FakePredictServer, oom: str, gpu_reader: Rea
     rig = build_rig(tmp_path, server)
     gate = rig.worker.gate
     if gpu_reader is not None:
-        gpu = dataclasses.replace(rig.config.gpu, enabled=True, source="command", max_used_mb=10_000, poll_seconds=GATE_POLL_SECONDS)
+        gpu = dataclasses.replace(
+            rig.config.gpu, enabled=True, source="command", max_used_mb=10_000, poll_seconds=GATE_POLL_SECONDS
+        )
         gate = VramGate(gpu, gpu_reader, rig.clock)
-    worker = Worker(rig.config, rig.journal, rig.backend, gate, clock=rig.clock, name="test-worker",
-                    server=dataclasses.replace(rig.config.server, oom=oom))
+    worker = Worker(
+        rig.config,
+        rig.journal,
+        rig.backend,
+        gate,
+        clock=rig.clock,
+        name="test-worker",
+        server=dataclasses.replace(rig.config.server, oom=oom),
+    )
     return dataclasses.replace(rig, worker=worker)
 
 
@@ -162,8 +171,9 @@ def test_downgrade_steps_the_resolution_down_without_using_an_attempt(make_rig):
     assert stepped.state is JobState.QUEUED
     assert stepped.attempts == 0
     assert stepped.params["resolution"] == "256p"
-    assert {key: value for key, value in stepped.params.items() if key != "resolution"} == \
-        {key: value for key, value in job.params.items() if key != "resolution"}
+    assert {key: value for key, value in stepped.params.items() if key != "resolution"} == {
+        key: value for key, value in job.params.items() if key != "resolution"
+    }
     assert "512p" in stepped.last_error and "256p" in stepped.last_error
     assert stepped.next_attempt_at <= rig.clock.now()  # with lower settings, at once
     assert stepped.idem_key == job.idem_key  # still the request the user made
@@ -203,7 +213,11 @@ def test_downgrade_at_the_lowest_resolution_falls_back_to_waiting(make_rig):
     assert rig.job(job.id).state is JobState.DONE
     assert [request.resolution_index for request in rig.server.requests] == [1, 0, 0]
     record = record_of(rig, job.id)
-    assert (record["parameters"]["resolution"], record["downgraded_from"]["resolution"], record["attempts"]) == ("256p", "512p", 2)
+    assert (record["parameters"]["resolution"], record["downgraded_from"]["resolution"], record["attempts"]) == (
+        "256p",
+        "512p",
+        2,
+    )
 
 
 # -- fail --------------------------------------------------------------------------------------------

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from i2vd import mp4
-from i2vd.clock import ManualClock
-from i2vd.config import parse_config
-from i2vd.intake import Intake, Outcome
-from i2vd.journal import JobState, Journal
-from i2vd.worker import build_workers
+from i2vd.config.load import parse_config
+from i2vd.core.clock import ManualClock
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.jobs.worker import build_workers
+from i2vd.render import mp4
+from i2vd.store.journal import JobState, Journal
 from tests.fakes import write_image
 
 
@@ -24,7 +24,9 @@ from tests.fakes import write_image
 def small_disk(tmp_path: Path):
     mount_point = tmp_path / "out"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.backends.base import (
+from i2vd.render.backends.base import (
     RESOLUTIONS,
     BackendError,
     BadReply,
@@ -21,7 +21,7 @@ from i2vd.backends.base import (
     ServerUnavailable,
     VideoRequest,
 )
-from i2vd.backends.predict import PredictBackend
+from i2vd.render.backends.predict import PredictBackend
 from tests.fakes import OOM_MESSAGE, REPLY_FORMS, FakePredictServer, wait_for, write_image
 
 
@@ -47,7 +47,14 @@ def backend_factory(fake_server: FakePredictServer):
 
 
 def video_request(image: bytes, name: str = "beach.jpg", **changes) -> VideoRequest:
-    fields = {"prompt": "Waves crashing, camera panning left", "resolution": "512p", "frames": 16, "fps": 8, "steps": 50, "guidance": 9.0}
+    fields = {
+        "prompt": "Waves crashing, camera panning left",
+        "resolution": "512p",
+        "frames": 16,
+        "fps": 8,
+        "steps": 50,
+        "guidance": 9.0,
+    }
     return VideoRequest(image=image, image_name=name, **(fields | changes))
 
 
@@ -55,11 +62,17 @@ def video_request(image: bytes, name: str = "beach.jpg", **changes) -> VideoRequ
 
 
 @pytest.mark.parametrize("index, resolution", list(enumerate(RESOLUTIONS)))
-def test_request_carries_the_seven_inputs_with_the_resolution_index(fake_server, backend_factory, jpeg, index, resolution):
+def test_request_carries_the_seven_inputs_with_the_resolution_index(
+    fake_server, backend_factory, jpeg, index, resolution
+):
     assert RESOLUTIONS[index] == resolution and resolution == ("256p", "512p", "768p", "1024p")[index]
     backend = backend_factory()
 
-    backend.generate(video_request(jpeg, prompt="Sunrise over mountains", resolution=resolution, frames=24, fps=12, steps=60, guidance=7.5))
+    backend.generate(
+        video_request(
+            jpeg, prompt="Sunrise over mountains", resolution=resolution, frames=24, fps=12, steps=60, guidance=7.5
+        )
+    )
 
     assert fake_server.rejections == []  # the fake answers 422 to anything but exactly 7 valid inputs
     [received] = fake_server.requests
@@ -233,7 +246,9 @@ def test_a_refused_connection_is_still_server_unavailable(fake_server, backend_f
 
 
 @pytest.mark.parametrize("form", ["base64", "data_url"])
-def test_a_long_base64_reply_is_decoded_through_a_file_into_the_reply_folder(fake_server, backend_factory, jpeg, tmp_path, form):
+def test_a_long_base64_reply_is_decoded_through_a_file_into_the_reply_folder(
+    fake_server, backend_factory, jpeg, tmp_path, form
+):
     """Above the in-memory size the reply is spooled and decoded in chunks; the video arrives intact, as a file."""
     video = bytes(range(256)) * 4000 + b"tail"  # ~1 MB: far above the 64 KB a reply string may take in memory
     fake_server.video, fake_server.reply_form = video, form
@@ -268,7 +283,9 @@ def test_timeout_bounds_an_upload_the_server_never_reads(jpeg):
 
     holder = threading.Thread(target=hold)
     holder.start()
-    backend = PredictBackend(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_seconds=1, connect_timeout_seconds=2)
+    backend = PredictBackend(
+        f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_seconds=1, connect_timeout_seconds=2
+    )
     try:
         started = time.monotonic()
         with pytest.raises(BackendError, match="no result within 1 s") as caught:

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from i2vd.cli import main
+from i2vd.cli.commands import main
 from tests.fakes import FakePredictServer
-from tests.gradio_apps import free_port
-from tests.gradio_apps import SVD_INPUTS, RunningApps
+from tests.gradio_apps import SVD_INPUTS, RunningApps, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio")  # Gradio's own pandas deprecations
 
@@ -41,8 +40,18 @@ def probe_json(capsys: pytest.CaptureFixture, *arguments: str) -> tuple[int, lis
 def write_config(tmp_path: Path, servers: list[dict]) -> Path:
     path = tmp_path / "config.yaml"
     (tmp_path / "in").mkdir(exist_ok=True)
-    path.write_text(yaml.safe_dump({"state_dir": "state", "output_dir": "out", "gpu": {"enabled": False},
-                                    "watch": [{"path": "in"}], "servers": servers}), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": "state",
+                "output_dir": "out",
+                "gpu": {"enabled": False},
+                "watch": [{"path": "in"}],
+                "servers": servers,
+            }
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -64,8 +73,11 @@ def test_probe_of_the_7_input_app_shows_version_protocol_endpoints_and_mapping(a
     assert re.search(r"^    3: frames 'Frames' \[Slider .*\] default 16$", text, re.MULTILINE)
     assert re.search(r"^    0: image 'Input image' \[Image .*\] required$", text, re.MULTILINE)
     assert "    returns: video 'Video'" in text
-    assert re.search(r"^i2vd would call /generate \(queue: POST /gradio_api/queue/join \+ GET /gradio_api/queue/data\) with:$",
-                     text, re.MULTILINE)
+    assert re.search(
+        r"^i2vd would call /generate \(queue: POST /gradio_api/queue/join \+ GET /gradio_api/queue/data\) with:$",
+        text,
+        re.MULTILINE,
+    )
     for name in PREDICT_PARAMETERS:
         assert re.search(rf"^  {name} +<- {name}$", text, re.MULTILINE), name
     assert "cannot use" not in text
@@ -76,7 +88,12 @@ def test_probe_json_of_the_7_input_app(apps: RunningApps, capsys):
 
     assert code == 0
     [report] = reports
-    assert (report["kind"], report["usable"], report["version"], report["api_prefix"]) == ("gradio", True, apps.version, "/gradio_api")
+    assert (report["kind"], report["usable"], report["version"], report["api_prefix"]) == (
+        "gradio",
+        True,
+        apps.version,
+        "/gradio_api",
+    )
     assert report["protocol"].startswith("sse") and report["source"] == "info"
     assert report["problem"] is None
     endpoints = {endpoint["api_name"]: endpoint for endpoint in report["endpoints"]}
@@ -157,11 +174,14 @@ def test_probe_of_a_url_with_another_scheme_says_what_it_takes(capsys):
 
 
 def test_probe_reads_every_server_of_the_config_with_its_inputs_mapping(apps: RunningApps, tmp_path, capsys):
-    config = write_config(tmp_path, [
-        {"name": "t2v", "kind": "gradio", "url": apps.predict_url},
-        {"name": "svd", "kind": "gradio", "url": apps.svd_url, "inputs": SVD_INPUTS},
-        {"name": "preview", "kind": "builtin"},  # nothing to probe
-    ])
+    config = write_config(
+        tmp_path,
+        [
+            {"name": "t2v", "kind": "gradio", "url": apps.predict_url},
+            {"name": "svd", "kind": "gradio", "url": apps.svd_url, "inputs": SVD_INPUTS},
+            {"name": "preview", "kind": "builtin"},  # nothing to probe
+        ],
+    )
 
     code, text = probe(capsys, "-c", str(config))
 
@@ -188,10 +208,13 @@ def test_probe_reads_every_server_of_the_config_with_its_inputs_mapping(apps: Ru
 
 
 def test_probe_of_a_config_exits_1_when_one_server_cannot_be_used(apps: RunningApps, tmp_path, capsys):
-    config = write_config(tmp_path, [
-        {"name": "t2v", "kind": "gradio", "url": apps.predict_url},
-        {"name": "svd", "kind": "gradio", "url": apps.svd_url},  # no inputs: motion_bucket_id is unmapped
-    ])
+    config = write_config(
+        tmp_path,
+        [
+            {"name": "t2v", "kind": "gradio", "url": apps.predict_url},
+            {"name": "svd", "kind": "gradio", "url": apps.svd_url},  # no inputs: motion_bucket_id is unmapped
+        ],
+    )
 
     code, reports = probe_json(capsys, "-c", str(config))
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from i2vd.config import parse_config
-from i2vd.intake import Intake, Outcome
-from i2vd.journal import Journal
+from i2vd.config.load import parse_config
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.store.journal import Journal
 from tests.fakes import write_image
 
 

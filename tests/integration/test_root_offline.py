@@ -8,10 +8,10 @@ import logging
 import threading
 from pathlib import Path
 
-from i2vd.clock import Clock
-from i2vd.intake import Intake, IntakeLoop, Outcome
-from i2vd.journal import JobState, Journal
-from i2vd.worker import build_workers
+from i2vd.core.clock import Clock
+from i2vd.ingest.intake import Intake, IntakeLoop, Outcome
+from i2vd.jobs.worker import build_workers
+from i2vd.store.journal import JobState, Journal
 from tests.fakes import wait_for, write_image
 from tests.integration.test_intake_watch import make_config, running
 
@@ -43,7 +43,9 @@ def test_a_root_that_vanishes_and_returns_is_watched_again_and_rescanned(tmp_pat
 def test_a_job_whose_share_is_offline_waits_without_using_an_attempt(tmp_path: Path, fake_server) -> None:
     config = make_config(tmp_path)
     [entry] = config.servers
-    config = dataclasses.replace(config, servers=(dataclasses.replace(entry, server=dataclasses.replace(entry.server, url=fake_server.url)),))
+    config = dataclasses.replace(
+        config, servers=(dataclasses.replace(entry, server=dataclasses.replace(entry.server, url=fake_server.url)),)
+    )
     journal = Journal(config.state_dir / "journal.sqlite3")
     root = config.watch[0].path
     image = root / "shot.jpg"
@@ -59,7 +61,11 @@ def test_a_job_whose_share_is_offline_waits_without_using_an_attempt(tmp_path: P
         assert "is offline" in job.last_error
         assert fake_server.requests == []
         (tmp_path / "unmounted").rename(root)
-        wait_for(lambda: worker.run_once(stop) and journal.jobs()[0].state is JobState.DONE, timeout=10, message="done once the share is back")
+        wait_for(
+            lambda: worker.run_once(stop) and journal.jobs()[0].state is JobState.DONE,
+            timeout=10,
+            message="done once the share is back",
+        )
     finally:
         worker.backend.close()
         journal.close()
@@ -70,11 +76,11 @@ def mountinfo_line(mount_point: Path, fs_type: str = "cifs") -> str:
 
 
 def test_a_root_mounted_after_start_then_unmounted_is_offline_not_deleted(tmp_path: Path, fake_server) -> None:
-    from i2vd.backends.predict import PredictBackend
-    from i2vd.clock import ManualClock
-    from i2vd.gpu import VramGate
-    from i2vd.mounts import MountMemory
-    from i2vd.worker import Worker
+    from i2vd.core.clock import ManualClock
+    from i2vd.core.mounts import MountMemory
+    from i2vd.jobs.worker import Worker
+    from i2vd.render.backends.predict import PredictBackend
+    from i2vd.render.gpu import VramGate
 
     config = make_config(tmp_path)
     root = config.watch[0].path
@@ -83,8 +89,15 @@ def test_a_root_mounted_after_start_then_unmounted_is_offline_not_deleted(tmp_pa
     clock = ManualClock()
     journal = Journal(config.state_dir / "journal.sqlite3", clock)
     backend = PredictBackend(fake_server.url, config.server.path, timeout_seconds=10, connect_timeout_seconds=5)
-    worker = Worker(config, journal, backend, VramGate.from_config(config.gpu, clock), clock, name="w",
-                    mounts=MountMemory(config.state_dir, mountinfo))
+    worker = Worker(
+        config,
+        journal,
+        backend,
+        VramGate.from_config(config.gpu, clock),
+        clock,
+        name="w",
+        mounts=MountMemory(config.state_dir, mountinfo),
+    )
     loop = IntakeLoop(config, Intake(config, journal), clock, mounts=MountMemory(config.state_dir, mountinfo))
     try:
         loop.tick()

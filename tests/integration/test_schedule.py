@@ -12,15 +12,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from i2vd.backends.predict import PredictBackend
-from i2vd.clock import ManualClock
-from i2vd.config import ConfigError, parse_config
-from i2vd.daemon import Daemon
-from i2vd.gpu import VramGate
-from i2vd.intake import Intake, Outcome
-from i2vd.journal import JobState, Journal
-from i2vd.schedule import ScheduleError, compile_schedule, parse_window
-from i2vd.worker import Worker
+from i2vd.config.load import ConfigError, parse_config
+from i2vd.config.schedule import ScheduleError, compile_schedule, parse_window
+from i2vd.core.clock import ManualClock
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.jobs.worker import Worker
+from i2vd.render.backends.predict import PredictBackend
+from i2vd.render.gpu import VramGate
+from i2vd.service.daemon import Daemon
+from i2vd.store.journal import JobState, Journal
 from tests.fakes import FakePredictServer, write_image
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -55,8 +55,14 @@ class Rig:
         self.clock = ManualClock(at(start))
         self.journal = Journal(self.config.state_dir / "journal.sqlite3", self.clock)
         backend = PredictBackend(server.url, "/api/predict/", timeout_seconds=10, connect_timeout_seconds=2)
-        self.worker = Worker(self.config, self.journal, backend, VramGate.from_config(self.config.gpu, self.clock),
-                             clock=self.clock, name="host:1:gpu0")
+        self.worker = Worker(
+            self.config,
+            self.journal,
+            backend,
+            VramGate.from_config(self.config.gpu, self.clock),
+            clock=self.clock,
+            name="host:1:gpu0",
+        )
         self.intake = Intake(self.config, self.journal)
 
     def add(self, relative: str, color=(200, 80, 40)) -> int:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.clock import ManualClock
-from i2vd.config import Config, parse_config
-from i2vd.intake import Intake, IntakeLoop, Outcome
-from i2vd.journal import Job, JobState, Journal
+from i2vd.config.load import Config, parse_config
+from i2vd.core.clock import ManualClock
+from i2vd.ingest.intake import Intake, IntakeLoop, Outcome
+from i2vd.store.journal import Job, JobState, Journal
 from tests.fakes import wait_for, write_image
-from tests.integration.test_intake_watch import running as running_loop
 from tests.fakes import write_text as write
+from tests.integration.test_intake_watch import running as running_loop
 
 SETTLE_SECONDS = 0.4
 TIMEOUT = 10
@@ -78,7 +78,6 @@ def running(config: Config, journal: Journal):
     return running_loop(IntakeLoop(config, Intake(config, journal)), after_first_scan=True)
 
 
-
 def image(path: Path, shade: int) -> Path:
     """A real JPEG whose content differs with `shade`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,25 +100,39 @@ def events_of(journal: Journal, job_id: int) -> list[str]:
 # -- a broken sidecar parks; fixing it releases, with the fixed settings ------------------
 
 
-def test_a_broken_sidecar_parks_its_folder_and_fixing_it_releases_the_jobs_with_the_fixed_settings(config, root, journal):
+def test_a_broken_sidecar_parks_its_folder_and_fixing_it_releases_the_jobs_with_the_fixed_settings(
+    config, root, journal
+):
     sidecar = write(root / "shore" / "i2vd.yaml", "profile: beach\nfps: 40\n")
     image(root / "shore" / "a.jpg", 10)
     image(root / "shore" / "deeper" / "b.jpg", 20)
     with running(config, journal):
         image(root / "elsewhere" / "c.jpg", 30)
-        wait_for(lambda: states(journal, "shore/a.jpg", "shore/deeper/b.jpg", "elsewhere/c.jpg") == (JobState.PARKED, JobState.PARKED, JobState.QUEUED),
-                 timeout=TIMEOUT, message="two parked, one queued")
+        wait_for(
+            lambda: (
+                states(journal, "shore/a.jpg", "shore/deeper/b.jpg", "elsewhere/c.jpg")
+                == (JobState.PARKED, JobState.PARKED, JobState.QUEUED)
+            ),
+            timeout=TIMEOUT,
+            message="two parked, one queued",
+        )
         for rel_path in ("shore/a.jpg", "shore/deeper/b.jpg"):
             parked = job_at(journal, rel_path)
             assert parked.last_error == f"sidecar {sidecar}: fps: 40 is above 24"
             assert parked.attempts == 0 and parked.prompt == ""
-            assert any(message.startswith("parked ") and "fps: 40 is above 24" in message for message in events_of(journal, parked.id))
+            assert any(
+                message.startswith("parked ") and "fps: 40 is above 24" in message
+                for message in events_of(journal, parked.id)
+            )
         assert journal.claim_next("test-worker", 60).rel_path == "elsewhere/c.jpg"  # parked jobs are never claimed
         assert journal.claim_next("test-worker", 60) is None
 
         write(sidecar, "profile: beach\nfps: 12\n")
-        wait_for(lambda: states(journal, "shore/a.jpg", "shore/deeper/b.jpg") == (JobState.QUEUED, JobState.QUEUED),
-                 timeout=TIMEOUT, message="the fix did not release the parked jobs")
+        wait_for(
+            lambda: states(journal, "shore/a.jpg", "shore/deeper/b.jpg") == (JobState.QUEUED, JobState.QUEUED),
+            timeout=TIMEOUT,
+            message="the fix did not release the parked jobs",
+        )
 
     for rel_path in ("shore/a.jpg", "shore/deeper/b.jpg"):
         released = job_at(journal, rel_path)
@@ -171,8 +184,11 @@ def fixed_in_the_loop(config: Config, root: Path, journal: Journal, fix) -> None
     with running(config, journal):
         wait_for(lambda: states(journal, "shore/a.jpg") == (JobState.PARKED,), timeout=TIMEOUT, message="not parked")
         fix(sidecar)
-        wait_for(lambda: states(journal, "shore/a.jpg") == (JobState.QUEUED,), timeout=3 * SETTLE_SECONDS + 3,
-                 message="the parked job was not released")
+        wait_for(
+            lambda: states(journal, "shore/a.jpg") == (JobState.QUEUED,),
+            timeout=3 * SETTLE_SECONDS + 3,
+            message="the parked job was not released",
+        )
 
 
 def test_a_fix_saved_by_rename_like_an_editor_does_releases_the_jobs(config, root, journal):
@@ -217,7 +233,9 @@ def test_the_periodic_rescan_releases_parked_jobs_whose_fix_no_event_reported(co
     assert (job.state, job.params["fps"]) == (JobState.QUEUED, 12)
 
 
-def test_a_sidecar_edited_while_i2vd_was_stopped_applies_to_queued_jobs_at_the_next_start(config, root, journal, intake):
+def test_a_sidecar_edited_while_i2vd_was_stopped_applies_to_queued_jobs_at_the_next_start(
+    config, root, journal, intake
+):
     queued = intake.consider(image(root / "shore" / "a.jpg", 90), config.watch[0]).job
     assert queued.prompt == "A a scene with smooth motion"
     write(root / "shore" / "i2vd.yaml", "profile: mountain\n")
@@ -243,20 +261,34 @@ def test_a_sidecar_arriving_after_the_jobs_were_queued_re_resolves_them(config, 
         assert before["shore/a.jpg"].prompt == "A a scene with smooth motion"
 
         write(root / "shore" / "i2vd.yaml", "profile: beach\nvars: {place: Cornwall}\n")
-        wait_for(lambda: job_at(journal, "shore/a.jpg").prompt == BEACH and job_at(journal, "shore/deep/b.jpg").prompt == BEACH,
-                 timeout=TIMEOUT, message="queued jobs under the folder did not get the sidecar")
+        wait_for(
+            lambda: (
+                job_at(journal, "shore/a.jpg").prompt == BEACH and job_at(journal, "shore/deep/b.jpg").prompt == BEACH
+            ),
+            timeout=TIMEOUT,
+            message="queued jobs under the folder did not get the sidecar",
+        )
         assert job_at(journal, "inland/c.jpg") == before["inland/c.jpg"]  # a sibling folder is untouched
 
         write(root / "i2vd.yaml", "steps: 30\n")  # the root's sidecar reaches every folder
-        wait_for(lambda: all(job.params["steps"] == 30 for job in journal.jobs()), timeout=TIMEOUT, message="root sidecar not applied")
+        wait_for(
+            lambda: all(job.params["steps"] == 30 for job in journal.jobs()),
+            timeout=TIMEOUT,
+            message="root sidecar not applied",
+        )
 
     after = {job.rel_path: job for job in journal.jobs()}
-    assert {rel_path: job.id for rel_path, job in after.items()} == {rel_path: job.id for rel_path, job in before.items()}
+    assert {rel_path: job.id for rel_path, job in after.items()} == {
+        rel_path: job.id for rel_path, job in before.items()
+    }
     a = after["shore/a.jpg"]
     assert (a.state, a.profile_name, a.params["steps"]) == (JobState.QUEUED, "beach", 30)
     assert a.idem_key != before["shore/a.jpg"].idem_key
     assert a.profile["sidecars"] == [str(root / "i2vd.yaml"), str(root / "shore" / "i2vd.yaml")]
-    assert after["inland/c.jpg"].profile_name == "default" and after["inland/c.jpg"].prompt == "A c scene with smooth motion"
+    assert (
+        after["inland/c.jpg"].profile_name == "default"
+        and after["inland/c.jpg"].prompt == "A c scene with smooth motion"
+    )
     assert "settings now: profile beach" in events_of(journal, a.id)
 
 
@@ -308,10 +340,17 @@ def test_a_caption_written_after_the_job_was_queued_changes_its_prompt(tmp_path,
         job = wait_for(lambda: job_at(journal, "cat_nap.jpg"), timeout=TIMEOUT, message="no job")
         assert job.prompt == "A cat nap scene with smooth motion"
         write(root / "cat_nap.txt", "A cat stretching in the sun\n")
-        wait_for(lambda: job_at(journal, "cat_nap.jpg").prompt == "A cat stretching in the sun", timeout=TIMEOUT, message="caption not applied")
+        wait_for(
+            lambda: job_at(journal, "cat_nap.jpg").prompt == "A cat stretching in the sun",
+            timeout=TIMEOUT,
+            message="caption not applied",
+        )
         (root / "cat_nap.txt").unlink()
-        wait_for(lambda: job_at(journal, "cat_nap.jpg").prompt == "A cat nap scene with smooth motion", timeout=TIMEOUT,
-                 message="removing the caption did not bring the subject prompt back")
+        wait_for(
+            lambda: job_at(journal, "cat_nap.jpg").prompt == "A cat nap scene with smooth motion",
+            timeout=TIMEOUT,
+            message="removing the caption did not bring the subject prompt back",
+        )
     assert len(journal.jobs()) == 1
 
 
@@ -320,7 +359,10 @@ def test_a_caption_written_after_the_job_was_queued_changes_its_prompt(tmp_path,
 
 def test_a_sidecar_change_never_touches_running_or_done_jobs(intake, journal, root):
     watch = intake.config.watch[0]
-    jobs = [intake.consider(image(root / "shore" / f"{name}.jpg", 160 + index), watch).job for index, name in enumerate("abc")]
+    jobs = [
+        intake.consider(image(root / "shore" / f"{name}.jpg", 160 + index), watch).job
+        for index, name in enumerate("abc")
+    ]
     running_job = journal.claim_next("test-worker", 60)
     done_job = journal.claim_next("test-worker", 60)
     journal.mark_done(done_job.id, {"kind": "predict"}, 1.0)
@@ -375,7 +417,9 @@ def test_a_job_that_becomes_the_same_work_as_another_is_merged_into_it(intake, j
     assert f"same content and settings as job {first.id}" in result.reason
     assert [job.id for job in journal.jobs()] == [first.id]
     assert journal.known_file(str(copy)).job_id == first.id
-    assert f"job {second.job.id} had the same content and settings: merged into this one" in events_of(journal, first.id)
+    assert f"job {second.job.id} had the same content and settings: merged into this one" in events_of(
+        journal, first.id
+    )
     again = intake.consider(copy, watch)  # the file itself is known, and known as that job's
     assert again.outcome is Outcome.KNOWN and again.job.id == first.id
 
@@ -429,7 +473,12 @@ def test_retry_of_a_done_job_applies_the_new_sidecar_and_starts_afresh(intake, j
     (result,) = intake.retry([job.id])
     retried = journal.job(job.id)
     assert result.outcome is Outcome.QUEUED
-    assert (retried.state, retried.profile_name, retried.prompt, retried.params["fps"]) == (JobState.QUEUED, "mountain", MOUNTAIN, 10)
+    assert (retried.state, retried.profile_name, retried.prompt, retried.params["fps"]) == (
+        JobState.QUEUED,
+        "mountain",
+        MOUNTAIN,
+        10,
+    )
     assert (retried.attempts, retried.output_path, retried.finished_at) == (0, None, None)
 
 
@@ -470,26 +519,41 @@ TEMPLATE_ATTACKS = {
     "center": ("{{ 'a'|center(10**9) }}", "would be 1,000,000,000 characters"),
     "range join": ("{{ range(10**9)|join }}", "range of 1,000,000,000 numbers"),
     "str.format width": ("{{ '{:>999999999}'.format(1) }}", "a str.format would be 1,000,000,000 characters"),
-    "nested loops": ("{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}x", "too much template work"),
+    "nested loops": (
+        "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}x",
+        "too much template work",
+    ),
     "recursion": ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "calls nest deeper than"),
     "concatenation": ("{% set x = 'a' * 60000 %}{{ x ~ x ~ x ~ x }}", "a ~ concatenation would be"),
 }
 
 
 @pytest.mark.parametrize(("template", "problem"), TEMPLATE_ATTACKS.values(), ids=TEMPLATE_ATTACKS.keys())
-def test_a_sidecar_template_that_breaks_a_bound_parks_its_folder_while_other_folders_go_on(config, root, journal, template, problem):
+def test_a_sidecar_template_that_breaks_a_bound_parks_its_folder_while_other_folders_go_on(
+    config, root, journal, template, problem
+):
     sidecar = write(root / "evil" / "i2vd.yaml", f"prompt: {json.dumps(template)}\n")
     image(root / "evil" / "a.jpg", 230)
     with running(config, journal):
         image(root / "good" / "b.jpg", 240)
-        wait_for(lambda: states(journal, "evil/a.jpg", "good/b.jpg") == (JobState.PARKED, JobState.QUEUED),
-                 timeout=TIMEOUT, message="the attack was not parked, or the other folder got no job")
+        wait_for(
+            lambda: states(journal, "evil/a.jpg", "good/b.jpg") == (JobState.PARKED, JobState.QUEUED),
+            timeout=TIMEOUT,
+            message="the attack was not parked, or the other folder got no job",
+        )
         parked = job_at(journal, "evil/a.jpg")
-        assert parked.last_error.startswith(f"sidecar {sidecar}: prompt: profile default prompt: ") and problem in parked.last_error
+        assert (
+            parked.last_error.startswith(f"sidecar {sidecar}: prompt: profile default prompt: ")
+            and problem in parked.last_error
+        )
         assert job_at(journal, "good/b.jpg").prompt == "A b scene with smooth motion"
 
         write(sidecar, "prompt: 'A calm {{ subject }}'\n")  # fixing the sidecar releases its folder
-        wait_for(lambda: states(journal, "evil/a.jpg") == (JobState.QUEUED,), timeout=TIMEOUT, message="the fix did not release the job")
+        wait_for(
+            lambda: states(journal, "evil/a.jpg") == (JobState.QUEUED,),
+            timeout=TIMEOUT,
+            message="the fix did not release the job",
+        )
     assert job_at(journal, "evil/a.jpg").prompt == "A calm a"
 
 
@@ -498,5 +562,8 @@ def test_a_caption_that_makes_the_prompt_too_long_fails_only_its_image(intake, j
     write(root / "shore" / "a.txt", "word " * 1000)
     failed = intake.consider(root / "shore" / "a.jpg", intake.config.watch[0])
     neighbour = intake.consider(image(root / "shore" / "b.jpg", 251), intake.config.watch[0])
-    assert failed.outcome is Outcome.FAILED and "profile default prompt: renders 4,999 bytes; at most 4,096" in failed.reason
+    assert (
+        failed.outcome is Outcome.FAILED
+        and "profile default prompt: renders 4,999 bytes; at most 4,096" in failed.reason
+    )
     assert neighbour.outcome is Outcome.QUEUED

@@ -11,12 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from i2vd.journal import Journal
+from i2vd.store.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, sys
-from i2vd.cli import main
+from i2vd.cli.commands import main
 code = main(["status", "-c", sys.argv[1]])
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
@@ -26,18 +26,27 @@ def test_status_imports_neither_the_daemon_nor_the_worker(tmp_path: Path) -> Non
     config = tmp_path / "config.yaml"
     (tmp_path / "in").mkdir()
     config.write_text(f"""
-state_dir: {tmp_path / 'state'}
-output_dir: {tmp_path / 'out'}
+state_dir: {tmp_path / "state"}
+output_dir: {tmp_path / "out"}
 servers: [{{kind: predict, url: "http://127.0.0.1:9"}}]
 gpu: {{enabled: false}}
-watch: [{{path: {tmp_path / 'in'}}}]
+watch: [{{path: {tmp_path / "in"}}}]
 """)
     Journal(tmp_path / "state" / "journal.sqlite3").close()
-    result = subprocess.run([sys.executable, "-c", PROBE, str(config)], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(config)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["code"] == 0
-    heavy = {"i2vd.daemon", "i2vd.worker", "i2vd.intake", "i2vd.backends.predict", "i2vd.backends.gradio_protocol",
-             "PIL", "watchdog", "requests"}
+    heavy = {
+        "i2vd.service.daemon",
+        "i2vd.jobs.worker",
+        "i2vd.ingest.intake",
+        "i2vd.render.backends.predict",
+        "i2vd.render.backends.gradio_protocol",
+        "PIL",
+        "watchdog",
+        "requests",
+    }
     assert heavy.isdisjoint(report["modules"]), sorted(heavy.intersection(report["modules"]))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from i2vd import watcher
-from i2vd.watcher import FolderWatch
+from i2vd.ingest import watcher
+from i2vd.ingest.watcher import FolderWatch
 from tests.fakes import wait_for
 
 

@@ -9,8 +9,8 @@ import os
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from i2vd.cli import main
-from i2vd.journal import JobState
+from i2vd.cli.commands import main
+from i2vd.store.journal import JobState
 from tests.web_site import HOSTILE_NAME, make_site
 
 
@@ -51,13 +51,16 @@ def test_jobs_are_paged_newest_first_and_filtered_by_state(site):
     assert failed["rel_path"] == HOSTILE_NAME and failed["video_url"] is None and failed["poster_url"] is None
 
 
-@pytest.mark.parametrize("query, problem", [
-    ("state=burning", "state: 'burning' is not one of"),
-    ("limit=0", "limit: '0' is not a whole number 1 to 200"),
-    ("limit=201", "limit: '201'"),
-    ("offset=-1", "offset: '-1' is not a whole number at least 0"),
-    ("limit=ten", "limit: 'ten'"),
-])
+@pytest.mark.parametrize(
+    "query, problem",
+    [
+        ("state=burning", "state: 'burning' is not one of"),
+        ("limit=0", "limit: '0' is not a whole number 1 to 200"),
+        ("limit=201", "limit: '201'"),
+        ("offset=-1", "offset: '-1' is not a whole number at least 0"),
+        ("limit=ten", "limit: 'ten'"),
+    ],
+)
 def test_bad_job_queries_are_400_with_the_reason(site, query, problem):
     status, body = get_json(site, f"/api/jobs?{query}")
     assert status == 400 and problem in body["error"]
@@ -87,7 +90,8 @@ def test_retry_failed_queues_every_failed_job(site):
     status, _, raw = site.request("POST", "/api/retry-failed")
     results = json.loads(raw)["results"]
     assert status == 200 and [(result["job"]["id"], result["outcome"]) for result in results] == [
-        (site.failed_id, "queued")]
+        (site.failed_id, "queued")
+    ]
     assert site.journal.counts()["failed"] == 0
     assert json.loads(site.request("POST", "/api/retry-failed")[2]) == {"results": []}
 
@@ -131,21 +135,24 @@ def test_a_video_is_served_whole_and_by_range(site, mp4_bytes):
     assert (status, headers["content-length"], body) == (200, str(size), b"")
 
 
-@pytest.mark.parametrize("path", [
-    "/videos/../config.yaml",
-    "/videos/../secret.mp4",
-    "/videos/%2e%2e/secret.mp4",
-    "/videos/beach/..%2f..%2fsecret.mp4",
-    "/videos/beach/%2E%2E/%2E%2E/secret.mp4",
-    "/videos//etc/passwd",
-    "/videos/./beach/photo%200.mp4",
-    "/videos/beach/photo%200.mp4%00.mp4",
-    "/videos/..%5csecret.mp4",
-    "/videos/beach/photo%200.mp4.json",
-    "/videos/beach",
-    "/posters/../secret.mp4.jpg",
-    "/posters/%2e%2e/secret.mp4.jpg",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/videos/../config.yaml",
+        "/videos/../secret.mp4",
+        "/videos/%2e%2e/secret.mp4",
+        "/videos/beach/..%2f..%2fsecret.mp4",
+        "/videos/beach/%2E%2E/%2E%2E/secret.mp4",
+        "/videos//etc/passwd",
+        "/videos/./beach/photo%200.mp4",
+        "/videos/beach/photo%200.mp4%00.mp4",
+        "/videos/..%5csecret.mp4",
+        "/videos/beach/photo%200.mp4.json",
+        "/videos/beach",
+        "/posters/../secret.mp4.jpg",
+        "/posters/%2e%2e/secret.mp4.jpg",
+    ],
+)
 def test_nothing_outside_output_dir_is_served(site, mp4_bytes, tmp_path, path):
     (tmp_path / "secret.mp4").write_bytes(b"SECRET" + mp4_bytes)
     (site.config.output_dir / "beach" / "photo 0.mp4.json").write_text('{"secret": true}')
@@ -193,7 +200,8 @@ def test_a_video_ffmpeg_cannot_read_has_no_poster_but_the_server_goes_on(site):
 def _samples(text: str) -> dict[tuple[str, tuple], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text) for sample in family.samples
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
     }
 
 

@@ -8,13 +8,21 @@ from urllib.parse import urlencode
 
 import pytest
 
-from i2vd.journal import JobState
+from i2vd.store.journal import JobState
 from i2vd.web import auth
 from tests.web_site import make_site
 
 TOKEN = "s3cret-Token-42"
-PROTECTED = ["/api/status", "/api/jobs", "/api/jobs/1", "/api/roots", "/metrics", "/videos/beach/photo%200.mp4",
-             "/posters/beach/photo%200.mp4.jpg", "/static/app.js"]
+PROTECTED = [
+    "/api/status",
+    "/api/jobs",
+    "/api/jobs/1",
+    "/api/roots",
+    "/metrics",
+    "/videos/beach/photo%200.mp4",
+    "/posters/beach/photo%200.mp4.jpg",
+    "/static/app.js",
+]
 
 
 @pytest.fixture
@@ -121,6 +129,7 @@ def test_without_a_token_only_a_loopback_host_is_answered(tmp_path, mp4_bytes):
 
 def test_a_login_form_without_a_length_or_too_large_is_refused(site):
     assert site.request("POST", "/login", {"Content-Length": "abc"})[0] == 400
-    status, _, _ = site.request("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"},
-                                b"token=" + b"x" * 5000)
+    status, _, _ = site.request(
+        "POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, b"token=" + b"x" * 5000
+    )
     assert status == 413

@@ -14,36 +14,55 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.clock import ManualClock
-from i2vd.config import ConfigError, parse_config
-from i2vd.journal import Journal, NewJob
-from i2vd.webhooks import Sender, outbox_status, retry_delay
+from i2vd.config.load import ConfigError, parse_config
+from i2vd.core.clock import ManualClock
+from i2vd.service.webhooks import Sender, retry_delay
+from i2vd.store.journal import Journal, NewJob
+from i2vd.store.outbox import outbox_status
 from tests.webhook_receiver import Receiver
 
 PARAMS = {"resolution": "512p", "frames": 16, "fps": 8, "steps": 50, "guidance": 9.0, "seed": None}
 
 
-def make_config(tmp_path: Path, url: str, events: str = "[done, failed, parked, server_down, server_up]",
-                secret: str | None = "  s3cret\n"):
+def make_config(
+    tmp_path: Path,
+    url: str,
+    events: str = "[done, failed, parked, server_down, server_up]",
+    secret: str | None = "  s3cret\n",
+):
     (tmp_path / "in").mkdir(exist_ok=True)
     secret_line = ""
     if secret is not None:
         (tmp_path / "secret").write_text(secret)
         secret_line = ", secret_file: secret"
-    return parse_config(f"""
+    return parse_config(
+        f"""
 state_dir: state
 output_dir: out
 watch: [{{path: in}}]
 webhooks:
   - {{url: "{url}", events: {events}{secret_line}, timeout_seconds: 1}}
-""", base_dir=tmp_path)
+""",
+        base_dir=tmp_path,
+    )
 
 
 def add_job(journal: Journal, number: int, **extra) -> int:
-    job, _ = journal.add_job(NewJob(
-        idem_key=f"{number:064x}", source_path=f"/srv/in/img{number}.jpg", root="/srv/in",
-        rel_path=f"img{number}.jpg", source_sha256=f"{number:064x}", source_size=10, profile_name="default",
-        prompt="p", params=PARAMS, output_name=None, **extra))
+    job, _ = journal.add_job(
+        NewJob(
+            idem_key=f"{number:064x}",
+            source_path=f"/srv/in/img{number}.jpg",
+            root="/srv/in",
+            rel_path=f"img{number}.jpg",
+            source_sha256=f"{number:064x}",
+            source_size=10,
+            profile_name="default",
+            prompt="p",
+            params=PARAMS,
+            output_name=None,
+            **extra,
+        )
+    )
     return job.id
 
 

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from i2vd import __version__, mp4, output
-from i2vd.backends.predict import PredictBackend
-from i2vd.clock import ManualClock
-from i2vd.config import Config, parse_config
-from i2vd.gpu import VramGate
-from i2vd.intake import Intake, Outcome
-from i2vd.journal import Job, JobState, Journal
-from i2vd.watcher import DONE_FOLDER
-from i2vd.worker import Worker
+from i2vd import __version__
+from i2vd.config.load import Config, parse_config
+from i2vd.core.clock import ManualClock
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.ingest.watcher import DONE_FOLDER
+from i2vd.jobs.worker import Worker
+from i2vd.render import mp4, output
+from i2vd.render.backends.predict import PredictBackend
+from i2vd.render.gpu import VramGate
+from i2vd.store.journal import Job, JobState, Journal
 from tests.fakes import FakePredictServer, write_image
 
 ATTEMPTS = 3
@@ -78,7 +79,12 @@ def build_rig(tmp_path: Path, server: FakePredictServer, **config_options) -> Ri
     config = make_config(tmp_path, server.url, **config_options)
     clock = ManualClock()
     journal = Journal(config.state_dir / "journal.sqlite3", clock)
-    backend = PredictBackend(config.server.url, config.server.path, timeout_seconds=config.server.timeout_seconds, connect_timeout_seconds=config.server.connect_timeout_seconds)
+    backend = PredictBackend(
+        config.server.url,
+        config.server.path,
+        timeout_seconds=config.server.timeout_seconds,
+        connect_timeout_seconds=config.server.connect_timeout_seconds,
+    )
     worker = Worker(config, journal, backend, VramGate.from_config(config.gpu, clock), clock=clock, name="test-worker")
     return Rig(config, clock, journal, Intake(config, journal), backend, worker, server)
 
@@ -108,7 +114,9 @@ def sha256(data: bytes) -> str:
 
 
 def temp_files(folder: Path) -> list[str]:
-    return sorted(entry.name for entry in folder.rglob("*") if output.TEMP_MARK in entry.name) if folder.exists() else []
+    return (
+        sorted(entry.name for entry in folder.rglob("*") if output.TEMP_MARK in entry.name) if folder.exists() else []
+    )
 
 
 # -- the happy path ----------------------------------------------------------------
@@ -133,7 +141,14 @@ def test_job_becomes_done_with_video_and_audit_record_at_the_mirrored_path(rig):
     assert record["source"]["size"] == len(image)
     assert record["profile"] == "default"
     assert record["prompt"] == "A golden retriever 2 scene with smooth motion"
-    assert record["parameters"] == {"resolution": "512p", "frames": 16, "fps": 8, "steps": 50, "guidance": 9.0, "seed": None}
+    assert record["parameters"] == {
+        "resolution": "512p",
+        "frames": 16,
+        "fps": 8,
+        "steps": 50,
+        "guidance": 9.0,
+        "seed": None,
+    }
     assert record["server"]["kind"] == "predict"
     assert record["server"]["url"] == rig.server.url + "/api/predict/"
     assert set(record["timings"]) >= {"queued", "started", "finished", "server_seconds"}
@@ -144,7 +159,13 @@ def test_job_becomes_done_with_video_and_audit_record_at_the_mirrored_path(rig):
     [received] = rig.server.requests
     assert received.image == image
     assert received.prompt == "A golden retriever 2 scene with smooth motion"
-    assert (received.resolution_index, received.frames, received.fps, received.steps, received.guidance) == (1, 16, 8, 50, 9.0)
+    assert (received.resolution_index, received.frames, received.fps, received.steps, received.guidance) == (
+        1,
+        16,
+        8,
+        50,
+        9.0,
+    )
     assert temp_files(rig.config.output_dir) == []
     assert rig.worker.state.jobs_done == 1
 
@@ -156,7 +177,9 @@ def test_http_500_for_one_image_is_retried_then_failed_while_the_others_are_done
     good_one, _ = rig.add("a.jpg", color=(10, 20, 30))
     bad, bad_image = rig.add("b.jpg", color=(40, 50, 60))
     good_two, _ = rig.add("c.jpg", color=(70, 80, 90))
-    rig.server.fail_with(500, "Internal Server Error: boom", when=lambda request: request.image_sha256 == sha256(bad_image))
+    rig.server.fail_with(
+        500, "Internal Server Error: boom", when=lambda request: request.image_sha256 == sha256(bad_image)
+    )
 
     rig.drain()
 
@@ -272,7 +295,13 @@ def crashed_after_rename(rig: Rig, mp4_bytes: bytes) -> tuple[Job, Path]:
     assert claimed.id == job.id
     video = output.default_video_path(rig.config.output_dir, claimed.rel_path, claimed.output_name)
     assert rig.journal.set_output_path(job.id, str(video))
-    output.write_video(video, job.id, mp4_bytes, {"idempotency_key": job.idem_key, "job_id": job.id}, comment="written before the crash")
+    output.write_video(
+        video,
+        job.id,
+        mp4_bytes,
+        {"idempotency_key": job.idem_key, "job_id": job.id},
+        comment="written before the crash",
+    )
     return job, video
 
 
@@ -337,7 +366,14 @@ def test_with_the_journal_lost_a_finished_video_is_recognised_by_its_key_and_not
     rig.journal = Journal(rig.config.state_dir / "journal.sqlite3", rig.clock)
     rig.clock.advance(60)
     rig.intake = Intake(rig.config, rig.journal)
-    rig.worker = Worker(rig.config, rig.journal, rig.backend, VramGate.from_config(rig.config.gpu, rig.clock), clock=rig.clock, name="test-worker")
+    rig.worker = Worker(
+        rig.config,
+        rig.journal,
+        rig.backend,
+        VramGate.from_config(rig.config.gpu, rig.clock),
+        clock=rig.clock,
+        name="test-worker",
+    )
     again = rig.intake.consider(rig.root / "holiday/a.jpg", rig.config.watch[0]).job
 
     rig.drain()
@@ -392,7 +428,7 @@ def test_a_large_base64_reply_arrives_intact_through_the_files_under_state_dir(r
 
 
 def test_unfinished_reply_files_of_a_crashed_daemon_are_removed_at_start(rig):
-    from i2vd.worker import build_workers
+    from i2vd.jobs.worker import build_workers
 
     incoming = rig.config.state_dir / "incoming"
     incoming.mkdir(parents=True)
@@ -555,8 +591,9 @@ def test_a_moved_file_the_intake_records_while_the_worker_looks_is_not_lost(tmp_
     journal = Journal(config.state_dir / "journal.sqlite3", clock)
     job = Intake(config, journal).consider(source, config.root_for(source)).job
     journal.close()
-    journal = _IntakeCommitsMidLook(config.state_dir / "journal.sqlite3", clock, late_file=moved,
-                                    intake=None, config=config)
+    journal = _IntakeCommitsMidLook(
+        config.state_dir / "journal.sqlite3", clock, late_file=moved, intake=None, config=config
+    )
     journal.intake = Intake(config, journal)
     backend = PredictBackend(config.server.url, config.server.path, timeout_seconds=10, connect_timeout_seconds=2)
     worker = Worker(config, journal, backend, VramGate.from_config(config.gpu, clock), clock=clock, name="test")

@@ -10,14 +10,15 @@ import threading
 import time
 from pathlib import Path
 
-from i2vd import output
-from i2vd.journal import JobState
+from i2vd.render import output
+from i2vd.store.journal import JobState
 from tests.fakes import FakePredictServer
 from tests.integration.test_worker import build_rig
 
 
 def test_the_next_job_is_on_the_server_while_the_previous_video_is_written(
-        tmp_path: Path, fake_server: FakePredictServer, monkeypatch) -> None:
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
     rig = build_rig(tmp_path, fake_server)
     try:
         first, _ = rig.add("one.png", color=(10, 20, 30))
@@ -47,7 +48,8 @@ def test_the_next_job_is_on_the_server_while_the_previous_video_is_written(
 
 
 def test_a_video_that_cannot_be_written_beside_the_call_keeps_its_usual_outcome(
-        tmp_path: Path, fake_server: FakePredictServer, monkeypatch) -> None:
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
     """A disk full while job k is written beside job k+1's call: job k waits (no attempt used), its video kept."""
     rig = build_rig(tmp_path, fake_server)
     try:

@@ -11,9 +11,10 @@ import numpy
 import pytest
 from PIL import Image, ImageDraw
 
-from i2vd import __version__, mp4
-from i2vd.backends.base import BadInput, VideoRequest
-from i2vd.backends.builtin import (
+from i2vd import __version__
+from i2vd.render import mp4
+from i2vd.render.backends.base import BadInput, VideoRequest
+from i2vd.render.backends.builtin import (
     BuiltinBackend,
     Motion,
     MotionKind,
@@ -33,8 +34,14 @@ def image_bytes(size: tuple[int, int], image_format: str = "PNG", mode: str = "R
 
 def request(image: bytes, prompt: str = "a scene", resolution: str = "256p", frames: int = 3) -> VideoRequest:
     return VideoRequest(
-        image=image, image_name="photo.png", prompt=prompt, resolution=resolution,
-        frames=frames, fps=8, steps=50, guidance=9.0,
+        image=image,
+        image_name="photo.png",
+        prompt=prompt,
+        resolution=resolution,
+        frames=frames,
+        fps=8,
+        steps=50,
+        guidance=9.0,
     )
 
 

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.backends.base import ServerOutOfMemory
-from i2vd.backends.comfyui_protocol import WorkflowRejected, execution_failure, history_failure, rejection, videos
-from i2vd.backends.comfyui_workflow import (
+from i2vd.config.comfyui_workflow import (
     WorkflowError,
     default_seed,
     describe_bindings,
@@ -17,6 +15,14 @@ from i2vd.backends.comfyui_workflow import (
     load_workflow,
     parse_workflow,
     size_for,
+)
+from i2vd.render.backends.base import ServerOutOfMemory
+from i2vd.render.backends.comfyui_protocol import (
+    WorkflowRejected,
+    execution_failure,
+    history_failure,
+    rejection,
+    videos,
 )
 
 ROOT = Path(__file__).parents[2]

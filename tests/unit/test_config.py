@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.cli import EX_CONFIG, main
-from i2vd.config import (
-    DEFAULT_PROMPT,
-    ConfigError,
-    RetryPolicy,
-    did_you_mean,
-    load_config,
-    parse_config,
-)
-from i2vd.config_reference import model_keys, reference
+from i2vd.cli.commands import EX_CONFIG, main
+from i2vd.config.load import DEFAULT_PROMPT, ConfigError, RetryPolicy, did_you_mean, load_config, parse_config
+from i2vd.config.reference import model_keys, reference
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "config.example.yaml"
@@ -60,7 +53,8 @@ def test_the_example_config_mentions_every_schema_key() -> None:
         keys
     )
     missing = [
-        key for key in keys
+        key
+        for key in keys
         if not re.search(rf"^\s*(#\s*)?(-\s*)?{re.escape(key.rsplit('.', 1)[-1])}:", text, re.MULTILINE)
     ]
     assert missing == []
@@ -73,15 +67,26 @@ def test_a_minimal_config_gets_every_default() -> None:
     config = parse_config(MINIMAL)
     assert config.server.kind == "builtin"
     assert config.gpu.enabled == "auto" and config.gpu.source == "nvml"
-    assert config.retry == RetryPolicy(attempts=3, initial_backoff_seconds=10.0, max_backoff_seconds=600.0, max_interruptions=3)
+    assert config.retry == RetryPolicy(
+        attempts=3, initial_backoff_seconds=10.0, max_backoff_seconds=600.0, max_interruptions=3
+    )
     assert config.watch[0].settle_seconds == 5.0 and config.watch[0].after == "keep"
     assert config.profiles["default"] == {
-        "prompt": DEFAULT_PROMPT, "resolution": "512p", "frames": 16, "fps": 8, "steps": 50,
-        "guidance": 9.0, "seed": None, "output": None, "collision": "suffix",
+        "prompt": DEFAULT_PROMPT,
+        "resolution": "512p",
+        "frames": 16,
+        "fps": 8,
+        "steps": 50,
+        "guidance": 9.0,
+        "seed": None,
+        "output": None,
+        "collision": "suffix",
     }
 
 
-def test_relative_paths_are_resolved_against_the_config_files_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_paths_are_resolved_against_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "etc"
     folder.mkdir()
     config_file = folder / "config.yaml"
@@ -201,8 +206,19 @@ def test_profile_fields_are_checked_against_the_predict_ranges(field: str, value
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("resolution", "256p"), ("resolution", "1024p"), ("frames", 8), ("frames", 32), ("fps", 4), ("fps", 24),
-     ("steps", 10), ("steps", 100), ("guidance", 1), ("guidance", 20), ("seed", 0)],
+    [
+        ("resolution", "256p"),
+        ("resolution", "1024p"),
+        ("frames", 8),
+        ("frames", 32),
+        ("fps", 4),
+        ("fps", 24),
+        ("steps", 10),
+        ("steps", 100),
+        ("guidance", 1),
+        ("guidance", 20),
+        ("seed", 0),
+    ],
 )
 def test_the_ends_of_each_range_are_accepted(field: str, value: object) -> None:
     config = parse_config(MINIMAL + f"profiles:\n  p:\n    {field}: {value}\n")
@@ -225,7 +241,9 @@ def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(missing)
     assert caught.value.source == str(missing)
-    assert caught.value.problems == ["cannot read: No such file or directory (give the config with -c CONFIG or $I2VD_CONFIG)"]
+    assert caught.value.problems == [
+        "cannot read: No such file or directory (give the config with -c CONFIG or $I2VD_CONFIG)"
+    ]
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path)
     assert caught.value.problems == ["cannot read: Is a directory"]
@@ -278,14 +296,16 @@ def test_the_same_root_twice_is_rejected() -> None:
 
 @pytest.mark.parametrize("field", ["prompt", "output"])
 def test_template_syntax_errors_are_reported_with_their_place(field: str) -> None:
-    problems = problems_of(MINIMAL + f"profiles:\n  beach:\n    {field}: \"{{{{ stem \"\n")
+    problems = problems_of(MINIMAL + f'profiles:\n  beach:\n    {field}: "{{{{ stem "\n')
     assert len(problems) == 1
     assert problems[0].startswith(f"profiles.beach.{field}: template error: ")
     assert "(line 1)" in problems[0]
 
 
 def test_a_template_with_a_filter_and_a_condition_is_accepted() -> None:
-    config = parse_config(MINIMAL + "profiles:\n  p: {prompt: \"{% if caption %}{{ caption|upper }}{% else %}x{% endif %}\"}\n")
+    config = parse_config(
+        MINIMAL + 'profiles:\n  p: {prompt: "{% if caption %}{{ caption|upper }}{% else %}x{% endif %}"}\n'
+    )
     assert "caption|upper" in config.profile("p")["prompt"]
 
 
@@ -385,7 +405,9 @@ def test_the_retry_section_builds_the_policy() -> None:
 # -- the CLI, in-process -------------------------------------------------------------
 
 
-def test_run_with_a_bad_config_exits_78_listing_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_with_a_bad_config_exits_78_listing_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "output_dir: out\nwatch: [{path: in}]\n"
@@ -406,8 +428,9 @@ def test_run_with_a_missing_config_exits_78(tmp_path: Path, capsys: pytest.Captu
     assert "cannot read: No such file or directory" in capsys.readouterr().err
 
 
-def test_the_config_comes_from_i2vd_config_when_no_option_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_config_comes_from_i2vd_config_when_no_option_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "env.yaml"
     bad.write_text("output_dir: /o\nwatch: [{path: /i}]\nlog_level: loud\n", encoding="utf-8")
     monkeypatch.setenv("I2VD_CONFIG", str(bad))

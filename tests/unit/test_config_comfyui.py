@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.cli import EX_CONFIG, main
-from i2vd.config import ConfigError, load_config
+from i2vd.cli.commands import EX_CONFIG, main
+from i2vd.config.load import ConfigError, load_config
 
 EXAMPLE_WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "workflows" / "comfyui-model-free.json"
 

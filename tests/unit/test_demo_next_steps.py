@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from i2vd.demo import next_steps
+from i2vd.cli.demo import next_steps
 
 
 def test_next_steps_name_the_program_that_ran_when_it_is_not_on_path(tmp_path, monkeypatch):

@@ -9,8 +9,8 @@ import pytest
 import requests
 import urllib3.exceptions
 
-from i2vd.backends import failures
-from i2vd.backends.base import (
+from i2vd.render.backends import failures
+from i2vd.render.backends.base import (
     BackendError,
     BadInput,
     CallTimedOut,
@@ -93,8 +93,11 @@ def test_a_read_timeout_inside_a_body_stream_is_a_timeout():
     assert type(failures.connection_error(wrapped, "u")) is CallTimedOut
 
 
-@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf"],
-                         ids=["closed-before-answering", "closed-mid-body"])
+@pytest.mark.parametrize(
+    "answer",
+    [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf"],
+    ids=["closed-before-answering", "closed-mid-body"],
+)
 def test_connected_and_then_lost_is_dropped(answer):
     url, thread = serve_once(answer)
     try:
@@ -105,10 +108,20 @@ def test_connected_and_then_lost_is_dropped(answer):
     assert type(error) is ConnectionDropped and "dropped the connection" in str(error)
 
 
-@pytest.mark.parametrize("status, kind", [
-    (500, BackendError), (502, ServerUnavailable), (503, ServerUnavailable), (504, ServerUnavailable),
-    (401, LoginRequired), (403, LoginRequired), (404, NotFound), (413, BadInput), (422, BackendError),
-])
+@pytest.mark.parametrize(
+    "status, kind",
+    [
+        (500, BackendError),
+        (502, ServerUnavailable),
+        (503, ServerUnavailable),
+        (504, ServerUnavailable),
+        (401, LoginRequired),
+        (403, LoginRequired),
+        (404, NotFound),
+        (413, BadInput),
+        (422, BackendError),
+    ],
+)
 def test_each_status_has_one_meaning(status, kind):
     error = failures.status_error(status, "<html>nope</html>", "POST /run/predict")
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-
 import importlib.util
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from i2vd.clock import ManualClock
-from i2vd.config import GpuConfig, parse_config
-from i2vd.gpu import GpuReadError, MemoryReading, VramGate, command_reader
+from i2vd.config.load import GpuConfig, parse_config
+from i2vd.core.clock import ManualClock
+from i2vd.render.gpu import GpuReadError, MemoryReading, VramGate, command_reader
 
 BASE = "output_dir: /o\nwatch: [{path: /i}]\n"
 
@@ -29,6 +28,7 @@ def fixed(used: int, total: int | None = None) -> Callable[[], MemoryReading]:
 def failing(message: str = "NVML read of GPU 0 failed: GPU is lost") -> Callable[[], MemoryReading]:
     def read() -> MemoryReading:
         raise GpuReadError(message)
+
     return read
 
 
@@ -241,7 +241,9 @@ def test_a_gate_over_a_failing_command_waits_and_says_so(tmp_path: Path) -> None
 # -- from_config --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["enabled: false", "source: none", "enabled: true, source: none", "enabled: false, source: command"])
+@pytest.mark.parametrize(
+    "text", ["enabled: false", "source: none", "enabled: true, source: none", "enabled: false, source: command"]
+)
 def test_from_config_has_no_reader_when_disabled(text: str) -> None:
     gate = VramGate.from_config(gpu_config(text))
     assert gate.reader is None
@@ -293,7 +295,11 @@ def test_a_gate_closed_by_the_idle_server_itself_says_so_after_stuck_minutes(cap
     details: list[str] = []
     with caplog.at_level("INFO", logger="i2vd.gpu"):
         assert gate.wait_open(threading.Event(), on_wait=details.append)
-    stuck = [record.getMessage() for record in caplog.records if record.levelname == "WARNING" and "while no i2vd job runs" in record.getMessage()]
+    stuck = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelname == "WARNING" and "while no i2vd job runs" in record.getMessage()
+    ]
     assert len(stuck) == 1, caplog.messages  # warned once; the minute-by-minute reports repeat it at INFO
     assert "closed 10 min while no i2vd job runs on this GPU (idle reading: 11,020 MB used of 24,576 MB)" in stuck[0]
     assert "set gpu.min_free_mb" in stuck[0]

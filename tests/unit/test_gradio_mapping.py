@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import pytest
 
-from i2vd.backends.gradio_protocol import AppMismatch, build_mapping, endpoints_from_config
+from i2vd.render.backends.gradio_protocol import AppMismatch, build_mapping, endpoints_from_config
 
 
 def app_endpoint(*inputs: tuple[str, str | None, object]):
     """The one endpoint of an app whose inputs are (type, label, value) and whose output is a video."""
-    components = [{"id": index + 1, "type": kind, "props": {"label": label, "value": value}}
-                  for index, (kind, label, value) in enumerate(inputs)]
+    components = [
+        {"id": index + 1, "type": kind, "props": {"label": label, "value": value}}
+        for index, (kind, label, value) in enumerate(inputs)
+    ]
     video = len(inputs) + 1
     components.append({"id": video, "type": "video", "props": {"label": None}})
-    config = {"components": components,
-              "dependencies": [{"inputs": [c["id"] for c in components[:-1]], "outputs": [video], "api_name": None}]}
+    config = {
+        "components": components,
+        "dependencies": [{"inputs": [c["id"] for c in components[:-1]], "outputs": [video], "api_name": None}],
+    }
     (endpoint,) = endpoints_from_config(config)
     return endpoint
 
@@ -39,11 +43,15 @@ def test_no_labels_at_all():
 
 
 def test_a_prompt_and_a_negative_prompt_are_told_apart_by_label():
-    endpoint = app_endpoint(("image", "Bild", None), ("textbox", "Prompt", ""),
-                            ("textbox", "Negative prompt", "blurry"))
+    endpoint = app_endpoint(
+        ("image", "Bild", None), ("textbox", "Prompt", ""), ("textbox", "Negative prompt", "blurry")
+    )
     mapping = build_mapping(endpoint, None)
     assert [(b.parameter.label, b.field, b.value) for b in mapping.bindings] == [
-        ("Bild", "image", None), ("Prompt", "prompt", None), ("Negative prompt", None, "blurry")]
+        ("Bild", "image", None),
+        ("Prompt", "prompt", None),
+        ("Negative prompt", None, "blurry"),
+    ]
 
 
 def test_a_lone_negative_prompt_box_is_not_given_the_prompt():
@@ -65,7 +73,10 @@ def test_two_unlabelled_text_boxes_are_not_guessed():
 def test_the_config_mapping_comes_before_the_type():
     endpoint = app_endpoint(("image", "图片输入", None), ("textbox", "文本描述", ""), ("textbox", "风格", ""))
     assert fields(endpoint, {1: {"value": "none"}, 2: "prompt"}) == [
-        ("图片输入", "image"), ("文本描述", None), ("风格", "prompt")]
+        ("图片输入", "image"),
+        ("文本描述", None),
+        ("风格", "prompt"),
+    ]
 
 
 def test_two_images_still_need_a_name_or_the_config():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import ExifTags, Image
 
-from i2vd.images import BadImage, ImageFacts, NotRegularFile, inspect_image, read_regular_file, sha256_of
+from i2vd.core.images import BadImage, ImageFacts, NotRegularFile, inspect_image, read_regular_file, sha256_of
 from tests.fakes import write_image
 
 

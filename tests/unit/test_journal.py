@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from i2vd import journal as journal_module
-from i2vd.clock import ManualClock
-from i2vd.journal import Job, JobState, Journal, KnownFile, NewJob
+from i2vd.core.clock import ManualClock
+from i2vd.store import journal as journal_module
+from i2vd.store.journal import Job, JobState, Journal, KnownFile, NewJob
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LEASE = 60.0
@@ -234,8 +234,11 @@ def test_claimers_in_threads_never_share_a_job(journal_path: Path, clock: Manual
             errors.append(error)
 
     # two threads per Journal object (shared connection) and four objects (separate connections)
-    threads = [threading.Thread(target=claimer, args=(journal, f"w{index}-{twin}"))
-               for index, journal in enumerate(journals) for twin in (0, 1)]
+    threads = [
+        threading.Thread(target=claimer, args=(journal, f"w{index}-{twin}"))
+        for index, journal in enumerate(journals)
+        for twin in (0, 1)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -270,7 +273,9 @@ def test_mark_done_clears_the_lease_and_keeps_the_server(journal: Journal, clock
 
 
 @pytest.mark.parametrize(("count_attempt", "attempts"), [(True, 1), (False, 0)])
-def test_requeue_counts_an_attempt_only_when_asked(journal: Journal, clock: ManualClock, count_attempt: bool, attempts: int) -> None:
+def test_requeue_counts_an_attempt_only_when_asked(
+    journal: Journal, clock: ManualClock, count_attempt: bool, attempts: int
+) -> None:
     job = add(journal)
     journal.claim_next("w", LEASE)
     journal.requeue(job.id, "HTTP 500", clock.now() + 10, count_attempt=count_attempt)
@@ -303,8 +308,11 @@ def test_mark_failed_records_the_error(journal: Journal, clock: ManualClock) -> 
     assert failed.finished_at == clock.now()
     assert failed.lease_owner is None
     assert journal.events(job.id)[-1] == {
-        "id": journal.events(job.id)[-1]["id"], "at": clock.now(), "job_id": job.id,
-        "level": "error", "message": "failed: server says: bad image",
+        "id": journal.events(job.id)[-1]["id"],
+        "at": clock.now(),
+        "job_id": job.id,
+        "level": "error",
+        "message": "failed: server says: bad image",
     }
     other = add(journal, 2)
     journal.mark_failed(other.id, "not the job's fault", count_attempt=False)
@@ -395,7 +403,9 @@ def test_a_fresh_start_requeues_a_failed_job_with_fresh_attempts(journal: Journa
     journal.claim_next("w", LEASE)
     journal.mark_failed(job.id, "boom")
     clock.advance(100)
-    again, other = journal.reresolve(job.id, new_job(1, prompt="new prompt"), from_states=(JobState.FAILED, JobState.DONE), fresh_start=True)
+    again, other = journal.reresolve(
+        job.id, new_job(1, prompt="new prompt"), from_states=(JobState.FAILED, JobState.DONE), fresh_start=True
+    )
     assert other is None
     assert again.state is JobState.QUEUED
     assert (again.attempts, again.interruptions, again.last_error, again.finished_at) == (0, 0, None, None)
@@ -417,7 +427,10 @@ def test_a_fresh_start_of_a_done_job_clears_its_output_path(journal: Journal) ->
 def test_reresolve_leaves_a_job_in_another_state_alone(journal: Journal) -> None:
     running = add(journal, 1)
     assert journal.claim_next("w", LEASE).id == running.id
-    assert journal.reresolve(running.id, new_job(1, prompt="x"), from_states=(JobState.QUEUED, JobState.PARKED)) == (None, None)
+    assert journal.reresolve(running.id, new_job(1, prompt="x"), from_states=(JobState.QUEUED, JobState.PARKED)) == (
+        None,
+        None,
+    )
     assert journal.job(running.id).prompt != "x"
     assert journal.reresolve(999, new_job(1), from_states=(JobState.QUEUED,)) == (None, None)
 
@@ -425,7 +438,10 @@ def test_reresolve_leaves_a_job_in_another_state_alone(journal: Journal) -> None
 def test_reresolve_refuses_a_key_another_job_has_and_merge_into_drops_the_duplicate(journal: Journal) -> None:
     first, second = add(journal, 1), add(journal, 2)
     journal.remember_file("/in/img2.jpg", 1, 2, "sha", second.id)
-    assert journal.reresolve(second.id, new_job(2, idem_key="key-1"), from_states=(JobState.QUEUED,)) == (None, first.id)
+    assert journal.reresolve(second.id, new_job(2, idem_key="key-1"), from_states=(JobState.QUEUED,)) == (
+        None,
+        first.id,
+    )
     journal.merge_into(second.id, first.id)
     assert journal.job(second.id) is None
     assert journal.known_file("/in/img2.jpg").job_id == first.id
@@ -474,7 +490,10 @@ def test_counts_states_jobs_and_recently_updated(journal: Journal, clock: Manual
     journal.mark_failed(jobs[1].id, "x")
     assert journal.counts() == {"queued": 2, "running": 0, "parked": 0, "done": 1, "failed": 1}
     assert journal.states([job.id for job in jobs] + [999]) == {
-        jobs[0].id: JobState.DONE, jobs[1].id: JobState.FAILED, jobs[2].id: JobState.QUEUED, jobs[3].id: JobState.QUEUED,
+        jobs[0].id: JobState.DONE,
+        jobs[1].id: JobState.FAILED,
+        jobs[2].id: JobState.QUEUED,
+        jobs[3].id: JobState.QUEUED,
     }
     assert journal.states([]) == {}
     assert [job.id for job in journal.jobs(JobState.QUEUED)] == [jobs[2].id, jobs[3].id]
@@ -500,7 +519,8 @@ def test_events_are_kept_in_order_per_job_and_globally(journal: Journal, clock: 
     assert all(event["job_id"] == job.id for event in events)
     everything = journal.events(limit=2)
     assert [(event["level"], event["message"]) for event in everything] == [
-        ("warning", "server down: pausing the queue"), ("info", "started by w1"),
+        ("warning", "server down: pausing the queue"),
+        ("info", "started by w1"),
     ]
     assert everything[0]["at"] == clock.now() and everything[0]["job_id"] is None
 
@@ -549,7 +569,7 @@ def test_a_second_journal_reads_while_the_first_writes(journal_path: Path, clock
 READER_SCRIPT = """
 import json, sys
 from pathlib import Path
-from i2vd.journal import Journal
+from i2vd.store.journal import Journal
 journal = Journal(Path(sys.argv[1]))
 print("ready", flush=True)
 sys.stdin.readline()
@@ -561,8 +581,14 @@ journal.close()
 def test_another_process_reads_committed_state_while_a_write_is_open(journal: Journal, journal_path: Path) -> None:
     add(journal, 1)
     journal.publish_status({"pid": 42})
-    process = subprocess.Popen([sys.executable, "-c", READER_SCRIPT, str(journal_path)], cwd=REPO_ROOT,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", READER_SCRIPT, str(journal_path)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     blocker = sqlite3.connect(journal_path, isolation_level=None)
     try:
         assert process.stdout.readline().strip() == "ready"
@@ -637,7 +663,9 @@ def test_a_lease_not_yet_expired_is_left_alone(journal: Journal, clock: ManualCl
     assert journal.job(job.id).state is JobState.RUNNING
 
 
-def test_a_clock_stepped_back_never_makes_a_wait_longer_than_the_longest_backoff(journal: Journal, clock: ManualClock) -> None:
+def test_a_clock_stepped_back_never_makes_a_wait_longer_than_the_longest_backoff(
+    journal: Journal, clock: ManualClock
+) -> None:
     job = add(journal)
     journal.claim_next("w", LEASE)
     journal.requeue(job.id, "HTTP 500", clock.now() + 30, count_attempt=True)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import i2vd.journal as journal_module
-from i2vd.clock import ManualClock
-from i2vd.journal import SCHEMA_VERSION, JobState, Journal, JournalVersionError, NewJob, backup_path
-from i2vd.status import render_jobs
+import i2vd.store.journal as journal_module
+from i2vd.core.clock import ManualClock
+from i2vd.store.journal import SCHEMA_VERSION, JobState, Journal, JournalVersionError, NewJob, backup_path
+from i2vd.store.status import render_jobs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "journals"
 RELEASE_FIXTURES = sorted(FIXTURES.glob("*.sqlite3"))
@@ -76,7 +76,9 @@ def test_every_fixture_is_described_in_the_readme() -> None:
     assert RELEASE_FIXTURES, "no journal fixtures"
     for fixture in RELEASE_FIXTURES:
         assert fixture.name in readme, f"{fixture.name} is not described in {FIXTURES / 'README.md'}"
-    assert any(user_version(fixture) == SCHEMA_VERSION for fixture in RELEASE_FIXTURES), "this release's journal is no fixture"
+    assert any(user_version(fixture) == SCHEMA_VERSION for fixture in RELEASE_FIXTURES), (
+        "this release's journal is no fixture"
+    )
 
 
 def test_a_journal_of_each_release_is_upgraded_with_every_row_kept(old_journal: Path) -> None:
@@ -124,9 +126,15 @@ def test_an_upgraded_journal_of_each_release_works(old_journal: Path) -> None:
         # retry of a job the old release failed, as `i2vd retry` does it
         failed = before_failed[0]
         new = NewJob(
-            idem_key=failed.idem_key + ":retry", source_path=failed.source_path, root=failed.root, rel_path=failed.rel_path,
-            source_sha256=failed.source_sha256, source_size=failed.source_size, profile_name=failed.profile_name,
-            prompt=failed.prompt, params=failed.params,
+            idem_key=failed.idem_key + ":retry",
+            source_path=failed.source_path,
+            root=failed.root,
+            rel_path=failed.rel_path,
+            source_sha256=failed.source_sha256,
+            source_size=failed.source_size,
+            profile_name=failed.profile_name,
+            prompt=failed.prompt,
+            params=failed.params,
         )
         retried, other = journal.reresolve(failed.id, new, from_states=(JobState.FAILED,), fresh_start=True)
         assert other is None and retried.state is JobState.QUEUED and retried.attempts == 0
@@ -193,7 +201,7 @@ def test_a_migration_that_fails_leaves_the_old_journal_as_it_was(tmp_path: Path,
 
 
 def test_the_migrations_are_one_function_per_version() -> None:
-    assert SCHEMA_VERSION == len(journal_module.MIGRATIONS)
+    assert len(journal_module.MIGRATIONS) == SCHEMA_VERSION
     assert all(callable(step) and step.__doc__ for step in journal_module.MIGRATIONS)
 
 

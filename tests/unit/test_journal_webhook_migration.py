@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from i2vd.journal import JobState, Journal
+from i2vd.store.journal import JobState, Journal
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "v2-0.1.0-journal.sqlite3"
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.logs import job_fields, make_handler, stderr_is_journal
+from i2vd.core.logs import job_fields, make_handler, stderr_is_journal
 
 REPO = Path(__file__).resolve().parents[2]
+
 
 def _have_systemd_python() -> bool:
     # Not find_spec("systemd"): the repository's own systemd/ folder (unit files) is a namespace package on the path.
@@ -78,7 +79,10 @@ def test_plain_lines_into_the_journal_carry_no_time_journald_stamps_them(tmp_pat
 @pytest.mark.parametrize("under_journald", [False, True])
 def test_a_command_stamps_its_log_lines_unless_its_stderr_is_the_journal(tmp_path, under_journald):
     log = tmp_path / "stderr"
-    code = "from i2vd.cli import _setup_logging; import logging; _setup_logging(); logging.getLogger('i2vd.x').warning('hello')"
+    code = (
+        "from i2vd.cli.commands import _setup_logging; import logging; "
+        "_setup_logging(); logging.getLogger('i2vd.x').warning('hello')"
+    )
     with open(log, "w") as stderr:
         environment = {key: value for key, value in os.environ.items() if key != "JOURNAL_STREAM"}
         if under_journald:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from i2vd.mounts import mount_of, parse_mountinfo, read_mounts, should_poll
+from i2vd.core.mounts import mount_of, parse_mountinfo, read_mounts, should_poll
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw
@@ -19,7 +19,15 @@ MOUNTINFO = """\
 
 def test_mountinfo_lines_are_parsed_with_escaped_spaces():
     mounts = parse_mountinfo(MOUNTINFO + "garbage line\n")
-    assert [mount.mount_point for mount in mounts] == ["/proc", "/", "/srv/i2v", "/srv/i2v/nas", "/mnt/nfs share", "/mnt/sshfs", "/mnt/9p"]
+    assert [mount.mount_point for mount in mounts] == [
+        "/proc",
+        "/",
+        "/srv/i2v",
+        "/srv/i2v/nas",
+        "/mnt/nfs share",
+        "/mnt/sshfs",
+        "/mnt/9p",
+    ]
     assert mounts[3].fs_type == "cifs" and mounts[3].source == "//nas/photos"
 
 
@@ -51,7 +59,7 @@ def test_this_machine_mountinfo_is_readable_and_knows_tmp(tmp_path):
 
 
 def test_mount_memory_remembers_a_root_mounted_after_start_across_instances(tmp_path):
-    from i2vd.mounts import MountMemory
+    from i2vd.core.mounts import MountMemory
 
     root = tmp_path / "share"
     root.mkdir()

@@ -9,7 +9,7 @@ import imageio_ffmpeg
 import numpy
 import pytest
 
-from i2vd import mp4
+from i2vd.render import mp4
 
 
 def gradient_frames(count: int, width: int = 64, height: int = 48) -> list[numpy.ndarray]:
@@ -105,8 +105,18 @@ def test_tagged_copy_of_garbage_fails_and_leaves_nothing(tmp_path: Path) -> None
 def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
     audio = tmp_path / "audio.mp4"
     subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=duration=0.2",
-         "-c:a", "aac", str(audio)],
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=0.2",
+            "-c:a",
+            "aac",
+            str(audio),
+        ],
         check=True,
         timeout=60,
     )

@@ -6,7 +6,7 @@ import socket
 import threading
 import uuid
 
-from i2vd.notify import Notifier
+from i2vd.core.notify import Notifier
 
 
 def test_a_full_notify_socket_drops_messages_instead_of_blocking() -> None:
@@ -15,7 +15,9 @@ def test_a_full_notify_socket_drops_messages_instead_of_blocking() -> None:
     listener.bind("\0" + name)  # bound, never read: its queue fills after a few messages
     notifier = Notifier(f"@{name}")
     sent: list[bool] = []
-    sender = threading.Thread(target=lambda: sent.extend(notifier.send(f"STATUS={index}") for index in range(200)), name="test-notify")
+    sender = threading.Thread(
+        target=lambda: sent.extend(notifier.send(f"STATUS={index}") for index in range(200)), name="test-notify"
+    )
     try:
         sender.start()
         sender.join(timeout=30)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from i2vd.backends.base import (
+from i2vd.config.load import RetryPolicy
+from i2vd.jobs.outcomes import (
+    Downgrade,
+    Failed,
+    RetryAfter,
+    ServerDown,
+    backend_failure,
+    job_failure,
+    out_of_memory,
+)
+from i2vd.render.backends.base import (
     BackendError,
     BadInput,
     BadReply,
@@ -15,8 +25,6 @@ from i2vd.backends.base import (
     ServerOutOfMemory,
     ServerUnavailable,
 )
-from i2vd.config import RetryPolicy
-from i2vd.outcomes import Downgrade, Failed, RetryAfter, ServerDown, backend_failure, job_failure, out_of_memory
 
 RETRY = RetryPolicy(attempts=3, initial_backoff_seconds=10, max_backoff_seconds=25)
 PARAMS = {"resolution": "512p", "frames": 16, "fps": 8, "steps": 50, "guidance": 9.0}
@@ -34,17 +42,27 @@ def test_the_backoff_is_capped():
     assert job_failure("boom", 5, many).wait == 25
 
 
-@pytest.mark.parametrize("error", [
-    ServerUnavailable("connection refused"), LoginRequired("HTTP 401"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ServerUnavailable("connection refused"),
+        LoginRequired("HTTP 401"),
+    ],
+)
 def test_a_server_that_cannot_take_the_job_uses_no_attempt_even_on_the_last_one(error):
     assert backend_failure(error, "wait", PARAMS, 2, RETRY) == ServerDown(str(error))
 
 
-@pytest.mark.parametrize("error", [
-    BackendError("HTTP 500"), BadReply("not JSON"), CallTimedOut("no result within 900 s"),
-    ConnectionDropped("dropped the connection"), NotFound("HTTP 404"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        BackendError("HTTP 500"),
+        BadReply("not JSON"),
+        CallTimedOut("no result within 900 s"),
+        ConnectionDropped("dropped the connection"),
+        NotFound("HTTP 404"),
+    ],
+)
 def test_the_job_s_own_failures_use_an_attempt(error):
     assert backend_failure(error, "wait", PARAMS, 0, RETRY) == RetryAfter(str(error), 10, 1)
     assert backend_failure(error, "wait", PARAMS, 2, RETRY) == Failed(str(error), note="after 3 attempt(s)")
@@ -61,10 +79,12 @@ def test_out_of_memory_follows_server_oom():
     assert waiting == RetryAfter("out of GPU memory (waiting for VRAM before the next try): CUDA out of memory", 10, 1)
     last = backend_failure(oom, "wait", PARAMS, 2, RETRY)
     assert last == Failed("out of GPU memory: CUDA out of memory", note="after 3 attempt(s)")
-    assert backend_failure(oom, "fail", PARAMS, 0, RETRY) == Failed("out of GPU memory: CUDA out of memory",
-                                                                  note="(server.oom: fail)")
+    assert backend_failure(oom, "fail", PARAMS, 0, RETRY) == Failed(
+        "out of GPU memory: CUDA out of memory", note="(server.oom: fail)"
+    )
     assert backend_failure(oom, "downgrade", PARAMS, 0, RETRY) == Downgrade(
-        {**PARAMS, "resolution": "256p"}, "out of GPU memory at 512p: stepped down to 256p")
+        {**PARAMS, "resolution": "256p"}, "out of GPU memory at 512p: stepped down to 256p"
+    )
 
 
 def test_downgrade_at_the_lowest_resolution_waits_like_wait():

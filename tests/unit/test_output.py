@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from i2vd import mp4
-from i2vd.output import (
+from i2vd.render import mp4
+from i2vd.render.output import (
     TEMP_MARK,
     candidates,
     choose_path,
@@ -49,7 +49,10 @@ def test_default_video_path_mirrors_the_relative_folder(tmp_path: Path) -> None:
 
 
 def test_default_video_path_honours_the_output_name(tmp_path: Path) -> None:
-    assert default_video_path(tmp_path, "products/123.jpg", "sku_123_rotate.mp4") == tmp_path / "products" / "sku_123_rotate.mp4"
+    assert (
+        default_video_path(tmp_path, "products/123.jpg", "sku_123_rotate.mp4")
+        == tmp_path / "products" / "sku_123_rotate.mp4"
+    )
 
 
 def test_record_path_is_the_video_name_plus_json(tmp_path: Path) -> None:
@@ -235,7 +238,9 @@ def test_remove_temp_files_in_a_missing_folder_removes_nothing(tmp_path: Path) -
     assert remove_temp_files(tmp_path / "missing", 7) == []
 
 
-def test_temp_files_of_a_crashed_attempt_are_cleared_and_the_next_write_succeeds(tmp_path: Path, mp4_bytes: bytes) -> None:
+def test_temp_files_of_a_crashed_attempt_are_cleared_and_the_next_write_succeeds(
+    tmp_path: Path, mp4_bytes: bytes
+) -> None:
     final = tmp_path / "img.mp4"
     temp_path(final, 7).write_bytes(mp4_bytes[:100])  # what a kill -9 mid-write leaves
     assert remove_temp_files(tmp_path, 7) == [temp_path(final, 7)]

@@ -8,11 +8,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from i2vd.templates import TemplateLimitError, render_bounded
-from i2vd.config import Config, parse_config
-from i2vd.images import ImageFacts
-from i2vd.sidecars import SidecarError, SidecarSettings, read_sidecars, sidecar_files
-from i2vd.profiles import (
+from i2vd.config.load import Config, parse_config
+from i2vd.config.profiles import (
     ProfileError,
     ResolvedProfile,
     TemplateBoundError,
@@ -21,6 +18,9 @@ from i2vd.profiles import (
     subject_of,
     template_variables,
 )
+from i2vd.config.sidecars import SidecarError, SidecarSettings, read_sidecars, sidecar_files
+from i2vd.config.templates import TemplateLimitError, render_bounded
+from i2vd.core.images import ImageFacts
 from tests.fakes import write_text as write
 
 CONFIG_TEXT = """
@@ -78,15 +78,23 @@ def test_template_variables_hold_the_file_and_exif_facts() -> None:
     facts = ImageFacts(64, 48, "JPEG", exif_date="2024:06:01 10:00:00", exif_camera="Canon EOS R5")
     variables = template_variables(GOLDEN, facts, {"mood": "calm"})
     assert variables == {
-        "stem": "golden_retriever-2", "subject": "golden retriever 2", "filename": "golden_retriever-2.jpg",
-        "folder": "dogs", "caption": None, "exif_date": "2024:06:01 10:00:00", "exif_camera": "Canon EOS R5", "mood": "calm",
+        "stem": "golden_retriever-2",
+        "subject": "golden retriever 2",
+        "filename": "golden_retriever-2.jpg",
+        "folder": "dogs",
+        "caption": None,
+        "exif_date": "2024:06:01 10:00:00",
+        "exif_camera": "Canon EOS R5",
+        "mood": "calm",
     }
     assert template_variables(PurePosixPath("top.jpg"), None)["folder"] == ""
 
 
 def test_every_variable_renders_in_a_prompt() -> None:
     facts = ImageFacts(64, 48, "JPEG", exif_date="2024:06:01", exif_camera="Canon")
-    resolved = resolve_with("{{ stem }}|{{ subject }}|{{ filename }}|{{ folder }}|{{ exif_date }}|{{ exif_camera }}", facts=facts)
+    resolved = resolve_with(
+        "{{ stem }}|{{ subject }}|{{ filename }}|{{ folder }}|{{ exif_date }}|{{ exif_camera }}", facts=facts
+    )
     assert resolved.prompt == "golden_retriever-2|golden retriever 2|golden_retriever-2.jpg|dogs|2024:06:01|Canon"
 
 
@@ -145,7 +153,9 @@ def test_an_output_name_without_mp4_gets_it() -> None:
     assert resolved.output_name == "clip_golden_retriever-2.mp4"
 
 
-@pytest.mark.parametrize("template", ["../{{ stem }}.mp4", "sub/{{ stem }}.mp4", "/etc/{{ stem }}.mp4", "..", "{{ folder }}/x.mp4"])
+@pytest.mark.parametrize(
+    "template", ["../{{ stem }}.mp4", "sub/{{ stem }}.mp4", "/etc/{{ stem }}.mp4", "..", "{{ folder }}/x.mp4"]
+)
 def test_the_output_template_must_be_a_plain_file_name(template: str) -> None:
     with pytest.raises(ProfileError, match="must be a plain file name"):
         resolve_profile(with_profile(output=template), GOLDEN, None, "p")
@@ -178,7 +188,9 @@ def test_the_idempotency_key_depends_on_prompt_params_and_content_only() -> None
     assert base.idempotency_key("e" * 64) != key
 
 
-def test_the_same_image_under_another_folder_or_name_keeps_its_key_when_the_prompt_does_not_use_them(config: Config) -> None:
+def test_the_same_image_under_another_folder_or_name_keeps_its_key_when_the_prompt_does_not_use_them(
+    config: Config,
+) -> None:
     first = resolve_profile(config, PurePosixPath("a/one.jpg"), None, "beach")
     second = resolve_profile(config, PurePosixPath("b/c/two.png"), None, "beach")
     assert first.idempotency_key(SHA) == second.idempotency_key(SHA)
@@ -192,7 +204,6 @@ def root(tmp_path: Path) -> Path:
     root = tmp_path / "in"
     (root / "beach" / "day1").mkdir(parents=True)
     return root
-
 
 
 def test_no_sidecars_means_no_settings(root: Path) -> None:
@@ -242,7 +253,9 @@ def test_an_image_sidecar_wins_over_folder_sidecars(root: Path, config: Config) 
     assert resolved.prompt == "A stormy img 01 at dusk"
     assert resolved.params["fps"] == 10
     neighbour = read_sidecars(root, root / "beach" / "IMG_02.jpg")
-    assert resolve_profile(config, PurePosixPath("beach/IMG_02.jpg"), None, "default", neighbour).prompt == "Folder prompt"
+    assert (
+        resolve_profile(config, PurePosixPath("beach/IMG_02.jpg"), None, "default", neighbour).prompt == "Folder prompt"
+    )
 
 
 def test_an_image_sidecar_applies_without_a_root(tmp_path: Path) -> None:
@@ -254,9 +267,15 @@ def test_an_image_sidecar_applies_without_a_root(tmp_path: Path) -> None:
 
 
 def test_sidecar_vars_are_template_variables(root: Path, config: Config) -> None:
-    write(root / "i2vd.yaml", "prompt: '{{ product }} on {{ vars.surface }}, {{ subject }}'\nvars: {product: Teapot, surface: marble}\n")
+    write(
+        root / "i2vd.yaml",
+        "prompt: '{{ product }} on {{ vars.surface }}, {{ subject }}'\nvars: {product: Teapot, surface: marble}\n",
+    )
     settings = read_sidecars(root, root / "tea_pot.jpg")
-    assert resolve_profile(config, PurePosixPath("tea_pot.jpg"), None, "default", settings).prompt == "Teapot on marble, tea pot"
+    assert (
+        resolve_profile(config, PurePosixPath("tea_pot.jpg"), None, "default", settings).prompt
+        == "Teapot on marble, tea pot"
+    )
 
 
 def test_a_sidecar_profile_that_does_not_exist_names_the_sidecar(root: Path, config: Config) -> None:
@@ -293,7 +312,11 @@ def test_a_bad_sidecar_names_the_file_and_the_key(root: Path, text: str, expecte
 def test_every_problem_of_a_sidecar_is_reported(root: Path) -> None:
     write(root / "x.jpg.yaml", "fps: 40\nframes: 2\nserver: {}\n")
     message = str(pytest.raises(ProfileError, read_sidecars, root, root / "x.jpg").value)
-    assert "fps: 40 is above 24" in message and "frames: 2 is below 8" in message and "server: not allowed in a sidecar" in message
+    assert (
+        "fps: 40 is above 24" in message
+        and "frames: 2 is below 8" in message
+        and "server: not allowed in a sidecar" in message
+    )
 
 
 def test_a_sidecar_that_is_not_yaml_or_not_a_mapping_is_an_error(root: Path) -> None:
@@ -349,9 +372,15 @@ ATTACKS = {
     "replace filter": "{% set x = 'a' * 60000 %}{{ x|replace('', x) }}",
     "wordwrap with a big wrapstring": "{% set x = 'a ' * 30000 %}{{ x|wordwrap(1, wrapstring=x) }}",
     "concatenation": "{% set x = 'a' * 60000 %}{{ x ~ x ~ x }}",
-    "doubling in a loop": "{% set ns = namespace(x='a') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}",
-    "shared references": "{% set a = ['a' * 1000] %}{% set b = [a,a,a,a,a,a,a,a] %}{% set c = [b,b,b,b,b,b,b,b] %}{{ [c,c] }}",
-    "a macro's output in a loop": "{% macro m() %}{% for i in range(60000) %}AAAAAAAAAA{% endfor %}{% endmacro %}{{ m() }}",
+    "doubling in a loop": (
+        "{% set ns = namespace(x='a') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}"
+    ),
+    "shared references": (
+        "{% set a = ['a' * 1000] %}{% set b = [a,a,a,a,a,a,a,a] %}{% set c = [b,b,b,b,b,b,b,b] %}{{ [c,c] }}"
+    ),
+    "a macro's output in a loop": (
+        "{% macro m() %}{% for i in range(60000) %}AAAAAAAAAA{% endfor %}{% endmacro %}{{ m() }}"
+    ),
     "a set block": "{% set x %}{% for i in range(60000) %}abc{% endfor %}{% endset %}{{ x|length }}",
     "a filter block": "{% filter upper %}{% for i in range(60000) %}abc{% endfor %}{% endfilter %}",
     "batch padding": "{{ [1]|batch(10**9, 'x')|list }}",
@@ -361,7 +390,9 @@ ATTACKS = {
     "recursive block": "{% block a %}{{ self.a() }}{% endblock %}",
     "recursive loop": "{% for c in ['ab'] recursive %}{{ loop(['ab']) }}{% endfor %}",
     "nested loops": "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}x",
-    "loops over a string": "{% set x = 'a' * 60000 %}{% for i in x %}{% for j in x %}{% if j == 'b' %}{% endif %}{% endfor %}{% endfor %}x",
+    "loops over a string": (
+        "{% set x = 'a' * 60000 %}{% for i in x %}{% for j in x %}{% if j == 'b' %}{% endif %}{% endfor %}{% endfor %}x"
+    ),
     "a long rendered prompt": "{% for i in range(60000) %}a{% endfor %}",
     "a generator read whole": "{{ range(60000)|map('center', 60000)|list|length }}",
     "a generator joined": "{{ ''.join(range(60000)|map('center', 60000)) }}",
@@ -397,7 +428,8 @@ def test_dangerous_or_broken_calls_are_refused_with_a_reason(template: str, refu
 def test_ordinary_templates_still_render() -> None:
     template = (
         "{{ subject|title }}, {{ range(3)|join(', ') }}, {{ '%-4s|'|format('ab') }}{{ '{:>4}'.format('cd') }}, "
-        "{{ 'x'|center(5) }}|{{ stem.replace('_', ' ') }}, {% for word in subject.split() %}{{ loop.index }}{% endfor %}, "
+        "{{ 'x'|center(5) }}|{{ stem.replace('_', ' ') }}, {% for "
+        "word in subject.split() %}{{ loop.index }}{% endfor %}, "
         "{{ dict(a=1)|tojson }} {{ ('ab' * 2) ~ ([1] + [2])|string }} {{ 2.5 * 100000 }} {{ 2 ** 10 }} {{ 7 % 4 }}"
     )
     assert resolve_with(template).prompt == (
@@ -442,7 +474,9 @@ def test_a_bound_broken_by_a_sidecar_template_names_that_sidecar(root: Path, con
     with pytest.raises(SidecarError) as caught:
         resolve_profile(config, PurePosixPath("beach/day1/x.jpg"), None, "default", settings)
     assert caught.value.file == str(sidecar)
-    assert caught.value.problems[0].startswith("prompt: profile default prompt: a * repetition would be 3,000,000,000 characters")
+    assert caught.value.problems[0].startswith(
+        "prompt: profile default prompt: a * repetition would be 3,000,000,000 characters"
+    )
 
 
 def test_a_bound_broken_by_sidecar_vars_names_the_sidecar_that_set_them(root: Path) -> None:
@@ -451,7 +485,9 @@ def test_a_bound_broken_by_sidecar_vars_names_the_sidecar_that_set_them(root: Pa
     settings = read_sidecars(root, root / "beach" / "x.jpg")
     with pytest.raises(SidecarError) as caught:
         resolve_profile(config, PurePosixPath("beach/x.jpg"), None, "p", settings)
-    assert caught.value.file == str(sidecar) and caught.value.problems[0].startswith("vars: profile p prompt: renders 6,001 bytes")
+    assert caught.value.file == str(sidecar) and caught.value.problems[0].startswith(
+        "vars: profile p prompt: renders 6,001 bytes"
+    )
 
 
 def test_a_bound_broken_by_a_caption_alone_fails_the_image(config: Config) -> None:
@@ -463,7 +499,9 @@ def test_a_bound_broken_by_a_caption_alone_fails_the_image(config: Config) -> No
 
 def test_sidecar_vars_that_expand_beyond_64_kb_are_refused(root: Path) -> None:
     bomb = "vars:\n  a: &a ['xxxxxxxxxxxxxxxx', 'xxxxxxxxxxxxxxxx']\n"
-    bomb += "".join(f"  {name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}]\n" for prev, name in zip("abcdefg", "bcdefgh"))
+    bomb += "".join(
+        f"  {name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}]\n" for prev, name in zip("abcdefg", "bcdefgh")
+    )
     sidecar = write(root / "i2vd.yaml", bomb)
     with pytest.raises(SidecarError) as caught:
         read_sidecars(root, root / "x.jpg")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.backends import replies
-from i2vd.backends.base import BadReply
+from i2vd.render.backends import replies
+from i2vd.render.backends.base import BadReply
 
 VIDEO = bytes(range(256)) * 3 + b"end"
 
@@ -38,8 +38,8 @@ def load(request):
 REPLIES = [
     {"data": [base64.b64encode(VIDEO).decode()], "is_generating": False, "duration": 1.5},
     {"data": ["data:video/mp4;base64," + base64.b64encode(VIDEO).decode()]},
-    {"error": "CUDA out of memory \"quoted\" \\ back \u00e9\u4e2d " * 3, "data": None},
-    {"data": [[{"name": "/tmp/gradio/x/video.mp4", "is_file": True}, None]], "note": "short \"q\" \\"},
+    {"error": 'CUDA out of memory "quoted" \\ back \u00e9\u4e2d ' * 3, "data": None},
+    {"data": [[{"name": "/tmp/gradio/x/video.mp4", "is_file": True}, None]], "note": 'short "q" \\'},
     [1, "two", {"three": [True, None, "x" * 40]}],
 ]
 

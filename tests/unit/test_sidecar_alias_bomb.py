@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.sidecars import SidecarError, load_sidecar
+from i2vd.config.sidecars import SidecarError, load_sidecar
 
 LEVELS = "abcdefg"  # 9**7 values once expanded: small enough not to hurt a machine before the fix
 
@@ -40,5 +40,5 @@ def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path):
 
 def test_a_sidecar_with_shared_small_values_still_loads(tmp_path: Path):
     sidecar = tmp_path / "i2vd.yaml"
-    sidecar.write_text('vars:\n  mood: &m calm\n  again: *m\nprofile: default\n', encoding="utf-8")
+    sidecar.write_text("vars:\n  mood: &m calm\n  again: *m\nprofile: default\n", encoding="utf-8")
     assert load_sidecar(sidecar, ["default"]) == {"vars": {"mood": "calm", "again": "calm"}, "profile": "default"}

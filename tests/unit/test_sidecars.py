@@ -1,4 +1,4 @@
-"""i2vd/sidecars.py on its own: which files are sidecars, in what order they apply, what each may say.
+"""i2vd/config/sidecars.py on its own: which files are sidecars, in what order they apply, what each may say.
 
 Real files under tmp_path; no daemon, no journal. The shipped config.example.yaml is
 checked here too, because its profiles are what a sidecar's `profile:` names.
@@ -12,9 +12,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from i2vd.config import DEFAULT_PROMPT, load_config
-from i2vd.profiles import resolve_profile
-from i2vd.sidecars import (
+from i2vd.config.load import DEFAULT_PROMPT, load_config
+from i2vd.config.profiles import resolve_profile
+from i2vd.config.sidecars import (
     CAPTION_LIMIT,
     FOLDER_SIDECAR,
     ProfileError,
@@ -31,7 +31,6 @@ from tests.fakes import write_text as write
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 PROFILES = ("default", "beach", "mountain", "forest", "product-rotate")
-
 
 
 @pytest.fixture
@@ -62,11 +61,22 @@ def test_the_example_product_rotate_profile_is_512p_16_frames_12_fps_60_steps_wi
     config = load_config(EXAMPLE)
     rotate = config.profile("product-rotate")
     assert {key: rotate[key] for key in ("resolution", "frames", "fps", "steps", "output")} == {
-        "resolution": "512p", "frames": 16, "fps": 12, "steps": 60, "output": "sku_{{ stem }}_rotate.mp4",
+        "resolution": "512p",
+        "frames": 16,
+        "fps": 12,
+        "steps": 60,
+        "output": "sku_{{ stem }}_rotate.mp4",
     }
     resolved = resolve_profile(config, PurePosixPath("shop/mug_blue.jpg"), None, "product-rotate")
     assert resolved.prompt == "Product rotating slowly on white background"
-    assert resolved.params == {"resolution": "512p", "frames": 16, "fps": 12, "steps": 60, "guidance": 9.0, "seed": None}
+    assert resolved.params == {
+        "resolution": "512p",
+        "frames": 16,
+        "fps": 12,
+        "steps": 60,
+        "guidance": 9.0,
+        "seed": None,
+    }
     assert resolved.output_name == "sku_mug_blue_rotate.mp4"
 
 
@@ -94,7 +104,9 @@ def test_sidecar_and_caption_names_are_sidecars(name: str) -> None:
     assert is_sidecar_name(name)
 
 
-@pytest.mark.parametrize("name", ["photo.jpg", "i2vd.yml", "i2vd.yaml.bak", "photo.jpg.part", "photo.txt~", "yaml", "README"])
+@pytest.mark.parametrize(
+    "name", ["photo.jpg", "i2vd.yml", "i2vd.yaml.bak", "photo.jpg.part", "photo.txt~", "yaml", "README"]
+)
 def test_other_names_are_not_sidecars(name: str) -> None:
     assert not is_sidecar_name(name)
 
@@ -154,7 +166,9 @@ def test_a_fifo_named_like_a_caption_does_not_hang(tmp_path: Path) -> None:
     fifo = tmp_path / "dog.txt"
     os.mkfifo(fifo)
     results: list[str | None] = []
-    reader = threading.Thread(target=lambda: results.append(read_caption(tmp_path / "dog.jpg")), name="test-caption-reader")
+    reader = threading.Thread(
+        target=lambda: results.append(read_caption(tmp_path / "dog.jpg")), name="test-caption-reader"
+    )
     reader.start()
     reader.join(timeout=2)
     hung = reader.is_alive()
@@ -248,7 +262,10 @@ def test_an_unknown_profile_is_a_problem_only_when_the_profiles_are_given(root: 
         load_sidecar(sidecar, profiles=PROFILES)
     assert caught.value.file == str(sidecar)
     assert caught.value.problems == [
-        "profile: unknown profile 'beech' (did you mean 'beach'?); profiles: beach, default, forest, mountain, product-rotate"
+        (
+            "profile: unknown profile 'beech' (did you mean 'beach'?); "
+            "profiles: beach, default, forest, mountain, product-rotate"
+        )
     ]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.config import ConfigFile
+from i2vd.config.load import ConfigFile
 
 STOP_GRACE_SECONDS = ConfigFile.model_fields["stop_grace_seconds"].default
 
@@ -49,7 +49,9 @@ def test_systemd_analyze_verify_prints_nothing(unit, tmp_path):
 @pytest.mark.parametrize("unit", ["i2vd.service", "i2vd@.service"])
 def test_security_exposure_is_at_most_2(unit, tmp_path):
     path = installable_copy(unit, tmp_path)
-    result = subprocess.run([ANALYZE, "security", "--offline=true", str(path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [ANALYZE, "security", "--offline=true", str(path)], capture_output=True, text=True, timeout=60
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 2.0
@@ -63,7 +65,9 @@ def test_the_unit_says_what_the_daemon_relies_on(unit):
     assert service["Restart"] == ["on-failure"]
     assert service["KillMode"] == ["mixed"]
     assert service["User"] == ["i2vd"]
-    assert int(service["TimeoutStopSec"][0]) > STOP_GRACE_SECONDS, "systemd must not kill before the running job's grace ends"
+    assert int(service["TimeoutStopSec"][0]) > STOP_GRACE_SECONDS, (
+        "systemd must not kill before the running job's grace ends"
+    )
     assert int(service["WatchdogSec"][0]) > 0
     assert "char-nvidia* rw" in service["DeviceAllow"]
     assert service["ReadWritePaths"]
@@ -81,5 +85,3 @@ def test_both_units_differ_only_in_the_instance_lines():
     instance = (UNITS / "i2vd@.service").read_text().splitlines()
     differing = [(a, b) for a, b in zip(plain, instance, strict=True) if a != b]
     assert [a.split("=")[0] for a, _ in differing] == ["Description", "ExecStart", "StateDirectory"]
-
-

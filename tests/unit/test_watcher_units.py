@@ -7,12 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.clock import ManualClock
-from i2vd.watcher import SettleTracker, is_candidate, is_ignored_name, scan
+from i2vd.core.clock import ManualClock
+from i2vd.ingest.watcher import SettleTracker, is_candidate, is_ignored_name, scan
 
 JUNK = [
-    ".hidden.jpg", ".i2vd-done", "._IMG_01.jpg", ".DS_Store", "Thumbs.db", "@eaDir", "#recycle", "#snapshot",
-    ".@__thumb", "IMG_01.jpg.part", "IMG_01.jpg.crdownload", "IMG_01.tmp", "~$report.jpg", "desktop.ini",
+    ".hidden.jpg",
+    ".i2vd-done",
+    "._IMG_01.jpg",
+    ".DS_Store",
+    "Thumbs.db",
+    "@eaDir",
+    "#recycle",
+    "#snapshot",
+    ".@__thumb",
+    "IMG_01.jpg.part",
+    "IMG_01.jpg.crdownload",
+    "IMG_01.tmp",
+    "~$report.jpg",
+    "desktop.ini",
 ]
 NOT_JUNK = ["IMG_01.jpg", "photo.JPG", "a.b.png", "eaDir", "recycle", "thumbs.jpg", "part.jpg", "x~$.jpg", "tmp.jpg"]
 
@@ -46,7 +58,9 @@ def test_other_files_are_not_candidates(relative: str) -> None:
     assert not is_candidate(ROOT / relative, ROOT)
 
 
-@pytest.mark.parametrize("relative", ["@eaDir/a.jpg", "x/#recycle/a.jpg", ".i2vd-done/a.jpg", "x/.cache/a.jpg", "._a.jpg", "~$a.jpg"])
+@pytest.mark.parametrize(
+    "relative", ["@eaDir/a.jpg", "x/#recycle/a.jpg", ".i2vd-done/a.jpg", "x/.cache/a.jpg", "._a.jpg", "~$a.jpg"]
+)
 def test_files_in_junk_folders_or_with_junk_names_are_not_candidates(relative: str) -> None:
     assert not is_candidate(ROOT / relative, ROOT)
 
@@ -142,7 +156,9 @@ def tracker(clock: ManualClock) -> SettleTracker:
     return SettleTracker(clock)
 
 
-def test_a_file_settles_only_after_settle_seconds_unchanged(tmp_path: Path, clock: ManualClock, tracker: SettleTracker) -> None:
+def test_a_file_settles_only_after_settle_seconds_unchanged(
+    tmp_path: Path, clock: ManualClock, tracker: SettleTracker
+) -> None:
     image = touch(tmp_path / "a.jpg", b"12345")
     tracker.touch(image)
     assert len(tracker) == 1
@@ -191,7 +207,9 @@ def test_a_touch_without_a_change_keeps_the_window(tmp_path: Path, clock: Manual
     assert [path for path, _, _ in tracker.settled(settle)] == [image]
 
 
-def test_an_mtime_change_of_the_same_size_restarts_the_window(tmp_path: Path, clock: ManualClock, tracker: SettleTracker) -> None:
+def test_an_mtime_change_of_the_same_size_restarts_the_window(
+    tmp_path: Path, clock: ManualClock, tracker: SettleTracker
+) -> None:
     image = touch(tmp_path / "a.jpg", b"aaaa")
     info = image.stat()
     tracker.touch(image)
@@ -221,7 +239,9 @@ def test_touching_a_vanished_file_forgets_it(tmp_path: Path, tracker: SettleTrac
     assert len(tracker) == 0
 
 
-def test_fifos_folders_and_symlinks_are_never_tracked(tmp_path: Path, clock: ManualClock, tracker: SettleTracker) -> None:
+def test_fifos_folders_and_symlinks_are_never_tracked(
+    tmp_path: Path, clock: ManualClock, tracker: SettleTracker
+) -> None:
     os.mkfifo(tmp_path / "pipe.jpg")
     (tmp_path / "folder.jpg").mkdir()
     (tmp_path / "link.jpg").symlink_to(touch(tmp_path / "target.bin"))
@@ -260,7 +280,7 @@ def test_a_zero_settle_window_hands_out_at_the_next_check(tmp_path: Path, tracke
 
 
 def test_link_below_finds_a_linked_folder_at_any_depth_but_not_the_root_itself(tmp_path: Path) -> None:
-    from i2vd.watcher import link_below
+    from i2vd.ingest.watcher import link_below
 
     real_root = tmp_path / "real-root"
     (real_root / "a" / "b").mkdir(parents=True)
@@ -272,4 +292,3 @@ def test_link_below_finds_a_linked_folder_at_any_depth_but_not_the_root_itself(t
     assert link_below(root, root / "a" / "b" / "etc" / "passwd.jpg") == root / "a" / "b" / "etc"
     assert link_below(root, root / "a" / "b" / "etc" / "deeper" / "x.jpg") == root / "a" / "b" / "etc"
     assert link_below(None, root / "a" / "b" / "etc" / "x.jpg") == root / "a" / "b" / "etc"
-

@@ -1,0 +1,1 @@
+"""The `i2vd` command and its subcommands."""

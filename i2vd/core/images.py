@@ -1,0 +1,133 @@
+"""Reading image files safely: full decode, content hash, EXIF facts for prompts."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+HASH_CHUNK = 1 << 20
+END_PROBE = 1 << 16  # below malloc's mmap threshold
+
+
+class NotRegularFile(OSError):
+    """A FIFO, a device, a folder or a link where a file was expected: never opened for reading."""
+
+    def __init__(self, path: Path):
+        super().__init__(errno.EINVAL, "not a regular file", str(path))
+
+
+class BadImage(Exception):
+    """The file is not an image i2vd can send: the message says why, for the job's error."""
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    width: int
+    height: int
+    format: str
+    exif_date: str | None = None
+    exif_camera: str | None = None
+
+
+def read_regular_file(path: Path, limit: int | None = None) -> bytes:
+    """The whole file (or its first `limit` bytes), refusing anything that is not a regular file.
+
+    O_NONBLOCK and O_NOFOLLOW make the open itself safe: a FIFO would block forever,
+    a symlink could point outside the hot folder.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(path, flags)
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(path)
+        chunks = []
+        remaining = limit
+        expected = info.st_size
+        while remaining is None or remaining > 0:
+            # Ask for what the file holds (and a little more, to see its end): os.read allocates the whole
+            # request first, and 1 MB for a 20 KB image is an mmap and its page faults on every file.
+            want = min(HASH_CHUNK, max(expected + 1, END_PROBE))
+            chunk = os.read(descriptor, want if remaining is None else min(want, remaining))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            expected -= len(chunk)
+            remaining = None if remaining is None else remaining - len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def inspect_image(data: bytes, name: str) -> ImageFacts:
+    """Decode the image fully; raise BadImage with a clear reason when it cannot be."""
+    if not data:
+        raise BadImage(f"{name} is empty (0 bytes)")
+    return _read_facts(BytesIO(data), name, decode=True)
+
+
+def peek_image(path: Path) -> ImageFacts:
+    """Size, format and EXIF without decoding the pixels: for `i2vd check` over big folders.
+
+    Read through read_regular_file, so a FIFO named like an image cannot block it.
+    """
+    try:
+        head = read_regular_file(path)
+    except OSError as error:
+        raise BadImage(f"{path.name} cannot be read: {error.strerror}") from None
+    if not head:
+        raise BadImage(f"{path.name} is empty (0 bytes)")
+    return _read_facts(BytesIO(head), path.name, decode=False)
+
+
+def _read_facts(source: BytesIO, name: str, *, decode: bool) -> ImageFacts:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                if decode:
+                    image.load()
+                return _facts(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage(f"{name} is too large to decode safely (decompression bomb?): {error}") from None
+    except UnidentifiedImageError:
+        raise BadImage(f"{name} is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImage(f"{name} is damaged or incomplete: {error}") from None
+    except Exception as error:  # noqa: BLE001 - a plugin may raise anything (DDS: NotImplementedError); only this file fails
+        raise BadImage(f"{name} cannot be decoded: {type(error).__name__}: {error}") from None
+
+
+def _facts(image: Image.Image) -> ImageFacts:
+    exif = image.getexif()
+    return ImageFacts(
+        width=image.width,
+        height=image.height,
+        format=image.format or "unknown",
+        exif_date=_exif_text(exif, ExifTags.Base.DateTimeOriginal) or _exif_text(exif, ExifTags.Base.DateTime),
+        exif_camera=" ".join(
+            filter(None, (_exif_text(exif, ExifTags.Base.Make), _exif_text(exif, ExifTags.Base.Model)))
+        )
+        or None,
+    )
+
+
+def _exif_text(exif: Image.Exif, tag: int) -> str | None:
+    value = exif.get(tag)
+    if value is None and tag == ExifTags.Base.DateTimeOriginal:
+        value = exif.get_ifd(ExifTags.IFD.Exif).get(tag)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value).strip("\x00 ") or None if value is not None else None

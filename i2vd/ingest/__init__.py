@@ -1,0 +1,1 @@
+"""A dropped file becomes a job: watching, settling, intake, following renamed content, operations."""

@@ -1,0 +1,56 @@
+"""A job's video checked, tagged and written beside the server's next call.
+
+The server call is the only thing a GPU waits for. Once a reply is kept under state_dir
+(received.keep: durable, so a crash from here on never asks the server again), probing
+every frame, tagging the copy, writing the audit record and marking the job done take a
+few hundred milliseconds of ffmpeg and fsync: they run on a finishing thread while the
+worker claims the next job and sends it. One job at a time on each server stays the rule
+(the finisher never calls the server); at most one video per worker is being finished,
+so the worker waits for it before handing over the next. The finished job keeps its
+lease until its outcome is recorded: a crash meanwhile leaves it running in the journal,
+recover_running puts it back in the queue, and its next turn finds the output written
+(done) or the kept video (written without a new call).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Finishing:
+    """Not an outcome yet: the video is kept under state_dir; checking, tagging and writing it come beside
+    the next call."""
+
+    destination: Path
+    video: Path
+    server: dict
+    server_seconds: float
+
+
+class Finisher:
+    """At most one video at a time being finished beside a worker's calls."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def start(self, work: Callable[[], None]) -> None:
+        """Run `work` on the finishing thread, once the previous video is finished."""
+        self.wait()
+        self._thread = threading.Thread(target=work, name=self.name, daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Until the video being finished (if any) is written and its outcome recorded."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()

@@ -1,0 +1,1 @@
+"""The daemon: wires ingest, jobs and the dashboard together under one lock."""

@@ -1,0 +1,1 @@
+"""The SQLite journal: every job, file and event; the one place state lives."""

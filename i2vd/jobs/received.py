@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from i2vd.render import output
 from i2vd.render.backends.base import VideoReply
 from i2vd.store.journal import Job, JobState, Journal
 
@@ -48,7 +49,7 @@ def keep(folder: Path, job: Job, reply: VideoReply, server: dict[str, Any]) -> P
     else:
         source = reply.path
     try:
-        _fsync(source)
+        output.fsync_file(source)
         text = json.dumps(
             {
                 "idempotency_key": job.idem_key,
@@ -66,7 +67,7 @@ def keep(folder: Path, job: Job, reply: VideoReply, server: dict[str, Any]) -> P
             os.fsync(handle.fileno())
         os.replace(meta_part, meta)
         os.replace(source, target)  # last: a kept video always has its meta beside it
-        _fsync_folder(folder)
+        output.fsync_folder(folder)
     except OSError:
         source.unlink(missing_ok=True)
         raise
@@ -130,19 +131,3 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

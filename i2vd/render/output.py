@@ -131,7 +131,7 @@ def remove_temp_files(folder: Path, job_id: int) -> list[Path]:
     return removed
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -139,7 +139,7 @@ def _fsync_file(path: Path) -> None:
         os.close(descriptor)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)
@@ -182,7 +182,7 @@ def write_video(final: Path, job_id: int, video: bytes | Path, record: dict[str,
                 raise mp4.VideoError("the server returned an empty video")
             _write_bytes_synced(raw, video)
         mp4.write_tagged_copy(raw, video_temp, comment)
-        _fsync_file(video_temp)
+        fsync_file(video_temp)
         _write_bytes_synced(record_temp, _record_bytes(record))
         if record_key(final) != record.get("idempotency_key"):
             # A retried job replaces its own earlier video: it must never sit beside the new record,
@@ -194,7 +194,7 @@ def write_video(final: Path, job_id: int, video: bytes | Path, record: dict[str,
         except OSError:
             record_path(final).unlink(missing_ok=True)
             raise
-        _fsync_folder(folder)
+        fsync_folder(folder)
     finally:
         for leftover in (raw, video_temp, record_temp):
             if leftover is not video:

@@ -221,10 +221,17 @@ def _program() -> str:
 def next_steps(workdir: Path) -> str:
     """What to type next: the demo's config is a working one, for the user's own images."""
     config, hot, i2vd = _shown(workdir / "config.yaml"), _shown(workdir / "hot"), _program()
-    return (
-        "\nTry it on your own images (the demo wrote a working config):\n"
-        f"  {i2vd} run -c {config}            # the daemon; leave it running\n"
-        f"  cp photo.jpg {hot}/beach/       # any folder under {hot}: its i2vd.yaml names the profile\n"
-        f"  {i2vd} status -c {config}         # in another terminal: what it is doing\n"
-        f"Videos appear under {_shown(workdir / 'out')}/, mirroring the folders."
+    steps = [
+        (f"{i2vd} run -c {config}", "the daemon; leave it running"),
+        (f"cp photo.jpg {hot}/beach/", f"any folder under {hot}: its i2vd.yaml names the profile"),
+        (f"{i2vd} status -c {config}", "in another terminal: what it is doing"),
+    ]
+    width = max(len(command) for command, _ in steps) + 2
+    lines = [f"  {command.ljust(width)}# {why}" for command, why in steps]
+    return "\n".join(
+        [
+            "\nTry it on your own images (the demo wrote a working config):",
+            *lines,
+            f"Videos appear under {_shown(workdir / 'out')}/, mirroring the folders.",
+        ]
     )

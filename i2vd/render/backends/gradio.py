@@ -2,7 +2,7 @@
 
 Discovery (lazy, re-done after ServerUnavailable): `GET /config` tells the version, the protocol
 and the API prefix; `GET {prefix}/info` (or /config alone when /info is hidden or broken) tells the
-endpoints, of which one is chosen and its parameters bound to i2vd's fields (gradio_protocol.py).
+endpoints, of which one is chosen and its parameters bound to i2vd's fields (gradio_app.py, gradio_mapping.py).
 
 Transports, by what the app speaks:
 - 3.x ("ws"): `POST /run/<api>` (then `/api/<api>/`) with `{"data", "fn_index"}`, the image as a
@@ -37,6 +37,7 @@ from urllib.parse import quote
 import requests
 
 from i2vd import __version__
+from i2vd.config.model import input_problems
 from i2vd.render.backends import http, replies
 from i2vd.render.backends.base import (
     BackendError,
@@ -49,13 +50,9 @@ from i2vd.render.backends.base import (
     video_reply,
 )
 from i2vd.render.backends.failures import BODY_EXCERPT
-from i2vd.render.backends.gradio_protocol import (
-    AppMismatch,
-    build_mapping,
-    choose_endpoint,
-    input_problems,
-    progress_message,
-)
+from i2vd.render.backends.gradio_app import AppMismatch, choose_endpoint
+from i2vd.render.backends.gradio_mapping import build_mapping
+from i2vd.render.backends.gradio_protocol import progress_message
 from i2vd.render.backends.gradio_v3 import Gradio3Transport
 from i2vd.render.backends.gradio_wire import (
     EventStream,

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from i2vd.config.checks import split_listen
 from i2vd.config.model import (
     DEFAULT_PROMPT as DEFAULT_PROMPT,
 )
@@ -35,7 +36,6 @@ from i2vd.config.model import (
     RetryPolicy,
     ServerConfig,
     WatchRoot,
-    split_listen,
 )
 
 DEFAULT_CONFIG_PATH = Path("/etc/i2vd/config.yaml")

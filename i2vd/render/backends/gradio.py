@@ -37,7 +37,7 @@ from urllib.parse import quote
 import requests
 
 from i2vd import __version__
-from i2vd.config.model import input_problems
+from i2vd.config.checks import input_problems
 from i2vd.render.backends import http, replies
 from i2vd.render.backends.base import (
     BackendError,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from i2vd.config.model import FIELDS, input_problems
+from i2vd.config.checks import FIELDS, input_problems
 from i2vd.render.backends.base import RESOLUTIONS, VideoRequest
 from i2vd.render.backends.gradio_app import (
     TEXT_COMPONENTS,

@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from i2vd import __version__
-from i2vd.config.model import input_problems
+from i2vd.config.checks import input_problems
 from i2vd.render.backends.base import BackendError
 from i2vd.render.backends.comfyui_probe import comfyui_report, system_stats
 from i2vd.render.backends.gradio import QUEUE_PROTOCOLS

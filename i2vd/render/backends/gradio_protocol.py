@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from i2vd.config.model import input_problems
+from i2vd.config.checks import input_problems
 from i2vd.render.backends.gradio_app import (
     FILE_OUTPUTS,
     NUMERIC_COMPONENTS,

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MACHINE, config_text, figure  # noqa: E402
 
 from i2vd.config.load import parse_config  # noqa: E402
-from i2vd.ingest.intake import Intake, IntakeLoop  # noqa: E402
+from i2vd.ingest.intake import Intake  # noqa: E402
+from i2vd.ingest.loop import IntakeLoop  # noqa: E402
 from i2vd.store.journal import Journal  # noqa: E402
 from tests.fakes import wait_for, write_image  # noqa: E402
 

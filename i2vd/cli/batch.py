@@ -24,7 +24,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from i2vd.config.load import Config, did_you_mean
+from i2vd.config.load import Config
+from i2vd.config.messages import did_you_mean
 from i2vd.core.clock import Clock
 from i2vd.core.lock import AlreadyRunning, StateLock
 from i2vd.ingest.intake import Intake, IntakeResult, Outcome

@@ -18,7 +18,8 @@ from typing import Any
 
 import jinja2
 
-from i2vd.config.load import Config, did_you_mean
+from i2vd.config.load import Config
+from i2vd.config.messages import did_you_mean
 from i2vd.config.sidecars import ProfileError, SidecarError, SidecarSettings
 from i2vd.config.templates import TemplateLimitError, render_bounded
 from i2vd.core.images import ImageFacts

@@ -16,7 +16,7 @@ import annotated_types
 import yaml
 from pydantic_core import PydanticUndefined
 
-from i2vd.config.load import _bare, _fields_of
+from i2vd.config.messages import _bare, _fields_of
 from i2vd.config.model import ConfigFile
 
 HEADER = """\

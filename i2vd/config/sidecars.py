@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from i2vd.config.load import did_you_mean, validation_problems
+from i2vd.config.messages import did_you_mean, validation_problems
 from i2vd.config.model import ConfigFile, SidecarFields
 from i2vd.config.template_limits import TemplateLimitError, measure
 from i2vd.core import listing

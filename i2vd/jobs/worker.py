@@ -19,22 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2vd.config import schedule as schedules
-from i2vd.config.load import Config, ServerConfig, WatchRoot
+from i2vd.config.load import Config, ServerConfig
 from i2vd.core.clock import Clock
-from i2vd.core.images import read_regular_file, sha256_of
+from i2vd.core.images import sha256_of
 from i2vd.core.liveness import Heartbeat
 from i2vd.core.logs import job_fields
 from i2vd.core.mounts import MountMemory
-from i2vd.ingest import failed_folder
-from i2vd.ingest.follow import GONE, LOOKING, present_copy
-from i2vd.ingest.watcher import link_below
+from i2vd.ingest.follow import GONE, LOOKING
 from i2vd.jobs import finished, outcomes, received
-from i2vd.jobs.outcomes import Done, Failed, Gone, Outcome, ServerDown, WaitAndLook, WaitForDisk
+from i2vd.jobs.outcomes import Done, Failed, Gone, Outcome, WaitAndLook
 from i2vd.jobs.overlap import Finisher, Finishing
+from i2vd.jobs.settling import Settling
+from i2vd.jobs.sources import SourceFiles
 from i2vd.render import mp4, output
 from i2vd.render.backends.base import Backend, BackendError, VideoRequest
 from i2vd.render.gpu import VramGate
-from i2vd.store.journal import Job, JobState, Journal
+from i2vd.store.journal import Job, Journal
 
 log = logging.getLogger("i2vd.worker")
 
@@ -79,7 +79,7 @@ def build_workers(
 SHARE_OFFLINE_ERRORS = {errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ETIMEDOUT}
 
 
-class Worker:
+class Worker(SourceFiles, Settling):
     def __init__(
         self,
         config: Config,
@@ -395,154 +395,3 @@ class Worker:
             # The video stays kept under state_dir: written once there is room, never rendered twice.
             return self._wait_for_disk(f"cannot write output: {error.strerror or error}")
         return Done(server, server_seconds, f"video {destination}", written=destination)
-
-    def _read_source(self, job: Job) -> bytes:
-        """The job's image; a path through a linked folder is refused (links are never followed)."""
-        source = Path(job.source_path)
-        link = link_below(Path(job.root) if job.root else None, source)
-        if link is not None:
-            # As good as gone: what lies behind a link is never read (it may be outside every root).
-            raise FileNotFoundError(errno.ENOENT, f"{link} is a symbolic link, never followed", str(source))
-        return read_regular_file(source)
-
-    def _follow_content(self, job: Job) -> tuple[tuple[Job, bytes] | None, frozenset[str]]:
-        """The job's file is gone: the same content elsewhere under a root (a copy, a move) is used instead.
-        Also returns the places looked at, for the "gone" verdict (outcomes.Gone)."""
-        found, examined = present_copy(self.config, self.journal, job)
-        if found is None:
-            return None, examined
-        path, root, data = found
-        moved = self.journal.relocate(
-            job.id, str(path), str(root.path), path.relative_to(root.path).as_posix(), from_states=(JobState.RUNNING,)
-        )
-        if moved is None:
-            return None, examined
-        log.info(
-            "job %d: %s is gone; its content is at %s",
-            job.id,
-            job.rel_path,
-            moved.rel_path,
-            extra=job_fields(job.id, moved.source_path, "running"),
-        )
-        return (moved, data), examined
-
-    def _root_offline(self, root: str) -> bool:
-        """A watch root that is missing, or a mount point (when first seen) that is no longer mounted."""
-        if not root:
-            return False
-        path = Path(root)
-        if not path.is_dir():
-            return True
-        if self.mounts.is_mount_point(path):
-            self.mounts.observe([path])
-            return False
-        return self.mounts.was_mount_point(path)
-
-    def _note_mount_roots(self, config: Config) -> None:
-        self.mounts.observe([root.path for root in config.watch if root.path.is_dir()])
-
-    def _root(self, job: Job) -> WatchRoot | None:
-        return self.config.root_for(Path(job.root)) if job.root else None
-
-    def _destination(self, job: Job) -> Path:
-        if job.output_path:
-            return Path(job.output_path)
-        root = self._root(job)
-        output_dir = root.output_dir if root else self.config.output_dir
-        first = output.default_video_path(output_dir, job.rel_path, job.output_name)
-        return output.choose_path(
-            first,
-            job.idem_key,
-            lambda candidate: self.journal.set_output_path(job.id, str(candidate)),
-            job=(job.id, job.source_sha256),
-            policy=(job.profile.get("fields") or {}).get("collision", "suffix"),
-            take_over=lambda candidate: self.journal.take_output_path(job.id, str(candidate)),
-        )
-
-    def _job_failed(self, job: Job, error: str) -> Outcome:
-        """The job's own failure: uses an attempt; backs off, or fails for good when none are left."""
-        return outcomes.job_failure(error, job.attempts, self.config.retry)
-
-    def _wait_for_disk(self, reason: str) -> WaitForDisk:
-        """A file system's trouble, not the job's: back to the queue after the first backoff, no attempt used."""
-        return WaitForDisk(reason, self.config.retry.initial_backoff_seconds)
-
-    def _settle(self, job: Job, outcome: Outcome) -> None:
-        """Record `outcome` (outcomes.record, the one place that writes it) and do what follows it here."""
-        with self._settle_lock:
-            self._settle_locked(job, outcome)
-
-    def _settle_locked(self, job: Job, outcome: Outcome) -> None:
-        if isinstance(outcome, ServerDown):  # not the job's fault: the queue pauses, no attempt used
-            if self.state.server_down_since is None:
-                self.state.server_down_since = self.clock.now()
-                log.error("server down: %s; pausing the queue", outcome.error)
-            self._down_failures += 1
-            self.state.server_error = outcome.error
-        outcome = outcomes.record(self.journal, job, outcome, self.clock.now())
-        if isinstance(outcome, Failed):
-            self.state.jobs_failed += 1
-            self._move_failed(job, outcome.error)
-        elif isinstance(outcome, Done):
-            received.discard(self.incoming, job.idem_key)
-            self.state.jobs_done += 1
-            if outcome.written is not None:
-                log.info(
-                    "job %d: done -> %s (%.1f s on the server)",
-                    job.id,
-                    outcome.written,
-                    outcome.server_seconds,
-                    extra=job_fields(job.id, job.source_path, "done"),
-                )
-            self._after(job)
-
-    def _server_up(self) -> None:
-        if self.state.server_down_since is not None:
-            log.info("server is back")
-            self.state.server_down_since = None
-            self.state.server_error = None
-            self._down_failures = 0
-
-    def _move_failed(self, job: Job, error: str) -> None:
-        """`on_failure: move`: the source of a job failed for good into <root>/.i2vd-failed/."""
-        root = self._root(job)
-        if root is None or root.on_failure != "move":
-            return
-        try:
-            failed_folder.move_in(root.path, job, error, self.clock.now())
-        except OSError as problem:
-            log.warning(
-                "job %d: could not move %s into %s: %s", job.id, job.source_path, failed_folder.FAILED_FOLDER, problem
-            )
-
-    def paused_by_schedule(self) -> str | None:
-        """'paused by schedule until Mon 20:00' while this server is outside its `schedule:` windows."""
-        return schedules.server_paused(self.config, self.server, self.clock.now())
-
-    def _server_status(self) -> dict:
-        return {**self.backend.describe(), "down_since": self.state.server_down_since, "error": self.state.server_error}
-
-    def note_progress(self, message: str) -> None:
-        self.state.progress = message
-        log.info("job %s: %s", self.state.current_job, message)
-
-    def status(self) -> dict:
-        """This worker's server, gate and job, for `i2vd status`."""
-        return {
-            "name": self.name.rsplit(":", 1)[-1],
-            **self._server_status(),
-            "gate": self.gate.detail,
-            "gate_state": self.gate.state,
-            "schedule": schedules.describe(self.config, self.server.schedule, self.clock.now()),
-            "current_job": self.state.current_job,
-            "current_file": self.state.current_file,
-            "progress": self.state.progress,
-            "jobs_done": self.state.jobs_done,
-            "jobs_failed": self.state.jobs_failed,
-        }
-
-    def _after(self, job: Job) -> None:
-        """`after: move`: the source moves into <root>/.i2vd-done/ only once its video is safe."""
-        root = self._root(job)
-        if root is not None and root.after == "move":
-            finished.move_to_done_folder(root, job)

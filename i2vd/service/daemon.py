@@ -23,7 +23,8 @@ from i2vd.core.clock import Clock
 from i2vd.core.liveness import DEFAULT_MARGIN_SECONDS, Heartbeat
 from i2vd.core.lock import StateLock
 from i2vd.core.notify import Notifier
-from i2vd.ingest.intake import Intake, IntakeLoop
+from i2vd.ingest.intake import Intake
+from i2vd.ingest.loop import IntakeLoop
 from i2vd.jobs.worker import Worker, build_workers
 from i2vd.render.backends import make_backend
 from i2vd.render.backends.base import Backend

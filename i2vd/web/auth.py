@@ -17,7 +17,7 @@ import hmac
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
-from i2vd.config.model import is_loopback
+from i2vd.config.checks import is_loopback
 
 COOKIE = "i2vd_session"
 

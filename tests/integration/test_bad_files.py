@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.ingest.intake import Intake, IntakeLoop
+from i2vd.ingest.intake import Intake
+from i2vd.ingest.loop import IntakeLoop
 from i2vd.store.journal import JobState, Journal
 from tests.fakes import wait_for, write_image
 from tests.integration.test_intake_watch import make_config, running

@@ -29,8 +29,9 @@ from i2vd.render.backends.base import (
     VideoRequest,
 )
 from i2vd.render.backends.gradio import GradioBackend
+from i2vd.render.backends.gradio_app import AppMismatch, Parameter
+from i2vd.render.backends.gradio_mapping import resolution_value
 from i2vd.render.backends.gradio_probe import probe
-from i2vd.render.backends.gradio_protocol import AppMismatch, Parameter, resolution_value
 from i2vd.render.backends.http import CallTimedOut, ConnectionDropped
 from tests.fakes import make_test_mp4, wait_for, write_image
 from tests.gradio_apps import SVD_INPUTS, TRANSPORTS, FakeGradio3, _Handler3, free_port

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from i2vd.config.load import Config, parse_config
-from i2vd.ingest.intake import Intake, IntakeLoop
+from i2vd.ingest.intake import Intake
+from i2vd.ingest.loop import IntakeLoop
 from i2vd.ingest.watcher import DONE_FOLDER, FolderWatch
 from i2vd.store.journal import Job, JobState, Journal
 from tests.fakes import wait_for, write_image, write_slowly

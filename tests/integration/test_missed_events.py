@@ -10,7 +10,8 @@ from pathlib import Path
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from i2vd.ingest.intake import Intake, IntakeLoop
+from i2vd.ingest.intake import Intake
+from i2vd.ingest.loop import IntakeLoop
 from i2vd.ingest.watcher import FolderWatch
 from i2vd.store.journal import Journal
 from tests.fakes import wait_for, write_image

@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 
 from i2vd.core.clock import Clock
-from i2vd.ingest.intake import Intake, IntakeLoop, Outcome
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.ingest.loop import IntakeLoop
 from i2vd.jobs.worker import build_workers
 from i2vd.store.journal import JobState, Journal
 from tests.fakes import wait_for, write_image

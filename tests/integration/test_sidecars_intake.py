@@ -19,7 +19,8 @@ import pytest
 
 from i2vd.config.load import Config, parse_config
 from i2vd.core.clock import ManualClock
-from i2vd.ingest.intake import Intake, IntakeLoop, Outcome
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.ingest.loop import IntakeLoop
 from i2vd.store.journal import Job, JobState, Journal
 from tests.fakes import wait_for, write_image
 from tests.fakes import write_text as write

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from i2vd.cli.commands import EX_CONFIG, main
-from i2vd.config.load import DEFAULT_PROMPT, ConfigError, RetryPolicy, did_you_mean, load_config, parse_config
+from i2vd.config.load import DEFAULT_PROMPT, ConfigError, RetryPolicy, load_config, parse_config
+from i2vd.config.messages import did_you_mean
 from i2vd.config.reference import model_keys, reference
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

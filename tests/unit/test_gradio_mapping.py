@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from i2vd.render.backends.gradio_protocol import AppMismatch, build_mapping, endpoints_from_config
+from i2vd.render.backends.gradio_app import AppMismatch, endpoints_from_config
+from i2vd.render.backends.gradio_mapping import build_mapping
 
 
 def app_endpoint(*inputs: tuple[str, str | None, object]):

@@ -2,7 +2,7 @@
 
 Discovery (lazy, re-done after ServerUnavailable): `GET /config` tells the version, the protocol
 and the API prefix; `GET {prefix}/info` (or /config alone when /info is hidden or broken) tells the
-endpoints, of which one is chosen and its parameters bound to i2vd's fields (gradio_protocol.py).
+endpoints, of which one is chosen and its parameters bound to i2vd's fields (gradio_app.py, gradio_mapping.py).
 
 Transports, by what the app speaks:
 - 3.x ("ws"): `POST /run/<api>` (then `/api/<api>/`) with `{"data", "fn_index"}`, the image as a
@@ -30,14 +30,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import Any
-from urllib.parse import quote
 
 import requests
 
 from i2vd import __version__
-from i2vd.render.backends import http, replies
+from i2vd.config.checks import input_problems
+from i2vd.render.backends import http
 from i2vd.render.backends.base import (
     BackendError,
     BadReply,
@@ -49,14 +49,11 @@ from i2vd.render.backends.base import (
     video_reply,
 )
 from i2vd.render.backends.failures import BODY_EXCERPT
-from i2vd.render.backends.gradio_protocol import (
-    AppMismatch,
-    build_mapping,
-    choose_endpoint,
-    input_problems,
-    progress_message,
-)
+from i2vd.render.backends.gradio_app import AppMismatch, choose_endpoint
+from i2vd.render.backends.gradio_mapping import build_mapping
+from i2vd.render.backends.gradio_protocol import progress_message
 from i2vd.render.backends.gradio_v3 import Gradio3Transport
+from i2vd.render.backends.gradio_video import GradioVideo
 from i2vd.render.backends.gradio_wire import (
     EventStream,
     Target,
@@ -65,7 +62,6 @@ from i2vd.render.backends.gradio_wire import (
     http_error,
     json_of,
     json_text,
-    save_data_url,
     whole,
 )
 
@@ -80,7 +76,7 @@ ProgressCallback = Callable[[str], None]
 _Deadline = http.CallTimedOut  # timeout_seconds ran out (the job is cancelled first where the app allows)
 
 
-class GradioBackend(Gradio3Transport):
+class GradioBackend(Gradio3Transport, GradioVideo):
     kind = "gradio"
 
     def __init__(
@@ -334,51 +330,6 @@ class GradioBackend(Gradio3Transport):
                     self.on_progress(text)
                 except Exception:  # a broken observer must not fail the job
                     log.exception("on_progress callback failed")
-
-    # -- the video -------------------------------------------------------------------------
-    def _video(self, target: Target, outputs: list, deadline: float, video: Path) -> None:
-        slot = target.mapping.endpoint.video_slot
-        if slot is None or slot >= len(outputs):
-            raise BadReply(f"the app returned {len(outputs)} output(s), no video at position {slot}")
-        item = outputs[slot]
-        if isinstance(item, dict) and "video" in item and not ("path" in item or "name" in item):
-            item = item["video"]  # 4.x VideoData: {"video": FileData, "subtitles": ...}
-        if isinstance(item, list):  # 3.x: [video, subtitles]
-            item = item[0] if item else None
-        if item is None or item == "":
-            raise BadReply(f"the app returned no video ({target.mapping.endpoint.title} output {slot} is empty)")
-        if isinstance(item, replies.BigString):  # a long string in a 3.x /run reply: only a data URL is that long
-            return save_data_url(item, video)
-        if isinstance(item, dict):
-            inline = item.get("data")
-            if isinstance(inline, (str, replies.BigString)) and replies.head(inline).startswith("data:"):
-                return save_data_url(inline, video)
-            reference = item.get("path") or item.get("name")
-            if isinstance(reference, str) and reference:
-                return self._download(target, reference, deadline, video)
-            if isinstance(item.get("url"), str):
-                return self._download_url(item["url"], deadline, video)
-            raise BadReply(f"video file reference without a path: {json.dumps(item)[:BODY_EXCERPT]}")
-        if not isinstance(item, str):
-            raise BadReply(f"video is not a file reference: {item!r}"[:BODY_EXCERPT])
-        if item.startswith("data:"):
-            return save_data_url(item, video)
-        if item.startswith(("http://", "https://")):
-            return self._download_url(item, deadline, video)
-        return self._download(target, item.removeprefix("file="), deadline, video)
-
-    def _download(self, target: Target, server_path: str, deadline: float, video: Path) -> None:
-        """GET /file=<path> streamed into `video`: the video is never whole in memory."""
-        response = self._http("GET", f"{target.app.api_prefix}/file={quote(server_path)}", deadline, stream=True)
-        if not http.save_body(response, whole(), video):
-            raise BadReply(f"server file {server_path} is empty")
-
-    def _download_url(self, url: str, deadline: float, video: Path) -> None:
-        if not url.startswith(self.url + "/"):
-            raise BadReply(f"video URL {url} is not on the server {self.url}")
-        response = self._http("GET", url.removeprefix(self.url), deadline, stream=True)
-        if not http.save_body(response, whole(), video):
-            raise BadReply(f"video at {url} is empty")
 
     # -- HTTP ------------------------------------------------------------------------------
     def _http(

@@ -16,10 +16,12 @@ from typing import Any
 import requests
 
 from i2vd import __version__
+from i2vd.config.checks import input_problems
 from i2vd.render.backends.base import BackendError
 from i2vd.render.backends.comfyui_probe import comfyui_report, system_stats
 from i2vd.render.backends.gradio import QUEUE_PROTOCOLS
-from i2vd.render.backends.gradio_protocol import AppMismatch, build_mapping, choose_endpoint, input_problems
+from i2vd.render.backends.gradio_app import AppMismatch, choose_endpoint
+from i2vd.render.backends.gradio_mapping import build_mapping
 from i2vd.render.backends.gradio_wire import discover_app
 from i2vd.render.backends.probe_report import ProbeReport
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from i2vd import __version__
 from i2vd.render.backends import failures, http
 from i2vd.render.backends.base import BadReply, ServerUnavailable, VideoRequest
-from i2vd.render.backends.gradio_protocol import AppMismatch
+from i2vd.render.backends.gradio_app import AppMismatch
 from i2vd.render.backends.gradio_wire import Target, refuses_direct_calls, v3_outputs, whole
 from i2vd.render.backends.predict import image_prefix
 

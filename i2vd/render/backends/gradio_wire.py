@@ -16,14 +16,9 @@ import requests
 from i2vd.render.backends import failures, http, replies
 from i2vd.render.backends.base import BackendError, BadReply
 from i2vd.render.backends.failures import BODY_EXCERPT
-from i2vd.render.backends.gradio_protocol import (
-    App,
-    AppMismatch,
-    ParameterMap,
-    error_text,
-    iter_sse,
-    read_app,
-)
+from i2vd.render.backends.gradio_app import App, AppMismatch, read_app
+from i2vd.render.backends.gradio_mapping import ParameterMap
+from i2vd.render.backends.gradio_protocol import error_text, iter_sse
 
 _Deadline = http.CallTimedOut  # timeout_seconds ran out
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from i2vd.render.backends.gradio_protocol import Endpoint, ParameterMap
+    from i2vd.render.backends.gradio_app import Endpoint
+    from i2vd.render.backends.gradio_mapping import ParameterMap
 
 
 @dataclass

@@ -1,0 +1,54 @@
+"""What the intake says about a file it cannot make a video of: the profile its sidecars name, why it is no image."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import yaml
+
+from i2vd.config.load import WatchRoot
+from i2vd.config.sidecars import (
+    SIDECAR_LIMIT,
+    image_sidecar,
+    sidecar_files,
+)
+from i2vd.core.images import read_regular_file
+
+
+def sidecar_profile_name(root: WatchRoot | None, path: Path, requested: str) -> str:
+    """The profile the sidecars name, read leniently: what a parked or failed job shows instead of the requested one."""
+    name = requested
+    try:
+        files = sidecar_files(root.path, path) if root else [image_sidecar(path)]
+    except (OSError, ValueError):
+        return name
+    for file in files:
+        try:
+            data = yaml.safe_load(read_regular_file(file, SIDECAR_LIMIT).decode("utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # that sidecar is what is broken: a shallower one may still name the profile
+        if isinstance(data, dict) and isinstance(data.get("profile"), str) and data["profile"]:
+            name = data["profile"]
+    return name
+
+
+def describe_special(path: Path, info: os.stat_result, root: WatchRoot | None) -> str:
+    """Why an image-named thing that is not a regular file is not made into a video."""
+    if stat.S_ISLNK(info.st_mode):
+        target = os.readlink(path)
+        resolved = path.parent.joinpath(target).resolve()
+        if root is not None and not resolved.is_relative_to(root.path.resolve()):
+            return f"{path.name} is a symbolic link to {target}, outside its watch root: never followed or uploaded"
+        return (
+            f"{path.name} is a symbolic link to {target}: the file it "
+            f"points to is processed on its own, never through the link"
+        )
+    if stat.S_ISDIR(info.st_mode):
+        return (
+            f"{path.name} is a folder named like an image: the images in it are watched, the folder itself is no image"
+        )
+    if stat.S_ISFIFO(info.st_mode):
+        return f"{path.name} is a named pipe (FIFO), not an image file"
+    return f"{path.name} is a device or socket, not an image file"

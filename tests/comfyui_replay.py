@@ -14,8 +14,6 @@ uploaded image that decodes. Deviations land in `rejections`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 import select
@@ -35,7 +33,6 @@ from tests.gradio_apps import _Handler3, _Server
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfyui"
 VERSION = "0.3.64"  # the real ComfyUI these replays mirror
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 @dataclass
@@ -331,16 +328,7 @@ class _ReplayHandler(_Handler3):
 
     def _websocket(self, client_id: str) -> None:
         replay = self.server.fake
-        accept = base64.b64encode(
-            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + _WS_GUID).encode()).digest()
-        ).decode()
-        self.wfile.write(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
-            ).encode()
-        )
-        self.close_connection = True
+        self._ws_accept()
         outbox = replay.outbox(client_id)
         try:
             while True:

@@ -473,16 +473,7 @@ class _Handler3(BaseHTTPRequestHandler):
     # -- the websocket queue, as Gradio 3 runs it -----------------------------------------------
     def _websocket(self) -> None:
         fake = self.server.fake
-        accept = base64.b64encode(
-            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + _WS_GUID).encode()).digest()
-        ).decode()
-        self.wfile.write(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
-            ).encode()
-        )
-        self.close_connection = True
+        self._ws_accept()
         fake.track(self.connection, True)
         try:
             fake.note("joined")
@@ -514,6 +505,19 @@ class _Handler3(BaseHTTPRequestHandler):
             fake.note("left")
         finally:
             fake.track(self.connection, False)
+
+    def _ws_accept(self) -> None:
+        """The websocket handshake (RFC 6455): this connection speaks frames from now on."""
+        accept = base64.b64encode(
+            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + _WS_GUID).encode()).digest()
+        ).decode()
+        self.wfile.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            ).encode()
+        )
+        self.close_connection = True
 
     def _ws_send(self, message: dict, opcode: int = 0x1) -> None:
         payload = json.dumps(message).encode() if opcode == 0x1 else b""

@@ -280,18 +280,7 @@ class _ReplayHandler(_Handler3):
         replay = self.server.fake
         if messages is None:
             return self._send(404, {"detail": "Not Found"})
-        accept = base64.b64encode(
-            __import__("hashlib")
-            .sha1((self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode())
-            .digest()
-        ).decode()
-        self.wfile.write(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
-            ).encode()
-        )
-        self.close_connection = True
+        self._ws_accept()
         session, completed = None, False
         try:
             for message in messages:

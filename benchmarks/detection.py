@@ -22,7 +22,7 @@ from i2vd.config.load import parse_config  # noqa: E402
 from i2vd.ingest.intake import Intake  # noqa: E402
 from i2vd.ingest.loop import IntakeLoop  # noqa: E402
 from i2vd.store.journal import Journal  # noqa: E402
-from tests.fakes import wait_for, write_image  # noqa: E402
+from tests.support.fakes import wait_for, write_image  # noqa: E402
 
 
 def bench_detection(samples: int, settle: float) -> list[float]:

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MACHINE, DaemonProcess, config_text, figure, peak_rss_mb  # noqa: E402
 
-from tests.fakes import FakePredictServer, make_test_mp4, write_image  # noqa: E402
+from tests.support.fakes import FakePredictServer, make_test_mp4, write_image  # noqa: E402
 
 
 def padded_mp4(folder: Path, megabytes: int) -> bytes:

@@ -22,7 +22,7 @@ from common import MACHINE, config_text, figure  # noqa: E402
 from i2vd.config.load import parse_config  # noqa: E402
 from i2vd.service.daemon import Daemon  # noqa: E402
 from i2vd.store.journal import Job  # noqa: E402
-from tests.fakes import FakePredictServer, make_test_mp4, wait_for, write_image  # noqa: E402
+from tests.support.fakes import FakePredictServer, make_test_mp4, wait_for, write_image  # noqa: E402
 
 
 def run_jobs(server_count: int, jobs: int, latency: float) -> list[Job]:

@@ -1,9 +1,9 @@
 """Fixtures shared by every test tier (unit, integration, end_to_end).
 
 - `mp4_bytes`: a real small H.264 MP4, made once per session.
-- `fake_server`: a started FakePredictServer that answers with `mp4_bytes` (see tests/fakes.py).
+- `fake_server`: a started FakePredictServer that answers with `mp4_bytes` (see tests/support/fakes.py).
 - `apps`: two real Gradio apps on 127.0.0.1 (a 7-input I2V app and an SVD-like one), started once
-  per session, only when a test asks (tests/gradio_apps.py).
+  per session, only when a test asks (tests/support/gradio_apps.py).
 - `no_thread_leaks` (autouse): fails a test that leaves a thread running.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakes import FakePredictServer, make_test_mp4
+from tests.support.fakes import FakePredictServer, make_test_mp4
 
 THREAD_GRACE_SECONDS = 2.0
 
@@ -34,7 +34,7 @@ def fake_server(mp4_bytes: bytes) -> Iterator[FakePredictServer]:
 
 @pytest.fixture(scope="session")
 def apps(tmp_path_factory: pytest.TempPathFactory):
-    from tests.gradio_apps import start_apps  # imports gradio's client side only when a test needs the apps
+    from tests.support.gradio_apps import start_apps  # imports gradio's client side only when a test needs the apps
 
     yield from start_apps(tmp_path_factory)
 
@@ -42,7 +42,7 @@ def apps(tmp_path_factory: pytest.TempPathFactory):
 def _pooled_by_session_apps(thread: threading.Thread) -> bool:
     """The session's Gradio apps (fixture `apps`) run sync handlers on AnyIO's worker pool, which starts
     a thread when a call comes and ends it after 10 s idle: the pool's, not the test's."""
-    return thread.name == "AnyIO worker thread" and "tests.gradio_apps" in sys.modules
+    return thread.name == "AnyIO worker thread" and "tests.support.gradio_apps" in sys.modules
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 
 `Worker.process` returns one of these values instead of writing to the journal itself; the decisions
 that need no I/O are the functions below (which failure uses an attempt, when the next try is, what
-server.oom asks for), so they are tested without SQLite (tests/unit/test_outcomes.py). `record` is
+server.oom asks for), so they are tested without SQLite (tests/jobs/test_outcomes.py). `record` is
 the one place a job's outcome reaches the journal, and the log line that says so.
 """
 

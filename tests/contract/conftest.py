@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.contract.harnesses import HARNESSES, Gradio6Harness, Harness
-from tests.fakes import write_image
+from tests.support.fakes import write_image
 
 
 @pytest.fixture(scope="module")

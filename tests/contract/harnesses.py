@@ -3,7 +3,7 @@
 A harness makes the backend and arranges each failure the contract names; a method returns the
 request's changes that go with the failure (a prompt the real app obeys), or skips the test with the
 reason this backend cannot have that failure. Every networked server sits behind a `FaultProxy`
-(tests/fault_proxy.py), which does to any server what a network or a reverse proxy does: refuse
+(tests/support/fault_proxy.py), which does to any server what a network or a reverse proxy does: refuse
 connections, answer a status or a page in the server's place. What only the server can do (take
 the job and die on it, never answer, run out of memory, return no video) each fake or real app does
 itself.
@@ -26,11 +26,11 @@ from i2vd.render.backends.builtin import BuiltinBackend
 from i2vd.render.backends.comfyui import ComfyUIBackend
 from i2vd.render.backends.gradio import GradioBackend, discover_app
 from i2vd.render.backends.predict import PredictBackend
-from tests.comfyui_replay import ReplayedComfyUI
-from tests.fakes import OOM_MESSAGE, FakePredictServer, wait_for
-from tests.fault_proxy import FaultProxy
-from tests.gradio_apps import FakeGradio3
-from tests.gradio_replay import ReplayedGradio
+from tests.support.comfyui_replay import ReplayedComfyUI
+from tests.support.fakes import OOM_MESSAGE, FakePredictServer, wait_for
+from tests.support.fault_proxy import FaultProxy
+from tests.support.gradio_apps import FakeGradio3
+from tests.support.gradio_replay import ReplayedGradio
 
 FIELDS = {
     "image_name": "shore.png",
@@ -213,7 +213,7 @@ class Gradio3QueueHarness(Gradio3Harness):
 
 
 class ReplayedVGenHarness(NetworkHarness):
-    """The public VGen I2VGen-XL app on Gradio 3.39, replayed from its recording (tests/gradio_replay.py)."""
+    """The public VGen I2VGen-XL app on Gradio 3.39, replayed from its recording (tests/support/gradio_replay.py)."""
 
     name = "gradio-3.39-vgen-replay"
     image_path = "/queue/join"
@@ -256,7 +256,7 @@ class _RunningApp:
 
 
 class Gradio6Harness(NetworkHarness):
-    """The real 7-input Gradio app of tests/gradio_apps.py, in this venv's Gradio (5.x/6.x), queue transport."""
+    """The real 7-input Gradio app of tests/support/gradio_apps.py, in this venv's Gradio (5.x/6.x), queue transport."""
 
     name = "gradio-real-app"
 
@@ -303,7 +303,7 @@ class Gradio6Harness(NetworkHarness):
 
 
 class ComfyUIHarness(NetworkHarness):
-    """Replays of a real ComfyUI 0.3.64 running the model-free workflow (tests/comfyui_replay.py)."""
+    """Replays of a real ComfyUI 0.3.64 running the model-free workflow (tests/support/comfyui_replay.py)."""
 
     name = "comfyui-replay"
     image_path = "/upload/image"

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from i2vd.store.journal import Journal
-from tests.fakes import wait_for
+from tests.support.fakes import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shutil
 
-from tests.comfyui_replay import ReplayedComfyUI
 from tests.end_to_end.harness import REPO, journal_counts, videos, write_config
-from tests.fakes import wait_for, write_image
+from tests.support.comfyui_replay import ReplayedComfyUI
+from tests.support.fakes import wait_for, write_image
 
 
 def test_a_daemon_killed_mid_prompt_takes_the_same_prompt_up_after_its_restart(tmp_path, daemon_factory):

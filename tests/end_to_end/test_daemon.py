@@ -16,7 +16,7 @@ import numpy
 from PIL import Image
 
 from tests.end_to_end.harness import journal_counts, run_cli, videos, write_config
-from tests.fakes import FakePredictServer, wait_for, write_slowly
+from tests.support.fakes import FakePredictServer, wait_for, write_slowly
 
 
 def photo_bytes(path: Path, seed: int, size: tuple[int, int] = (160, 120)) -> bytes:

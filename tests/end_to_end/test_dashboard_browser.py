@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from i2vd.store.journal import JobState
-from tests.fakes import wait_for
-from tests.web_site import HOSTILE_NAME, make_site
+from tests.support.fakes import wait_for
+from tests.support.web_site import HOSTILE_NAME, make_site
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -157,7 +157,7 @@ def test_the_gallery_pages_through_older_videos(browser, site):
 
     for index in range(6, 14):  # 14 videos: a second page
         source = site.config.watch[0].path / f"more {index}.jpg"
-        from tests.web_site import _image
+        from tests.support.web_site import _image
 
         _image(source, (index * 10, 50, 50))
         from i2vd.ingest.intake import Intake

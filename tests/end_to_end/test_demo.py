@@ -12,7 +12,7 @@ import imageio_ffmpeg
 
 from i2vd.cli.demo import FOLDERS, PROFILES, draw_sample
 from tests.end_to_end.harness import REPO, videos
-from tests.fakes import wait_for
+from tests.support.fakes import wait_for
 
 
 def test_demo_makes_playable_videos_of_the_requested_size_and_length(tmp_path):

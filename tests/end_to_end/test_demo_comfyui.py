@@ -7,9 +7,9 @@ from pathlib import Path
 
 from i2vd.cli.commands import main
 from i2vd.cli.demo import FOLDERS, MODEL_FREE_WORKFLOW
-from tests.comfyui_replay import ReplayedComfyUI
 from tests.end_to_end.harness import REPO, videos
-from tests.gradio_apps import free_port
+from tests.support.comfyui_replay import ReplayedComfyUI
+from tests.support.gradio_apps import free_port
 
 
 def test_the_demo_workflow_is_the_shipped_example():

@@ -1,6 +1,6 @@
 """`server.kind: gradio` through the real daemon: `i2vd run` as a subprocess, real Gradio 6 apps.
 
-The apps (tests/gradio_apps.py) run in this pytest process, started by test_gradio_backend.py's
+The apps (tests/support/gradio_apps.py) run in this pytest process, started by test_gradio_backend.py's
 session fixture `apps`, imported here (pytest keeps one per module that holds it, so a run of
 several such modules starts the apps once for each: a few seconds each). The daemon reaches
 them over HTTP on 127.0.0.1 like any Gradio server, and their CallLog, readable here, is the
@@ -17,8 +17,8 @@ import pytest
 
 from i2vd.render import mp4
 from tests.end_to_end.harness import journal_counts, run_cli, videos, write_config
-from tests.fakes import wait_for, write_image
-from tests.gradio_apps import SVD_INPUTS, RunningApps
+from tests.support.fakes import wait_for, write_image
+from tests.support.gradio_apps import SVD_INPUTS, RunningApps
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio")  # Gradio's own pandas deprecations
 
@@ -182,8 +182,8 @@ def test_the_official_i2vgen_xl_app_on_gradio_339_with_no_mapping_config(tmp_pat
     """Mirrors VGen's gradio_app.py on its pinned Gradio 3.39.0 (replayed): api_open=False, no api_name,
     [image, Textbox '文本描述']. Nothing but the URL is configured: the daemon's job goes through the
     websocket queue with the image and the resolved prompt in their slots."""
-    from tests.fakes import make_test_mp4
-    from tests.gradio_replay import ReplayedGradio
+    from tests.support.fakes import make_test_mp4
+    from tests.support.gradio_replay import ReplayedGradio
 
     clip = make_test_mp4(tmp_path / "clip.mp4", frames=4)
     with ReplayedGradio("vgen-3.39", video=clip) as app:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.end_to_end.harness import journal_counts, videos, write_config
 from tests.end_to_end.test_daemon import photo_bytes
-from tests.fakes import wait_for
+from tests.support.fakes import wait_for
 
 IMAGES = 8
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from tests.end_to_end.harness import journal_counts, run_cli, write_config
-from tests.fakes import wait_for, write_image
+from tests.support.fakes import wait_for, write_image
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

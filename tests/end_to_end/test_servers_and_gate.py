@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.end_to_end.harness import journal_counts, run_cli, videos, write_config
-from tests.fakes import FakePredictServer, wait_for, write_image
+from tests.support.fakes import FakePredictServer, wait_for, write_image
 
 
 @pytest.fixture

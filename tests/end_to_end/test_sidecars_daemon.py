@@ -27,8 +27,8 @@ from tests.end_to_end.harness import (
     videos,
     write_config,
 )
-from tests.fakes import FakePredictServer, ReceivedRequest, wait_for, write_image
-from tests.fakes import write_text as write
+from tests.support.fakes import FakePredictServer, ReceivedRequest, wait_for, write_image
+from tests.support.fakes import write_text as write
 
 EXAMPLE_PROFILES = yaml.safe_load((REPO / "config.example.yaml").read_text(encoding="utf-8"))["profiles"]
 BEACH = "Waves crashing, camera panning left"

@@ -22,7 +22,7 @@ from i2vd.render.backends.base import VideoReply, VideoRequest
 from i2vd.service.daemon import Daemon
 from i2vd.store.journal import Journal
 from tests.end_to_end.harness import journal_counts, write_config
-from tests.fakes import wait_for, write_image
+from tests.support.fakes import wait_for, write_image
 
 
 def edit_config(path: Path, **changes) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from i2vd.store.journal import SCHEMA_VERSION, Journal
 from tests.end_to_end.harness import journal_counts, run_cli, write_config
-from tests.fakes import wait_for
+from tests.support.fakes import wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "journals"
 

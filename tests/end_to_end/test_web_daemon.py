@@ -11,7 +11,7 @@ import yaml
 from i2vd.config.load import load_config
 from i2vd.service.daemon import Daemon, WebListenError
 from tests.end_to_end.harness import run_cli, write_config
-from tests.fakes import wait_for, write_image
+from tests.support.fakes import wait_for, write_image
 
 
 def free_port() -> int:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.end_to_end.harness import journal_counts, run_cli, write_config
-from tests.fakes import wait_for, write_image
-from tests.webhook_receiver import Receiver
+from tests.support.fakes import wait_for, write_image
+from tests.support.webhook_receiver import Receiver
 
 
 def test_nothing_is_missing_across_a_failing_and_hanging_receiver_and_a_restart(tmp_path: Path, daemon_factory):

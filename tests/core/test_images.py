@@ -1,0 +1,218 @@
+"""Reading images safely: real JPEG/PNG files, damaged ones, bombs, FIFOs and EXIF."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import ExifTags, Image
+
+from i2vd.core.images import BadImage, ImageFacts, NotRegularFile, inspect_image, read_regular_file, sha256_of
+from tests.support.fakes import write_image
+
+
+def encoded(size: tuple[int, int] = (64, 48), image_format: str = "JPEG", **save_options) -> bytes:
+    image = Image.new("RGB", size, (30, 120, 200))
+    image.paste((250, 250, 0), (0, 0, size[0] // 2, size[1] // 2))
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **save_options)
+    return buffer.getvalue()
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A valid small PNG whose header (IHDR, CRC fixed up) claims width x height pixels."""
+    data = bytearray(encoded((1, 1), "PNG"))
+    assert data[12:16] == b"IHDR"
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+# -- inspect_image ---------------------------------------------------------------------
+
+
+def test_a_real_jpeg_is_inspected(tmp_path: Path) -> None:
+    data = write_image(tmp_path / "a.jpg", size=(64, 48))
+    assert inspect_image(data, "a.jpg") == ImageFacts(width=64, height=48, format="JPEG")
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "WEBP", "BMP", "TIFF"])
+def test_other_formats_are_inspected(image_format: str) -> None:
+    facts = inspect_image(encoded((30, 20), image_format), "x")
+    assert (facts.width, facts.height, facts.format) == (30, 20, image_format)
+    assert facts.exif_date is None and facts.exif_camera is None
+
+
+def test_empty_data_is_a_bad_image() -> None:
+    with pytest.raises(BadImage, match=r"^x\.jpg is empty \(0 bytes\)$"):
+        inspect_image(b"", "x.jpg")
+
+
+def test_text_named_jpg_is_a_bad_image() -> None:
+    with pytest.raises(BadImage, match=r"^notes\.jpg is not an image Pillow can read$"):
+        inspect_image(b"Dear team,\nplease find attached...\n" * 20, "notes.jpg")
+
+
+def test_a_truncated_jpeg_is_a_bad_image() -> None:
+    data = encoded((256, 192), "JPEG")
+    with pytest.raises(BadImage, match=r"^half\.jpg is damaged or incomplete: "):
+        inspect_image(data[: len(data) // 2], "half.jpg")
+
+
+def test_a_truncated_png_is_a_bad_image() -> None:
+    data = encoded((256, 192), "PNG")
+    with pytest.raises(BadImage, match=r"^half\.png is damaged or incomplete: "):
+        inspect_image(data[: len(data) // 2], "half.png")
+
+
+def test_a_decompression_bomb_is_a_bad_image() -> None:
+    bomb = png_claiming_size(20000, 20000)  # 400 megapixels: over twice Pillow's limit
+    assert len(bomb) < 200
+    with pytest.raises(BadImage, match=r"^bomb\.png is too large to decode safely \(decompression bomb\?\)"):
+        inspect_image(bomb, "bomb.png")
+
+
+def test_an_image_past_the_warning_limit_is_a_bad_image_too() -> None:
+    # 100 megapixels: above Image.MAX_IMAGE_PIXELS, where Pillow only warns, below twice it, where it refuses
+    assert Image.MAX_IMAGE_PIXELS < 10000 * 10000 < 2 * Image.MAX_IMAGE_PIXELS
+    with pytest.raises(BadImage, match="decompression bomb"):
+        inspect_image(png_claiming_size(10000, 10000), "big.png")
+
+
+def test_a_small_1bit_image_with_huge_dimensions_made_by_pillow_is_a_bomb() -> None:
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 10000)).save(buffer, "PNG")
+    assert len(buffer.getvalue()) < 100_000
+    with pytest.raises(BadImage, match="decompression bomb"):
+        inspect_image(buffer.getvalue(), "bomb.png")
+
+
+# -- EXIF --------------------------------------------------------------------------------
+
+
+def jpeg_with_exif(exif: Image.Exif) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), "white").save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+def test_exif_camera_and_original_date_are_read() -> None:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Canon"
+    exif[ExifTags.Base.Model] = "EOS R5"
+    exif[ExifTags.Base.DateTime] = "2024:07:01 09:00:00"
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "2024:06:30 18:45:12"
+    facts = inspect_image(jpeg_with_exif(exif), "x.jpg")
+    assert facts.exif_camera == "Canon EOS R5"
+    assert facts.exif_date == "2024:06:30 18:45:12"  # when the photo was taken, not when it was edited
+
+
+def test_exif_datetime_is_the_fallback_date_and_a_model_alone_is_the_camera() -> None:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Model] = "iPhone 15"
+    exif[ExifTags.Base.DateTime] = "2024:07:01 09:00:00"
+    facts = inspect_image(jpeg_with_exif(exif), "x.jpg")
+    assert (facts.exif_camera, facts.exif_date) == ("iPhone 15", "2024:07:01 09:00:00")
+
+
+def test_blank_exif_values_are_absent() -> None:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "  "
+    exif[ExifTags.Base.Model] = ""
+    facts = inspect_image(jpeg_with_exif(exif), "x.jpg")
+    assert (facts.exif_camera, facts.exif_date) == (None, None)
+
+
+# -- read_regular_file -------------------------------------------------------------------
+
+
+def test_read_regular_file_returns_the_whole_file(tmp_path: Path) -> None:
+    data = os.urandom(3 * (1 << 20) + 17)  # more than one read chunk
+    (tmp_path / "big.jpg").write_bytes(data)
+    assert read_regular_file(tmp_path / "big.jpg") == data
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert read_regular_file(tmp_path / "empty.jpg") == b""
+
+
+def test_a_small_file_is_read_without_asking_for_a_megabyte(tmp_path: Path, monkeypatch) -> None:
+    """os.read allocates what it is asked for: 1 MB per 20 KB image was an mmap and page faults per file
+    (read 52 us -> 14 us a file); a file that grows while read is still read to its end."""
+    data = os.urandom(20_000)
+    (tmp_path / "small.png").write_bytes(data)
+    asked: list[int] = []
+    real_read = os.read
+
+    def recording_read(descriptor: int, size: int) -> bytes:
+        asked.append(size)
+        return real_read(descriptor, size)
+
+    monkeypatch.setattr(os, "read", recording_read)
+    assert read_regular_file(tmp_path / "small.png") == data
+    assert asked and max(asked) <= 1 << 16
+    assert read_regular_file(tmp_path / "small.png", limit=100) == data[:100]
+
+    growing = tmp_path / "growing.png"
+    growing.write_bytes(b"a" * 1000)
+
+    def growing_read(descriptor: int, size: int) -> bytes:
+        chunk = real_read(descriptor, size)
+        if chunk and len(growing.read_bytes()) < 200_000:
+            with open(growing, "ab") as file:  # the writer goes on after the size was taken
+                file.write(b"b" * 100_000)
+        return chunk
+
+    monkeypatch.setattr(os, "read", growing_read)
+    assert read_regular_file(growing) == growing.read_bytes()
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            outcome.append(read_regular_file(fifo))
+        except BaseException as error:  # noqa: BLE001 - checked below
+            outcome.append(error)
+
+    thread = threading.Thread(target=read, name="fifo-reader", daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    if thread.is_alive():  # release the blocked open so no thread is left behind, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(timeout=5)
+        pytest.fail("read_regular_file blocked on a FIFO")
+    [result] = outcome
+    assert isinstance(result, NotRegularFile)
+    assert (result.strerror, result.filename) == ("not a regular file", str(fifo))
+
+
+def test_a_directory_named_like_an_image_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").mkdir()
+    with pytest.raises(NotRegularFile, match="not a regular file"):
+        read_regular_file(tmp_path / "x.jpg")
+
+
+def test_a_symlink_is_never_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.jpg"
+    write_image(outside)
+    link = tmp_path / "link.jpg"
+    link.symlink_to(outside)
+    with pytest.raises(OSError):
+        read_regular_file(link)
+
+
+def test_a_missing_file_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_regular_file(tmp_path / "gone.jpg")
+
+
+def test_sha256_of_is_the_hex_digest() -> None:
+    assert sha256_of(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

@@ -1,0 +1,82 @@
+"""While the server renders job k+1, job k's video is checked, tagged and written beside the call.
+
+SPEC "Performance targets": the server is never left idle while i2vd checks, tags and writes the
+previous video; one job at a time on the server stays the rule.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from i2vd.render import output
+from i2vd.store.journal import JobState
+from tests.jobs.test_worker import build_rig
+from tests.support.fakes import FakePredictServer
+
+
+def test_the_next_job_is_on_the_server_while_the_previous_video_is_written(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    rig = build_rig(tmp_path, fake_server)
+    try:
+        first, _ = rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        real_write = output.write_video
+        seen: dict[int, bool] = {}
+
+        def write_video(destination, job_id, *args, **kwargs):
+            if job_id == first.id:  # the first video is held until the server has the second job, or 10 s
+                deadline = time.monotonic() + 10
+                while len(fake_server.requests) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                seen[job_id] = len(fake_server.requests) >= 2
+            return real_write(destination, job_id, *args, **kwargs)
+
+        monkeypatch.setattr(output, "write_video", write_video)
+        rig.worker.run(threading.Event(), burst=True)
+        assert seen == {first.id: True}, "job 2 reached the server only after job 1's video was written"
+        assert rig.job(first.id).state is JobState.DONE
+        assert rig.job(second.id).state is JobState.DONE
+        assert len(fake_server.requests) == 2  # each asked once
+        assert fake_server.max_concurrent == 1  # one job at a time on the server
+        assert Path(rig.job(first.id).output_path).is_file() and Path(rig.job(second.id).output_path).is_file()
+    finally:
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_a_video_that_cannot_be_written_beside_the_call_keeps_its_usual_outcome(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    """A disk full while job k is written beside job k+1's call: job k waits (no attempt used), its video kept."""
+    rig = build_rig(tmp_path, fake_server)
+    try:
+        first, _ = rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        real_write = output.write_video
+        stop = threading.Event()
+        tries: list[int] = []
+
+        def write_video(destination, job_id, *args, **kwargs):
+            if job_id == first.id:
+                tries.append(job_id)
+                if len(tries) == 2:  # its retry (the queue's turn after the backoff): enough seen
+                    stop.set()
+                raise OSError(28, "No space left on device")
+            return real_write(destination, job_id, *args, **kwargs)
+
+        monkeypatch.setattr(output, "write_video", write_video)
+        rig.worker.run(stop, burst=True)
+        assert rig.job(second.id).state is JobState.DONE
+        held = rig.job(first.id)
+        assert held.state is JobState.QUEUED and held.attempts == 0 and "cannot write output" in (held.last_error or "")
+        monkeypatch.setattr(output, "write_video", real_write)
+        rig.clock.advance(3600)
+        rig.worker.run(threading.Event(), burst=True)
+        assert rig.job(first.id).state is JobState.DONE
+        assert len(fake_server.requests) == 2  # the kept video was written: the server was not asked twice
+    finally:
+        rig.backend.close()
+        rig.journal.close()

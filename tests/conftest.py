@@ -4,6 +4,7 @@
 - `fake_server`: a started FakePredictServer that answers with `mp4_bytes` (see tests/support/fakes.py).
 - `apps`: two real Gradio apps on 127.0.0.1 (a 7-input I2V app and an SVD-like one), started once
   per session, only when a test asks (tests/support/gradio_apps.py).
+- `redis_server`: a real redis-server on a free 127.0.0.1 port (skipped without one, failed under CI).
 - `no_thread_leaks` (autouse): fails a test that leaves a thread running.
 """
 
@@ -13,10 +14,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support.fakes import FakePredictServer, make_test_mp4
+from tests.support.redis_server import RedisServer
 
 THREAD_GRACE_SECONDS = 2.0
 
@@ -29,6 +32,13 @@ def mp4_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 @pytest.fixture
 def fake_server(mp4_bytes: bytes) -> Iterator[FakePredictServer]:
     with FakePredictServer(video=mp4_bytes) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free 127.0.0.1 port, killed after the test (tests/support/redis_server.py)."""
+    with RedisServer(tmp_path / "redis") as server:
         yield server
 
 

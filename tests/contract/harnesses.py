@@ -171,7 +171,8 @@ class PredictHarness(NetworkHarness):
 
 
 class Gradio3Harness(NetworkHarness):
-    """FakeGradio3: a Gradio 3.50.2 app of the 7-input shape, its replies recorded from the real one."""
+    """FakeGradio3: a Gradio 3.50.2 app of the 7-input shape, its replies recorded from the real one; without a
+    queue (it never called .queue()), so jobs are direct POSTs."""
 
     name = "gradio-3.50-http"
     image_path = "/run/predict"
@@ -179,7 +180,7 @@ class Gradio3Harness(NetworkHarness):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.server = FakeGradio3(video=self.video, api_open=self.api_open)
+        self.server = FakeGradio3(video=self.video, api_open=self.api_open, queue=not self.api_open)
 
     def _make(self, timeout_seconds: float) -> Backend:
         return GradioBackend(self.proxy.url, timeout_seconds=timeout_seconds, connect_timeout_seconds=2)

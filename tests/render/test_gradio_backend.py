@@ -315,7 +315,7 @@ def test_probe_of_a_predict_server_suggests_kind_predict(fake_server, make_backe
 
 
 def test_gradio3_over_http_with_a_data_url_and_a_file_reference(make_backend, jpeg, mp4):
-    with FakeGradio3(video=mp4) as app:
+    with FakeGradio3(video=mp4, queue=False) as app:  # an app that never called .queue(): direct calls only
         backend = make_backend(app.url)
 
         reply = backend.generate(request(jpeg, resolution="768p", frames=24, fps=12, steps=60, guidance=7.5))
@@ -342,6 +342,24 @@ def test_every_form_of_video_reference_is_read(make_backend, jpeg, mp4, form):
         app.reply_form = form
 
         assert make_backend(app.url).generate(request(jpeg)).data == mp4
+
+
+def test_a_queued_gradio3_app_with_an_open_api_gets_the_job_through_its_queue_never_a_direct_call(
+    make_backend, jpeg, mp4
+):
+    """api_open=True lets a direct POST /run/predict skip the queue, and run beside the app's other users on the
+    GPU. Gradio's own client joins the queue whenever the app has one (`enable_queue`); so does i2vd."""
+    with FakeGradio3(video=mp4, api_open=True, queue=True) as app:
+        backend = make_backend(app.url)
+
+        assert backend.generate(request(jpeg)).data == mp4
+        assert backend.generate(request(jpeg, prompt="again")).data == mp4
+
+        assert [(c.via, c.values[0]) for c in app.calls] == [
+            ("websocket", "Waves crashing, camera panning left"),
+            ("websocket", "again"),
+        ]
+        assert "queue" in probe(app.url).transport
 
 
 def test_gradio3_endpoints_from_config_when_info_fails(make_backend, jpeg, mp4):
@@ -411,7 +429,7 @@ def test_gradio3_websocket_timeout_leaves_the_queue(make_backend, jpeg, mp4):
 @pytest.mark.parametrize("api_open", [True, False], ids=["http", "websocket"])
 def test_gradio3_an_app_that_dies_on_the_job_uses_an_attempt(make_backend, jpeg, mp4, api_open):
     """Dropped after the job was sent: the job's failure (an image that crashes the app is not sent forever)."""
-    with FakeGradio3(video=mp4, api_open=api_open) as app:
+    with FakeGradio3(video=mp4, api_open=api_open, queue=not api_open) as app:
         app.reply = "drop"
         with pytest.raises(ConnectionDropped, match="mid-job|while working on this job"):
             make_backend(app.url).generate(request(jpeg))
@@ -508,7 +526,7 @@ def test_gradio4_an_event_stream_lost_mid_job_uses_an_attempt(make_backend, jpeg
 
 
 def test_gradio3_with_two_video_endpoints_needs_an_api_name(make_backend, jpeg, mp4):
-    with FakeGradio3(video=mp4, second_video_endpoint=True) as app:
+    with FakeGradio3(video=mp4, second_video_endpoint=True, queue=False) as app:
         with pytest.raises(AppMismatch, match=r"several endpoints .* \(/predict, /predict_hd\)"):
             make_backend(app.url).generate(request(jpeg))
 

@@ -67,12 +67,13 @@ def test_vgen_i2vgen_xl_app_with_zero_config_gets_a_video_through_the_websocket_
         (call,) = app.calls
         assert (call.via, call.fn_index) == ("websocket", 1)  # fn 0 is the upload button
         assert call.image == png and call.values == [PROMPT]  # image first, prompt second
-        direct = [line for line in app.requests if line.startswith("POST")]
-        assert direct and all(line.endswith(str(refusal)) for line in direct)
+        # The app has a queue (enable_queue): like Gradio's own client, i2vd joins it and never tries a direct
+        # call, which the app refuses (`refusal`) or, with api_open=True, would let skip its queue.
+        assert [line for line in app.requests if line.startswith("POST")] == []
         assert "WEBSOCKET /queue/join" in app.requests and "GET /file= 200" in app.requests
 
 
-def test_vgen_339_refusal_is_remembered_so_the_next_job_goes_straight_to_the_queue(png, mp4):
+def test_vgen_339_every_job_goes_straight_to_the_queue(png, mp4):
     """Mirrors VGen's gradio_app.py on Gradio 3.39.0."""
     with ReplayedGradio("vgen-3.39", video=mp4) as app:
         backend = GradioBackend(app.url, timeout_seconds=20, connect_timeout_seconds=2)
@@ -93,7 +94,7 @@ def test_vgen_339_refusal_is_remembered_so_the_next_job_goes_straight_to_the_que
                 assert reply.data == mp4
         finally:
             backend.close()
-        assert [line for line in app.requests if line.startswith("POST")] == ["POST /run/predict 401"]
+        assert [line for line in app.requests if line.startswith("POST")] == []
         assert [call.values for call in app.calls] == [[PROMPT], [PROMPT]] and app.rejections == []
 
 

@@ -206,6 +206,7 @@ class FakeGradio3:
         *,
         version: str = "3.50.2",
         api_open: bool = True,
+        queue: bool = True,
         info: str = "ok",
         second_video_endpoint: bool = False,
         port: int = 0,
@@ -213,6 +214,7 @@ class FakeGradio3:
         self.video = video
         self.version = version
         self.api_open = api_open
+        self.queue = queue  # False: an app that never called .queue() (`enable_queue: false`): direct calls only
         self.info = info  # "ok" | "error" (500, like 4.44 with new pydantic) | "missing" (404)
         self.second_video_endpoint = second_video_endpoint
         self.reply: Any = "video"
@@ -284,6 +286,7 @@ class FakeGradio3:
     def config(self) -> dict:
         config = copy.deepcopy(_recorded("open", "GET", "/config")["body"]["json"])
         config["version"] = self.version
+        config["enable_queue"] = self.queue
         if self.second_video_endpoint:
             predict = next(d for d in config["dependencies"] if d.get("api_name") == "predict")
             config["dependencies"].append({**copy.deepcopy(predict), "api_name": "predict_hd"})
@@ -442,7 +445,7 @@ class _Handler3(BaseHTTPRequestHandler):
         route = path.strip("/").split("/")
         if len(route) != 2 or route[0] not in ("run", "api") or route[1] not in names:
             return self._send(404, {"detail": "Not Found"})
-        if not fake.api_open:  # 3.50's answer (3.39's is 401, see tests/support/gradio_replay.py)
+        if fake.queue and not fake.api_open:  # 3.50's answer (3.39's is 401, see tests/support/gradio_replay.py)
             return self._send(404, _recorded("queue", "POST", "/run/predict")["body"]["json"])
         success, output = fake.predict("http", path, json.loads(body or b"null"))
         if fake.reply == "drop":

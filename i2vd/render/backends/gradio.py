@@ -5,10 +5,12 @@ and the API prefix; `GET {prefix}/info` (or /config alone when /info is hidden o
 endpoints, of which one is chosen and its parameters bound to i2vd's fields (gradio_app.py, gradio_mapping.py).
 
 Transports, by what the app speaks:
-- 3.x ("ws"): `POST /run/<api>` (then `/api/<api>/`) with `{"data", "fn_index"}`, the image as a
-  data URL; when the app refuses direct calls (api_open=False: 404, or 401 "Not authorized to skip the
-  queue" on 3.20 and 3.39), its websocket queue
-  `/queue/join` (the `websockets` package, imported only then), which also reports queue position.
+- 3.x ("ws"): an app with a queue (`enable_queue`, after `.queue()`) gets each job through its websocket
+  queue `/queue/join`, as Gradio's own client sends it (the `websockets` package, imported only then), which
+  also reports queue position; a direct call would skip that queue even where api_open=True allows it. An
+  app without a queue gets `POST /run/<api>` (then `/api/<api>/`) with `{"data", "fn_index"}`, the image as
+  a data URL; a refusal there (404, or 401 "Not authorized to skip the queue" on 3.20 and 3.39) also
+  means the websocket queue.
 - 4.x-6.x ("sse", "sse_v1" ... "sse_v3"): the image is uploaded (`POST {prefix}/upload`), then the
   job joins the queue as the official clients do (`POST {prefix}/queue/join` + the SSE stream
   `GET {prefix}/queue/data`; 4.0-4.9's "sse": `GET {prefix}/queue/join` + `send_data`): it reports

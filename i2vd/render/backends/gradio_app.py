@@ -67,6 +67,7 @@ class Endpoint:
     output_count: int
     public: bool = True
     source: str = "config"  # "info" when /info gave its parameters' names, types and defaults
+    queued: bool = True  # the dependency's own `queue` is not False: on a queued 3.x app it runs in the queue
 
     @property
     def title(self) -> str:
@@ -107,6 +108,7 @@ class App:
     endpoints: tuple[Endpoint, ...]
     source: str  # "info" or "config": where parameter names and defaults came from
     info_problem: str | None = None  # why /info was not used
+    queue: bool = True  # 3.x: `enable_queue` (the app called .queue()); 4.x on always queue
 
     @property
     def is_v3(self) -> bool:
@@ -144,6 +146,8 @@ def read_app(config: Mapping[str, Any], info: Any = None, info_problem: str | No
         endpoints,
         source,
         None if source == "info" else info_problem,
+        # Gradio 3.x queues only after .queue() (`enable_queue`); 4.0 and later always have their queue.
+        bool(config.get("enable_queue", False)) if protocol == "ws" else True,
     )
 
 
@@ -174,6 +178,7 @@ def endpoints_from_config(config: Mapping[str, Any]) -> tuple[Endpoint, ...]:
                 ),
                 output_count=len(outputs),
                 public=public,
+                queued=dependency.get("queue") is not False,
             )
         )
     return tuple(endpoints)

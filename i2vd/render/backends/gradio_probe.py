@@ -87,8 +87,10 @@ def _probe(
         report.transport = f"POST {prefix}/call/<api> + its event stream"
     elif transport == "queue" and not app.is_v3:
         report.transport = f"queue: POST {prefix}/queue/join + GET {prefix}/queue/data"
+    elif app.is_v3 and app.queue:
+        report.transport = "the websocket queue /queue/join (the app has a queue; a direct call would skip it)"
     elif app.is_v3:
-        report.transport = "POST /run/<api>, or the websocket queue when the app refuses direct calls"
+        report.transport = "POST /run/<api> (the app has no queue)"
     elif app.protocol == "sse":
         report.transport = f"queue: GET {prefix}/queue/join + POST {prefix}/queue/data"
     elif app.protocol in QUEUE_PROTOCOLS:

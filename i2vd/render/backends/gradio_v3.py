@@ -32,13 +32,20 @@ class Gradio3Transport:
     connect_timeout_seconds: float
 
     def _run_v3(self, target: Target, request: VideoRequest, deadline: float, reply_file: Path) -> list:
-        """POST /run/<api>: the image streamed into the JSON body, the reply streamed into `reply_file`."""
+        """POST /run/<api>: the image streamed into the JSON body, the reply streamed into `reply_file`.
+
+        An app with a queue (`.queue()`, `enable_queue`) gets the job through its websocket queue, as Gradio's own
+        client sends it: a direct call would skip the queue (api_open=True lets it) and run beside the app's other
+        users on the same GPU, past its concurrency limit.
+        """
         endpoint = target.mapping.endpoint
         image = "\x00i2vd-image"
         body = {"data": target.mapping.arguments(request, image), "fn_index": endpoint.fn_index}
         prefix = image_prefix(request.image_name, "data_url")
         name = endpoint.api_name or "predict"
-        if target.v3_http_path is None:
+        if target.app.queue and endpoint.queued:
+            paths = []
+        elif target.v3_http_path is None:
             paths = [f"/run/{name}", f"/api/{name}/"]
         else:  # what answered before, or nothing once the app refused direct calls
             paths = [target.v3_http_path] if target.v3_http_path else []
@@ -61,7 +68,7 @@ class Gradio3Transport:
             target.v3_http_path = path
             http.save_body(response, whole(), reply_file)
             return v3_outputs(response.status_code, reply_file, f"POST {path}")
-        target.v3_http_path = ""  # api_open=False: only the websocket queue takes jobs
+        target.v3_http_path = ""  # a queued app, or api_open=False: only the websocket queue takes jobs
         data = target.mapping.arguments(request, prefix + base64.b64encode(request.image).decode("ascii"))
         return self._run_v3_websocket(target, {"data": data, "fn_index": endpoint.fn_index}, deadline)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from i2vd.config import schedule as schedules
@@ -29,6 +30,10 @@ class Settling:
             self._settle_locked(job, outcome)
 
     def _settle_locked(self, job: Job, outcome: Outcome) -> None:
+        if isinstance(outcome, WaitForDisk):
+            outcome = self._disk_backoff(job, outcome)
+        else:
+            self._disk_waits.pop(job.id, None)
         if isinstance(outcome, ServerDown):  # not the job's fault: the queue pauses, no attempt used
             if self.state.server_down_since is None:
                 self.state.server_down_since = self.clock.now()
@@ -51,6 +56,14 @@ class Settling:
                     extra=job_fields(job.id, job.source_path, "done"),
                 )
             self._after(job)
+
+    def _disk_backoff(self, job: Job, outcome: WaitForDisk) -> WaitForDisk:
+        """A disk unavailable for a night is asked (and logged) less and less often, as any retry, using no attempt.
+
+        The streak lives in memory: a restart starts it again, which is also when a disk may have come back."""
+        streak = self._disk_waits.get(job.id, 0) + 1
+        self._disk_waits[job.id] = streak
+        return dataclasses.replace(outcome, wait=max(outcome.wait, self.config.retry.backoff_seconds(streak)))
 
     def _server_up(self) -> None:
         if self.state.server_down_since is not None:

@@ -106,6 +106,7 @@ class Worker(SourceFiles, Settling):
         if hasattr(backend, "on_progress"):  # Gradio reports queue position and progress
             backend.on_progress = self.note_progress
         self._down_failures = 0
+        self._disk_waits: dict[int, int] = {}  # job id -> waits in a row on a file system's trouble (settling.py)
         self.mounts = mounts or MountMemory(config.state_dir)  # was each root ever a mount point?
         self._note_mount_roots(config)
         self._pending_setup: tuple[Config, ServerConfig, Backend | None, VramGate | None] | None = None

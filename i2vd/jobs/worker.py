@@ -296,7 +296,8 @@ class Worker(SourceFiles, Settling):
             image = self._read_source(job)
         except OSError as error:
             if error.errno in SHARE_OFFLINE_ERRORS or (
-                isinstance(error, FileNotFoundError) and self._root_offline(job.root)
+                # A root taken out of the config is no share to wait for: its jobs are looked for, then gone.
+                isinstance(error, FileNotFoundError) and self._root(job) is not None and self._root_offline(job.root)
             ):
                 # An unmounted share is not a deletion: the job waits, using no attempt, until the files are back.
                 return job, self._wait_for_disk(f"waiting: the share {job.root} is offline ({error.strerror})")

@@ -80,7 +80,9 @@ class Sender:
         self.wake = threading.Event()
         import requests  # here, not at the top: `i2vd status` reads the outbox and must stay quick to start
 
-        self._session = requests.Session()
+        from i2vd.render.backends import http
+
+        self._session = http.mount_deadline_adapter(requests.Session())  # each POST bounded as a whole (_post)
         self._servers_down: dict[str, bool] = {}
 
     def reconfigure(self, config: Config) -> None:
@@ -162,16 +164,28 @@ class Sender:
         }
         if hook.secret:
             headers["X-I2VD-Signature"] = signature(hook.secret, bytes(delivery["body"]))
+        from i2vd.render.backends import http
+        from i2vd.render.backends.base import BackendError
+
+        # timeout_seconds bounds the whole attempt, connect to last byte: a receiver that answers one byte a
+        # second never holds the sender (and every other hook's deliveries) longer.
         try:
-            reply = self._session.post(
-                hook.url,
-                data=bytes(delivery["body"]),
-                headers=headers,
-                timeout=(min(5.0, hook.timeout_seconds), hook.timeout_seconds),
-                allow_redirects=False,
-            )
-            reply.close()
-        except OSError as error:  # requests' RequestException is an OSError
+            with http.Deadline(hook.timeout_seconds, f"the webhook receiver {hook.url}") as deadline:
+                reply = http.request(
+                    self._session,
+                    "POST",
+                    hook.url,
+                    deadline,
+                    min(5.0, hook.timeout_seconds),
+                    data=bytes(delivery["body"]),
+                    headers=headers,
+                    allow_redirects=False,
+                )
+                try:
+                    http.read_all(reply, deadline)
+                finally:
+                    reply.close()
+        except (BackendError, OSError) as error:  # refused, dropped, timed out: as for any server (failures.py)
             return f"{type(error).__name__}: {error}"
         if 200 <= reply.status_code < 300:
             return None

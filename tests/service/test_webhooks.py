@@ -146,11 +146,26 @@ def test_a_hanging_receiver_times_out_and_is_retried(rig, receiver):
     finish(journal, job_id, "failed")
     receiver.mode = "hang"
     sender.run_once()  # gives up on this attempt after timeout_seconds (1 s)
-    assert "Timeout" in outbox_status(journal, config)["last_error"]
+    assert "no result within 1 s" in outbox_status(journal, config)["last_error"]
     receiver.mode = "ok"
     clock.advance(2)
     sender.run_once()
     assert [item.document["job"]["id"] for item in receiver.delivered()] == [job_id]
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_at_timeout_seconds_for_the_whole_call(rig, receiver):
+    """Each byte within any per-read timeout, the whole answer far past timeout_seconds (1 s): the attempt ends at
+    the deadline and the delivery is retried, so one slow receiver cannot hold the sender (and every other hook)."""
+    config, clock, journal, sender = rig
+    finish(journal, add_job(journal, 1), "done")
+    receiver.mode = "drip"
+    sender.run_once()
+    status = outbox_status(journal, config)
+    assert status["undelivered"] == 1 and "no result within 1 s" in status["last_error"], status
+    receiver.mode = "ok"
+    clock.advance(2)
+    sender.run_once()
+    assert outbox_status(journal, config)["undelivered"] == 0
 
 
 def test_after_24_hours_a_delivery_is_given_up_and_counted(rig, receiver):

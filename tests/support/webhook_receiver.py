@@ -1,4 +1,4 @@
-"""A webhook receiver on 127.0.0.1 for the tests: answers 200, fails with 500, or hangs, as told."""
+"""A webhook receiver on 127.0.0.1 for the tests: answers 200, fails with 500, hangs, or drips, as told."""
 
 from __future__ import annotations
 
@@ -19,9 +19,12 @@ class Received:
         return json.loads(self.body)
 
 
+DRIP_SECONDS, DRIP_BYTES = 0.25, 40  # 10 s in all
+
+
 class Receiver:
     def __init__(self) -> None:
-        self.mode = "ok"  # "ok", "fail" or "hang"
+        self.mode = "ok"  # "ok", "fail", "hang", or "drip" (200, then its body one byte every DRIP_SECONDS)
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -31,15 +34,31 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 mode = receiver.mode
-                status = {"ok": 200, "fail": 500, "hang": 0}[mode]
+                status = {"ok": 200, "fail": 500, "hang": 0, "drip": 200}[mode]
                 with receiver._lock:
                     receiver.received.append(Received(dict(self.headers), body, status))
                 if mode == "hang":
                     receiver._release.wait(30)
                     return  # no reply at all: the client gives up on its own timeout
+                if mode == "drip":
+                    return self._drip()
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def _drip(self) -> None:
+                """A receiver that never stops answering: each byte in time for any per-read timeout."""
+                self.send_response(200)
+                self.send_header("Content-Length", str(DRIP_BYTES))
+                self.end_headers()
+                for _ in range(DRIP_BYTES):
+                    if receiver._release.wait(DRIP_SECONDS):
+                        return
+                    try:
+                        self.wfile.write(b".")
+                        self.wfile.flush()
+                    except OSError:  # the client hung up
+                        return
 
             def log_message(self, *args) -> None:
                 pass

@@ -9,6 +9,7 @@ from typing import Any
 
 from i2vd.store.records import (
     _JOB_COLUMNS,
+    FAILED_EVENT,
     Job,
     JobState,
     _job,
@@ -190,7 +191,7 @@ class Claims:
             " lease_expires_at = NULL, interruptions = 0, finished_at = ?, updated_at = ? WHERE id = ?",
             (1 if count_attempt else 0, printable(error), now, now, job_id),
         )
-        self._event(db, job_id, "error", f"failed: {error}")
+        self._event(db, job_id, "error", f"{FAILED_EVENT}{error}")
 
     def fail_as_gone(self, job_id: int, error: str, examined: frozenset[str]) -> bool:
         """Fail a job whose file is gone (no attempt used), unless the intake tied a place of its content to it
@@ -255,7 +256,7 @@ class Claims:
                         " lease_expires_at = NULL, finished_at = ?, updated_at = ? WHERE id = ?",
                         (interruptions, error, now, now, row["id"]),
                     )
-                    self._event(db, row["id"], "error", f"failed: {error}")
+                    self._event(db, row["id"], "error", f"{FAILED_EVENT}{error}")
                 else:
                     db.execute(
                         f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, interruptions = ?, next_attempt_at = ?,"

@@ -26,6 +26,8 @@ from i2vd.store.queries import Queries
 from i2vd.store.records import (
     _JOB_COLUMNS,
     CLOSED_STATES,
+    FAILED_AT_INTAKE_EVENT,
+    FAILED_EVENT,
     PATH_FIELDS,
     Job,
     JobState,
@@ -46,6 +48,7 @@ from i2vd.store.schema import (
     JournalVersionError,
     backup_path,
 )
+from i2vd.store.tally import FailureTally
 
 __all__ = [
     "CLOSED_STATES",
@@ -91,6 +94,7 @@ class Journal(FileMemory, Claims, Queries):
         self.clock = clock or Clock()
         self._lock = threading.RLock()
         self._held: set[int] = set()  # jobs a worker of this process is on: their leases are never swept
+        self._failures = FailureTally()  # /metrics' i2vd_failures_total (tally.py)
         if read_only:
             self._db = sqlite3.connect(
                 f"{self.path.resolve().as_uri()}?mode=ro",
@@ -184,9 +188,11 @@ class Journal(FileMemory, Claims, Queries):
             try:
                 yield self._db
             except BaseException:
+                self._failures.rollback()
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._failures.commit()
 
     def _read(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -252,7 +258,7 @@ class Journal(FileMemory, Claims, Queries):
         )
         job_id = cursor.lastrowid
         if new.error:
-            self._event(db, job_id, "error", f"failed at intake: {new.error}")
+            self._event(db, job_id, "error", f"{FAILED_AT_INTAKE_EVENT}{new.error}")
         elif new.parked:
             self._event(db, job_id, "warning", f"parked {new.rel_path}: {new.parked}")
         else:
@@ -324,9 +330,10 @@ class Journal(FileMemory, Claims, Queries):
             message = {
                 JobState.QUEUED: f"settings now: profile {new.profile_name}",
                 JobState.PARKED: f"parked: {new.parked}",
-                JobState.FAILED: f"failed: {new.error}",
+                JobState.FAILED: f"{FAILED_EVENT}{new.error}",
             }
-            self._event(db, job_id, "warning" if new.state is not JobState.QUEUED else "info", message[new.state])
+            level = {JobState.QUEUED: "info", JobState.PARKED: "warning", JobState.FAILED: "error"}[new.state]
+            self._event(db, job_id, level, message[new.state])
             return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()), None
 
     def downgrade(self, job_id: int, params: dict[str, Any], note: str) -> None:
@@ -368,6 +375,7 @@ class Journal(FileMemory, Claims, Queries):
             self._event(db, job_id, level, message)
 
     def _event(self, db: sqlite3.Connection, job_id: int | None, level: str, message: str) -> None:
+        self._failures.note(level, message)
         cursor = db.execute(
             "INSERT INTO events (at, job_id, level, message) VALUES (?, ?, ?, ?)",
             (self.clock.now(), job_id, level, printable(message)),

@@ -104,6 +104,10 @@ class Queries:
         )
         return [(error, count) for error, count in rows]
 
+    def failures_since_start(self) -> dict[str, int]:
+        """Jobs this process failed since it opened the journal, by reason: only ever grows (a strict counter)."""
+        return self._failures.snapshot()
+
     def jobs_total(self) -> int:
         return self._read("SELECT count(*) FROM jobs")[0][0]
 

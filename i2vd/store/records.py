@@ -37,6 +37,10 @@ def printable(text: str | None) -> str | None:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+# An event that says a job failed starts so (the journal tallies them for /metrics as it writes them).
+FAILED_EVENT, FAILED_AT_INTAKE_EVENT = "failed: ", "failed at intake: "
+
+
 class JobState(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"

@@ -3,18 +3,19 @@
 The journal is the one source of truth, so the numbers survive restarts and agree with
 `i2vd status`: counts by state, histograms of the done jobs' durations, server time and
 queue waits, each server's health and gate (as the daemon last published them), the
-files taken in, and the failed jobs by reason.
+files taken in, the jobs failed now by reason, and (the one figure kept in memory, a strict counter)
+the failures recorded since the daemon started.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from i2vd.config.load import Config
+from i2vd.core.failure_reasons import failure_reason
 from i2vd.store.journal import Journal
 from i2vd.store.status import daemon_alive
 
@@ -25,24 +26,6 @@ HISTOGRAMS = {
     "server": ("i2vd_server_seconds", "Done jobs: time the server took for the video"),
     "queue_wait": ("i2vd_queue_wait_seconds", "Done jobs: from queued to started"),
 }
-# A failure's reason label, from its error text: a few fixed values, never the text itself.
-REASONS = (
-    ("gpu_oom", re.compile(r"out of (gpu )?memory|\boom\b|cuda", re.I)),
-    ("timeout", re.compile(r"timed? ?out|timeout", re.I)),
-    ("server_unreachable", re.compile(r"connect|refused|unreachable|name or service|server .*down", re.I)),
-    ("bad_video", re.compile(r"unusable video|not a video|no video", re.I)),
-    ("bad_source", re.compile(r"source|image|decode|truncated|unreadable", re.I)),
-    ("interrupted", re.compile(r"interrupt|stopped|killed", re.I)),
-    ("disk", re.compile(r"no space|read-only|quota|cannot write|output", re.I)),
-    ("server_error", re.compile(r"server|http|gradio|status", re.I)),
-)
-
-
-def failure_reason(error: str) -> str:
-    for reason, pattern in REASONS:
-        if pattern.search(error):
-            return reason
-    return "other"
 
 
 class JournalCollector:
@@ -73,14 +56,22 @@ class JournalCollector:
         yield up
         yield gate
         yield CounterMetricFamily("i2vd_intake_files", "Files taken in as jobs", value=self.journal.jobs_total())
-        failures = CounterMetricFamily("i2vd_failures", "Jobs that failed, by reason", labels=["reason"])
+        # A counter only grows: failures recorded since the daemon started (a retry or `forget` takes nothing off;
+        # Prometheus reads a restart as a reset). What is failed now, and why, is the gauge beside it.
+        failures = CounterMetricFamily(
+            "i2vd_failures", "Jobs failed since the daemon started, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(self.journal.failures_since_start().items()):
+            failures.add_metric([reason], count)
+        yield failures
+        failed_now = GaugeMetricFamily("i2vd_jobs_failed", "Jobs failed now, by reason", labels=["reason"])
         by_reason: dict[str, int] = {}
         for error, count in self.journal.failure_errors():
             reason = failure_reason(error)
             by_reason[reason] = by_reason.get(reason, 0) + count
         for reason, count in sorted(by_reason.items()):
-            failures.add_metric([reason], count)
-        yield failures
+            failed_now.add_metric([reason], count)
+        yield failed_now
 
 
 def make_registry(config: Callable[[], Config], journal: Journal) -> CollectorRegistry:

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from i2vd.cli.commands import main
+from i2vd.ingest.intake import Intake
 from i2vd.store.journal import JobState
 from tests.support.web_site import HOSTILE_NAME, make_site
 
@@ -221,6 +222,28 @@ def test_metrics_are_read_from_the_journal(site):
     assert samples[("i2vd_failures_total", (("reason", "server_error"),))] == 1
     names = {name for name, _ in samples}
     assert {"i2vd_job_duration_seconds_bucket", "i2vd_queue_wait_seconds_sum"} <= names
+
+
+def test_the_failures_counter_never_goes_down_when_a_failed_job_is_retried_and_counts_intake_failures(site):
+    """A Prometheus counter only grows (rate() reads a drop as a restart): i2vd_failures_total counts failures
+    recorded since the daemon started; what is failed now is the gauge i2vd_jobs_failed."""
+
+    def scrape() -> dict:
+        return _samples(site.request("GET", "/metrics")[2].decode())
+
+    before = scrape()
+    assert before[("i2vd_failures_total", (("reason", "server_error"),))] == 1
+    assert before[("i2vd_jobs_failed", (("reason", "server_error"),))] == 1
+
+    assert site.request("POST", f"/api/jobs/{site.failed_id}/retry")[0] == 200  # queued again: nothing failed now
+    after_retry = scrape()
+    assert after_retry[("i2vd_failures_total", (("reason", "server_error"),))] == 1
+    assert ("i2vd_jobs_failed", (("reason", "server_error"),)) not in after_retry
+
+    root = site.config.watch[0]
+    (root.path / "empty.jpg").write_bytes(b"")
+    assert Intake(site.config, site.journal).consider(root.path / "empty.jpg", root).job.state is JobState.FAILED
+    assert scrape()[("i2vd_failures_total", (("reason", "bad_source"),))] == 1
 
 
 def test_healthz_answers(site):

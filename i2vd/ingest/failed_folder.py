@@ -16,7 +16,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from i2vd.config.load import FAILED_FOLDER
+from i2vd.config.load import FAILED_FOLDER, Config
 from i2vd.core.images import read_regular_file, sha256_of
 from i2vd.render import output
 from i2vd.store.journal import Job
@@ -74,6 +74,18 @@ def move_in(root_path: Path, job: Job, error: str, now: float) -> Path | None:
         log.warning("job %d: could not write %s: %s", job.id, error_file(target), problem)
     log.info("job %d: failed source moved to %s", job.id, target)
     return target
+
+
+def move_failed_source(config: Config, job: Job, error: str, now: float) -> None:
+    """A job failed for good, by the worker or by crash-loop recovery: its source moves in when its root says
+    `on_failure: move`. A file that cannot be moved is logged and stays; it never fails anything else."""
+    root = config.root_for(Path(job.root)) if job.root else None
+    if root is None or root.on_failure != "move":
+        return
+    try:
+        move_in(root.path, job, error, now)
+    except OSError as problem:
+        log.warning("job %d: could not move %s into %s: %s", job.id, job.source_path, FAILED_FOLDER, problem)
 
 
 def find(root_path: Path, job: Job) -> Path | None:

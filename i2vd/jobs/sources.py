@@ -86,15 +86,7 @@ class SourceFiles:
 
     def _move_failed(self, job: Job, error: str) -> None:
         """`on_failure: move`: the source of a job failed for good into <root>/.i2vd-failed/."""
-        root = self._root(job)
-        if root is None or root.on_failure != "move":
-            return
-        try:
-            failed_folder.move_in(root.path, job, error, self.clock.now())
-        except OSError as problem:
-            log.warning(
-                "job %d: could not move %s into %s: %s", job.id, job.source_path, failed_folder.FAILED_FOLDER, problem
-            )
+        failed_folder.move_failed_source(self.config, job, error, self.clock.now())
 
     def _after(self, job: Job) -> None:
         """`after: move`: the source moves into <root>/.i2vd-done/ only once its video is safe."""

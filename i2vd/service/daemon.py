@@ -23,6 +23,7 @@ from i2vd.core.clock import Clock
 from i2vd.core.liveness import DEFAULT_MARGIN_SECONDS, Heartbeat
 from i2vd.core.lock import StateLock
 from i2vd.core.notify import Notifier
+from i2vd.ingest import failed_folder
 from i2vd.ingest.intake import Intake
 from i2vd.ingest.loop import IntakeLoop
 from i2vd.jobs.worker import Worker, build_workers
@@ -30,7 +31,7 @@ from i2vd.render.backends import make_backend
 from i2vd.render.backends.base import Backend
 from i2vd.render.gpu import GpuReadError, Reader, VramGate
 from i2vd.service.webhooks import Sender
-from i2vd.store.journal import JOURNAL_NAME, Journal, journal_path  # noqa: F401 - re-exported: where the journal is
+from i2vd.store.journal import JOURNAL_NAME, JobState, Journal, journal_path  # noqa: F401 - re-exported: where the journal is
 
 log = logging.getLogger("i2vd.daemon")
 
@@ -86,6 +87,8 @@ class Daemon:
             raise
         for job in self.journal.recover_running(self.config.retry.max_interruptions):
             log.warning("job %d (%s) was running when i2vd stopped: %s", job.id, job.rel_path, job.state.value)
+            if job.state is JobState.FAILED:  # a crash loop: failed like any other failure, so moved like one
+                failed_folder.move_failed_source(self.config, job, job.last_error or "", self.clock.now())
         self.workers = build_workers(
             self.config, self.journal, self.clock, backend=self._backend, gpu_reader=self._gpu_reader
         )

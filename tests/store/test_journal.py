@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sqlite3
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from i2vd.core.clock import ManualClock
-from i2vd.store import claims, files, queries, records
+from i2vd.store import claims, files, outbox, queries, records
 from i2vd.store import journal as journal_module
 from i2vd.store.journal import Job, JobState, Journal, KnownFile, NewJob
 
@@ -677,9 +678,53 @@ def test_a_clock_stepped_back_never_makes_a_wait_longer_than_the_longest_backoff
 
 
 def test_the_sql_names_job_states_only_through_job_state() -> None:
-    for module in (journal_module, files, claims, queries, records):  # every statement past the schema's migrations
+    for module in (
+        journal_module,
+        files,
+        claims,
+        queries,
+        records,
+        outbox,
+    ):  # every statement past the schema's migrations
         statements = Path(module.__file__).read_text(encoding="utf-8")
         assert re.findall(r"state\s*(?:=|IN)\s*\(?\s*'", statements) == []
     assert journal_module._sql(JobState.QUEUED, JobState.PARKED) == "'queued', 'parked'"
     with pytest.raises(ValueError):
         journal_module._sql("bogus")
+
+
+SQL = re.compile(
+    r"\b(SELECT\b[\s\S]*\bFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|PRAGMA\s+\w+"
+    r"|(CREATE|DROP)\s+(TABLE|INDEX|TRIGGER|VIEW)|ALTER\s+TABLE|BEGIN\s+(IMMEDIATE|EXCLUSIVE|DEFERRED)|COMMIT|ROLLBACK)\b"
+)
+
+
+def sql_strings(path: Path) -> list[tuple[int, str]]:
+    """Each string constant of a module (f-string parts included) that holds an SQL statement, with its line."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.search(node.value)
+    ]
+
+
+def test_sql_is_written_only_in_the_store(tmp_path: Path) -> None:
+    package = REPO_ROOT / "i2vd"
+    store = package / "store"
+    outside = [
+        f"{path.relative_to(REPO_ROOT)}:{line}: {text[:60]!r}"
+        for path in sorted(package.rglob("*.py"))
+        if store not in path.parents
+        for line, text in sql_strings(path)
+    ]
+    assert outside == [], "SQL outside i2vd/store/ (give the journal a named method instead):\n" + "\n".join(outside)
+    assert sql_strings(store / "outbox.py"), "the scan finds no SQL where there is some"
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'rows = db.execute(f"SELECT id FROM {table} WHERE x = ?", (1,))\n'
+        'db.execute("UPDATE webhook_outbox SET attempts = ?"\n    " WHERE delivery_id = ?")\n'
+        '"""Docs may say select, update or delete from a table in words."""\n',
+        encoding="utf-8",
+    )
+    assert sorted(line for line, _ in sql_strings(sample)) == [1, 2]

@@ -337,7 +337,7 @@ class Journal(FileMemory, Claims, Queries, Outbox):
             db.execute(
                 f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, params_json = ?, profile_json = ?, last_error = ?,"
                 " next_attempt_at = ?,"
-                " lease_owner = NULL, lease_expires_at = NULL, interruptions = 0, updated_at = ? WHERE id = ?",
+                " lease_expires_at = NULL, interruptions = 0, updated_at = ? WHERE id = ?",
                 (
                     json.dumps(params, sort_keys=True),
                     json.dumps(profile, sort_keys=True, default=str),

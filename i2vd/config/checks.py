@@ -16,8 +16,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-# The job's fields a server.inputs mapping may name (an app parameter gets one of them)
-FIELDS = ("image", "prompt", "resolution", "resolution_index", "frames", "fps", "steps", "guidance", "seed")
+from i2vd.config.parameters import FIELDS  # what a server.inputs mapping may name (an app parameter gets one)
 
 
 def problem(message: str, key: str | None = None) -> PydanticCustomError:

@@ -13,21 +13,28 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from i2vd.config.parameters import PARAMETER_NAMES
+
 TITLE_PREFIX = "I2VD:"
-FIELD_INPUTS: dict[str, tuple[str, ...]] = {
+# The inputs tried, by name, for a field whose title names none; a parameter not listed is tried by its own name.
+KNOWN_INPUTS: dict[str, tuple[str, ...]] = {
     "image": ("image",),
     "prompt": ("text", "prompt"),
     "frames": ("length", "frames", "num_frames", "video_frames", "amount", "batch_size"),
     "fps": ("fps", "frame_rate"),
-    "steps": ("steps",),
     "guidance": ("cfg", "guidance"),
     "seed": ("seed", "noise_seed"),
     "resolution": ("width", "height"),  # both, unless the title names one
     "output": ("filename_prefix",),
+}
+# What a node title may name: the image, the prompt, each of the job's parameters and the output's name.
+FIELD_INPUTS: dict[str, tuple[str, ...]] = {
+    name: KNOWN_INPUTS.get(name, (name,)) for name in ("image", "prompt", *PARAMETER_NAMES, "output")
 }
 SIZE_STEP = 16
 
@@ -187,28 +194,17 @@ def field_values(
     *,
     image_name: str,
     prompt: str,
-    resolution: str,
+    params: Mapping[str, Any],
     image_size: tuple[int, int],
-    frames: int,
-    fps: int,
-    steps: int,
-    guidance: float,
-    seed: int | None,
     image: bytes,
     job_id: int | None,
 ) -> dict:
-    """What each field sets, for one job (and for `probe -c`'s sample image)."""
-    return {
-        "image": image_name,
-        "prompt": prompt,
-        "frames": frames,
-        "fps": fps,
-        "steps": steps,
-        "guidance": guidance,
-        "seed": default_seed(image) if seed is None else seed,
-        "resolution": size_for(resolution, image_size),
-        "output": f"i2vd/{job_id if job_id is not None else 'probe'}",
-    }
+    """What each field sets, for one job (and for `probe -c`'s sample image); `params` are the job's parameters."""
+    values = {"image": image_name, "prompt": prompt, **{name: params.get(name) for name in PARAMETER_NAMES}}
+    values["seed"] = default_seed(image) if params.get("seed") is None else params["seed"]
+    values["resolution"] = size_for(params["resolution"], image_size)
+    values["output"] = f"i2vd/{job_id if job_id is not None else 'probe'}"
+    return values
 
 
 def describe_bindings(workflow: Workflow, values: dict[str, Any]) -> list[str]:

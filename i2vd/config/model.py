@@ -24,7 +24,6 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 
-from i2vd.config.checks import FIELDS as FIELDS
 from i2vd.config.checks import (
     AutoOrBool,
     Float,
@@ -45,8 +44,10 @@ from i2vd.config.checks import (
 )
 from i2vd.config.checks import input_problems as input_problems
 from i2vd.config.examples import EXAMPLE_PROFILES, EXAMPLE_SERVERS
+from i2vd.config.parameters import FIELDS as FIELDS
+from i2vd.config.parameters import PARAMETERS, Parameter
+from i2vd.config.parameters import RESOLUTIONS as RESOLUTIONS
 
-RESOLUTIONS = ("256p", "512p", "768p", "1024p")
 DEFAULT_PROMPT = "{{ caption or ('A ' ~ subject ~ ' scene with smooth motion') }}"
 SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -67,31 +68,39 @@ class _EmptyIsDefaults:
         return {} if value is None else value
 
 
-class ProfileFields(_EmptyIsDefaults, BaseModel):
-    """A prompt profile; every field it does not set comes from the `default` profile."""
+def _parameter_field(parameter: Parameter) -> tuple[Any, Any]:
+    """A job parameter (i2vd.config.parameters) as a profile field: its type, bounds, default and description."""
+    kind: Any = Literal[parameter.choices] if parameter.choices else {int: Int, float: Float, str: Text}[parameter.type]
+    if parameter.optional:
+        kind = kind | None
+    return kind, Field(parameter.default, ge=parameter.minimum, le=parameter.maximum, description=parameter.description)
 
+
+class _Profile(_EmptyIsDefaults, BaseModel):
     model_config = SETTINGS
 
-    prompt: Template = Field(DEFAULT_PROMPT, description="Jinja2 template for the prompt")
-    resolution: Literal["256p", "512p", "768p", "1024p"] = Field("512p", description="output resolution")
-    frames: Int = Field(16, ge=8, le=32, description="number of frames")
-    fps: Int = Field(8, ge=4, le=24, description="frames per second")
-    steps: Int = Field(50, ge=10, le=100, description="diffusion steps")
-    guidance: Float = Field(9.0, ge=1.0, le=20.0, description="guidance scale")
-    seed: Int | None = Field(
-        None,
-        ge=0,
-        description="fixed seed; empty: the server's choice (sent to Gradio apps that take a seed; "
-        "the /predict API has none; the builtin engine has no randomness)",
-    )
-    output: Template | None = Field(
-        None, description="output file name template, e.g. 'sku_{{ stem }}_rotate.mp4'; empty: <stem>.mp4"
-    )
-    collision: Literal["suffix", "overwrite", "fail"] = Field(
-        "suffix",
-        description="when the output name holds another job's video: suffix (name-1.mp4, ...), "
-        "overwrite (replaced atomically) or fail (the job fails naming the existing video)",
-    )
+
+# The job's parameters come from their one declaration, between the prompt and the output's fields.
+ProfileFields = create_model(
+    "ProfileFields",
+    __base__=_Profile,
+    __doc__="A prompt profile; every field it does not set comes from the `default` profile.",
+    __module__=__name__,
+    prompt=(Template, Field(DEFAULT_PROMPT, description="Jinja2 template for the prompt")),
+    **{parameter.name: _parameter_field(parameter) for parameter in PARAMETERS},
+    output=(
+        Template | None,
+        Field(None, description="output file name template, e.g. 'sku_{{ stem }}_rotate.mp4'; empty: <stem>.mp4"),
+    ),
+    collision=(
+        Literal["suffix", "overwrite", "fail"],
+        Field(
+            "suffix",
+            description="when the output name holds another job's video: suffix (name-1.mp4, ...), "
+            "overwrite (replaced atomically) or fail (the job fails naming the existing video)",
+        ),
+    ),
+)
 
 
 class SidecarFields(ProfileFields):
@@ -132,9 +141,8 @@ class ServerConfig(_EmptyIsDefaults):
     )
     inputs: Annotated[Mapping | None, PlainValidator(lambda value: _gradio_inputs(_mapping(value)))] = Field(
         None,
-        description="gradio: the app's parameters, by name or position, from i2vd's fields (image, prompt, "
-        "resolution, resolution_index, frames, fps, steps, guidance, seed) or {value: constant}; empty: matched "
-        "by name",
+        description="gradio: the app's parameters, by name or position, from i2vd's fields "
+        f"({', '.join(FIELDS)}) or {{value: constant}}; empty: matched by name",
         examples=[{"image": "image", "seed": "seed", "motion_bucket_id": {"value": 127}, "fps_id": "fps"}],
     )
     transport: Literal["auto", "queue", "call"] = Field("auto", description="gradio 4+: how a job is sent")

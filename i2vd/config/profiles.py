@@ -20,11 +20,11 @@ import jinja2
 
 from i2vd.config.load import Config
 from i2vd.config.messages import did_you_mean
+from i2vd.config.parameters import PARAMETER_NAMES
 from i2vd.config.sidecars import ProfileError, SidecarError, SidecarSettings
 from i2vd.config.templates import TemplateLimitError, render_bounded
 from i2vd.core.images import ImageFacts
 
-PARAMETER_NAMES = ("resolution", "frames", "fps", "steps", "guidance", "seed")
 PROMPT_LIMIT = 4096  # bytes of a rendered prompt (UTF-8)
 OUTPUT_NAME_LIMIT = 255  # bytes of an output file name, .mp4 included: what a file system allows
 

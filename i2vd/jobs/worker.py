@@ -32,7 +32,7 @@ from i2vd.jobs.overlap import Finisher, Finishing
 from i2vd.jobs.settling import Settling
 from i2vd.jobs.sources import SourceFiles
 from i2vd.render import mp4, output
-from i2vd.render.backends.base import Backend, BackendError, VideoRequest
+from i2vd.render.backends.base import Backend, BackendError, VideoRequest, request_parameters
 from i2vd.render.gpu import VramGate
 from i2vd.store.journal import Job, Journal
 
@@ -345,7 +345,7 @@ class Worker(SourceFiles, Settling):
             image_name=Path(job.rel_path).name,
             prompt=job.prompt,
             reply_dir=self.incoming,
-            **job.params,
+            **request_parameters(job.params),
             job_id=job.id,
             key=job.idem_key,
         )

@@ -29,6 +29,7 @@ from i2vd.config.load import Config, WebhookSettings
 from i2vd.core.clock import Clock
 from i2vd.render import output
 from i2vd.store.journal import Journal
+from i2vd.store.outbox import Delivery
 
 log = logging.getLogger("i2vd.webhooks")
 
@@ -96,11 +97,7 @@ class Sender:
 
     def server_event(self, event: str, server: dict[str, Any]) -> None:
         """server_down or server_up, with the server (its name, kind, url and error)."""
-        with self.journal.transaction() as db:
-            db.execute(
-                "INSERT INTO webhook_events (job_id, event, at, server_json) VALUES (NULL, ?, ?, ?)",
-                (event, self.clock.now(), json.dumps(server, sort_keys=True, default=str)),
-            )
+        self.journal.add_webhook_event(event, self.clock.now(), server)
         self.wake.set()
 
     def observe_servers(self, servers: list[dict[str, Any]]) -> None:
@@ -114,56 +111,39 @@ class Sender:
 
     def _fan_out(self) -> int:
         """Events into deliveries, one per webhook that wants the event; returns how many events were taken."""
-        rows = self.journal.query(
-            "SELECT id, job_id, event, at, server_json FROM webhook_events ORDER BY id LIMIT ?", (BATCH,)
-        )
-        if not rows:
+        events = self.journal.webhook_events(BATCH)
+        if not events:
             return 0
         deliveries = []
-        for row in rows:
-            hooks = [hook for hook in self.config.webhooks if row["event"] in hook.events]
+        for each in events:
+            hooks = [hook for hook in self.config.webhooks if each.event in hook.events]
             if not hooks:
                 continue
-            body: dict[str, Any] = {"event": row["event"], "at": _iso(row["at"])}
-            if row["job_id"] is not None:
-                body["job"] = job_document(self.journal, row["job_id"])
-            if row["server_json"]:
-                body["server"] = json.loads(row["server_json"])
+            body: dict[str, Any] = {"event": each.event, "at": _iso(each.at)}
+            if each.job_id is not None:
+                body["job"] = job_document(self.journal, each.job_id)
+            if each.server is not None:
+                body["server"] = each.server
             data = json.dumps(body, sort_keys=True, default=str).encode("utf-8")
-            deliveries += [(str(uuid.uuid4()), hook.url, row["event"], data) for hook in hooks]
-        now = self.clock.now()
-        with self.journal.transaction() as db:
-            db.executemany(
-                "INSERT INTO webhook_outbox (delivery_id, url, event, body, created_at, next_attempt_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(*delivery, now, now) for delivery in deliveries],
-            )
-            db.executemany("DELETE FROM webhook_events WHERE id = ?", [(row["id"],) for row in rows])
-        return len(rows)
+            deliveries += [(str(uuid.uuid4()), hook.url, each.event, data) for hook in hooks]
+        self.journal.queue_deliveries(events, deliveries, self.clock.now())
+        return len(events)
 
     # -- deliveries out -------------------------------------------------------------------
 
     def _hook(self, url: str) -> WebhookSettings | None:
         return next((hook for hook in self.config.webhooks if hook.url == url), None)
 
-    def _due(self) -> list[Any]:
-        return self.journal.query(
-            "SELECT delivery_id, url, event, body, created_at, attempts FROM webhook_outbox"
-            " WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at LIMIT ?",
-            (self.clock.now(), BATCH),
-        )
-
-    def _post(self, hook: WebhookSettings, delivery: Any) -> str | None:
+    def _post(self, hook: WebhookSettings, delivery: Delivery) -> str | None:
         """One attempt; None when the receiver took it (2xx), else what went wrong."""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"i2vd/{__version__}",
-            "X-I2VD-Delivery": delivery["delivery_id"],
-            "X-I2VD-Event": delivery["event"],
+            "X-I2VD-Delivery": delivery.delivery_id,
+            "X-I2VD-Event": delivery.event,
         }
         if hook.secret:
-            headers["X-I2VD-Signature"] = signature(hook.secret, bytes(delivery["body"]))
+            headers["X-I2VD-Signature"] = signature(hook.secret, delivery.body)
         from i2vd.render.backends import http
         from i2vd.render.backends.base import BackendError
 
@@ -177,7 +157,7 @@ class Sender:
                     hook.url,
                     deadline,
                     min(5.0, hook.timeout_seconds),
-                    data=bytes(delivery["body"]),
+                    data=delivery.body,
                     headers=headers,
                     allow_redirects=False,
                 )
@@ -194,35 +174,29 @@ class Sender:
     def deliver_due(self, stop: threading.Event | None = None) -> int:
         """POST every due delivery once; returns how many were delivered."""
         delivered = 0
-        for delivery in self._due():
+        for delivery in self.journal.due_deliveries(self.clock.now(), BATCH):
             if stop is not None and stop.is_set():
                 break
-            hook = self._hook(delivery["url"])
+            hook = self._hook(delivery.url)
             error = "this webhook is no longer configured" if hook is None else self._post(hook, delivery)
             now = self.clock.now()
-            attempts = delivery["attempts"] + 1
-            with self.journal.transaction() as db:
-                if error is None:
-                    db.execute(
-                        "UPDATE webhook_outbox SET delivered_at = ?, attempts = ?, last_error = NULL"
-                        " WHERE delivery_id = ?",
-                        (now, attempts, delivery["delivery_id"]),
-                    )
-                    delivered += 1
-                    continue
-                give_up = hook is None or now - delivery["created_at"] >= GIVE_UP_SECONDS
-                db.execute(
-                    "UPDATE webhook_outbox SET attempts = ?, last_error = ?, next_attempt_at = ?,"
-                    " given_up_at = ? WHERE delivery_id = ?",
-                    (attempts, error, now + retry_delay(attempts), now if give_up else None, delivery["delivery_id"]),
-                )
+            attempts = delivery.attempts + 1
+            if error is None:
+                self.journal.mark_delivered(delivery.delivery_id, attempts, now)
+                delivered += 1
+                continue
+            give_up = hook is None or now - delivery.created_at >= GIVE_UP_SECONDS
+            if give_up:
+                self.journal.give_up_delivery(delivery.delivery_id, attempts, error, now)
+            else:
+                self.journal.reschedule_delivery(delivery.delivery_id, attempts, error, now + retry_delay(attempts))
             level = logging.ERROR if give_up else logging.WARNING
             log.log(
                 level,
                 "webhook %s (%s, delivery %s): %s; %s",
-                delivery["url"],
-                delivery["event"],
-                delivery["delivery_id"],
+                delivery.url,
+                delivery.event,
+                delivery.delivery_id,
                 error,
                 "given up" if give_up else f"trying again in {retry_delay(attempts):.0f} s",
             )
@@ -232,17 +206,11 @@ class Sender:
         while self._fan_out():
             pass
         delivered = self.deliver_due(stop)
-        with self.journal.transaction() as db:
-            db.execute(
-                "DELETE FROM webhook_outbox WHERE delivered_at < ?", (self.clock.now() - DELIVERED_KEPT_SECONDS,)
-            )
+        self.journal.forget_delivered(self.clock.now() - DELIVERED_KEPT_SECONDS)
         return delivered
 
     def next_due(self) -> float | None:
-        rows = self.journal.query(
-            "SELECT min(next_attempt_at) FROM webhook_outbox WHERE delivered_at IS NULL AND given_up_at IS NULL"
-        )
-        return rows[0][0] if rows else None
+        return self.journal.next_delivery_due()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

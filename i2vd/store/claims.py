@@ -67,10 +67,9 @@ class Claims:
                 (row["root"],),
             )
             db.execute(
-                f"UPDATE jobs SET state = {_sql(JobState.RUNNING)}, lease_owner = ?, lease_expires_at = ?, started_at"
-                " = ?,"
+                f"UPDATE jobs SET state = {_sql(JobState.RUNNING)}, lease_expires_at = ?, started_at = ?,"
                 " updated_at = ? WHERE id = ?",
-                (owner, now + lease_seconds, now, now, row["id"]),
+                (now + lease_seconds, now, now, row["id"]),
             )
             self._event(db, row["id"], "info", f"started by {owner}")
             self._held.add(row["id"])
@@ -117,7 +116,7 @@ class Claims:
                     if job_id in self._held:
                         continue
                     cursor = db.execute(
-                        f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, next_attempt_at = ?, lease_owner = NULL,"
+                        f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, next_attempt_at = ?,"
                         " lease_expires_at = NULL, updated_at = ?"
                         f" WHERE id = ? AND state = {_sql(JobState.RUNNING)} AND coalesce(lease_expires_at, 0) <= ?",
                         (now, now, job_id, now),
@@ -172,7 +171,7 @@ class Claims:
         now = self.clock.now()
         with self._write() as db:
             db.execute(
-                f"UPDATE jobs SET state = {_sql(JobState.DONE)}, lease_owner = NULL, lease_expires_at = NULL,"
+                f"UPDATE jobs SET state = {_sql(JobState.DONE)}, lease_expires_at = NULL,"
                 " last_error = NULL,"
                 " interruptions = 0, server_json = ?, server_seconds = ?, finished_at = ?, updated_at = ? WHERE id = ?",
                 (json.dumps(server, sort_keys=True), server_seconds, now, now, job_id),
@@ -187,7 +186,6 @@ class Claims:
         now = self.clock.now()
         db.execute(
             f"UPDATE jobs SET state = {_sql(JobState.FAILED)}, attempts = attempts + ?, last_error = ?,"
-            " lease_owner = NULL,"
             " lease_expires_at = NULL, interruptions = 0, finished_at = ?, updated_at = ? WHERE id = ?",
             (1 if count_attempt else 0, printable(error), now, now, job_id),
         )
@@ -209,7 +207,7 @@ class Claims:
             unseen = [py_path(path) for (path,) in places if py_path(path) not in examined]
             if unseen:
                 db.execute(
-                    f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, next_attempt_at = ?, lease_owner = NULL,"
+                    f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, next_attempt_at = ?,"
                     " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
                     (now, now, job_id),
                 )
@@ -228,7 +226,7 @@ class Claims:
             cursor = db.execute(
                 f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, attempts = attempts + ?, last_error = coalesce(?,"
                 " last_error),"
-                " next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL, interruptions = 0,"
+                " next_attempt_at = ?, lease_expires_at = NULL, interruptions = 0,"
                 f" updated_at = ? WHERE id = ? AND state = {_sql(JobState.RUNNING)}",
                 (1 if count_attempt else 0, printable(error), retry_at, now, job_id),
             )
@@ -252,7 +250,6 @@ class Claims:
                     error = f"interrupted {interruptions} times (the daemon died while running it)"
                     db.execute(
                         f"UPDATE jobs SET state = {_sql(JobState.FAILED)}, interruptions = ?, last_error = ?,"
-                        " lease_owner = NULL,"
                         " lease_expires_at = NULL, finished_at = ?, updated_at = ? WHERE id = ?",
                         (interruptions, error, now, now, row["id"]),
                     )
@@ -260,7 +257,6 @@ class Claims:
                 else:
                     db.execute(
                         f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, interruptions = ?, next_attempt_at = ?,"
-                        " lease_owner = NULL,"
                         " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
                         (interruptions, now, now, row["id"]),
                     )

@@ -1,6 +1,6 @@
 """The SQLite journal: jobs, the files already seen, events and the daemon's status.
 
-It and its mixins (i2vd.store.files, .claims, .queries; the layout in .schema) hold all the SQL.
+It and its mixins (i2vd.store.files, .claims, .queries, .outbox; the layout in .schema) hold all the SQL.
 The database runs in WAL mode with synchronous=FULL so a power cut after a commit loses nothing, and every write is
 a `BEGIN IMMEDIATE` transaction so a claim can never be taken twice. Readers
 (`i2vd status`, `i2vd jobs`) open the same file from other processes while the
@@ -22,6 +22,7 @@ from typing import Any
 from i2vd.core.clock import Clock
 from i2vd.store.claims import Claims
 from i2vd.store.files import FileMemory
+from i2vd.store.outbox import Outbox
 from i2vd.store.queries import Queries
 from i2vd.store.records import (
     _JOB_COLUMNS,
@@ -83,7 +84,7 @@ def journal_path(config: Any) -> Path:
     return Path(config.state_dir) / JOURNAL_NAME
 
 
-class Journal(FileMemory, Claims, Queries):
+class Journal(FileMemory, Claims, Queries, Outbox):
     def __init__(self, path: Path, clock: Clock | None = None, *, read_only: bool = False, upgrade: bool = True):
         """Open (and create) the journal; read_only for `status` and `jobs`, which may run as another user.
 
@@ -197,13 +198,6 @@ class Journal(FileMemory, Claims, Queries):
     def _read(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, parameters).fetchall()
-
-    def transaction(self):
-        """One write transaction, for modules that keep their own tables here (i2vd.webhooks)."""
-        return self._write()
-
-    def query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
-        return self._read(sql, parameters)
 
     # -- recording jobs ------------------------------------------------------------
 
@@ -350,7 +344,7 @@ class Journal(FileMemory, Claims, Queries):
             db.execute(
                 f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, params_json = ?, profile_json = ?, last_error = ?,"
                 " next_attempt_at = ?,"
-                " lease_owner = NULL, lease_expires_at = NULL, interruptions = 0, updated_at = ? WHERE id = ?",
+                " lease_expires_at = NULL, interruptions = 0, updated_at = ? WHERE id = ?",
                 (
                     json.dumps(params, sort_keys=True),
                     json.dumps(profile, sort_keys=True, default=str),

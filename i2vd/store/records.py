@@ -103,7 +103,6 @@ class Job:
     attempts: int
     interruptions: int
     next_attempt_at: float
-    lease_owner: str | None
     lease_expires_at: float | None
     last_error: str | None
     server_json: str | None

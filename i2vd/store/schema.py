@@ -28,7 +28,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     interruptions INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
-    lease_owner TEXT,
     lease_expires_at REAL,
     last_error TEXT,
     server_json TEXT,
@@ -177,11 +176,26 @@ def _to_v4_content_indexes(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS jobs_by_content ON jobs (source_sha256, state)")
 
 
+def _to_v5_drop_lease_owner(
+    db: sqlite3.Connection, sqlite_version: tuple[int, ...] = sqlite3.sqlite_version_info
+) -> None:
+    """Version 5 drops `jobs.lease_owner`: every claim wrote it and nothing read it (the claim's event,
+    "started by <owner>", says who took a job; the lease is `lease_expires_at`).
+
+    No index or trigger names the column. ALTER TABLE ... DROP COLUMN needs SQLite 3.35 (2021); on an
+    older SQLite the column stays, keeps what it held and is never named again (every statement names
+    its columns): the same layout as far as this release is concerned.
+    """
+    if sqlite_version >= (3, 35, 0) and "lease_owner" in _columns(db, "jobs"):
+        db.execute("ALTER TABLE jobs DROP COLUMN lease_owner")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _to_v1,
     _to_v2,
     _to_v3_webhook_outbox,
     _to_v4_content_indexes,
+    _to_v5_drop_lease_owner,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

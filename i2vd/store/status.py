@@ -65,6 +65,14 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
 
 
+def _server_label(server: dict[str, Any]) -> str:
+    """A server's name with its kind and URL; the builtin engine is no server and has no URL to show."""
+    name, kind = server.get("name"), server.get("kind")
+    if kind == "builtin":
+        return f"{name} ({'' if name == kind else 'builtin '}CPU engine, no server)"
+    return f"{name} ({kind} {server.get('url')})"
+
+
 def render_status(status: dict[str, Any]) -> str:
     daemon = status["daemon"]
     lines = [f"daemon:  {'running, PID ' + str(daemon['pid']) if daemon['running'] else 'not running'}"]
@@ -81,10 +89,7 @@ def render_status(status: dict[str, Any]) -> str:
         doing = f"job {server['current_job']} {server['current_file']}" if server.get("current_job") else "idle"
         if server.get("current_job") and server.get("progress"):
             doing += f" ({server['progress']})"
-        lines.append(
-            f"server:  {server.get('name')} ({server.get('kind')} {server.get('url')}) "
-            f"— {health}; {doing}; {server.get('jobs_done', 0)} done"
-        )
+        lines.append(f"server:  {_server_label(server)} — {health}; {doing}; {server.get('jobs_done', 0)} done")
         lines.append(f"gpu:     {server.get('gate')}")
         if server.get("schedule"):
             lines.append(f"         schedule: {server['schedule']}")

@@ -190,6 +190,9 @@ def test_jobs_json_parses(capsys, config_file, jobs_in_every_state):
         jobs_in_every_state["queued"]: "queued",
     }
     assert all(job["params"] == PARAMS for job in jobs)
+    done = next(job for job in jobs if job["state"] == "done")
+    assert done["finished_at"] >= done["started_at"]  # when it ended (also i2vd_job_duration_seconds)
+    assert all("lease_owner" not in job for job in jobs)  # journal version 5 dropped it: nothing read it
 
 
 # -- retry -------------------------------------------------------------------------------

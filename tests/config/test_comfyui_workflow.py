@@ -40,20 +40,15 @@ def node(class_type: str, title: str | None = None, **inputs) -> dict:
 
 
 def values(**changes) -> dict:
-    fields = dict(
+    params = {"resolution": "512p", "frames": 16, "fps": 8, "steps": 30, "guidance": 6.0, "seed": None}
+    return field_values(
         image_name="i2vd/x.png",
         prompt="waves",
-        resolution="512p",
+        params=params | changes,
         image_size=(1920, 1080),
-        frames=16,
-        fps=8,
-        steps=30,
-        guidance=6.0,
-        seed=None,
         image=b"img",
         job_id=12,
     )
-    return field_values(**(fields | changes))
 
 
 def test_both_example_workflows_load_with_their_titles_in_place():

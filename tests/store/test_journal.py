@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sqlite3
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from i2vd.core.clock import ManualClock
-from i2vd.store import claims, files, queries, records
+from i2vd.store import claims, files, outbox, queries, records
 from i2vd.store import journal as journal_module
 from i2vd.store.journal import Job, JobState, Journal, KnownFile, NewJob
 
@@ -160,7 +161,7 @@ def test_claim_next_hands_out_jobs_in_order_with_a_lease(journal: Journal, clock
     claimed = journal.claim_next("worker-1", LEASE)
     assert claimed is not None and claimed.id == ids[0]
     assert claimed.state is JobState.RUNNING
-    assert claimed.lease_owner == "worker-1"
+    assert journal.events(claimed.id)[-1]["message"] == "started by worker-1"  # who took it
     assert claimed.lease_expires_at == clock.now() + LEASE
     assert claimed.started_at == clock.now()
     assert [journal.claim_next("worker-1", LEASE).id for _ in range(2)] == ids[1:]
@@ -249,9 +250,8 @@ def test_claimers_in_threads_never_share_a_job(journal_path: Path, clock: Manual
         every_claim = [job_id for owned in claims.values() for job_id in owned]
         assert len(every_claim) == 60
         assert len(set(every_claim)) == 60
-        owners = {job.id: job.lease_owner for job in setup.jobs()}
         for owner, owned in claims.items():
-            assert all(owners[job_id] == owner for job_id in owned)
+            assert all(setup.events(job_id)[-1]["message"] == f"started by {owner}" for job_id in owned)
     finally:
         for journal in journals:
             journal.close()
@@ -270,7 +270,7 @@ def test_mark_done_clears_the_lease_and_keeps_the_server(journal: Journal, clock
     assert done.server == {"kind": "predict", "url": "http://gpu:7860"}
     assert done.server_seconds == 11.5
     assert done.finished_at == clock.now()
-    assert done.lease_owner is None and done.lease_expires_at is None
+    assert done.lease_expires_at is None
 
 
 @pytest.mark.parametrize(("count_attempt", "attempts"), [(True, 1), (False, 0)])
@@ -285,7 +285,7 @@ def test_requeue_counts_an_attempt_only_when_asked(
     assert again.attempts == attempts
     assert again.last_error == "HTTP 500"
     assert again.next_attempt_at == clock.now() + 10
-    assert again.lease_owner is None and again.lease_expires_at is None
+    assert again.lease_expires_at is None
     assert "HTTP 500" in journal.events(job.id)[-1]["message"]
 
 
@@ -307,7 +307,7 @@ def test_mark_failed_records_the_error(journal: Journal, clock: ManualClock) -> 
     assert failed.attempts == 1
     assert failed.last_error == "server says: bad image"
     assert failed.finished_at == clock.now()
-    assert failed.lease_owner is None
+    assert failed.lease_expires_at is None
     assert journal.events(job.id)[-1] == {
         "id": journal.events(job.id)[-1]["id"],
         "at": clock.now(),
@@ -333,7 +333,7 @@ def test_recover_running_returns_running_jobs_to_the_queue(journal: Journal, clo
     job = recovered[0]
     assert job.state is JobState.QUEUED
     assert job.interruptions == 1
-    assert job.lease_owner is None and job.lease_expires_at is None
+    assert job.lease_expires_at is None
     assert job.next_attempt_at == clock.now()  # at once: the lock proves the old daemon is dead
     assert job.attempts == 0  # an interruption is not the job's own failure
     assert journal.job(queued.id) == queued
@@ -651,7 +651,7 @@ def test_an_expired_lease_no_worker_holds_returns_the_job_to_the_queue(journal: 
     journal.release(job.id)  # the worker moved on without recording an outcome (the state disk was full)
     assert journal.tidy(600) == ([job.id], 0)
     returned = journal.job(job.id)
-    assert (returned.state, returned.attempts, returned.lease_owner) == (JobState.QUEUED, 0, None)
+    assert (returned.state, returned.attempts, returned.lease_expires_at) == (JobState.QUEUED, 0, None)
     assert journal.claim_next("w", LEASE).id == job.id
 
 
@@ -677,9 +677,53 @@ def test_a_clock_stepped_back_never_makes_a_wait_longer_than_the_longest_backoff
 
 
 def test_the_sql_names_job_states_only_through_job_state() -> None:
-    for module in (journal_module, files, claims, queries, records):  # every statement past the schema's migrations
+    for module in (
+        journal_module,
+        files,
+        claims,
+        queries,
+        records,
+        outbox,
+    ):  # every statement past the schema's migrations
         statements = Path(module.__file__).read_text(encoding="utf-8")
         assert re.findall(r"state\s*(?:=|IN)\s*\(?\s*'", statements) == []
     assert journal_module._sql(JobState.QUEUED, JobState.PARKED) == "'queued', 'parked'"
     with pytest.raises(ValueError):
         journal_module._sql("bogus")
+
+
+SQL = re.compile(
+    r"\b(SELECT\b[\s\S]*\bFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|PRAGMA\s+\w+"
+    r"|(CREATE|DROP)\s+(TABLE|INDEX|TRIGGER|VIEW)|ALTER\s+TABLE|BEGIN\s+(IMMEDIATE|EXCLUSIVE|DEFERRED)|COMMIT|ROLLBACK)\b"
+)
+
+
+def sql_strings(path: Path) -> list[tuple[int, str]]:
+    """Each string constant of a module (f-string parts included) that holds an SQL statement, with its line."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.search(node.value)
+    ]
+
+
+def test_sql_is_written_only_in_the_store(tmp_path: Path) -> None:
+    package = REPO_ROOT / "i2vd"
+    store = package / "store"
+    outside = [
+        f"{path.relative_to(REPO_ROOT)}:{line}: {text[:60]!r}"
+        for path in sorted(package.rglob("*.py"))
+        if store not in path.parents
+        for line, text in sql_strings(path)
+    ]
+    assert outside == [], "SQL outside i2vd/store/ (give the journal a named method instead):\n" + "\n".join(outside)
+    assert sql_strings(store / "outbox.py"), "the scan finds no SQL where there is some"
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'rows = db.execute(f"SELECT id FROM {table} WHERE x = ?", (1,))\n'
+        'db.execute("UPDATE webhook_outbox SET attempts = ?"\n    " WHERE delivery_id = ?")\n'
+        '"""Docs may say select, update or delete from a table in words."""\n',
+        encoding="utf-8",
+    )
+    assert sorted(line for line, _ in sql_strings(sample)) == [1, 2]

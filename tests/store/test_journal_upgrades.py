@@ -20,6 +20,9 @@ from i2vd.store.status import render_jobs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "journals"
 RELEASE_FIXTURES = sorted(FIXTURES.glob("*.sqlite3"))
+# Columns a later version dropped because nothing read them: version 5, jobs.lease_owner (who took the job is
+# in the claim's event, "started by <owner>")
+DROPPED_COLUMNS = {"lease_owner"}
 
 
 def _version_of(path: Path) -> int:
@@ -96,7 +99,9 @@ def test_a_journal_of_each_release_is_upgraded_with_every_row_kept(old_journal: 
         assert after[table] == before[table], table
     assert len(after["jobs"]) == len(before["jobs"])
     for old, new in zip(before["jobs"], after["jobs"], strict=True):
-        assert {name: new[name] for name in old} == old  # every column it had, unchanged: done stays done
+        kept = {name: value for name, value in old.items() if name not in DROPPED_COLUMNS}
+        assert {name: new[name] for name in kept} == kept  # every column it had, unchanged: done stays done
+        assert DROPPED_COLUMNS.isdisjoint(new)
         assert new["priority"] == old.get("priority", 0)
         assert json.loads(new["profile_json"]) == json.loads(old.get("profile_json", "{}"))
     if version < SCHEMA_VERSION:
@@ -223,3 +228,45 @@ def test_an_upgraded_journal_finds_content_by_index(old_journal: Path) -> None:
     read all 100,000 rows."""
     Journal(old_journal).close()
     assert {("files", "sha256"), ("jobs", "source_sha256")} <= _indexed_columns(old_journal)
+
+
+def test_a_version_4_journal_loses_lease_owner_and_nothing_else(tmp_path: Path) -> None:
+    """Version 5 drops jobs.lease_owner: the journal of the release before keeps every job, event and file."""
+    path = tmp_path / "journal.sqlite3"
+    shutil.copyfile(FIXTURES / "v4-content-index-journal.sqlite3", path)
+    assert user_version(path) == 4 and "lease_owner" in columns(path)
+    before = {table: rows(path, table) for table in ("jobs", "events", "files", "daemon_status", "webhook_events")}
+    running = [row for row in before["jobs"] if row["state"] == "running"]
+    assert running and all(row["lease_owner"] for row in running)  # the v4 release wrote it at each claim
+
+    journal = Journal(path, ManualClock(1_770_000_000.0))
+    try:
+        assert [job.id for job in journal.jobs(JobState.RUNNING)] == [row["id"] for row in running]
+        assert all(
+            journal.events(row["id"])[-1]["message"] == f"started by {row['lease_owner']}" for row in running
+        )  # who took each one is still said
+    finally:
+        journal.close()
+
+    assert user_version(path) == 5 and columns(path) == columns(FIXTURES / "v5-no-lease-owner-journal.sqlite3")
+    after = {table: rows(path, table) for table in before}
+    assert after["jobs"] == [{k: v for k, v in row.items() if k != "lease_owner"} for row in before["jobs"]]
+    for table in ("events", "files", "daemon_status", "webhook_events"):
+        assert after[table] == before[table], table
+    assert {table: rows(backup_path(path, 4), table) for table in before} == before
+    assert not list(path.parent.glob("*.partial"))
+
+
+def test_on_sqlite_before_3_35_the_unused_column_stays(tmp_path: Path) -> None:
+    """ALTER TABLE ... DROP COLUMN came with SQLite 3.35: an older library leaves lease_owner in place, unnamed."""
+    path = tmp_path / "journal.sqlite3"
+    shutil.copyfile(FIXTURES / "v4-content-index-journal.sqlite3", path)
+    drop = journal_module.MIGRATIONS[4]
+    db = sqlite3.connect(path)
+    try:
+        drop(db, sqlite_version=(3, 34, 1))
+        assert "lease_owner" in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        drop(db)
+        assert "lease_owner" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    finally:
+        db.close()

@@ -15,11 +15,14 @@ def test_a_version_2_journal_upgraded_records_outcomes_for_webhooks(tmp_path: Pa
     shutil.copy(FIXTURE, path)
     journal = Journal(path)
     try:
-        assert journal.query("SELECT count(*) FROM webhook_events")[0][0] == 0  # history is not replayed
+        assert journal.webhook_events(100) == []  # history is not replayed
         job = journal.claim_next("w", 600)
         journal.mark_failed(job.id, "boom")
-        rows = journal.query("SELECT job_id, event FROM webhook_events")
-        assert [tuple(row) for row in rows] == [(job.id, JobState.FAILED.value)]
-        assert journal.query("SELECT count(*) FROM webhook_outbox")[0][0] == 0
+        events = journal.webhook_events(100)
+        assert [(event.job_id, event.event, event.server) for event in events] == [
+            (job.id, JobState.FAILED.value, None)
+        ]
+        assert journal.outbox_counts() == {"undelivered": 1, "given_up": 0, "last_failure": None}  # the event only
+        assert journal.due_deliveries(journal.clock.now(), 100) == []
     finally:
         journal.close()

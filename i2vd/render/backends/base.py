@@ -9,31 +9,49 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from i2vd.config.model import RESOLUTIONS  # noqa: F401 - re-exported: the backends' view of the resolution steps
+from i2vd.config.parameters import PARAMETERS
+from i2vd.config.parameters import RESOLUTIONS as RESOLUTIONS  # the backends' view of the resolution steps
 
 
-@dataclass(frozen=True)
-class VideoRequest:
+@dataclass(frozen=True, kw_only=True)
+class _Request:
     image: bytes
     image_name: str
     prompt: str
-    resolution: str
-    frames: int
-    fps: int
-    steps: int
-    guidance: float
-    seed: int | None = None
     # Where the backend streams the reply: the video comes back as a file there (VideoReply.path),
     # never whole in memory. None: a private temp folder, and the video comes back as bytes.
     reply_dir: Path | None = None
     job_id: int | None = None  # for a server that names outputs after the job (ComfyUI: i2vd/<job id>)
     key: str | None = None  # the job's idempotency key: what a server-side job is found again by after a restart
+
+
+# One video to make: the image, its prompt, and each of the job's parameters (i2vd.config.parameters: one
+# attribute each, `request.frames`; an optional one defaults to None). Every argument is given by name.
+VideoRequest = make_dataclass(
+    "VideoRequest",
+    [
+        (parameter.name, parameter.python_type(), field(default=None))
+        if parameter.optional
+        else (parameter.name, parameter.python_type())
+        for parameter in PARAMETERS
+    ],
+    bases=(_Request,),
+    frozen=True,
+    kw_only=True,
+)
+VideoRequest.__module__ = __name__
+
+
+def request_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's parameters as its request takes them: one it has no value for (journaled before that parameter
+    was declared) gets the declared default."""
+    return {parameter.name: params.get(parameter.name, parameter.default) for parameter in PARAMETERS}
 
 
 @dataclass(frozen=True)

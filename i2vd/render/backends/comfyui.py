@@ -37,6 +37,7 @@ import requests
 
 from i2vd import __version__
 from i2vd.config.comfyui_workflow import Workflow, WorkflowError, WorkflowFile, field_values
+from i2vd.config.parameters import PARAMETER_NAMES
 from i2vd.render.backends import failures, http
 from i2vd.render.backends.base import (
     BackendError,
@@ -194,8 +195,14 @@ class ComfyUIBackend:
         except Exception as error:  # noqa: BLE001 - Pillow raises many kinds for a bad file
             raise BadInput(f"cannot read the image {request.image_name}: {error}") from None
         uploaded = self._upload(request, deadline)
-        fields = ("prompt", "resolution", "frames", "fps", "steps", "guidance", "seed", "image", "job_id")
-        values = field_values(image_name=uploaded, image_size=size, **{name: getattr(request, name) for name in fields})
+        values = field_values(
+            image_name=uploaded,
+            prompt=request.prompt,
+            params={name: getattr(request, name) for name in PARAMETER_NAMES},
+            image_size=size,
+            image=request.image,
+            job_id=request.job_id,
+        )
         return self.workflow.build(values)
 
     def _upload(self, request: VideoRequest, deadline: float) -> str:

@@ -63,13 +63,8 @@ def sample_lines(workflow: Workflow, config: Config | None) -> list[str]:
     values = field_values(
         image_name=f"i2vd/<key>{PurePosixPath(SAMPLE_NAME).suffix}",
         prompt=prompt,
-        resolution=params["resolution"],
+        params=params,
         image_size=(SAMPLE.width, SAMPLE.height),
-        frames=params["frames"],
-        fps=params["fps"],
-        steps=params["steps"],
-        guidance=params["guidance"],
-        seed=params.get("seed"),
         image=SAMPLE_NAME.encode(),
         job_id=None,
     )

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from i2vd.config.checks import FIELDS, input_problems
+from i2vd.config.checks import input_problems
+from i2vd.config.parameters import BY_NAME, FIELDS, RESOLUTION_INDEX
 from i2vd.render.backends.base import RESOLUTIONS, VideoRequest
 from i2vd.render.backends.gradio_app import (
     TEXT_COMPONENTS,
@@ -20,7 +21,8 @@ from i2vd.render.backends.gradio_app import (
     normalize,
 )
 
-SYNONYMS = {
+# Names and labels of app parameters that mean one of i2vd's fields; any field is also matched by its own name.
+KNOWN_NAMES = {
     "image": {
         "image",
         "img",
@@ -61,6 +63,7 @@ SYNONYMS = {
     "guidance": {"guidance", "guidance_scale", "cfg", "cfg_scale", "text_cfg_scale", "unconditional_guidance_scale"},
     "seed": {"seed", "manual_seed"},
 }
+SYNONYMS = {name: KNOWN_NAMES.get(name, set()) | {name} for name in FIELDS}
 
 
 @dataclass(frozen=True)
@@ -190,12 +193,13 @@ def build_mapping(endpoint: Endpoint, inputs: Mapping[Any, Any] | None) -> Param
         )
     if endpoint.video_slot is None:
         raise AppMismatch(f"{endpoint.title} returns no video or file")
-    unused = tuple(
+    unused = tuple(  # the fields the app takes none of: an optional parameter (the seed) is not missed
         f
         for f in FIELDS
         if f not in taken
-        and f not in ("resolution_index", "seed")
-        and not (f == "resolution" and "resolution_index" in taken)
+        and f != RESOLUTION_INDEX
+        and not (f in BY_NAME and BY_NAME[f].optional)
+        and not (f == "resolution" and RESOLUTION_INDEX in taken)
     )
     return ParameterMap(endpoint, tuple(chosen[slot] for slot in sorted(chosen)), unused)
 

@@ -1,0 +1,68 @@
+"""The job's parameters, declared once: each one's name, type, range, default and description.
+
+Everything else that lists them is made from PARAMETERS: the profile fields of the config
+(i2vd.config.model: type, bounds, default, the reference's comment), a resolved profile's
+parameters (i2vd.config.profiles), the request every backend receives
+(i2vd.render.backends.base.VideoRequest), the fields a Gradio `server.inputs` mapping may name
+(FIELDS; i2vd.render.backends.gradio_mapping matches app parameters to them) and the fields a
+ComfyUI node title may name (i2vd.config.comfyui_workflow). A parameter added here is validated,
+documented, journaled, sent to Gradio apps whose parameter has its name, and settable from a
+workflow node titled `I2VD:<name>`; a backend that has a use for it reads it off the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+RESOLUTIONS = ("256p", "512p", "768p", "1024p")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: type  # int, float or str
+    default: Any
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()  # a str parameter: the values allowed
+    optional: bool = False  # may be left empty (None): the server's own choice
+
+    def python_type(self) -> Any:
+        """The type a value has in a request: `int | None` for an optional int."""
+        return self.type | None if self.optional else self.type
+
+
+PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("resolution", str, "512p", "output resolution", choices=RESOLUTIONS),
+    Parameter("frames", int, 16, "number of frames", 8, 32),
+    Parameter("fps", int, 8, "frames per second", 4, 24),
+    Parameter("steps", int, 50, "diffusion steps", 10, 100),
+    Parameter("guidance", float, 9.0, "guidance scale", 1.0, 20.0),
+    Parameter(
+        "seed",
+        int,
+        None,
+        "fixed seed; empty: the server's choice (sent to Gradio apps that take a seed; "
+        "the /predict API has none; the builtin engine has no randomness)",
+        minimum=0,
+        optional=True,
+    ),
+)
+PARAMETER_NAMES = tuple(parameter.name for parameter in PARAMETERS)
+BY_NAME = {parameter.name: parameter for parameter in PARAMETERS}
+
+# What a server can be given, besides the parameters: the image, the rendered prompt, and the resolution
+# as its position in RESOLUTIONS (what the /predict API and many Gradio apps take).
+RESOLUTION_INDEX = "resolution_index"
+
+
+def _fields() -> tuple[str, ...]:
+    fields = ["image", "prompt"]
+    for name in PARAMETER_NAMES:
+        fields += [name, RESOLUTION_INDEX] if name == "resolution" else [name]
+    return tuple(fields)
+
+
+FIELDS = _fields()

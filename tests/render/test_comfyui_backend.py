@@ -267,7 +267,7 @@ def test_what_a_proxy_in_front_of_comfyui_answers_keeps_its_class_and_status(png
     """A reverse proxy's gateway error or login page in ComfyUI's place (here at the upload)."""
     from http.server import BaseHTTPRequestHandler
 
-    from tests.support.gradio_apps import _Server
+    from tests.support.serving import LoopbackServer as _Server
 
     class Proxy(BaseHTTPRequestHandler):
         def do_POST(self) -> None:

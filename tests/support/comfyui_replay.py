@@ -29,7 +29,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from PIL import Image
 
-from tests.support.gradio_apps import _Handler3, _Server
+from tests.support.gradio_apps import _Handler3
+from tests.support.serving import LoopbackFake
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "comfyui"
 VERSION = "0.3.64"  # the real ComfyUI these replays mirror
@@ -45,7 +46,7 @@ class _Prompt:
     interrupted: bool = False
 
 
-class ReplayedComfyUI:
+class ReplayedComfyUI(LoopbackFake):
     """`with ReplayedComfyUI("free") as comfy: ... comfy.url, comfy.prompts, comfy.requests`."""
 
     def __init__(self, session: str, *, version: str = VERSION, fixtures: Path = FIXTURES) -> None:
@@ -67,8 +68,7 @@ class ReplayedComfyUI:
         self._uploads: dict[str, bytes] = {}
         self._log: dict[str, list] = {"requests": [], "rejections": [], "prompts": [], "posts": []}
         self._stopping = False
-        self._http: _Server | None = None
-        self._threads: list[threading.Thread] = []
+        self._runner: threading.Thread | None = None
 
     requests = property(lambda self: self._copy("requests"), doc='"METHOD /path STATUS", in order.')
     rejections = property(lambda self: self._copy("rejections"), doc="Where the client left the recording.")
@@ -90,39 +90,20 @@ class ReplayedComfyUI:
         return sent[:1], sent[1:]
 
     # -- life --------------------------------------------------------------------------------------
-    def start(self) -> ReplayedComfyUI:
-        self._http = _Server(("127.0.0.1", 0), _ReplayHandler)
-        self._http.fake = self  # type: ignore[assignment]
-        self._threads = [
-            threading.Thread(
-                target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name=f"ReplayedComfyUI:{self.session}"
-            ),
-            threading.Thread(target=self._run, name=f"ReplayedComfyUI:{self.session}:runner"),
-        ]
-        for thread in self._threads:
-            thread.start()
-        return self
+    def _after_start(self) -> None:
+        self._runner = threading.Thread(target=self._run, name=f"ReplayedComfyUI:{self.session}:runner")
+        self._runner.start()
 
-    def stop(self) -> None:
+    def _before_stop(self) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            for thread in self._threads:
-                thread.join()
-            self._http = None
 
-    def __enter__(self) -> ReplayedComfyUI:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
+    def stop(self) -> None:
+        super().stop()
+        if self._runner is not None:
+            self._runner.join()
+            self._runner = None
 
     @property
     def version(self) -> str:
@@ -359,3 +340,6 @@ class _ReplayHandler(_Handler3):
             self.wfile.write(header + payload)
             return
         self._ws_send(message["data"])
+
+
+ReplayedComfyUI.handler_class = _ReplayHandler

@@ -32,7 +32,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -43,6 +43,7 @@ from PIL import Image
 from i2vd.render.backends.base import VideoRequest
 from i2vd.render.backends.gradio import GradioBackend
 from tests.support.fakes import make_test_mp4, write_image
+from tests.support.serving import LoopbackFake, LoopbackServer
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class Gradio3Call:
     state: Any
 
 
-class FakeGradio3:
+class FakeGradio3(LoopbackFake):
     """`with FakeGradio3(video=mp4) as app: ... app.url`;
     set `reply` to "video", "none", "hang", "drop" or ("error", text).
 
@@ -221,7 +222,7 @@ class FakeGradio3:
         self.reply_form = "3.x"  # with reply "video": "3.x", "path", "4.x", "url" or "inline"
         self.file_drip = 0.0
         self.config_drip = 0.0  # the same for GET /config
-        self._port = port
+        self._port = port  # 0: a free one; a test may ask for the port of an app it stopped (a restart)
         self._lock = threading.Lock()
         self._calls: list[Gradio3Call] = []
         self._rejections: list[str] = []
@@ -229,8 +230,6 @@ class FakeGradio3:
         self._files: dict[str, bytes] = {}
         self._stopping = threading.Event()
         self._sockets: set[socket.socket] = set()
-        self._http: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     calls = property(lambda self: self._copy("_calls"), doc="Valid predictions, in order.")
     rejections = property(
@@ -242,45 +241,20 @@ class FakeGradio3:
         with self._lock:
             return list(getattr(self, name))
 
-    def start(self) -> FakeGradio3:
-        self._stopping.clear()
-        self._http = _Server(("127.0.0.1", self._port), self.handler_class)
-        self._http.fake = self
-        self._port = self._http.server_address[1]
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name=f"FakeGradio3:{self._port}"
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
+    def _before_stop(self) -> None:
         self._stopping.set()
-        if self._http is None:
-            return
-        self._http.shutdown()
-        with self._lock:
+
+    def _release_connections(self) -> None:
+        with self._lock:  # a websocket's thread waits on its socket: shut it so the thread ends
             for sock in self._sockets:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-        self._http.server_close()  # joins every connection thread
-        self._thread.join()
-        self._http = self._thread = None
 
-    def __enter__(self) -> FakeGradio3:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
-
-    @property
-    def port(self) -> int:
-        return self._port
+    def start(self) -> FakeGradio3:
+        self._stopping.clear()
+        return super().start()
 
     # -- what the app says about itself: what the real 3.50.2 app answered ------------------------
     def config(self) -> dict:
@@ -396,25 +370,9 @@ def _parse_call(via: str, path: str, body: Any) -> Gradio3Call:
     return Gradio3Call(via, path, int(body.get("fn_index", -1)), raw, data[1:7], data[7])
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True  # server_close() joins the connection threads
-    allow_reuse_address = True
-    fake: FakeGradio3
-
-    def server_bind(self) -> None:  # skip getfqdn(): slow where DNS is odd
-        import socketserver
-
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("FakeGradio3 connection ended", exc_info=True)
-
-
 class _Handler3(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # one request per connection: threads end with their request
-    server: _Server
+    server: LoopbackServer
     timeout = 30
 
     def do_GET(self) -> None:

@@ -24,7 +24,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from PIL import Image
 
-from tests.support.gradio_apps import _Handler3, _Server
+from tests.support.gradio_apps import _Handler3
+from tests.support.serving import LoopbackFake
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "gradio"
 RECORDED_PORTS = ("127.0.0.1:7861", "127.0.0.1:7862", "127.0.0.1:7863", "127.0.0.1:7864", "127.0.0.1:7871")
@@ -38,7 +39,7 @@ class ReplayedCall:
     values: list[Any]  # every input after the image's slot, as sent
 
 
-class ReplayedGradio:
+class ReplayedGradio(LoopbackFake):
     """`with ReplayedGradio("vgen-3.39", video=mp4) as app: ... app.url, app.calls, app.requests`."""
 
     def __init__(self, name: str, *, video: bytes, fixtures: Path = FIXTURES) -> None:
@@ -51,8 +52,6 @@ class ReplayedGradio:
         self._requests: list[str] = []
         self._uploads: dict[str, bytes] = {}
         self._sessions: set[str] = set()
-        self._http: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     calls = property(lambda self: self._copy("_calls"), doc="Predictions as the client sent them.")
     rejections = property(lambda self: self._copy("_rejections"), doc="Where the client left the recording.")
@@ -61,32 +60,6 @@ class ReplayedGradio:
     def _copy(self, name: str) -> list:
         with self._lock:
             return list(getattr(self, name))
-
-    def start(self) -> ReplayedGradio:
-        self._http = _Server(("127.0.0.1", 0), _ReplayHandler)
-        self._http.fake = self  # type: ignore[assignment]
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name=f"ReplayedGradio:{self.name}"
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._thread.join()
-            self._http = self._thread = None
-
-    def __enter__(self) -> ReplayedGradio:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
 
     @property
     def version(self) -> str:
@@ -312,3 +285,6 @@ class _ReplayHandler(_Handler3):
         except (OSError, ConnectionError):
             if not completed:
                 replay.reject("websocket: the client left mid-job")
+
+
+ReplayedGradio.handler_class = _ReplayHandler

@@ -4,7 +4,8 @@ These pydantic models validate the config file and the sidecars, and generate th
 documented reference (`i2vd config --example`, config.example.yaml). The classes the
 daemon reads at run time (ServerConfig, GpuConfig, RetryPolicy, WatchRoot) are the
 frozen dataclasses declared here; `i2vd.config.load` loads a file into them. The validators and
-annotated types are in `i2vd.config.checks`, the reference's examples in `i2vd.config.examples`.
+annotated types are in `i2vd.config.checks`, the reference's examples in `i2vd.config.examples`, and
+the job's parameters (a profile's resolution, frames, ...) in `i2vd.config.parameters`.
 """
 
 from __future__ import annotations

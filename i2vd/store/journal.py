@@ -46,6 +46,7 @@ from i2vd.store.schema import (
     JournalVersionError,
     backup_path,
 )
+from i2vd.store.workers import WorkersSeen
 
 __all__ = [
     "CLOSED_STATES",
@@ -80,7 +81,7 @@ def journal_path(config: Any) -> Path:
     return Path(config.state_dir) / JOURNAL_NAME
 
 
-class Journal(FileMemory, Claims, Queries):
+class Journal(FileMemory, Claims, Queries, WorkersSeen):
     def __init__(self, path: Path, clock: Clock | None = None, *, read_only: bool = False, upgrade: bool = True):
         """Open (and create) the journal; read_only for `status` and `jobs`, which may run as another user.
 

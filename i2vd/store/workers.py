@@ -32,7 +32,8 @@ _COLUMNS = (
 class WorkersSeen:
     def record_workers_seen(self, seen: Iterable[Mapping[str, Any]], seen_at: float, gone_after: float) -> None:
         """Workers present in the broker at `seen_at` (WorkerSeen.as_dict(): `last_seen` is the worker's own
-        clock, kept as reported_at); ones gone for FORGET_AFTER_SECONDS are dropped."""
+        clock, kept as reported_at; a `gone_after` there overrides the argument); ones gone for
+        FORGET_AFTER_SECONDS are dropped."""
         with self._write() as db:
             for worker in seen:
                 values = {name: worker.get(name) for name in _COLUMNS}
@@ -44,7 +45,7 @@ class WorkersSeen:
                     f" VALUES ({', '.join('?' * len(_COLUMNS))}, ?, ?)"
                     " ON CONFLICT (worker_id) DO UPDATE SET "
                     + ", ".join(f"{name} = excluded.{name}" for name in (*_COLUMNS[1:], "last_seen", "gone_after")),
-                    (*(values[name] for name in _COLUMNS), seen_at, gone_after),
+                    (*(values[name] for name in _COLUMNS), seen_at, worker.get("gone_after", gone_after)),
                 )
             db.execute("DELETE FROM workers_seen WHERE last_seen < ?", (seen_at - FORGET_AFTER_SECONDS,))
 

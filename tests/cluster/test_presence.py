@@ -21,19 +21,13 @@ from i2vd.cluster.presence import (
     worker_description,
 )
 from i2vd.core.clock import ManualClock
+from tests.support.fakes import wait_for
 
 DEADLINE_SECONDS = 15.0
 
 
 def eventually(condition: Callable[[], object], what: str) -> object:
-    """Poll `condition` until it is truthy, failing with `what` after DEADLINE_SECONDS."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    pytest.fail(f"not within {DEADLINE_SECONDS} s: {what}")
+    return wait_for(condition, timeout=DEADLINE_SECONDS, message=what)
 
 
 def gpu_host(job: int | None = 42) -> dict:

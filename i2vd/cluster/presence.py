@@ -2,8 +2,9 @@
 
 A worker (`i2vd worker`) runs a `PresenceBeacon`: every `interval_seconds` it writes one JSON value under
 `i2vd:presence:<queue>:<host>:<pid>` with a time to live of a few intervals, holding what its `describe()`
-says (host, server, gate reading, current job, jobs done, started at) and `last_seen`. A worker that dies
-stops writing and its key expires by itself: nothing needs to clean up after a dead host. A broker that
+says (host, server, gate reading, current job, jobs done, started at) and `last_seen`, and lists the key in the
+queue's index (`i2vd:presence:<queue>`, a sorted set). A worker that dies stops writing and its key expires by
+itself: nothing needs to clean up after a dead host (the reader drops expired keys from the index). A broker that
 cannot be reached never ends the beacon: it says so once, keeps trying, and says when it is back.
 
 The ingest host calls `read_presence` (bounded by a short socket timeout, no retries) and gets one
@@ -60,6 +61,12 @@ def redact_url(url: str) -> str:
 
 def presence_key(queue: str, host: str, pid: int) -> str:
     return f"{PRESENCE_PREFIX}:{queue}:{host}:{pid}"
+
+
+def index_key(queue: str) -> str:
+    """A sorted set of the queue's presence keys (score: the last beat): the reader looks up only those,
+    never scans a broker whose keyspace also holds every Celery result."""
+    return f"{PRESENCE_PREFIX}:{queue}"
 
 
 def _redis_client(url: str, timeout_seconds: float):
@@ -179,10 +186,6 @@ def parse_record(raw: bytes | str, queue: str) -> list[WorkerSeen]:
     return seen
 
 
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{character}" if character in "*?[]\\" else character for character in text)
-
-
 def read_presence(redis_url: str, queue: str, *, timeout_seconds: float = READ_TIMEOUT_SECONDS) -> list[WorkerSeen]:
     """Every worker slot announced for `queue` now, sorted by id; BrokerUnreachable when Redis cannot be read.
 
@@ -190,14 +193,20 @@ def read_presence(redis_url: str, queue: str, *, timeout_seconds: float = READ_T
     """
     client = _redis_client(redis_url, timeout_seconds)
     try:
-        keys = list(client.scan_iter(match=f"{_glob_escape(PRESENCE_PREFIX)}:{_glob_escape(queue)}:*", count=200))
+        keys = client.zrange(index_key(queue), 0, -1)
         values = client.mget(keys) if keys else []
+        expired = [key for key, value in zip(keys, values, strict=True) if value is None]
+        if expired:  # their workers stopped beating: the journal keeps them as gone, the index forgets them
+            client.zrem(index_key(queue), *expired)
     except _redis_errors() as error:
         raise BrokerUnreachable(redact_url(redis_url), str(error) or type(error).__name__) from error
     finally:
         client.close()
-    seen = [slot for value in values if value is not None for slot in parse_record(value, queue)]
-    return sorted(seen, key=lambda slot: slot.worker_id)
+    latest: dict[str, WorkerSeen] = {}  # a restarted worker's old key lives on until its TTL: the newer one wins
+    for slot in (slot for value in values if value is not None for slot in parse_record(value, queue)):
+        if slot.worker_id not in latest or slot.last_seen > latest[slot.worker_id].last_seen:
+            latest[slot.worker_id] = slot
+    return sorted(latest.values(), key=lambda slot: slot.worker_id)
 
 
 # -- the worker's side -------------------------------------------------------------------
@@ -262,7 +271,10 @@ class PresenceBeacon:
         try:
             if self._client is None:
                 self._client = _redis_client(self.redis_url, min(self.interval_seconds, READ_TIMEOUT_SECONDS * 2))
-            self._client.set(self.key, payload, px=self.ttl_ms)
+            with self._client.pipeline(transaction=True) as pipeline:
+                pipeline.set(self.key, payload, px=self.ttl_ms)
+                pipeline.zadd(index_key(self.queue), {self.key: self.clock.now()})
+                pipeline.execute()
         except (BrokerUnreachable, *_redis_errors()) as error:
             if not self.failed_beats:
                 log.warning(

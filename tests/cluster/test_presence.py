@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis
 
 from i2vd.cluster.presence import (
     BrokerUnreachable,
     PresenceBeacon,
+    index_key,
     parse_record,
     presence_key,
     read_presence,
@@ -116,6 +118,29 @@ def test_foreign_or_damaged_values_are_no_workers_and_several_servers_are_severa
     for junk in (b"\xff", "[1, 2]", "{}", '{"host": "x", "servers": ["not a slot"]}', "null"):
         assert parse_record(junk, "q") == []
     assert [seen.pid for seen in parse_record('{"host": "x", "pid": "seven"}', "q")] == [0]
+
+
+def test_a_restarted_worker_is_one_worker_its_newer_process_and_expired_keys_leave_the_index(redis_server):
+    clock = ManualClock(1_770_000_000.0)
+    old = PresenceBeacon(redis_server.url, gpu_host, 0.1, queue="q", clock=clock, host="gpu-a", pid=1)
+    assert old.beat()
+    old.stop()  # killed: its key lives on until its TTL
+    clock.advance(1)
+    new = PresenceBeacon(redis_server.url, lambda: gpu_host(job=None), 5.0, queue="q", clock=clock, host="gpu-a", pid=2)
+    assert new.beat()
+    new.stop()
+    [seen] = read_presence(redis_server.url, "q")
+    assert (seen.pid, seen.current_job) == (2, None)
+    wait_for(lambda: len(read_presence(redis_server.url, "q")) == 1 and _indexed(redis_server.url, "q") == 1,
+             timeout=DEADLINE_SECONDS, message="the old key expired and left the index")  # fmt: skip
+
+
+def _indexed(url: str, queue: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return client.zcard(index_key(queue))
+    finally:
+        client.close()
 
 
 def test_a_queue_name_with_glob_characters_matches_only_itself(redis_server):

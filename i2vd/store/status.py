@@ -149,8 +149,10 @@ def _broker_and_workers(status: dict[str, Any]) -> list[str]:
         else:
             health = f"GONE, last seen {_when(worker['last_seen'])}"
             doing = f"was on job {worker['current_job']}" if worker["current_job"] is not None else "was idle"
+        name = worker["worker_id"]
+        name += "" if name.split("/")[0] == worker["host"] else f" on {worker['host']}"
         lines.append(
-            f"  {worker['worker_id']} ({worker['server']}) — {health}; gpu: {worker.get('gate') or '-'};"
+            f"  {name} ({worker['server']}) — {health}; gpu: {worker.get('gate') or '-'};"
             f" {doing}; {worker.get('jobs_done') or 0} done"
         )
     return lines

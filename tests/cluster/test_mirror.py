@@ -59,7 +59,7 @@ def test_status_lists_a_worker_alive_then_gone_and_keeps_it(tmp_path: Path, redi
             assert status["broker"]["reachable"] is True and status["broker"]["url"] == redis_server.url
             text = render_status(status)
             assert "workers: 1 alive, 0 gone" in text
-            assert "gpu-a (predict http://127.0.0.1:7860) — alive, last seen" in text
+            assert f"gpu-a on {beacon.host} (predict http://127.0.0.1:7860) — alive, last seen" in text
             assert f"gpu: open: 3120 MiB used of 24576; job {job.id} shoot/img1.jpg; 3 done" in text
             json.dumps(status)  # what status --json and /api/status give
 

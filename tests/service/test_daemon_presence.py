@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -59,7 +60,8 @@ def test_the_daemon_mirrors_workers_alive_then_gone_and_says_when_the_broker_is_
                 ("gpu-b", "comfyui http://127.0.0.1:8188", "alive")
             ]
             text = run_cli(tmp_path / "config.yaml", "status").stdout
-            assert "workers: 1 alive, 0 gone" in text and "gpu-b (comfyui http://127.0.0.1:8188) — alive" in text
+            assert "workers: 1 alive, 0 gone" in text
+            assert f"gpu-b on {socket.gethostname()} (comfyui http://127.0.0.1:8188) — alive" in text
         wait_for(lambda: [w["state"] for w in workers(config)] == ["gone"], timeout=30, message="worker gone")
 
         redis_server.kill()

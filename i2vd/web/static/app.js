@@ -102,7 +102,8 @@ function drawWorkers(workers, broker) {
     return el("div", { class: "card worker", "data-worker-id": worker.worker_id, "data-state": worker.state },
       el("h3", {}, worker.worker_id, " ",
         el("span", { class: `pill ${alive ? "ok" : "bad"}` }, alive ? "alive" : "gone")),
-      el("p", { class: "muted" }, worker.server),
+      el("p", { class: "muted" }, worker.worker_id.split("/")[0] === worker.host ? "" : `on ${worker.host}: `,
+        worker.server),
       el("p", {}, "GPU: ", worker.gate || "-"),
       doing,
       el("p", { class: "muted" }, `last seen ${when(worker.last_seen)}; ${worker.jobs_done || 0} done`));

@@ -4,6 +4,7 @@ host's worker alive, then gone with its last-seen time; a broker that is down is
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -119,3 +120,27 @@ def test_the_executor_block_is_read_defensively():
     assert celery_executor(SimpleNamespace(executor=SimpleNamespace(kind="celery", broker=""))) is None
     celery = SimpleNamespace(kind="celery", broker="redis://q:6379/0", queue=None)
     assert celery_executor(SimpleNamespace(executor=celery)) == ("redis://q:6379/0", "i2vd")
+
+
+def test_the_mirror_thread_outlives_a_journal_that_refuses_writes(tmp_path: Path, redis_server, caplog):
+    journal = Journal(tmp_path / "journal.sqlite3")
+    mirror = PresenceMirror(journal, redis_server.url, "i2vd", interval_seconds=0.05)
+    stop = threading.Event()
+    thread = threading.Thread(target=mirror.run, args=(stop,), name="test-mirror")
+    try:
+        with journal._lock:  # the state disk fills: every write is refused, as SQLITE_FULL would be
+            journal._db.execute("PRAGMA query_only = 1")
+        thread.start()
+        wait_for(lambda: any("cannot record the workers" in r.getMessage() for r in caplog.records), timeout=15)
+        beacon = PresenceBeacon(redis_server.url, describe(None, None), 5.0, queue="i2vd", host="gpu-z", pid=1)
+        assert beacon.beat()
+        beacon.stop()
+        with journal._lock:
+            journal._db.execute("PRAGMA query_only = 0")
+        wait_for(lambda: [w["host"] for w in journal.workers_seen()] == ["gpu-z"], timeout=15, message="recorded")
+        assert thread.is_alive()
+        assert len([r for r in caplog.records if "cannot record the workers" in r.getMessage()]) == 1
+    finally:
+        stop.set()
+        thread.join()
+        journal.close()

@@ -1,8 +1,9 @@
 """The composition root: lock, journal, backend, gate, watchers and worker, wired and run.
 
 Threads: one intake loop (events, rescans, settling, hashing), one worker per
-server, the webhook sender, the presence mirror (`executor: celery` only), and the main thread, which publishes status, pings systemd and waits for
-a stop. Every thread stops on one Event.
+server, the webhook sender, the presence mirror (`executor: celery` only), and
+the main thread, which publishes status, pings systemd and waits for a stop.
+Every thread stops on one Event.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The composition root: lock, journal, backend, gate, watchers and worker, wired and run.
 
 Threads: one intake loop (events, rescans, settling, hashing), one worker per
-server, and the main thread, which publishes status, pings systemd and waits for
-a stop. Every thread stops on one Event.
+server, the webhook sender, the presence mirror (`executor: celery` only), and
+the main thread, which publishes status, pings systemd and waits for a stop.
+Every thread stops on one Event.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from i2vd import __version__
+from i2vd.cluster.mirror import PresenceMirror, celery_executor
 from i2vd.config import schedule as schedules
 from i2vd.config.load import Config, ConfigError, load_config
 from i2vd.core.clock import Clock
@@ -69,6 +71,7 @@ class Daemon:
         self.intake_loop: IntakeLoop | None = None
         self.web = None  # i2vd.web.WebServer while `http:` is set
         self.webhooks: Sender | None = None
+        self.presence: PresenceMirror | None = None  # the GPU hosts' workers, with `executor: celery`
         self.started_at = self.clock.now()
 
     def start(self) -> None:
@@ -103,11 +106,23 @@ class Daemon:
         for index, worker in enumerate(self.workers):
             self._spawn(f"i2vd-worker-{index}", worker.run, self.stop_event)
         self._spawn("i2vd-webhooks", self.webhooks.run, self.stop_event)
-        self.journal.publish_status({"pid": os.getpid(), "version": __version__, "started_at": self.started_at})
+        self.journal.publish_status(
+            {"pid": os.getpid(), "version": __version__, "started_at": self.started_at, "broker": None}
+        )
+        self._start_presence()  # after the line above: it publishes the broker's state from now on
         self.publish_status()
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
         servers = ", ".join(worker.backend.describe()["url"] for worker in self.workers)
         log.info("i2vd %s running: %d watch root(s), server(s) %s", __version__, len(self.config.watch), servers)
+
+    def _start_presence(self) -> None:
+        """With `executor: {kind: celery}`, mirror the workers the broker knows into the journal, for status."""
+        celery = celery_executor(self.config)  # TODO(merge): read config.executor directly once it is declared
+        if celery is None:
+            return
+        broker, queue = celery
+        self.presence = PresenceMirror(self.journal, broker, queue, clock=self.clock)
+        self._spawn("i2vd-presence", self.presence.run, self.stop_event)
 
     def _wake_workers(self) -> None:
         for worker in self.workers:
@@ -128,6 +143,8 @@ class Daemon:
         down = sum(worker.state.server_down_since is not None for worker in self.workers)
         if down:
             line += f"; {down} server(s) down"
+        if self.presence is not None and self.presence.reachable is False:
+            line += f"; broker unreachable: {self.presence.shown_url}"
         line += schedules.status_words(self.config, self.workers, self.clock.now())
         working = [worker.state.current_file for worker in self.workers if worker.state.current_file]
         if working:

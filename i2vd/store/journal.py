@@ -50,6 +50,7 @@ from i2vd.store.schema import (
     backup_path,
 )
 from i2vd.store.tally import FailureTally
+from i2vd.store.workers import WorkersSeen
 
 __all__ = [
     "CLOSED_STATES",
@@ -84,7 +85,7 @@ def journal_path(config: Any) -> Path:
     return Path(config.state_dir) / JOURNAL_NAME
 
 
-class Journal(FileMemory, Claims, Queries, Outbox):
+class Journal(FileMemory, Claims, Queries, Outbox, WorkersSeen):
     def __init__(self, path: Path, clock: Clock | None = None, *, read_only: bool = False, upgrade: bool = True):
         """Open (and create) the journal; read_only for `status` and `jobs`, which may run as another user.
 

@@ -84,6 +84,21 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 );
 CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_attempt_at)
     WHERE delivered_at IS NULL AND given_up_at IS NULL;
+CREATE TABLE IF NOT EXISTS workers_seen (
+    worker_id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    server TEXT NOT NULL,
+    gate TEXT,
+    current_job INTEGER,
+    current_key TEXT,
+    jobs_done INTEGER NOT NULL DEFAULT 0,
+    started_at REAL,
+    reported_at REAL,
+    last_seen REAL NOT NULL,
+    gone_after REAL NOT NULL
+) WITHOUT ROWID;
 """
 # A job that reaches done, failed or parked leaves a webhook event in the same transaction as the change
 # itself, whichever code path made it: i2vd.webhooks turns them into deliveries. (Whole statements: a
@@ -190,12 +205,25 @@ def _to_v5_drop_lease_owner(
         db.execute("ALTER TABLE jobs DROP COLUMN lease_owner")
 
 
+def _to_v6_workers_seen(db: sqlite3.Connection) -> None:
+    """Version 6 (`executor: celery`, issue 18): `workers_seen`, the GPU hosts' workers as the ingest daemon last saw
+    them in the broker, kept after they vanish so `status` shows a dead host with its last-seen time.
+    Self-contained: its own copy of the statement, as it was when this version was made."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS workers_seen (worker_id TEXT PRIMARY KEY, queue TEXT NOT NULL, host TEXT NOT NULL,"
+        " pid INTEGER NOT NULL, server TEXT NOT NULL, gate TEXT, current_job INTEGER, current_key TEXT,"
+        " jobs_done INTEGER NOT NULL DEFAULT 0, started_at REAL, reported_at REAL, last_seen REAL NOT NULL,"
+        " gone_after REAL NOT NULL) WITHOUT ROWID"
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _to_v1,
     _to_v2,
     _to_v3_webhook_outbox,
     _to_v4_content_indexes,
     _to_v5_drop_lease_owner,
+    _to_v6_workers_seen,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

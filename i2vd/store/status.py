@@ -58,7 +58,19 @@ def gather_status(config: Config, journal: Journal) -> dict[str, Any]:
         "recent_failures": failed,
         "recent_events": journal.events(limit=10),
         "webhooks": outbox_status(journal, config),
+        "broker": published.get("broker") if running else None,
+        "workers": workers_status(journal),
     }
+
+
+def workers_status(journal: Journal) -> list[dict[str, Any]]:
+    """The GPU hosts' workers (`executor: celery`), alive or gone, with the file of the job each is on."""
+    workers = journal.workers_seen()
+    for worker in workers:
+        job = journal.job(worker["current_job"]) if worker["current_job"] is not None else None
+        same = job is not None and worker["current_key"] in (None, job.idem_key)
+        worker["current_file"] = job.rel_path if same else None
+    return workers
 
 
 def _when(timestamp: float | None) -> str:
@@ -103,6 +115,7 @@ def render_status(status: dict[str, Any]) -> str:
             f" and {len(group['files']) - 3} more" if len(group["files"]) > 3 else ""
         )
         lines.append(f"parked:  {len(group['files'])} job(s) ({shown}) until this is fixed: {group['reason']}")
+    lines += _broker_and_workers(status)
     hooks = status.get("webhooks")
     if hooks:
         line = f"webhooks: {hooks['undelivered']} undelivered"
@@ -115,6 +128,39 @@ def render_status(status: dict[str, Any]) -> str:
             f"  job {failure['id']} {failure['file']}: {failure['error']}" for failure in status["recent_failures"]
         ]
     return "\n".join(lines)
+
+
+def _broker_and_workers(status: dict[str, Any]) -> list[str]:
+    """The `executor: celery` lines: nothing at all for a local daemon that never saw a worker."""
+    lines = []
+    broker = status.get("broker")
+    if broker and broker.get("reachable") is False:
+        lines.append(
+            f"broker unreachable: {broker['url']} since {_when(broker.get('since'))}: {broker.get('error')}"
+            " (dispatch waits; nothing is lost)"
+        )
+    elif broker:
+        lines.append(f"broker:  {broker['url']}, queue {broker.get('queue')}: reachable")
+    workers = status.get("workers") or []
+    if not workers:
+        return lines
+    alive = sum(worker["state"] == "alive" for worker in workers)
+    lines.append(f"workers: {alive} alive, {len(workers) - alive} gone")
+    for worker in workers:
+        if worker["state"] == "alive":
+            health = f"alive, last seen {_when(worker['last_seen'])}"
+            what = worker.get("current_file") or worker.get("current_key") or ""
+            doing = f"job {worker['current_job']} {what}".rstrip() if worker["current_job"] is not None else "idle"
+        else:
+            health = f"GONE, last seen {_when(worker['last_seen'])}"
+            doing = f"was on job {worker['current_job']}" if worker["current_job"] is not None else "was idle"
+        name = worker["worker_id"]
+        name += "" if name.split("/")[0] == worker["host"] else f" on {worker['host']}"
+        lines.append(
+            f"  {name} ({worker['server']}) — {health}; gpu: {worker.get('gate') or '-'};"
+            f" {doing}; {worker.get('jobs_done') or 0} done"
+        )
+    return lines
 
 
 def render_jobs(jobs: list[Job]) -> str:

@@ -3,8 +3,8 @@
 The journal is the one source of truth, so the numbers survive restarts and agree with
 `i2vd status`: counts by state, histograms of the done jobs' durations, server time and
 queue waits, each server's health and gate (as the daemon last published them), the
-files taken in, the jobs failed now by reason, and (the one figure kept in memory, a strict counter)
-the failures recorded since the daemon started.
+GPU hosts' workers alive and gone, the files taken in, the jobs failed now by reason, and (the one figure kept in
+memory, a strict counter) the failures recorded since the daemon started.
 """
 
 from __future__ import annotations
@@ -55,6 +55,13 @@ class JournalCollector:
             gate.add_metric([name], 1 if server.get("gate_state") in ("open", "off") else 0)
         yield up
         yield gate
+        workers = GaugeMetricFamily(
+            "i2vd_workers", "GPU-host workers (executor: celery) by state: seen lately, or gone", labels=["state"]
+        )
+        states = [worker["state"] for worker in self.journal.workers_seen()]
+        for state in ("alive", "gone"):
+            workers.add_metric([state], states.count(state))
+        yield workers
         yield CounterMetricFamily("i2vd_intake_files", "Files taken in as jobs", value=self.journal.jobs_total())
         # A counter only grows: failures recorded since the daemon started (a retry or `forget` takes nothing off;
         # Prometheus reads a restart as a reset). What is failed now, and why, is the gauge beside it.

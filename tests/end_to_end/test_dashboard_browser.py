@@ -190,3 +190,30 @@ def test_the_page_fits_a_phone_screen(browser, site):
         "figure')].map(f => f.getBoundingClientRect().left)).size"
     )
     assert columns == 1
+
+
+def test_the_gpu_hosts_show_alive_and_gone_with_the_broker_and_none_for_a_local_daemon(browser, site):
+    from i2vd.core.lock import StateLock
+
+    sign_in(browser, site)
+    assert browser.execute_script("return document.getElementById('workers-section').hidden") is True  # local
+    now = site.journal.clock.now()
+    seen = {"queue": "i2vd", "pid": 1, "server": "comfyui http://127.0.0.1:8188", "current_key": None}
+    seen.update(jobs_done=2, started_at=now - 7200, last_seen=now)
+    hostile = {**seen, "worker_id": HOSTILE_NAME, "host": HOSTILE_NAME, "gate": "<b>open</b>", "current_job": None}
+    site.journal.record_workers_seen([hostile], now, 3600.0)
+    dead = {**seen, "worker_id": "gpu-dead", "host": "gpu-dead", "gate": "open", "current_job": site.done_ids[0]}
+    site.journal.record_workers_seen([dead], now - 3600, 19.0)
+    with StateLock(site.config.state_dir):  # a daemon runs: what it published about the broker shows
+        site.journal.publish_status(
+            {"broker": {"url": "redis://queue-host:6379/0", "queue": "i2vd", "reachable": False, "since": now,
+                        "checked_at": now, "error": "Connection refused"}}
+        )  # fmt: skip
+        until(browser, "!document.getElementById('workers-section').hidden", "the GPU hosts section appears")
+        until(browser, "document.querySelectorAll('#workers .worker').length === 2", "two workers")
+        assert text(browser, "#broker").startswith("broker unreachable: redis://queue-host:6379/0 since")
+    assert text(browser, '#workers .worker[data-state="gone"] .pill') == "gone"
+    assert "was on job" in text(browser, '#workers .worker[data-state="gone"]')
+    assert text(browser, '#workers .worker[data-state="alive"] h3').startswith(HOSTILE_NAME)
+    assert "GPU: <b>open</b>" in text(browser, '#workers .worker[data-state="alive"]')
+    assert browser.execute_script("return document.querySelectorAll('img, b').length") == 0

@@ -248,7 +248,9 @@ def test_a_version_4_journal_loses_lease_owner_and_nothing_else(tmp_path: Path) 
     finally:
         journal.close()
 
-    assert user_version(path) == 5 and columns(path) == columns(FIXTURES / "v5-no-lease-owner-journal.sqlite3")
+    assert user_version(path) == SCHEMA_VERSION and columns(path) == columns(
+        FIXTURES / "v5-no-lease-owner-journal.sqlite3"
+    )
     after = {table: rows(path, table) for table in before}
     assert after["jobs"] == [{k: v for k, v in row.items() if k != "lease_owner"} for row in before["jobs"]]
     for table in ("events", "files", "daemon_status", "webhook_events"):

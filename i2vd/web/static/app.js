@@ -81,6 +81,35 @@ function drawServers(servers, running) {
   }));
 }
 
+// The GPU hosts' workers (executor: celery): shown only when there are any, or a broker to speak of.
+function drawWorkers(workers, broker) {
+  document.getElementById("workers-section").hidden = !workers.length && !broker;
+  const line = document.getElementById("broker");
+  line.hidden = !broker;
+  if (broker) {
+    line.className = broker.reachable === false ? "error" : "muted";
+    line.textContent = broker.reachable === false
+      ? `broker unreachable: ${broker.url} since ${when(broker.since)}: ${broker.error || ""}`
+      : `broker ${broker.url}, queue ${broker.queue}: reachable`;
+  }
+  replace("workers", workers.map((worker) => {
+    const alive = worker.state === "alive";
+    const job = worker.current_job === null || worker.current_job === undefined ? null : worker.current_job;
+    const doing = job === null
+      ? el("p", { class: "muted" }, alive ? "idle" : "was idle")
+      : el("p", {}, alive ? `job ${job}: ` : `was on job ${job}: `,
+        el("span", { class: "file" }, worker.current_file || worker.current_key || ""));
+    return el("div", { class: "card worker", "data-worker-id": worker.worker_id, "data-state": worker.state },
+      el("h3", {}, worker.worker_id, " ",
+        el("span", { class: `pill ${alive ? "ok" : "bad"}` }, alive ? "alive" : "gone")),
+      el("p", { class: "muted" }, worker.worker_id.split("/")[0] === worker.host ? "" : `on ${worker.host}: `,
+        worker.server),
+      el("p", {}, "GPU: ", worker.gate || "-"),
+      doing,
+      el("p", { class: "muted" }, `last seen ${when(worker.last_seen)}; ${worker.jobs_done || 0} done`));
+  }));
+}
+
 function drawCurrent(jobs, servers) {
   if (!jobs.length) {
     replace("current", el("p", { class: "muted" }, "Nothing running."));
@@ -202,6 +231,7 @@ async function refresh() {
     drawCounts(status.counts);
     drawWebhooks(status.webhooks);
     drawServers(status.servers, status.daemon.running);
+    drawWorkers(status.workers || [], status.broker);
     drawCurrent(status.current_jobs, status.servers);
     drawParked(status.parked);
     drawRoots(roots);

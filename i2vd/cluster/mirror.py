@@ -1,0 +1,119 @@
+"""The ingest daemon's view of its GPU hosts: what the broker says about them, mirrored into the journal.
+
+With `executor: {kind: celery}` the daemon runs one `PresenceMirror` thread: every `interval_seconds` it reads
+the workers' presence (i2vd.cluster.presence, bounded by a short timeout) and records it in the journal, with the
+broker's state (reachable or not, since when, why). `i2vd status`, `/api/status`, the dashboard and /metrics read
+only the journal, so they answer at once even while the broker is down, and a worker that vanished stays listed
+as gone with its last-seen time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from typing import Any
+
+from i2vd.cluster.presence import READ_TIMEOUT_SECONDS, TTL_INTERVALS, BrokerUnreachable, read_presence, redact_url
+from i2vd.core.clock import Clock
+from i2vd.store.journal import Journal
+
+log = logging.getLogger("i2vd.presence")
+
+MIRROR_SECONDS = 2.0
+DEFAULT_QUEUE = "i2vd"
+
+
+def celery_executor(config: Any) -> tuple[str, str] | None:
+    """(broker URL, queue) when the config says `executor: {kind: celery}`, else None.
+
+    Read defensively: the `executor:` block is declared by the Celery executor's config model; a config without it
+    (or with kind local) has no broker and no mirror.
+    """
+    executor = getattr(config, "executor", None)
+    if executor is None or getattr(executor, "kind", "local") != "celery":
+        return None
+    broker = getattr(executor, "broker", None)
+    if not broker:
+        return None
+    return str(broker), str(getattr(executor, "queue", None) or DEFAULT_QUEUE)
+
+
+class PresenceMirror:
+    def __init__(
+        self,
+        journal: Journal,
+        broker_url: str,
+        queue: str,
+        *,
+        clock: Clock | None = None,
+        interval_seconds: float = MIRROR_SECONDS,
+        read_timeout_seconds: float = READ_TIMEOUT_SECONDS,
+    ):
+        self.journal = journal
+        self.broker_url = broker_url
+        self.shown_url = redact_url(broker_url)
+        self.queue = queue
+        self.clock = clock or Clock()
+        self.interval_seconds = interval_seconds
+        self.read_timeout_seconds = read_timeout_seconds
+        self.reachable: bool | None = None  # None until the first read
+        self._since: float | None = None
+        self._journal_refused = False
+
+    def gone_after(self, beacon_interval_seconds: float) -> float:
+        """Seconds unseen after which a worker is gone: its key's lifetime, and two of our reads for slack."""
+        return TTL_INTERVALS * beacon_interval_seconds + 2 * self.interval_seconds
+
+    def poll_once(self) -> bool:
+        """One read of the broker into the journal; False when the broker could not be read."""
+        now = self.clock.now()
+        try:
+            seen = read_presence(self.broker_url, self.queue, timeout_seconds=self.read_timeout_seconds)
+        except BrokerUnreachable as error:
+            if self.reachable is not False:
+                log.warning("broker unreachable: %s: %s; workers are shown as last seen", error.url, error.reason)
+                self._since = now
+            self.reachable = False
+            self._publish(now, error.reason)
+            return False
+        if self.reachable is False:
+            log.info("the broker %s answers again: %d worker(s) present", self.shown_url, len(seen))
+        if self.reachable is not True:
+            self._since = now
+        self.reachable = True
+        rows = [{**worker.as_dict(), "gone_after": self.gone_after(worker.interval_seconds)} for worker in seen]
+        self.journal.record_workers_seen(rows, now, self.gone_after(5.0))
+        self._publish(now, None)
+        return True
+
+    def _publish(self, now: float, error: str | None) -> None:
+        self.journal.publish_status(
+            {
+                "broker": {
+                    "url": self.shown_url,
+                    "queue": self.queue,
+                    "reachable": self.reachable,
+                    "since": self._since,
+                    "checked_at": now,
+                    "error": error,
+                }
+            }
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """The mirror's thread: read, record, wait; never ends before `stop` (a full state disk is said once)."""
+        while not stop.is_set():
+            try:
+                self.poll_once()
+                if self._journal_refused:
+                    log.info("workers seen are recorded again in %s", self.journal.path)
+                self._journal_refused = False
+            except sqlite3.Error as error:
+                if not self._journal_refused:
+                    log.warning("cannot record the workers seen in %s: %s", self.journal.path, error)
+                self._journal_refused = True
+            except Exception:
+                log.exception("presence mirror: unexpected error; trying again in %.0f s", self.interval_seconds)
+            if self.clock.wait(stop, self.interval_seconds):
+                break

@@ -45,6 +45,7 @@ from i2vd.config.checks import (
 )
 from i2vd.config.checks import input_problems as input_problems
 from i2vd.config.examples import EXAMPLE_PROFILES, EXAMPLE_SERVERS
+from i2vd.config.executor import ExecutorConfig
 
 RESOLUTIONS = ("256p", "512p", "768p", "1024p")
 DEFAULT_PROMPT = "{{ caption or ('A ' ~ subject ~ ' scene with smooth motion') }}"
@@ -336,6 +337,7 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
     retry: RetryPolicy = Field(
         default_factory=RetryPolicy, description="retry policy: only the job's own failures count"
     )
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="where jobs run (local or celery)")
     watch: Annotated[list[WatchRoot], Strict()] = Field(
         default_factory=list, validate_default=True, description="hot folders", examples=[[{"path": "/srv/i2v/in"}]]
     )

@@ -34,6 +34,7 @@ class VideoRequest:
     reply_dir: Path | None = None
     job_id: int | None = None  # for a server that names outputs after the job (ComfyUI: i2vd/<job id>)
     key: str | None = None  # the job's idempotency key: what a server-side job is found again by after a restart
+    source_path: str | None = None  # where the image is (executor: celery sends a large one by a shared path)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""More than one machine (`executor: celery`): the ingest host publishes jobs, GPU hosts run them."""

@@ -192,7 +192,8 @@ class Requeue:
 def register_task(app: Any, host: GpuHost) -> Any:
     from celery.exceptions import Ignore, Reject
 
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+    # resultrepr_maxsize: Celery logs each result; the video's base64 is no log line
+    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, resultrepr_maxsize=120)
     def render(task: Any, data: Any) -> dict[str, Any]:
         task_id = task.request.id
         outcome = host.run_task(

@@ -4,8 +4,15 @@ redis-server between them (tests/cluster/conftest.py). Each test polls for an ou
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
-from tests.end_to_end.harness import journal_counts, videos
+from i2vd.cluster import messages
+from i2vd.cluster.app import TASK_NAME, make_app, timings
+from i2vd.config.load import load_config
+from i2vd.render.backends.base import VideoRequest
+from i2vd.store.journal import Job, Journal
+from tests.end_to_end.harness import journal_counts, run_cli, videos
 from tests.support.fakes import wait_for, write_image
 
 COLORS = [(200, 80, 40), (40, 200, 80), (80, 40, 200)]
@@ -24,6 +31,32 @@ def done(cluster, count: int) -> bool:
     return journal_counts(cluster.state_dir).get("done") == count
 
 
+def jobs(cluster) -> list[Job]:
+    journal = Journal(cluster.state_dir / "journal.sqlite3")
+    try:
+        return journal.jobs()
+    finally:
+        journal.close()
+
+
+def publish_again(cluster, job: Job, task_id: str) -> None:
+    """The job's task as the broker would deliver it a second time: same id, same payload."""
+    config = load_config(cluster.tmp_path / "config.yaml")
+    request = VideoRequest(
+        image=Path(job.source_path).read_bytes(),
+        image_name=Path(job.rel_path).name,
+        prompt=job.prompt,
+        **job.params,
+        job_id=job.id,
+        key=job.idem_key,
+    )
+    app = make_app(config.executor, timings(config.executor, [config.server]))
+    try:
+        app.send_task(TASK_NAME, args=[messages.payload(request, config.executor)], task_id=task_id)
+    finally:
+        app.close()
+
+
 def test_images_on_the_ingest_host_become_videos_made_on_a_gpu_host(cluster, fake_server):
     cluster.worker(fake_server.url)
     cluster.daemon()
@@ -35,3 +68,66 @@ def test_images_on_the_ingest_host_become_videos_made_on_a_gpu_host(cluster, fak
     record = json.loads(made[0].with_name(made[0].name + ".json").read_text())
     assert record["server"]["kind"] == "predict" and record["server"]["url"].startswith(fake_server.url)
     assert record["server"]["worker"]  # the GPU host that made it
+
+
+def test_a_worker_killed_mid_job_has_its_task_delivered_again_and_done_once(cluster, fake_server):
+    fake_server.hang(times=1)  # the first call is held: the worker is mid-job when it dies
+    first = cluster.worker(fake_server.url, name="gpu-a")
+    cluster.daemon()
+    drop_images(cluster, 1)
+    wait_for(lambda: fake_server.in_flight == 1, timeout=30, message=cluster.logs())
+    first.kill()
+    cluster.worker(fake_server.url, name="gpu-b")  # delivered again after the visibility timeout (T + M/2)
+    wait_for(lambda: done(cluster, 1), timeout=45, message=cluster.logs())
+    assert [video.name for video in videos(cluster.output_dir)] == ["image-0.mp4"]
+    assert len(fake_server.requests) == 2  # the killed call, and the one that made the video
+    [job] = jobs(cluster)
+    assert job.state.value == "done" and job.attempts == 0  # a dead worker is not the job's fault
+
+
+def test_a_task_delivered_again_after_its_job_is_done_is_acknowledged_without_work(cluster, fake_server):
+    worker = cluster.worker(fake_server.url)
+    daemon = cluster.daemon()
+    drop_images(cluster, 1)
+    wait_for(lambda: done(cluster, 1), timeout=45, message=cluster.logs())
+    [task_id] = re.findall(r"as task (i2vd-\S+)", daemon.log())
+    [job] = jobs(cluster)
+    publish_again(cluster, job, task_id)
+    wait_for(lambda: f"task {task_id} (job {job.id}): not awaited any more" in worker.log(), message=cluster.logs())
+    assert len(fake_server.requests) == 1  # not sent to the server a second time
+    assert len(videos(cluster.output_dir)) == 1
+
+
+def test_a_broker_restart_loses_nothing_and_repeats_nothing(cluster, fake_server):
+    fake_server.hang(times=1)  # one job held on the server while the broker restarts
+    cluster.worker(fake_server.url)
+    daemon = cluster.daemon(concurrency=2)  # and one more task waiting at the broker
+    drop_images(cluster, 3)
+    wait_for(lambda: fake_server.in_flight == 1, timeout=30, message=cluster.logs())
+    wait_for(lambda: len(re.findall(r"as task ", daemon.log())) == 2, timeout=30, message=cluster.logs())
+    cluster.redis.restart()  # its append-only file keeps what was queued
+    fake_server.clear_faults()
+    wait_for(lambda: done(cluster, 3), timeout=60, message=cluster.logs())
+    assert len(videos(cluster.output_dir)) == 3
+    assert len(fake_server.requests) == 3
+    assert all(job.attempts == 0 for job in jobs(cluster))
+
+
+def test_a_broker_outage_pauses_dispatch_uses_no_attempt_and_status_says_so(cluster, fake_server):
+    cluster.worker(fake_server.url)
+    cluster.daemon()
+    cluster.redis.kill()
+    drop_images(cluster, 1)
+    config = cluster.tmp_path / "config.yaml"
+    wait_for(
+        lambda: f"cannot reach the broker {cluster.redis.url}" in run_cli(config, "status").stdout,
+        timeout=30,
+        message=cluster.logs(),
+    )
+    [job] = jobs(cluster)
+    assert job.state.value in ("queued", "running") and job.attempts == 0
+    assert fake_server.requests == []
+    cluster.redis.start()
+    wait_for(lambda: done(cluster, 1), timeout=60, message=cluster.logs())
+    [job] = jobs(cluster)
+    assert job.attempts == 0 and len(fake_server.requests) == 1

@@ -140,7 +140,7 @@ class CeleryBackend:
         return self._await(record, request)
 
     def _publish(self, record: dict[str, Any], request: VideoRequest) -> None:
-        body = messages.payload(request, self.executor, request.source_path)
+        body = messages.payload(request, self.executor)
         self.records.put(record)  # before the publish: a restart finds the task instead of sending another
         try:
             self.redis.set(awaited_key(self.executor, record["task_id"]), "1", ex=MARKER_TTL_SECONDS)

@@ -48,9 +48,9 @@ def fingerprint(request: VideoRequest) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def payload(request: VideoRequest, executor: ExecutorConfig, source_path: str | None = None) -> dict[str, Any]:
+def payload(request: VideoRequest, executor: ExecutorConfig) -> dict[str, Any]:
     """The task's one argument; raises BadInput for a large image whose folder has no shared path."""
-    size = len(request.image)
+    size, source_path = len(request.image), request.source_path
     if size <= executor.max_inline_mb * MB:
         image: dict[str, Any] = {"inline": base64.b64encode(request.image).decode("ascii")}
     else:

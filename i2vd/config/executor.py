@@ -102,8 +102,8 @@ class ExecutorConfig:
     max_inline_mb: Float = Field(
         32.0,
         ge=0.0,
-        description="celery: images and videos up to this size travel inside the task; larger ones by a "
-        "shared path (path_map)",
+        description="celery: an image up to this size travels inside the task, a larger one by its shared path "
+        "(path_map); the video comes back inside the result",
     )
     path_map: Annotated[dict[str, str] | None, PlainValidator(_path_map)] = Field(
         None,

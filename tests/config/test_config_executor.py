@@ -70,9 +70,7 @@ def test_a_gpu_hosts_config_needs_no_watch_output_dir_or_profiles():
 def test_a_gpu_hosts_config_problems_are_listed_at_once():
     found = problems("executor: {kind: local}\nserver: {kind: predikt}\n", parse_worker_config)
     assert any(problem.startswith("server.kind:") for problem in found)
-    found = problems(
-        "executor: {kind: local}\nserver: {kind: predict, timeout_seconds: 100}\n", parse_worker_config
-    )
+    found = problems("executor: {kind: local}\nserver: {kind: predict, timeout_seconds: 100}\n", parse_worker_config)
     assert found == [
         "executor.kind: `i2vd worker` takes jobs from a Celery queue: set executor.kind: celery and "
         "executor.broker (the ingest host's broker)"

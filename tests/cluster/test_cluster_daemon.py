@@ -131,3 +131,54 @@ def test_a_broker_outage_pauses_dispatch_uses_no_attempt_and_status_says_so(clus
     wait_for(lambda: done(cluster, 1), timeout=60, message=cluster.logs())
     [job] = jobs(cluster)
     assert job.attempts == 0 and len(fake_server.requests) == 1
+
+
+def test_a_failure_on_the_gpu_host_counts_as_it_would_locally(cluster, fake_server):
+    fake_server.fail_with(500, times=1)  # the job's own failure: one attempt, then the retry succeeds
+    cluster.worker(fake_server.url)
+    cluster.daemon()
+    drop_images(cluster, 1)
+    wait_for(lambda: done(cluster, 1), timeout=45, message=cluster.logs())
+    [job] = jobs(cluster)
+    assert job.attempts == 1 and len(fake_server.requests) == 2
+    assert len(videos(cluster.output_dir)) == 1
+
+
+def test_the_gpu_hosts_server_down_uses_no_attempt(cluster, fake_server):
+    fake_server.go_down()  # refused: ServerUnavailable on the GPU host, the same class on the ingest host
+    cluster.worker(fake_server.url)
+    cluster.daemon()
+    drop_images(cluster, 1)
+    config = cluster.tmp_path / "config.yaml"
+    said = f"cannot reach {fake_server.url}"  # the GPU host's own words, through the queue
+    wait_for(lambda: said in run_cli(config, "status").stdout, timeout=30, message=cluster.logs())
+    assert jobs(cluster)[0].attempts == 0
+    fake_server.come_up()
+    wait_for(lambda: done(cluster, 1), timeout=60, message=cluster.logs())
+    assert jobs(cluster)[0].attempts == 0
+
+
+def test_a_restarted_ingest_host_waits_for_its_task_instead_of_sending_it_again(cluster, fake_server):
+    fake_server.hang(times=1)
+    cluster.worker(fake_server.url)
+    first = cluster.daemon()
+    drop_images(cluster, 1)
+    wait_for(lambda: fake_server.in_flight == 1, timeout=30, message=cluster.logs())
+    first.kill()  # the ingest host dies while its task runs on the GPU host
+    second = cluster.daemon()
+    fake_server.clear_faults()
+    wait_for(lambda: done(cluster, 1), timeout=45, message=cluster.logs())
+    assert "was sent before; waiting for its result again" in second.log()
+    assert "sent to queue" not in second.log()
+    assert len(fake_server.requests) == 1 and len(videos(cluster.output_dir)) == 1
+
+
+def test_with_no_gpu_host_the_queue_pauses_and_a_late_host_does_each_job_once(cluster, fake_server):
+    cluster.daemon()
+    drop_images(cluster, 1)
+    config = cluster.tmp_path / "config.yaml"
+    wait_for(lambda: "no GPU worker took job" in run_cli(config, "status").stdout, timeout=30, message=cluster.logs())
+    assert jobs(cluster)[0].attempts == 0
+    cluster.worker(fake_server.url)  # the task given up on is dropped unworked; the one sent again is done
+    wait_for(lambda: done(cluster, 1), timeout=60, message=cluster.logs())
+    assert len(fake_server.requests) == 1 and jobs(cluster)[0].attempts == 0

@@ -182,3 +182,12 @@ def test_with_no_gpu_host_the_queue_pauses_and_a_late_host_does_each_job_once(cl
     cluster.worker(fake_server.url)  # the task given up on is dropped unworked; the one sent again is done
     wait_for(lambda: done(cluster, 1), timeout=60, message=cluster.logs())
     assert len(fake_server.requests) == 1 and jobs(cluster)[0].attempts == 0
+
+
+def test_batch_with_a_celery_executor_sends_the_folder_to_the_gpu_hosts(cluster, fake_server):
+    cluster.worker(fake_server.url)
+    config = cluster.ingest_config()
+    drop_images(cluster, 2)
+    result = run_cli(config, "batch", str(cluster.inbox))
+    assert "2 done, 0 failed" in result.stderr, result.stdout + result.stderr  # the console writes to stderr
+    assert len(fake_server.requests) == 2 and len(videos(cluster.output_dir)) == 2

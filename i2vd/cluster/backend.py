@@ -8,7 +8,10 @@ retries, the circuit breaker); only the server call becomes "publish a task, wai
 - a broker that cannot be reached raises ServerUnavailable: no attempt used, the queue pauses, status names the
   broker; the task published before the outage stays recorded and is waited for again;
 - a failure comes back as the same BackendError class, so attempts are decided exactly as for a local server;
-- the wait is bounded (app.py): a task nobody starts, or whose result never comes, ends this try.
+- the wait is bounded (app.py): a task nobody starts ends this try as ServerUnavailable (no attempt: no GPU host
+  took it); a task that started and brought no result in time (its worker died and no other took it back, or it
+  hangs) is a timed-out call, one attempt, like a connection dropped mid-job, so an image that kills workers
+  cannot be sent forever. A worker killed mid-job whose task another worker redoes within the wait costs nothing.
 Once the job's try is over (done, failed, retried), `try_finished` removes the record, the marker and the result.
 """
 

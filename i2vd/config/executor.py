@@ -96,8 +96,8 @@ class ExecutorConfig:
         1,
         ge=1,
         le=256,
-        description="celery, on the ingest host: jobs in flight across the cluster at once; one per GPU "
-        "the workers have (more only queues tasks at the broker)",
+        description="celery, on the ingest host: jobs in flight across the cluster at once: the number of GPUs "
+        "the workers have (a task no worker starts within job_timeout_seconds + the margin is sent again)",
     )
     max_inline_mb: Float = Field(
         32.0,

@@ -58,7 +58,7 @@ def publish_again(cluster, job: Job, task_id: str) -> None:
 
 
 def test_images_on_the_ingest_host_become_videos_made_on_a_gpu_host(cluster, fake_server):
-    cluster.worker(fake_server.url)
+    worker = cluster.worker(fake_server.url)
     cluster.daemon()
     drop_images(cluster, 3)
     wait_for(lambda: done(cluster, 3), timeout=45, message=cluster.logs())
@@ -68,6 +68,7 @@ def test_images_on_the_ingest_host_become_videos_made_on_a_gpu_host(cluster, fak
     record = json.loads(made[0].with_name(made[0].name + ".json").read_text())
     assert record["server"]["kind"] == "predict" and record["server"]["url"].startswith(fake_server.url)
     assert record["server"]["worker"]  # the GPU host that made it
+    assert worker.stop() == 0  # SIGTERM: Celery's warm shutdown
 
 
 def test_a_worker_killed_mid_job_has_its_task_delivered_again_and_done_once(cluster, fake_server):

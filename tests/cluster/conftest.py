@@ -42,7 +42,9 @@ class Cluster:
         self.started.append(daemon)
         return daemon.start(wait_ready=wait_ready)
 
-    def worker(self, server_url: str | None, name: str = "gpu-host", wait_ready: bool = True) -> WorkerProcess:
+    def worker(
+        self, server_url: str | list[str] | None, name: str = "gpu-host", wait_ready: bool = True
+    ) -> WorkerProcess:
         config = write_worker_config(self.tmp_path / name, self.redis.url, server_url)
         worker = WorkerProcess(config, f"worker-{len(self.started)}")
         self.started.append(worker)

@@ -13,7 +13,7 @@ from i2vd.config.load import load_config
 from i2vd.render.backends.base import VideoRequest
 from i2vd.store.journal import Job, Journal
 from tests.end_to_end.harness import journal_counts, run_cli, videos
-from tests.support.fakes import wait_for, write_image
+from tests.support.fakes import FakePredictServer, wait_for, write_image
 
 COLORS = [(200, 80, 40), (40, 200, 80), (80, 40, 200)]
 
@@ -192,3 +192,17 @@ def test_batch_with_a_celery_executor_sends_the_folder_to_the_gpu_hosts(cluster,
     result = run_cli(config, "batch", str(cluster.inbox))
     assert "2 done, 0 failed" in result.stderr, result.stdout + result.stderr  # the console writes to stderr
     assert len(fake_server.requests) == 2 and len(videos(cluster.output_dir)) == 2
+
+
+def test_a_gpu_host_with_two_servers_runs_one_job_on_each_at_a_time(cluster, fake_server, mp4_bytes):
+    with FakePredictServer(video=mp4_bytes) as second:
+        fake_server.hang(times=1)  # gpu0 holds its first job: the next one must go to gpu1, not wait behind it
+        cluster.worker([fake_server.url, second.url])
+        cluster.daemon(concurrency=2)
+        drop_images(cluster, 3)
+        wait_for(lambda: fake_server.in_flight == 1 and second.requests, timeout=30, message=cluster.logs())
+        fake_server.clear_faults()
+        wait_for(lambda: done(cluster, 3), timeout=45, message=cluster.logs())
+        assert len(fake_server.requests) + len(second.requests) == 3
+        assert fake_server.max_concurrent == 1 and second.max_concurrent == 1  # one job at a time per GPU
+        assert len(videos(cluster.output_dir)) == 3

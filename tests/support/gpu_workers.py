@@ -32,18 +32,22 @@ def executor(redis_url: str, **overrides) -> dict:
     }
 
 
-def write_worker_config(folder: Path, redis_url: str, server_url: str | None, **overrides) -> Path:
-    """A GPU host's config: state_dir, server, gpu, executor only (no watch, output_dir or profiles)."""
+def predict_server(url: str, **settings) -> dict:
+    return {"kind": "predict", "url": url, "timeout_seconds": TIMEOUT_SECONDS, "connect_timeout_seconds": 2, **settings}
+
+
+def write_worker_config(folder: Path, redis_url: str, server_url: str | list[str] | None, **overrides) -> Path:
+    """A GPU host's config: state_dir, server (or servers, given several URLs), gpu, executor only (no watch,
+    output_dir or profiles)."""
     folder.mkdir(parents=True, exist_ok=True)
-    server = (
-        {"kind": "predict", "url": server_url, "timeout_seconds": TIMEOUT_SECONDS, "connect_timeout_seconds": 2}
-        if server_url
-        else {"kind": "builtin"}
-    )
+    if isinstance(server_url, list):
+        servers = {"servers": [predict_server(url, name=f"gpu{index}") for index, url in enumerate(server_url)]}
+    else:
+        servers = {"server": predict_server(server_url) if server_url else {"kind": "builtin"}}
     config = {
         "state_dir": str(folder / "state"),
         "log_level": "info",
-        "server": server,
+        **servers,
         "gpu": {"enabled": False},
         "executor": executor(redis_url),
         **overrides,

@@ -136,7 +136,7 @@ def run_batch(
             if config.executor.kind == "celery":  # the GPU hosts make the videos, as for `i2vd run`
                 from i2vd.cluster.backend import build_cluster_workers
 
-                workers = build_cluster_workers(config, journal, Clock())
+                workers = build_cluster_workers(config, journal, Clock(), stop)
             else:
                 workers = build_workers(config, journal, Clock())
             for index, worker in enumerate(workers):

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -101,6 +102,7 @@ class CeleryBackend:
         timing: Timings,
         *,
         poll_seconds: float = POLL_SECONDS,
+        stop: threading.Event | None = None,
     ) -> None:
         self.executor = executor
         self.app = app
@@ -108,6 +110,7 @@ class CeleryBackend:
         self.records = TaskRecords(state_dir / "celery")
         self.timing = timing
         self.poll_seconds = poll_seconds
+        self.stop = stop or threading.Event()  # the daemon's: a stop ends the wait, the task stays recorded
         self.url = safe_url(executor.broker)
         self._last_server: dict[str, str] | None = None
         self._errors = connection_errors()
@@ -179,7 +182,8 @@ class CeleryBackend:
             if waited > self.timing.started_wait:
                 self._forget(record)
                 raise CallTimedOut(f"task {record['task_id']} brought no result within {waited:.0f} s")
-            time.sleep(self.poll_seconds)
+            if self.stop.wait(self.poll_seconds):  # the GPU host goes on; the next start takes the result
+                raise ServerUnavailable(f"i2vd is stopping: task {record['task_id']} stays at the broker")
 
     def _take(self, record: dict[str, Any], result: Any, request: VideoRequest) -> VideoReply:
         if isinstance(result, dict) and result.get("ok") is False:
@@ -215,11 +219,14 @@ class CeleryBackend:
             log.warning("task %s: cannot clear its marker: %s", record["task_id"], unreachable(self.executor, error))
 
 
-def build_cluster_workers(config: Config, journal: Journal, clock: Clock) -> list[Worker]:
+def build_cluster_workers(
+    config: Config, journal: Journal, clock: Clock, stop: threading.Event | None = None
+) -> list[Worker]:
     """`executor: celery` on the ingest host: `executor.concurrency` workers, each sending its jobs as tasks.
 
     The VRAM gate lives on the GPU hosts (off here). A worker's lease and heartbeat cover the longest wait for
-    one task's result (app.Timings.started_wait), which stands in for the server's timeout_seconds.
+    one task's result (app.Timings.started_wait), which stands in for the server's timeout_seconds. `stop` (the
+    daemon's) ends a wait at once: the task stays recorded, and the next start waits for it again.
     """
     from i2vd.cluster.app import make_app, redis_client, timings
 
@@ -231,7 +238,7 @@ def build_cluster_workers(config: Config, journal: Journal, clock: Clock) -> lis
     gpu = dataclasses.replace(config.gpu, enabled=False)
     workers = []
     for index in range(config.executor.concurrency):
-        backend = CeleryBackend(config.executor, app, redis, config.state_dir, timing)
+        backend = CeleryBackend(config.executor, app, redis, config.state_dir, timing, stop=stop)
         gate = VramGate.from_config(gpu, clock)
         name = f"{socket.gethostname()}:{os.getpid()}:celery-{index}"
         workers.append(Worker(config, journal, backend, gate, clock, name=name, server=server))

@@ -89,7 +89,7 @@ class Daemon:
         if self.config.executor.kind == "celery":  # the jobs go to GPU hosts through a queue (i2vd/cluster)
             from i2vd.cluster.backend import build_cluster_workers
 
-            self.workers = build_cluster_workers(self.config, self.journal, self.clock)
+            self.workers = build_cluster_workers(self.config, self.journal, self.clock, self.stop_event)
         else:
             self.workers = build_workers(
                 self.config, self.journal, self.clock, backend=self._backend, gpu_reader=self._gpu_reader

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.end_to_end.harness import DaemonProcess, write_config
-from tests.support.gpu_workers import WorkerProcess, executor, write_worker_config
+from tests.support.gpu_workers import TIMEOUT_SECONDS, WorkerProcess, executor, write_worker_config
 from tests.support.redis_server import RedisServer
 
 
@@ -20,6 +20,7 @@ class Cluster:
     tmp_path: Path
     redis: RedisServer
     started: list = field(default_factory=list)
+    timeout_seconds: float = TIMEOUT_SECONDS  # the GPU hosts' server timeout, and job_timeout_seconds
 
     @property
     def state_dir(self) -> Path:
@@ -34,7 +35,8 @@ class Cluster:
         return self.tmp_path / "in"
 
     def ingest_config(self, **executor_overrides) -> Path:
-        return write_config(self.tmp_path, None, executor=executor(self.redis.url, **executor_overrides))
+        settings = executor(self.redis.url, self.timeout_seconds, **executor_overrides)
+        return write_config(self.tmp_path, None, executor=settings)
 
     def daemon(self, wait_ready: bool = True, **executor_overrides) -> DaemonProcess:
         config = self.ingest_config(**executor_overrides)
@@ -45,7 +47,7 @@ class Cluster:
     def worker(
         self, server_url: str | list[str] | None, name: str = "gpu-host", wait_ready: bool = True
     ) -> WorkerProcess:
-        config = write_worker_config(self.tmp_path / name, self.redis.url, server_url)
+        config = write_worker_config(self.tmp_path / name, self.redis.url, server_url, self.timeout_seconds)
         worker = WorkerProcess(config, f"worker-{len(self.started)}")
         self.started.append(worker)
         return worker.start(wait_ready=wait_ready)

@@ -206,3 +206,20 @@ def test_a_gpu_host_with_two_servers_runs_one_job_on_each_at_a_time(cluster, fak
         assert len(fake_server.requests) + len(second.requests) == 3
         assert fake_server.max_concurrent == 1 and second.max_concurrent == 1  # one job at a time per GPU
         assert len(videos(cluster.output_dir)) == 3
+
+
+def test_a_stopped_ingest_host_leaves_its_task_at_the_broker_and_takes_the_result_after_a_restart(cluster, fake_server):
+    cluster.timeout_seconds = 30  # the held call stays within its timeout while the ingest host is away
+    fake_server.hang(times=1)
+    cluster.worker(fake_server.url)
+    first = cluster.daemon()
+    drop_images(cluster, 1)
+    wait_for(lambda: fake_server.in_flight == 1, timeout=30, message=cluster.logs())
+    assert first.stop() == 0  # SIGTERM: no waiting out stop_grace_seconds for a job another host runs
+    assert "stays at the broker" in first.log()
+    assert jobs(cluster)[0].state.value == "queued" and jobs(cluster)[0].attempts == 0
+    fake_server.clear_faults()
+    second = cluster.daemon()
+    wait_for(lambda: done(cluster, 1), timeout=45, message=cluster.logs())
+    assert "waiting for its result again" in second.log()
+    assert len(fake_server.requests) == 1 and len(videos(cluster.output_dir)) == 1

@@ -21,35 +21,45 @@ TIMEOUT_SECONDS = 3.0  # T: the fake server's calls take no time unless held
 MARGIN_SECONDS = 2.0  # M: visibility timeout T + 1 s, sweeps every 0.5 s
 
 
-def executor(redis_url: str, **overrides) -> dict:
+def executor(redis_url: str, timeout_seconds: float = TIMEOUT_SECONDS, **overrides) -> dict:
     return {
         "kind": "celery",
         "broker": redis_url,
         "queue": "i2vd-test",
         "redelivery_margin_seconds": MARGIN_SECONDS,
-        "job_timeout_seconds": TIMEOUT_SECONDS,
+        "job_timeout_seconds": timeout_seconds,
         **overrides,
     }
 
 
-def predict_server(url: str, **settings) -> dict:
-    return {"kind": "predict", "url": url, "timeout_seconds": TIMEOUT_SECONDS, "connect_timeout_seconds": 2, **settings}
+def predict_server(url: str, timeout_seconds: float = TIMEOUT_SECONDS, **settings) -> dict:
+    return {"kind": "predict", "url": url, "timeout_seconds": timeout_seconds, "connect_timeout_seconds": 2, **settings}
 
 
-def write_worker_config(folder: Path, redis_url: str, server_url: str | list[str] | None, **overrides) -> Path:
+def write_worker_config(
+    folder: Path,
+    redis_url: str,
+    server_url: str | list[str] | None,
+    timeout_seconds: float = TIMEOUT_SECONDS,
+    **overrides,
+) -> Path:
     """A GPU host's config: state_dir, server (or servers, given several URLs), gpu, executor only (no watch,
     output_dir or profiles)."""
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(server_url, list):
-        servers = {"servers": [predict_server(url, name=f"gpu{index}") for index, url in enumerate(server_url)]}
+        servers = {
+            "servers": [
+                predict_server(url, timeout_seconds, name=f"gpu{index}") for index, url in enumerate(server_url)
+            ]
+        }
     else:
-        servers = {"server": predict_server(server_url) if server_url else {"kind": "builtin"}}
+        servers = {"server": predict_server(server_url, timeout_seconds) if server_url else {"kind": "builtin"}}
     config = {
         "state_dir": str(folder / "state"),
         "log_level": "info",
         **servers,
         "gpu": {"enabled": False},
-        "executor": executor(redis_url),
+        "executor": executor(redis_url, timeout_seconds),
         **overrides,
     }
     path = folder / "gpu-host.yaml"

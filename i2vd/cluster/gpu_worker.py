@@ -99,7 +99,7 @@ class GpuHost:
                 {
                     "name": slot.name,
                     "kind": slot.server.kind,
-                    "url": slot.backend.describe().get("url", slot.server.url),
+                    "url": slot.server.url,  # not backend.describe(): that may ask the server, the beacon must not wait
                     "gate": slot.gate.detail,
                     "gate_state": slot.gate.state,
                     "current_job": dict(slot.job) if slot.job else None,

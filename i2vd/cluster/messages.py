@@ -76,9 +76,14 @@ def video_request(data: Any, reply_dir: Path | None) -> VideoRequest:
     if not isinstance(data, dict) or data.get("version") != VERSION:
         version = data.get("version") if isinstance(data, dict) else None
         raise PayloadError(f"a task of payload version {version!r}; this i2vd reads version {VERSION}")
-    image = data.get("image") or {}
+    image = data.get("image")
+    if not isinstance(image, dict) or not ("inline" in image or "path" in image):
+        raise PayloadError("a task without its image")
     if "inline" in image:
-        content = base64.b64decode(image["inline"], validate=True)
+        try:
+            content = base64.b64decode(image["inline"], validate=True)
+        except (TypeError, ValueError) as error:
+            raise PayloadError(f"the task's image is not base64: {error}") from None
     else:
         try:
             content = Path(image["path"]).read_bytes()

@@ -134,3 +134,7 @@ def test_the_video_comes_back_whole_and_a_foreign_result_is_refused(tmp_path: Pa
         messages.write_video({"version": 2, "ok": True, "video": ""}, tmp_path / "w.mp4")
     with pytest.raises(messages.PayloadError, match="payload version 9"):
         messages.video_request({"version": 9}, None)
+    with pytest.raises(messages.PayloadError, match="not base64"):
+        messages.video_request({"version": 1, "image": {"inline": "a-b-c"}}, None)
+    with pytest.raises(messages.PayloadError, match="without its image"):
+        messages.video_request({"version": 1}, None)

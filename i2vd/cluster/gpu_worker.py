@@ -189,8 +189,21 @@ class Requeue:
     """Hand the task back to the queue (a closed gate, an unreachable broker)."""
 
 
+class _QuietHandBacks(logging.Filter):
+    """Celery logs each task handed back to the queue as a warning with a traceback; i2vd's own line says why."""
+
+    def __init__(self, reject: type[BaseException]) -> None:
+        super().__init__()
+        self.reject = reject
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], self.reject))
+
+
 def register_task(app: Any, host: GpuHost) -> Any:
     from celery.exceptions import Ignore, Reject
+
+    logging.getLogger("celery.app.trace").addFilter(_QuietHandBacks(Reject))
 
     # resultrepr_maxsize: Celery logs each result; the video's base64 is no log line
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, resultrepr_maxsize=120)

@@ -45,9 +45,9 @@ class Cluster:
         return daemon.start(wait_ready=wait_ready)
 
     def worker(
-        self, server_url: str | list[str] | None, name: str = "gpu-host", wait_ready: bool = True
+        self, server_url: str | list[str] | None, name: str = "gpu-host", wait_ready: bool = True, **settings
     ) -> WorkerProcess:
-        config = write_worker_config(self.tmp_path / name, self.redis.url, server_url, self.timeout_seconds)
+        config = write_worker_config(self.tmp_path / name, self.redis.url, server_url, self.timeout_seconds, **settings)
         worker = WorkerProcess(config, f"worker-{len(self.started)}")
         self.started.append(worker)
         return worker.start(wait_ready=wait_ready)

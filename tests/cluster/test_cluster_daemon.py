@@ -223,3 +223,18 @@ def test_a_stopped_ingest_host_leaves_its_task_at_the_broker_and_takes_the_resul
     wait_for(lambda: done(cluster, 1), timeout=45, message=cluster.logs())
     assert "waiting for its result again" in second.log()
     assert len(fake_server.requests) == 1 and len(videos(cluster.output_dir)) == 1
+
+
+def test_a_gpu_host_waits_for_its_own_vram_gate_and_hands_the_task_back_meanwhile(cluster, fake_server):
+    used = cluster.tmp_path / "used-mib"  # what the GPU host's gpu.command reads: the real command path
+    used.write_text("9000\n")
+    gate = {"enabled": True, "source": "command", "command": f"cat {used}", "max_used_mb": 1000, "poll_seconds": 0.1}
+    worker = cluster.worker(fake_server.url, gpu=gate)
+    cluster.daemon()
+    drop_images(cluster, 1)
+    said = "waiting for VRAM: 9,000 MB used > 1,000 MB; back to the queue for another host"
+    wait_for(lambda: worker.log().count(said) >= 2, timeout=30, message=cluster.logs())  # rejected, delivered again
+    assert fake_server.requests == []
+    used.write_text("200\n")
+    wait_for(lambda: done(cluster, 1), timeout=45, message=cluster.logs())
+    assert len(fake_server.requests) == 1 and jobs(cluster)[0].attempts == 0

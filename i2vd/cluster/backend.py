@@ -191,13 +191,17 @@ class CeleryBackend:
             messages.raise_failure(result)
         with reply_folder(request) as folder:
             try:
-                video = messages.write_video(result, folder / f"celery-{key_digest(request.key)}.mp4.part")
+                target = folder / f"celery-{key_digest(request.key)}.mp4.part"
+                video = messages.write_video(result, target, self.executor)
             except messages.PayloadError as error:
                 self._forget(record)
                 raise BackendError(f"task {record['task_id']}: {error}") from None
             server = {**result.get("server", {}), "worker": str(result.get("host"))}
             self._last_server = server
-            log.info("job %s: result of task %s from %s", request.job_id, record["task_id"], result.get("host"))
+            carried = (result.get("video") or {}).get("path") or "inline"
+            log.info(
+                "job %s: task %s: video from %s (%s)", request.job_id, record["task_id"], result.get("host"), carried
+            )
             return video_reply(request, video, float(result.get("server_seconds") or 0.0))
 
     def try_finished(self, key: str) -> None:

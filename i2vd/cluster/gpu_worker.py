@@ -165,10 +165,14 @@ class GpuHost:
         folder = self.config.state_dir / WORK_FOLDER / task_id.replace("/", "_")
         try:
             request = messages.video_request(data, folder)
-            log.info("task %s: job %s on %s (%s)", task_id, request.job_id, slot.name, request.image_name)
+            image = data["image"].get("path") or "inline"
+            log.info(
+                "task %s: job %s on %s (%s, image %s)", task_id, request.job_id, slot.name, request.image_name, image
+            )
             reply = slot.backend.generate(request)
-            video = reply.data if reply.path is None else Path(reply.path).read_bytes()
-            return messages.success(video or b"", slot.backend.describe(), reply.server_seconds, self.host)
+            video = Path(reply.path) if reply.path is not None else reply.data or b""
+            server = slot.backend.describe()
+            return messages.success(video, server, reply.server_seconds, self.host, self.config.executor, task_id)
         except messages.PayloadError as error:
             return messages.failure(BadInput(str(error)), self.host)
         except BackendError as error:

@@ -2,7 +2,8 @@
 
 Payload: the job's key and id, the VideoRequest's fields, and the image inline (base64) up to
 `executor.max_inline_mb`, else the source's path as the GPU hosts mount it (`executor.path_map`).
-Result: the video inline with the worker's server `describe()` and server seconds, or a failure as the
+Result: the video inline (or, above max_inline_mb, in `executor.spool_dir`) with the worker's server `describe()`
+and server seconds, or a failure as the
 BackendError class's name and message, so the ingest host raises the same class and decides attempts exactly
 as it does for a local server (outcomes.backend_failure).
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +98,28 @@ def video_request(data: Any, reply_dir: Path | None) -> VideoRequest:
     return VideoRequest(image=content, reply_dir=reply_dir, job_id=data.get("job_id"), key=data.get("key"), **fields)
 
 
-def success(video: bytes, server: dict[str, str], server_seconds: float, host: str) -> dict[str, Any]:
+def success(
+    video: bytes | Path, server: dict[str, str], server_seconds: float, host: str, executor: ExecutorConfig, name: str
+) -> dict[str, Any]:
+    """The result of a made video: inline, or (above max_inline_mb, with a spool_dir) as `name` in the spool."""
+    size = len(video) if isinstance(video, bytes) else video.stat().st_size
+    spool = map_path(executor.spool_dir, executor.path_map) if executor.spool_dir else None
+    if spool is not None and size > executor.max_inline_mb * MB:
+        shared = Path(spool) / f"{name}.mp4"
+        part = shared.with_name(f"{shared.name}.part")
+        if isinstance(video, bytes):
+            part.write_bytes(video)
+        else:
+            shutil.copyfile(video, part)
+        os.replace(part, shared)  # whole or not there: the ingest host never reads half a video
+        carried: dict[str, Any] = {"path": str(shared), "size": size}
+    else:
+        content = video if isinstance(video, bytes) else video.read_bytes()
+        carried = {"inline": base64.b64encode(content).decode("ascii")}
     return {
         "version": VERSION,
         "ok": True,
-        "video": base64.b64encode(video).decode("ascii"),
+        "video": carried,
         "server": dict(server),
         "server_seconds": server_seconds,
         "host": host,
@@ -118,13 +138,27 @@ def raise_failure(result: dict[str, Any]) -> None:
     raise error
 
 
-def write_video(result: dict[str, Any], target: Path) -> Path:
-    """The result's video into `target` (decoded in slices: one copy of the text in memory, not two)."""
+def write_video(result: dict[str, Any], target: Path, executor: ExecutorConfig) -> Path:
+    """The result's video into `target`: decoded in slices (one copy of the text in memory, not two), or copied
+    from the spool (mapped back to this host's view) and removed there."""
     if not isinstance(result, dict) or result.get("version") != VERSION or not result.get("ok"):
         raise PayloadError(f"not a successful result of version {VERSION}: {str(result)[:200]}")
-    text = result["video"]
-    step = 4 * 1024 * 1024  # a multiple of 4: each slice is whole base64
+    carried = result.get("video")
     target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(carried, dict) and "path" in carried:
+        here = map_path(str(carried["path"]), executor.path_map, back=True)
+        if here is None:
+            raise PayloadError(f"the video at {carried['path']} is under no folder of executor.path_map")
+        try:
+            shutil.copyfile(here, target)
+        except OSError as error:
+            raise PayloadError(f"cannot read the video at {here}: {error.strerror or error}") from None
+        Path(here).unlink(missing_ok=True)
+        return target
+    if not isinstance(carried, dict) or not isinstance(carried.get("inline"), str):
+        raise PayloadError("a result without its video")
+    text = carried["inline"]
+    step = 4 * 1024 * 1024  # a multiple of 4: each slice is whole base64
     with open(target, "wb") as handle:
         for start in range(0, len(text), step):
             handle.write(base64.b64decode(text[start : start + step]))

@@ -43,6 +43,12 @@ def _broker(value: Any) -> str | None:
     return value
 
 
+def _absolute(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+        raise problem(f"{value!r} is not an absolute folder")
+    return value.rstrip("/") or "/" if value is not None else None
+
+
 def _path_map(value: Any) -> dict[str, str] | None:
     if value is None:
         return None
@@ -103,13 +109,20 @@ class ExecutorConfig:
         32.0,
         ge=0.0,
         description="celery: an image up to this size travels inside the task, a larger one by its shared path "
-        "(path_map); the video comes back inside the result",
+        "(path_map); so does a video (through spool_dir)",
     )
     path_map: Annotated[dict[str, str] | None, PlainValidator(_path_map)] = Field(
         None,
-        description="celery: folder on the ingest host -> the same folder as the GPU hosts mount it, for "
-        "images above max_inline_mb",
+        description="celery: folder on the ingest host -> the same folder as the GPU hosts mount it (the same "
+        "path twice when they mount it alike), for images and videos above max_inline_mb",
         examples=[{"/srv/i2v/in": "/mnt/i2v/in"}],
+    )
+    spool_dir: Annotated[str | None, PlainValidator(_absolute)] = Field(
+        None,
+        description="celery: a folder every host mounts, as the ingest host sees it (under a path_map folder, "
+        "which gives the GPU hosts' view): a video above max_inline_mb comes back through it; empty: inside the "
+        "result",
+        examples=["/srv/i2v/spool"],
     )
     job_timeout_seconds: Float | None = Field(
         None,
@@ -143,4 +156,8 @@ class ExecutorConfig:
             raise problem("is required when executor.kind is celery (e.g. redis://queue-host:6379/0)", key="broker")
         if not celery_installed():
             raise problem(CELERY_MISSING, key="kind")
+        if self.spool_dir is not None and not any(
+            self.spool_dir == here or self.spool_dir.startswith(here.rstrip("/") + "/") for here in self.path_map or {}
+        ):
+            raise problem(f"{self.spool_dir} is under no folder of executor.path_map", key="spool_dir")
         return self

@@ -14,6 +14,7 @@ from i2vd.render.backends.base import VideoRequest
 from i2vd.store.journal import Job, Journal
 from tests.end_to_end.harness import journal_counts, run_cli, videos
 from tests.support.fakes import FakePredictServer, wait_for, write_image
+from tests.support.gpu_workers import executor
 
 COLORS = [(200, 80, 40), (40, 200, 80), (80, 40, 200)]
 
@@ -238,3 +239,22 @@ def test_a_gpu_host_waits_for_its_own_vram_gate_and_hands_the_task_back_meanwhil
     used.write_text("200\n")
     wait_for(lambda: done(cluster, 1), timeout=45, message=cluster.logs())
     assert len(fake_server.requests) == 1 and jobs(cluster)[0].attempts == 0
+
+
+def test_large_images_and_videos_travel_by_the_shared_folder(cluster, fake_server):
+    gpu_view = cluster.tmp_path.with_name(cluster.tmp_path.name + "-gpu")
+    gpu_view.symlink_to(cluster.tmp_path)  # the share, as the GPU host mounts it
+    (cluster.tmp_path / "spool").mkdir()
+    shared = {
+        "max_inline_mb": 0.0001,  # every image and video here is larger
+        "path_map": {str(cluster.tmp_path): str(gpu_view)},
+        "spool_dir": str(cluster.tmp_path / "spool"),
+    }
+    worker = cluster.worker(fake_server.url, executor=executor(cluster.redis.url, cluster.timeout_seconds, **shared))
+    daemon = cluster.daemon(**shared)
+    drop_images(cluster, 2)
+    wait_for(lambda: done(cluster, 2), timeout=45, message=cluster.logs())
+    assert len(fake_server.requests) == 2 and len(videos(cluster.output_dir)) == 2
+    assert worker.log().count(f"image {gpu_view}/in/image-") == 2  # read from the share, by the GPU host's path
+    assert daemon.log().count(f"({gpu_view}/spool/i2vd-") == 2  # put in the spool by the GPU host
+    assert list((cluster.tmp_path / "spool").iterdir()) == []  # and taken from it

@@ -128,13 +128,35 @@ def test_an_unknown_failure_class_is_a_plain_backend_error():
 
 def test_the_video_comes_back_whole_and_a_foreign_result_is_refused(tmp_path: Path):
     video = bytes(range(256)) * 50_000  # several decoding slices
-    result = json.loads(json.dumps(messages.success(video, {"kind": "predict"}, 1.5, "gpu-a")))
-    assert messages.write_video(result, tmp_path / "v.mp4").read_bytes() == video
+    result = json.loads(json.dumps(messages.success(video, {"kind": "predict"}, 1.5, "gpu-a", executor(), "t-1")))
+    assert "inline" in result["video"]
+    assert messages.write_video(result, tmp_path / "v.mp4", executor()).read_bytes() == video
     with pytest.raises(messages.PayloadError):
-        messages.write_video({"version": 2, "ok": True, "video": ""}, tmp_path / "w.mp4")
+        messages.write_video({"version": 2, "ok": True, "video": ""}, tmp_path / "w.mp4", executor())
+    with pytest.raises(messages.PayloadError, match="without its video"):
+        messages.write_video({"version": 1, "ok": True, "video": {}}, tmp_path / "w.mp4", executor())
     with pytest.raises(messages.PayloadError, match="payload version 9"):
         messages.video_request({"version": 9}, None)
     with pytest.raises(messages.PayloadError, match="not base64"):
         messages.video_request({"version": 1, "image": {"inline": "a-b-c"}}, None)
     with pytest.raises(messages.PayloadError, match="without its image"):
         messages.video_request({"version": 1}, None)
+
+
+def test_a_large_video_comes_back_through_the_spool_and_leaves_it_empty(tmp_path: Path):
+    ingest_view, gpu_view = tmp_path / "srv", tmp_path / "mnt"
+    (ingest_view / "spool").mkdir(parents=True)
+    gpu_view.symlink_to(ingest_view)  # one share, mounted at two places
+    settings = executor(
+        max_inline_mb=0.01, path_map={str(ingest_view): str(gpu_view)}, spool_dir=f"{ingest_view}/spool"
+    )
+    made = tmp_path / "made.mp4"
+    made.write_bytes(b"v" * 20_000)
+    result = json.loads(json.dumps(messages.success(made, {"kind": "comfyui"}, 2.0, "gpu-a", settings, "t-9")))
+    assert result["video"] == {"path": str(gpu_view / "spool" / "t-9.mp4"), "size": 20_000}
+    assert messages.write_video(result, tmp_path / "got.mp4", settings).read_bytes() == b"v" * 20_000
+    assert list((ingest_view / "spool").iterdir()) == []  # taken: nothing left on the share
+    small = messages.success(b"tiny", {}, 0.1, "gpu-a", settings, "t-10")
+    assert small["video"] == {"inline": "dGlueQ=="}
+    with pytest.raises(messages.PayloadError, match="cannot read the video"):
+        messages.write_video(result, tmp_path / "again.mp4", settings)  # its file is gone: a bad result, not a crash

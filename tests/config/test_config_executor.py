@@ -84,3 +84,19 @@ def test_a_gpu_hosts_config_problems_are_listed_at_once():
         "servers[0].timeout_seconds: 100 is above executor.job_timeout_seconds 50: a job that long would be "
         "delivered to a second worker while it runs"
     ]
+
+
+def test_a_spool_dir_must_be_one_the_gpu_hosts_can_find():
+    assert problems(
+        INGEST + "executor: {kind: celery, broker: 'redis://h:6379/0', spool_dir: /srv/spool, "
+        "path_map: {/srv/in: /mnt/in}}\n"
+    ) == ["executor.spool_dir: /srv/spool is under no folder of executor.path_map"]
+    assert problems(INGEST + "executor: {kind: celery, broker: 'redis://h:6379/0', spool_dir: spool}\n") == [
+        "executor.spool_dir: 'spool' is not an absolute folder"
+    ]
+    config = parse_config(
+        INGEST + "executor: {kind: celery, broker: 'redis://h:6379/0', spool_dir: /srv/i2v/spool/, "
+        "path_map: {/srv/i2v: /mnt/i2v}}\n",
+        base_dir=Path("/tmp"),
+    )
+    assert config.executor.spool_dir == "/srv/i2v/spool"

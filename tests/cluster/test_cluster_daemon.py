@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
+
+import yaml
 
 from i2vd.cluster import messages
 from i2vd.cluster.app import TASK_NAME, make_app, timings
@@ -258,3 +261,22 @@ def test_large_images_and_videos_travel_by_the_shared_folder(cluster, fake_serve
     assert worker.log().count(f"image {gpu_view}/in/image-") == 2  # read from the share, by the GPU host's path
     assert daemon.log().count(f"({gpu_view}/spool/i2vd-") == 2  # put in the spool by the GPU host
     assert list((cluster.tmp_path / "spool").iterdir()) == []  # and taken from it
+
+
+def test_a_reload_keeps_the_cluster_workers_and_refuses_an_executor_change(cluster, fake_server):
+    cluster.worker(fake_server.url)
+    daemon = cluster.daemon(concurrency=2)
+    config = cluster.tmp_path / "config.yaml"
+    settings = yaml.safe_load(config.read_text())
+    settings["profiles"]["default"]["prompt"] = "Reloaded {{ subject }}"
+    config.write_text(yaml.safe_dump(settings))
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in daemon.log(), timeout=30, message=cluster.logs())
+    drop_images(cluster, 1)
+    wait_for(lambda: done(cluster, 1), timeout=45, message=cluster.logs())
+    assert fake_server.requests[0].prompt == "Reloaded image 0"
+    settings["executor"]["queue"] = "elsewhere"
+    config.write_text(yaml.safe_dump(settings))
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused: executor: a change needs a restart" in daemon.log(), message=cluster.logs())
+    assert daemon.process.poll() is None

@@ -120,8 +120,8 @@ class GpuHost:
         job_id = data.get("job_id") if isinstance(data, dict) else None
         try:
             if not self.redis.exists(awaited_key(self.config.executor, task_id)):
-                log.info("task %s (job %s): not awaited any more (done, or retried as another task): dropped",
-                         task_id, job_id)  # fmt: skip
+                why = "not awaited any more (done, or retried as another task): dropped"
+                log.info("task %s (job %s): %s", task_id, job_id, why)
                 return Skip()
             if stored_state() == "SUCCESS":
                 log.info("task %s (job %s): its result is already stored: acknowledged without work", task_id, job_id)

@@ -133,7 +133,12 @@ def run_batch(
             (path, result) for path, result in results if result.job is None and result.outcome is not Outcome.KNOWN
         ]
         if own_worker:
-            workers = build_workers(config, journal, Clock())
+            if config.executor.kind == "celery":  # the GPU hosts make the videos, as for `i2vd run`
+                from i2vd.cluster.backend import build_cluster_workers
+
+                workers = build_cluster_workers(config, journal, Clock(), stop)
+            else:
+                workers = build_workers(config, journal, Clock())
             for index, worker in enumerate(workers):
                 threads.append(
                     threading.Thread(

@@ -116,6 +116,12 @@ def command_run(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_worker(arguments: argparse.Namespace) -> int:
+    from i2vd.cluster.gpu_worker import main_worker
+
+    return main_worker(config_path(arguments.config))
+
+
 def _print(arguments: argparse.Namespace, data: object, render) -> None:
     print(json.dumps(data, indent=2, sort_keys=True) if arguments.json else render(data))
 
@@ -308,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     add("run", command_run, "run the daemon")
+    add("worker", command_worker, "on a GPU host: take jobs from the ingest host's queue (executor: celery)")
     status = add("status", command_status, "queue counts, current job, server and GPU state")
     status.add_argument("--json", action="store_true")
     jobs = add("jobs", command_jobs, "list jobs")

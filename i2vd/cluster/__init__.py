@@ -1,1 +1,2 @@
-"""More than one machine: what the GPU hosts of `executor: celery` tell the ingest host (presence), and its mirror."""
+"""More than one machine (`executor: celery`): the ingest host publishes jobs, GPU hosts run them and tell the
+ingest host they are there (presence, mirrored into its journal)."""

@@ -25,18 +25,11 @@ DEFAULT_QUEUE = "i2vd"
 
 
 def celery_executor(config: Any) -> tuple[str, str] | None:
-    """(broker URL, queue) when the config says `executor: {kind: celery}`, else None.
-
-    Read defensively: the `executor:` block is declared by the Celery executor's config model; a config without it
-    (or with kind local) has no broker and no mirror.
-    """
-    executor = getattr(config, "executor", None)
-    if executor is None or getattr(executor, "kind", "local") != "celery":
+    """(broker URL, queue) when the config says `executor: {kind: celery}`, else None (no broker, no mirror)."""
+    executor = config.executor
+    if executor is None or executor.kind != "celery" or not executor.broker:
         return None
-    broker = getattr(executor, "broker", None)
-    if not broker:
-        return None
-    return str(broker), str(getattr(executor, "queue", None) or DEFAULT_QUEUE)
+    return str(executor.broker), str(executor.queue or DEFAULT_QUEUE)
 
 
 class PresenceMirror:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from i2vd.config.checks import split_listen
+from i2vd.config.executor import ExecutorConfig
 from i2vd.config.messages import did_you_mean as did_you_mean
 from i2vd.config.messages import validation_problems as validation_problems
 from i2vd.config.model import (
@@ -98,6 +99,7 @@ class Config:
     http: HttpSettings | None = None
     timezone: str | None = None
     webhooks: tuple[WebhookSettings, ...] = ()
+    executor: ExecutorConfig = ExecutorConfig()
 
     @property
     def server(self) -> ServerConfig:
@@ -203,6 +205,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         http=http,
         timezone=values.timezone,
         webhooks=webhooks,
+        executor=values.executor,
     )
 
 

@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PlainValidator,
     Strict,
@@ -36,21 +35,21 @@ from i2vd.config.checks import (
     Url,
     Windows,
     _gradio_inputs,
-    _listen,
     _mapping,
     _timezone,
-    is_loopback,
     problem,
-    split_listen,
 )
 from i2vd.config.checks import input_problems as input_problems
 from i2vd.config.examples import EXAMPLE_PROFILES, EXAMPLE_SERVERS
+from i2vd.config.executor import ExecutorConfig
+from i2vd.config.http_model import WEBHOOK_EVENTS as WEBHOOK_EVENTS
+from i2vd.config.http_model import HttpConfig, WebhookConfig
+from i2vd.config.model_base import SETTINGS, _EmptyIsDefaults
 from i2vd.config.parameters import FIELDS as FIELDS
 from i2vd.config.parameters import PARAMETERS, Parameter
 from i2vd.config.parameters import RESOLUTIONS as RESOLUTIONS
 
 DEFAULT_PROMPT = "{{ caption or ('A ' ~ subject ~ ' scene with smooth motion') }}"
-SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 SCHEDULE_HELP = (
@@ -58,15 +57,6 @@ SCHEDULE_HELP = (
     '"sat-sun"]; a range ending before it starts crosses midnight); outside them files are still '
     "journaled and a running job finishes. Empty: always"
 )
-
-
-class _EmptyIsDefaults:
-    """`server:` with nothing under it is the defaults, as if the key were left out."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty(cls, value: Any) -> Any:
-        return {} if value is None else value
 
 
 def _parameter_field(parameter: Parameter) -> tuple[Any, Any]:
@@ -255,53 +245,6 @@ class WatchRoot(_EmptyIsDefaults):
     schedule: Windows = Field(None, description=SCHEDULE_HELP, examples=[["sat-sun"]])
 
 
-@dataclass(frozen=True, config=SETTINGS)
-class HttpConfig(_EmptyIsDefaults):
-    """The web dashboard, JSON API and metrics (absent: no HTTP server)."""
-
-    listen: Annotated[str, Strict(), PlainValidator(_listen)] = Field(
-        "127.0.0.1:8787", description="host:port; anything but loopback needs a token"
-    )
-    token_file: Folder | None = Field(
-        None,
-        description="a file holding the token (surrounding whitespace stripped); every route but /healthz "
-        "and /login then needs it (Authorization: Bearer, or the cookie /login sets)",
-    )
-    token: Text | None = Field(None, description="the token itself, instead of token_file")
-
-    @model_validator(mode="after")
-    def _token_rules(self) -> HttpConfig:
-        if self.token is not None and self.token_file is not None:
-            raise problem("give token or token_file, not both", key="token")
-        if self.token is not None and not self.token.strip():
-            raise problem("is empty", key="token")
-        if self.token is None and self.token_file is None and not is_loopback(split_listen(self.listen)[0]):
-            raise problem(
-                f"{self.listen} is beyond loopback: set token_file (or token), or listen on 127.0.0.1", key="listen"
-            )
-        return self
-
-
-WEBHOOK_EVENTS = ("done", "failed", "parked", "server_down", "server_up")
-
-
-class WebhookConfig(_EmptyIsDefaults, BaseModel):
-    """One receiver of events: POSTed JSON, signed when a secret is set."""
-
-    model_config = SETTINGS
-
-    url: Url = Field(description="where events are POSTed", examples=["https://hooks.example.com/i2vd"])
-    events: Annotated[list[Literal["done", "failed", "parked", "server_down", "server_up"]], Strict()] = Field(
-        default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1, description="which events go there"
-    )
-    secret_file: Folder | None = Field(
-        None,
-        description="a file holding the HMAC secret (surrounding whitespace stripped): header "
-        "X-I2VD-Signature: sha256=<hex HMAC-SHA256 of the body>",
-    )
-    timeout_seconds: Float = Field(10.0, ge=0.1, le=300.0, description="longest one delivery attempt may take")
-
-
 class ConfigFile(_EmptyIsDefaults, BaseModel):
     """The config file as written: `i2vd.config.load.parse_config` turns it into a Config."""
 
@@ -345,6 +288,7 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
     retry: RetryPolicy = Field(
         default_factory=RetryPolicy, description="retry policy: only the job's own failures count"
     )
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="where jobs run (local or celery)")
     watch: Annotated[list[WatchRoot], Strict()] = Field(
         default_factory=list, validate_default=True, description="hot folders", examples=[[{"path": "/srv/i2v/in"}]]
     )

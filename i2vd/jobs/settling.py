@@ -9,7 +9,7 @@ import logging
 from i2vd.config import schedule as schedules
 from i2vd.core.logs import job_fields
 from i2vd.jobs import outcomes, received
-from i2vd.jobs.outcomes import Done, Failed, Outcome, ServerDown, WaitForDisk
+from i2vd.jobs.outcomes import Done, Downgrade, Failed, Outcome, RetryAfter, ServerDown, WaitForDisk
 from i2vd.store.journal import Job
 
 log = logging.getLogger("i2vd.worker")
@@ -41,6 +41,9 @@ class Settling:
             self._down_failures += 1
             self.state.server_error = outcome.error
         outcome = outcomes.record(self.journal, job, outcome, self.clock.now())
+        try_finished = getattr(self.backend, "try_finished", None)  # executor: celery forgets the job's task
+        if try_finished is not None and isinstance(outcome, (Done, Failed, RetryAfter, Downgrade)):
+            try_finished(job.idem_key)
         if isinstance(outcome, Failed):
             self.state.jobs_failed += 1
             self._move_failed(job, outcome.error)

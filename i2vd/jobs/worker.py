@@ -348,6 +348,7 @@ class Worker(SourceFiles, Settling):
             **request_parameters(job.params),
             job_id=job.id,
             key=job.idem_key,
+            source_path=job.source_path,
         )
         log.info(
             "job %d: sending %s to %s (%s, %d frames, %d fps)",

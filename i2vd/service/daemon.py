@@ -92,9 +92,14 @@ class Daemon:
             log.warning("job %d (%s) was running when i2vd stopped: %s", job.id, job.rel_path, job.state.value)
             if job.state is JobState.FAILED:  # a crash loop: failed like any other failure, so moved like one
                 failed_folder.move_failed_source(self.config, job, job.last_error or "", self.clock.now())
-        self.workers = build_workers(
-            self.config, self.journal, self.clock, backend=self._backend, gpu_reader=self._gpu_reader
-        )
+        if self.config.executor.kind == "celery":  # the jobs go to GPU hosts through a queue (i2vd/cluster)
+            from i2vd.cluster.backend import build_cluster_workers
+
+            self.workers = build_cluster_workers(self.config, self.journal, self.clock, self.stop_event)
+        else:
+            self.workers = build_workers(
+                self.config, self.journal, self.clock, backend=self._backend, gpu_reader=self._gpu_reader
+            )
         intake = Intake(self.config, self.journal, on_queued=lambda job: self._wake_workers())
         self.intake_loop = IntakeLoop(self.config, intake, self.clock)
         self.webhooks = Sender(self.config, self.journal, self.clock)
@@ -117,7 +122,7 @@ class Daemon:
 
     def _start_presence(self) -> None:
         """With `executor: {kind: celery}`, mirror the workers the broker knows into the journal, for status."""
-        celery = celery_executor(self.config)  # TODO(merge): read config.executor directly once it is declared
+        celery = celery_executor(self.config)
         if celery is None:
             return
         broker, queue = celery
@@ -243,22 +248,12 @@ class Daemon:
                         )
                     ],
                 )
-            if len(new.servers) != len(self.config.servers):
-                raise ConfigError(
-                    new.source, [f"servers: {len(self.config.servers)} -> {len(new.servers)} servers needs a restart"]
-                )
-            changes = []
-            for old, entry in zip(self.config.servers, new.servers, strict=True):
-                # a new schedule alone is taken by the worker as it is: no new backend for it
-                changed = schedules.without_schedule(entry.server) != schedules.without_schedule(old.server)
-                changed = changed and self._backend is None
-                backend = make_backend(entry.server, self.config.state_dir) if changed else None
-                gate = (
-                    VramGate.from_config(entry.gpu, self.clock, self._gpu_reader, server_url=entry.server.url)
-                    if entry.gpu != old.gpu
-                    else None
-                )
-                changes.append((entry.server, backend, gate))
+            if new.executor != self.config.executor:
+                raise ConfigError(new.source, ["executor: a change needs a restart"])
+            if new.executor.kind == "celery":  # the servers are the GPU hosts': here the rest of the config changes
+                changes = [(worker.server, None, None) for worker in self.workers]
+            else:
+                changes = self._server_changes(new)
         except (ConfigError, GpuReadError) as error:
             problems = error.problems if isinstance(error, ConfigError) else [f"gpu: {error}"]
             for problem in problems:
@@ -277,6 +272,26 @@ class Daemon:
         log.info("reloaded %s: %d watch root(s), %d profile(s)", new.source, len(new.watch), len(new.profiles))
         self.notifier.send("READY=1", f"STATUS=reloaded; {self.status_line()}")
         return True
+
+    def _server_changes(self, new: Config) -> list[tuple]:
+        """Each worker's new server, and its new backend and gate where they changed."""
+        if len(new.servers) != len(self.config.servers):
+            raise ConfigError(
+                new.source, [f"servers: {len(self.config.servers)} -> {len(new.servers)} servers needs a restart"]
+            )
+        changes = []
+        for old, entry in zip(self.config.servers, new.servers, strict=True):
+            # a new schedule alone is taken by the worker as it is: no new backend for it
+            changed = schedules.without_schedule(entry.server) != schedules.without_schedule(old.server)
+            changed = changed and self._backend is None
+            backend = make_backend(entry.server, self.config.state_dir) if changed else None
+            gate = (
+                VramGate.from_config(entry.gpu, self.clock, self._gpu_reader, server_url=entry.server.url)
+                if entry.gpu != old.gpu
+                else None
+            )
+            changes.append((entry.server, backend, gate))
+        return changes
 
     def serve(self) -> None:
         """The main thread's loop until stop is requested."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 from i2vd.cluster.mirror import PresenceMirror, celery_executor
 from i2vd.cluster.presence import PresenceBeacon, read_presence, worker_description
@@ -112,14 +111,10 @@ def test_a_local_daemon_shows_no_broker_and_no_workers(tmp_path: Path):
         journal.close()
 
 
-def test_the_executor_block_is_read_defensively():
-    # TODO(merge): the executor block is declared by the Celery executor's config model (another branch); until
-    # then the daemon reads kind/broker/queue with getattr, which this pins down.
-    assert celery_executor(SimpleNamespace(executor=None)) is None
-    assert celery_executor(SimpleNamespace(executor=SimpleNamespace(kind="local"))) is None
-    assert celery_executor(SimpleNamespace(executor=SimpleNamespace(kind="celery", broker=""))) is None
-    celery = SimpleNamespace(kind="celery", broker="redis://q:6379/0", queue=None)
-    assert celery_executor(SimpleNamespace(executor=celery)) == ("redis://q:6379/0", "i2vd")
+def test_a_celery_executor_gives_the_mirror_its_broker_and_queue(tmp_path: Path):
+    executor = {"kind": "celery", "broker": "redis://:s3cret@q:6379/0", "queue": "studio"}
+    config = load_config(write_config(tmp_path, None, executor=executor))
+    assert celery_executor(config) == ("redis://:s3cret@q:6379/0", "studio")
 
 
 def test_the_mirror_thread_outlives_a_journal_that_refuses_writes(tmp_path: Path, redis_server, caplog):

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
 from i2vd.config.load import load_config
-
-try:  # TODO(merge): the Celery executor branch's worker config loader; point this import at its real name
-    from i2vd.config.worker import load_worker_config
-except ImportError:
-    load_worker_config = None
+from i2vd.config.worker import load_worker_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gpu-host.yaml"
 # SPEC "More than one machine": a worker's config needs only these keys.
 WORKER_KEYS = {"state_dir", "server", "servers", "gpu", "retry", "executor"}
 
-# Until the worker config loader is importable, the example is parsed as YAML, its keys checked against the SPEC
-# list, and the sections it shares with the daemon's config (server, gpu, retry) validated by the daemon's loader.
 
-
-@pytest.mark.skipif(load_worker_config is None, reason="the worker config loader is not in this branch yet")
 def test_the_worker_config_loader_takes_it():
     config = load_worker_config(EXAMPLE)
     assert config.executor.kind == "celery" and config.executor.queue == "i2vd"

@@ -76,6 +76,7 @@ def test_a_resolved_profile_and_a_request_carry_every_declared_parameter(tmp_pat
         "reply_dir",
         "job_id",
         "key",
+        "source_path",
         *parameters.PARAMETER_NAMES,
     }
     request = VideoRequest(image=b"x", image_name="b.jpg", prompt="p", **request_parameters(resolved.params))

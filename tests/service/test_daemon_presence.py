@@ -4,12 +4,9 @@ journal: `i2vd status` lists a worker alive, then gone; a broker outage is said 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 from i2vd.cluster.presence import PresenceBeacon, worker_description
 from i2vd.config.load import Config, load_config
@@ -20,17 +17,8 @@ from tests.end_to_end.harness import run_cli, write_config
 from tests.support.fakes import wait_for
 
 
-# TODO(merge): the `executor:` block is declared by the Celery executor's branch; then this test writes
-# `executor: {kind: celery, broker: ..., queue: studio}` into the config file and drops this stand-in.
-@dataclasses.dataclass(frozen=True)
-class ConfigWithExecutor(Config):
-    executor: Any = None
-
-
-def celery_config(tmp_path: Path, broker: str) -> ConfigWithExecutor:
-    config = load_config(write_config(tmp_path, None))
-    values = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
-    return ConfigWithExecutor(**values, executor=SimpleNamespace(kind="celery", broker=broker, queue="studio"))
+def celery_config(tmp_path: Path, broker: str) -> Config:
+    return load_config(write_config(tmp_path, None, executor={"kind": "celery", "broker": broker, "queue": "studio"}))
 
 
 def gpu_host() -> dict:

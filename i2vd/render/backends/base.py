@@ -29,6 +29,7 @@ class _Request:
     reply_dir: Path | None = None
     job_id: int | None = None  # for a server that names outputs after the job (ComfyUI: i2vd/<job id>)
     key: str | None = None  # the job's idempotency key: what a server-side job is found again by after a restart
+    source_path: str | None = None  # where the image is (executor: celery sends a large one by a shared path)
 
 
 # One video to make: the image, its prompt, and each of the job's parameters (i2vd.config.parameters: one

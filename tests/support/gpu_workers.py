@@ -1,0 +1,123 @@
+"""`i2vd worker` as real subprocesses (GPU hosts), and the ingest host's config, for the Celery executor's tests.
+
+Timing for tests: a short server timeout (T) and redelivery margin (M) make the visibility timeout T + M/2
+(i2vd/cluster/app.py), so a killed worker's task comes back in seconds, by the same rule as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.support.fakes import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_SECONDS = 3.0  # T: the fake server's calls take no time unless held
+MARGIN_SECONDS = 2.0  # M: visibility timeout T + 1 s, sweeps every 0.5 s
+
+
+def executor(redis_url: str, timeout_seconds: float = TIMEOUT_SECONDS, **overrides) -> dict:
+    return {
+        "kind": "celery",
+        "broker": redis_url,
+        "queue": "i2vd-test",
+        "redelivery_margin_seconds": MARGIN_SECONDS,
+        "job_timeout_seconds": timeout_seconds,
+        **overrides,
+    }
+
+
+def predict_server(url: str, timeout_seconds: float = TIMEOUT_SECONDS, **settings) -> dict:
+    return {"kind": "predict", "url": url, "timeout_seconds": timeout_seconds, "connect_timeout_seconds": 2, **settings}
+
+
+def write_worker_config(
+    folder: Path,
+    redis_url: str,
+    server_url: str | list[str] | None,
+    timeout_seconds: float = TIMEOUT_SECONDS,
+    **overrides,
+) -> Path:
+    """A GPU host's config: state_dir, server (or servers, given several URLs), gpu, executor only (no watch,
+    output_dir or profiles)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(server_url, list):
+        servers = {
+            "servers": [
+                predict_server(url, timeout_seconds, name=f"gpu{index}") for index, url in enumerate(server_url)
+            ]
+        }
+    else:
+        servers = {"server": predict_server(server_url, timeout_seconds) if server_url else {"kind": "builtin"}}
+    config = {
+        "state_dir": str(folder / "state"),
+        "log_level": "info",
+        **servers,
+        "gpu": {"enabled": False},
+        "executor": executor(redis_url, timeout_seconds),
+        **overrides,
+    }
+    path = folder / "gpu-host.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+class WorkerProcess:
+    """One `python -m i2vd worker -c CONFIG`; its log in the config's folder."""
+
+    def __init__(self, config: Path, name: str, environment: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.environment = environment or {}
+        self.log_path = config.parent / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True) -> WorkerProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the worker's log: open until close()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "i2vd", "worker", "-c", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO), **self.environment},
+            cwd=REPO,
+        )
+        if wait_ready:
+            wait_for(
+                lambda: " ready." in self.log() or self.process.poll() is not None,
+                timeout=30,
+                message=f"the worker never said ready; log:\n{self.log()}",
+            )
+            assert self.process.poll() is None, f"the worker exited early: {self.log()}"
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """kill -9, as when the GPU host crashes."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        """SIGTERM: Celery's warm shutdown."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"the worker ignored SIGTERM; log:\n{self.log()}") from None
+        return self.process.returncode
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from i2vd.config.load import Config
+from i2vd.config.parameter_limits import limits_for
 from i2vd.config.profiles import resolve_profile
 from i2vd.config.sidecars import (
     FOLDER_SIDECAR,
@@ -78,9 +79,10 @@ def decode_like_the_daemon(path: Path) -> ImageFacts:
 def check_root(config: Config, root_path: Path, start: Path, problems: list[str]) -> list[Row]:
     root = config.root_for(root_path)
     excluded = config.excluded_folders()
+    limits = limits_for(config.servers)  # what every configured server takes
     for sidecar in sidecars_under(start, excluded):
         try:
-            load_sidecar(sidecar, profiles=config.profiles)
+            load_sidecar(sidecar, profiles=config.profiles, limits=limits)
         except SidecarError as error:
             problems.extend(f"{error.file}: {problem}" for problem in error.problems)
     rows = []
@@ -93,7 +95,7 @@ def check_root(config: Config, root_path: Path, start: Path, problems: list[str]
                 Path(relative.as_posix()),
                 facts,
                 "default",
-                read_sidecars(root.path, path),
+                read_sidecars(root.path, path, limits),
                 caption=read_caption(path),
             )
         except SidecarError as error:

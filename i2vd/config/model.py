@@ -45,6 +45,7 @@ from i2vd.config.checks import (
 )
 from i2vd.config.checks import input_problems as input_problems
 from i2vd.config.examples import EXAMPLE_PROFILES, EXAMPLE_SERVERS
+from i2vd.config.parameter_limits import parameter_help
 from i2vd.config.parameters import FIELDS as FIELDS
 from i2vd.config.parameters import PARAMETERS, Parameter
 from i2vd.config.parameters import RESOLUTIONS as RESOLUTIONS
@@ -70,11 +71,16 @@ class _EmptyIsDefaults:
 
 
 def _parameter_field(parameter: Parameter) -> tuple[Any, Any]:
-    """A job parameter (i2vd.config.parameters) as a profile field: its type, bounds, default and description."""
+    """A job parameter (i2vd.config.parameters) as a profile field: its type, widest bounds, default and
+    description (what the configured servers take is checked across keys: i2vd.config.parameter_limits)."""
     kind: Any = Literal[parameter.choices] if parameter.choices else {int: Int, float: Float, str: Text}[parameter.type]
     if parameter.optional:
         kind = kind | None
-    return kind, Field(parameter.default, ge=parameter.minimum, le=parameter.maximum, description=parameter.description)
+    low, high = parameter.widest()
+    extra = {"range_in_description": True} if parameter.by_kind else None  # the reference shows each kind's
+    return kind, Field(
+        parameter.default, ge=low, le=high, description=parameter_help(parameter), json_schema_extra=extra
+    )
 
 
 class _Profile(_EmptyIsDefaults, BaseModel):
@@ -353,7 +359,8 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
         description="profiles inherit every field from `default`. Prompts and `output` are "
         'Jinja2 templates with: stem, subject ("golden_retriever-2" -> "golden retriever 2"), filename, folder, '
         "caption, exif_date, exif_camera and the sidecar's vars. A folder picks its profile with an i2vd.yaml "
-        "sidecar: `profile: beach` (plus `vars:` and field overrides)",
+        "sidecar: `profile: beach` (plus `vars:` and field overrides). Any job may go to any server, so a "
+        "profile's or sidecar's frames, fps and steps must be in the range of every configured server",
         examples=[EXAMPLE_PROFILES],
     )
 

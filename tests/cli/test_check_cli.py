@@ -218,7 +218,8 @@ def test_every_problem_of_one_sidecar_is_listed(capsys, config_file, root):
     assert sorted(errors(out)) == sorted(
         [
             f"{sidecar}: fsp: unknown key (did you mean 'fps'?)",
-            f"{sidecar}: steps: 1000 is above 100",
+            f"{sidecar}: steps: 1000 is above 100, the most the predict server at http://127.0.0.1:9 takes "
+            "(ComfyUI servers take up to 200)",
             f"{sidecar}: vars: a list is not a mapping",
             (
                 f"{sidecar}: profile: unknown profile 'montain' (did you mean "

@@ -119,7 +119,10 @@ def test_a_broken_sidecar_parks_its_folder_and_fixing_it_releases_the_jobs_with_
         )
         for rel_path in ("shore/a.jpg", "shore/deeper/b.jpg"):
             parked = job_at(journal, rel_path)
-            assert parked.last_error == f"sidecar {sidecar}: fps: 40 is above 24"
+            assert parked.last_error == (
+                f"sidecar {sidecar}: fps: 40 is above 24, the most the predict server at http://127.0.0.1:9 takes "
+                "(ComfyUI servers take up to 60)"
+            )
             assert parked.attempts == 0 and parked.prompt == ""
             assert any(
                 message.startswith("parked ") and "fps: 40 is above 24" in message

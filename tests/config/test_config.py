@@ -139,12 +139,9 @@ def test_every_problem_is_reported_at_once_with_its_dotted_path() -> None:
         "  mountain: {frames: 7}\n"
     )
     # server.kind is predict, even with a problem in another server key: its ranges hold
-    assert "profiles.beach.fps: 40 is above 24, the most the predict server takes (ComfyUI servers take up to 60)" in (
-        problems
-    )
-    assert "profiles.mountain.frames: 7 is below 8, the least the predict server takes (ComfyUI servers take from 1)" in (
-        problems
-    )
+    predict = "the predict server takes (ComfyUI servers take"
+    assert f"profiles.beach.fps: 40 is above 24, the most {predict} up to 60)" in problems
+    assert f"profiles.mountain.frames: 7 is below 8, the least {predict} from 1)" in problems
     assert "watch[0].settle_seconds: -1.0 is below 0" in problems  # numbers in float fields are shown as floats
     assert any(problem.startswith("watch[0].after: 'delete' is not one of keep, move") for problem in problems)
     assert "server.timeout_seconds: 0.0 is below 1" in problems

@@ -20,14 +20,16 @@ from tests.support.fakes import write_image
 ROOT = Path(__file__).parents[2]
 
 
-def write_config(tmp_path: Path, url: str, workflow: Path, gpu: str = "enabled: false") -> Path:
+def write_config(
+    tmp_path: Path, url: str, workflow: Path, gpu: str = "enabled: false", profile: str = "frames: 8, fps: 8"
+) -> Path:
     shutil.copy(workflow, tmp_path / "workflow.json")
     (tmp_path / "in").mkdir(exist_ok=True)
     path = tmp_path / "i2vd.yaml"
     path.write_text(
         f"output_dir: out\nstate_dir: state\nwatch: [{{path: in, settle_seconds: 0}}]\n"
         f"server: {{kind: comfyui, url: '{url}', workflow: workflow.json, timeout_seconds: 20}}\n"
-        f"gpu: {{{gpu}}}\nprofiles: {{default: {{resolution: 256p, frames: 8, fps: 8}}}}\n",
+        f"gpu: {{{gpu}}}\nprofiles: {{default: {{resolution: 256p, {profile}}}}}\n",
         encoding="utf-8",
     )
     return path
@@ -49,6 +51,21 @@ def test_batch_makes_each_video_through_comfyui(tmp_path, capsys):
     videos = sorted((tmp_path / "out").rglob("*.mp4"))
     assert [video.name for video in videos] == ["a.mp4", "b.mp4"]
     assert all(mp4.probe(video).frames == 8 for video in videos)
+
+
+def test_a_wan_profile_of_81_frames_at_16_fps_reaches_comfyui(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_image(photos / "a.png", size=(320, 240), color=(10, 120, 200))
+    with ReplayedComfyUI("free") as comfy:
+        workflow = ROOT / "examples" / "workflows" / "comfyui-model-free.json"
+        config = write_config(tmp_path, comfy.url, workflow, profile="frames: 81, fps: 16, steps: 4")
+        assert main(["batch", str(photos), "-c", str(config)]) == 0, capsys.readouterr().err
+        assert comfy.rejections == []
+        (sent,) = comfy.prompts
+    assert sent["prompt"]["3"]["inputs"]["amount"] == 81  # RepeatImageBatch: the workflow's frame count
+    assert sent["prompt"]["4"]["inputs"]["fps"] == 16.0
+    assert [video.name for video in (tmp_path / "out").rglob("*.mp4")] == ["a.mp4"]
 
 
 def test_a_refused_workflow_pauses_the_queue_with_the_node_and_uses_no_attempt(tmp_path):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from i2vd.config import parameters
 from i2vd.config.load import Config
 from i2vd.config.parameter_limits import limits_for
 from i2vd.config.profiles import resolve_profile
@@ -57,14 +58,6 @@ def sidecars_under(root: Path, excluded: tuple[Path, ...]) -> list[Path]:
             if name == FOLDER_SIDECAR or is_image_sidecar:
                 found.append(Path(folder, name))
     return found
-
-
-def _parameters(params: dict) -> str:
-    seed = f" seed {params['seed']}" if params.get("seed") is not None else ""
-    return (
-        f"{params['resolution']} {params['frames']}f {params['fps']}fps "
-        f"{params['steps']}st g{params['guidance']:g}{seed}"
-    )
 
 
 def decode_like_the_daemon(path: Path) -> ImageFacts:
@@ -112,7 +105,7 @@ def check_root(config: Config, root_path: Path, start: Path, problems: list[str]
                 str(relative),
                 resolved.name,
                 resolved.prompt,
-                _parameters(resolved.params),
+                parameters.summary(resolved.params),
                 str(video.relative_to(root.output_dir)),
             )
         )

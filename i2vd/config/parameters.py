@@ -35,6 +35,10 @@ class Parameter:
     optional: bool = False  # may be left empty (None): the server's own choice
     # server kind -> (minimum, maximum) where that kind's servers take another range than the contract's
     by_kind: dict[str, tuple[float | None, float | None]] = field(default_factory=dict, compare=False)
+    short: str = ""  # its value in a one-line summary (`i2vd check`), e.g. "{}fps"; empty: "<name> <value>"
+
+    def summary(self, value: Any) -> str:
+        return (self.short or f"{self.name} {{}}").format(value)
 
     def bounds(self, kind: str) -> tuple[float | None, float | None]:
         """The range a server of this kind takes."""
@@ -52,13 +56,13 @@ class Parameter:
 
 
 PARAMETERS: tuple[Parameter, ...] = (
-    Parameter("resolution", str, "512p", "output resolution", choices=RESOLUTIONS),
+    Parameter("resolution", str, "512p", "output resolution", choices=RESOLUTIONS, short="{}"),
     # ComfyUI: the workflow decides (Wan 2.x 81 frames at 16 fps, LTX-Video up to 257 at 24-30,
     # HunyuanVideo-I2V 129, CogVideoX 49; distilled models take 4-8 steps); the maxima only stop a typo.
-    Parameter("frames", int, 16, "number of frames", 8, 32, by_kind={"comfyui": (1, 1024)}),
-    Parameter("fps", int, 8, "frames per second", 4, 24, by_kind={"comfyui": (1, 60)}),
-    Parameter("steps", int, 50, "diffusion steps", 10, 100, by_kind={"comfyui": (1, 200)}),
-    Parameter("guidance", float, 9.0, "guidance scale", 1.0, 20.0),
+    Parameter("frames", int, 16, "number of frames", 8, 32, by_kind={"comfyui": (1, 1024)}, short="{}f"),
+    Parameter("fps", int, 8, "frames per second", 4, 24, by_kind={"comfyui": (1, 60)}, short="{}fps"),
+    Parameter("steps", int, 50, "diffusion steps", 10, 100, by_kind={"comfyui": (1, 200)}, short="{}st"),
+    Parameter("guidance", float, 9.0, "guidance scale", 1.0, 20.0, short="g{:g}"),
     Parameter(
         "seed",
         int,
@@ -67,10 +71,19 @@ PARAMETERS: tuple[Parameter, ...] = (
         "the /predict API has none; the builtin engine has no randomness)",
         minimum=0,
         optional=True,
+        short="seed {}",
     ),
 )
 PARAMETER_NAMES = tuple(parameter.name for parameter in PARAMETERS)
 BY_NAME = {parameter.name: parameter for parameter in PARAMETERS}
+
+
+def summary(params: dict[str, Any]) -> str:
+    """`512p 16f 8fps 50st g9 seed 7`: a job's parameters on one line, in declared order; an empty one left out."""
+    return " ".join(
+        parameter.summary(params[parameter.name]) for parameter in PARAMETERS if params.get(parameter.name) is not None
+    )
+
 
 # What a server can be given, besides the parameters: the image, the rendered prompt, and the resolution
 # as its position in RESOLUTIONS (what the /predict API and many Gradio apps take).

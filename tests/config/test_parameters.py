@@ -189,3 +189,13 @@ def test_a_parameter_added_to_the_declaration_reaches_every_consumer(tmp_path: P
     assert found["gradio_data"] == ["IMG", 127]
     assert "motion" not in found["gradio_unused"]
     assert found["comfyui"] == {"motion": 127.0}  # set from a node titled I2VD:motion, in the input's type
+
+
+def test_the_one_line_summary_shows_every_declared_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`i2vd check`'s PARAMETERS column: each parameter in declared order, a new one too; an empty one left out."""
+    defaults = {parameter.name: parameter.default for parameter in parameters.PARAMETERS}
+    assert parameters.summary(defaults) == "512p 16f 8fps 50st g9"
+    assert parameters.summary({**defaults, "seed": 0, "guidance": 7.5}) == "512p 16f 8fps 50st g7.5 seed 0"
+    motion = parameters.Parameter("motion_bucket", int, 127, "motion bucket id", 1, 255)
+    monkeypatch.setattr(parameters, "PARAMETERS", (*parameters.PARAMETERS, motion))
+    assert parameters.summary({**defaults, "motion_bucket": 127}) == "512p 16f 8fps 50st g9 motion_bucket 127"

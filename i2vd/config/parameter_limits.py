@@ -75,6 +75,12 @@ def limits_for(servers: Iterable[_Entry]) -> Limits:
     )
 
 
+def server_limits(kind: str, url: str, name: str) -> Limits:
+    """What one server takes: a worker checks a job against its own server before sending it (a job
+    journaled under another config, or taken from a queue, may hold what this server cannot take)."""
+    return _limits(((kind, server_words(kind, url, name)),))
+
+
 @functools.lru_cache(maxsize=32)
 def _limits(servers: tuple[tuple[str | None, str], ...]) -> Limits:
     """(kind, the server in words) each; kind None: any kind's range (the widest)."""

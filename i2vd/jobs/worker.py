@@ -20,6 +20,7 @@ from pathlib import Path
 
 from i2vd.config import schedule as schedules
 from i2vd.config.load import Config, ServerConfig
+from i2vd.config.parameter_limits import range_problems, server_limits
 from i2vd.core.clock import Clock
 from i2vd.core.images import sha256_of
 from i2vd.core.liveness import Heartbeat
@@ -340,6 +341,9 @@ class Worker(SourceFiles, Settling):
                 extra=job_fields(job.id, job.source_path, "running"),
             )
             return self._write_output(job, destination, *kept)
+        unfit = range_problems(job.params, server_limits(self.server.kind, self.server.url, self.server.url))
+        if unfit:  # queued under another config: never sent (SPEC "ComfyUI servers"); `i2vd retry` re-resolves it
+            return Failed(f"this server cannot take the job's {'; '.join(unfit)}", count_attempt=False)
         request = VideoRequest(
             image=image,
             image_name=Path(job.rel_path).name,

@@ -105,3 +105,32 @@ def test_the_vram_gate_reads_comfyuis_system_stats(tmp_path):
     device = comfy.exchange("GET", "/system_stats")["body"]["json"]["devices"][0]
     assert reading.total_mb == device["vram_total"] // 2**20
     assert reading.used_mb == (device["vram_total"] - device["vram_free"]) // 2**20
+
+
+def test_a_job_queued_for_comfyui_fails_unsent_on_a_server_that_cannot_take_it(tmp_path):
+    """81 frames journaled under a ComfyUI config, then the config names a /predict server: never sent."""
+    with ReplayedComfyUI("free") as comfy:
+        workflow = ROOT / "examples" / "workflows" / "comfyui-model-free.json"
+        comfyui = load_config(write_config(tmp_path, comfy.url, workflow, profile="frames: 81, fps: 16"))
+        journal = Journal(comfyui.state_dir / "journal.sqlite3", ManualClock())
+        try:
+            write_image(comfyui.watch[0].path / "a.png", size=(320, 240))
+            assert Intake(comfyui, journal).consider(comfyui.watch[0].path / "a.png", comfyui.watch[0]).job
+            text = (tmp_path / "i2vd.yaml").read_text(encoding="utf-8")
+            predict = tmp_path / "i2vd.yaml"
+            predict.write_text(
+                text.replace("kind: comfyui", "kind: predict").replace("frames: 81, fps: 16", "frames: 16"),
+                encoding="utf-8",
+            )
+            (worker,) = build_workers(load_config(predict), journal, ManualClock())
+            assert worker.run_once(threading.Event())
+            (job,) = journal.jobs()
+            worker.backend.close()
+        finally:
+            journal.close()
+        assert comfy.requests == []  # nothing was sent to any server
+    assert job.state is JobState.FAILED and job.attempts == 0
+    assert job.last_error == (
+        f"this server cannot take the job's frames: 81 is above 32, the most the predict server at {comfy.url} "
+        "takes (ComfyUI servers take up to 1024)"
+    )

@@ -59,6 +59,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("resolution", str, "512p", "output resolution", choices=RESOLUTIONS, short="{}"),
     # ComfyUI: the workflow decides (Wan 2.x 81 frames at 16 fps, LTX-Video up to 257 at 24-30,
     # HunyuanVideo-I2V 129, CogVideoX 49; distilled models take 4-8 steps); the maxima only stop a typo.
+    # The builtin engine keeps the contract's ranges: it previews what the default /predict server would
+    # be asked for, and its output stays a short clip (at most 32 frames of CPU work per video).
     Parameter("frames", int, 16, "number of frames", 8, 32, by_kind={"comfyui": (1, 1024)}, short="{}f"),
     Parameter("fps", int, 8, "frames per second", 4, 24, by_kind={"comfyui": (1, 60)}, short="{}fps"),
     Parameter("steps", int, 50, "diffusion steps", 10, 100, by_kind={"comfyui": (1, 200)}, short="{}st"),

@@ -20,9 +20,7 @@ from pathlib import Path
 
 from i2vd.config import schedule as schedules
 from i2vd.config.load import Config, ServerConfig
-from i2vd.config.parameter_limits import range_problems, server_limits
 from i2vd.core.clock import Clock
-from i2vd.core.images import sha256_of
 from i2vd.core.liveness import Heartbeat
 from i2vd.core.logs import job_fields
 from i2vd.core.mounts import MountMemory
@@ -330,8 +328,8 @@ class Worker(SourceFiles, Settling):
 
     def _render(self, job: Job, image: bytes, destination: Path) -> Outcome | Finishing:
         """The source is read: the video from the server (or kept from before), written to `destination`."""
-        if sha256_of(image) != job.source_sha256:
-            return Failed("source file changed after it was queued (the new content is a new job)", count_attempt=False)
+        if (refused := outcomes.refused(job, image, self.server)) is not None:
+            return refused
         kept = received.kept(self.incoming, job.idem_key, job.params)
         if kept is not None:  # received before, but the output could not be written then: not asked again
             log.info(
@@ -341,9 +339,6 @@ class Worker(SourceFiles, Settling):
                 extra=job_fields(job.id, job.source_path, "running"),
             )
             return self._write_output(job, destination, *kept)
-        unfit = range_problems(job.params, server_limits(self.server.kind, self.server.url, self.server.url))
-        if unfit:  # queued under another config: never sent (SPEC "ComfyUI servers"); `i2vd retry` re-resolves it
-            return Failed(f"this server cannot take the job's {'; '.join(unfit)}", count_attempt=False)
         request = VideoRequest(
             image=image,
             image_name=Path(job.rel_path).name,

@@ -45,9 +45,9 @@ from i2vd.config.checks import (
 )
 from i2vd.config.checks import input_problems as input_problems
 from i2vd.config.examples import EXAMPLE_PROFILES, EXAMPLE_SERVERS
-from i2vd.config.parameter_limits import parameter_help
+from i2vd.config.parameter_limits import profile_field
 from i2vd.config.parameters import FIELDS as FIELDS
-from i2vd.config.parameters import PARAMETERS, Parameter
+from i2vd.config.parameters import PARAMETERS
 from i2vd.config.parameters import RESOLUTIONS as RESOLUTIONS
 
 DEFAULT_PROMPT = "{{ caption or ('A ' ~ subject ~ ' scene with smooth motion') }}"
@@ -70,19 +70,6 @@ class _EmptyIsDefaults:
         return {} if value is None else value
 
 
-def _parameter_field(parameter: Parameter) -> tuple[Any, Any]:
-    """A job parameter (i2vd.config.parameters) as a profile field: its type, widest bounds, default and
-    description (what the configured servers take is checked across keys: i2vd.config.parameter_limits)."""
-    kind: Any = Literal[parameter.choices] if parameter.choices else {int: Int, float: Float, str: Text}[parameter.type]
-    if parameter.optional:
-        kind = kind | None
-    low, high = parameter.widest()
-    extra = {"range_in_description": True} if parameter.by_kind else None  # the reference shows each kind's
-    return kind, Field(
-        parameter.default, ge=low, le=high, description=parameter_help(parameter), json_schema_extra=extra
-    )
-
-
 class _Profile(_EmptyIsDefaults, BaseModel):
     model_config = SETTINGS
 
@@ -94,7 +81,7 @@ ProfileFields = create_model(
     __doc__="A prompt profile; every field it does not set comes from the `default` profile.",
     __module__=__name__,
     prompt=(Template, Field(DEFAULT_PROMPT, description="Jinja2 template for the prompt")),
-    **{parameter.name: _parameter_field(parameter) for parameter in PARAMETERS},
+    **{parameter.name: profile_field(parameter) for parameter in PARAMETERS},
     output=(
         Template | None,
         Field(None, description="output file name template, e.g. 'sku_{{ stem }}_rotate.mp4'; empty: <stem>.mp4"),
@@ -359,8 +346,7 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
         description="profiles inherit every field from `default`. Prompts and `output` are "
         'Jinja2 templates with: stem, subject ("golden_retriever-2" -> "golden retriever 2"), filename, folder, '
         "caption, exif_date, exif_camera and the sidecar's vars. A folder picks its profile with an i2vd.yaml "
-        "sidecar: `profile: beach` (plus `vars:` and field overrides). Any job may go to any server, so a "
-        "profile's or sidecar's frames, fps and steps must be in the range of every configured server",
+        "sidecar: `profile: beach` (plus `vars:` and field overrides). Frames, fps, steps must suit every server",
         examples=[EXAMPLE_PROFILES],
     )
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from pydantic import Field
+
+from i2vd.config.checks import Float, Int, Text
 from i2vd.config.parameters import PARAMETERS, Parameter
 
 
@@ -44,6 +47,19 @@ KIND_NAMES = {"comfyui": "ComfyUI servers", "predict": "/predict servers", "grad
 
 def _number(value: float) -> str:
     return f"{value:g}"
+
+
+def profile_field(parameter: Parameter) -> tuple[Any, Any]:
+    """A job parameter as a profile field (i2vd.config.model): its type, the widest of its ranges (what some
+    server kind takes; the configured servers' own are checked across keys, below), default and description."""
+    kind: Any = Literal[parameter.choices] if parameter.choices else {int: Int, float: Float, str: Text}[parameter.type]
+    if parameter.optional:
+        kind = kind | None
+    low, high = parameter.widest()
+    extra = {"range_in_description": True} if parameter.by_kind else None  # the reference shows each kind's
+    return kind, Field(
+        parameter.default, ge=low, le=high, description=parameter_help(parameter), json_schema_extra=extra
+    )
 
 
 def parameter_help(parameter: Parameter) -> str:

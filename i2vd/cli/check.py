@@ -16,7 +16,7 @@ from typing import TextIO
 
 from i2vd.config import parameters
 from i2vd.config.load import Config
-from i2vd.config.parameter_limits import limits_for
+from i2vd.config.parameter_limits import job_limits
 from i2vd.config.profiles import resolve_profile
 from i2vd.config.sidecars import (
     FOLDER_SIDECAR,
@@ -72,7 +72,7 @@ def decode_like_the_daemon(path: Path) -> ImageFacts:
 def check_root(config: Config, root_path: Path, start: Path, problems: list[str]) -> list[Row]:
     root = config.root_for(root_path)
     excluded = config.excluded_folders()
-    limits = limits_for(config.servers)  # what every configured server takes
+    limits = job_limits(config)  # what every configured server takes
     for sidecar in sidecars_under(start, excluded):
         try:
             load_sidecar(sidecar, profiles=config.profiles, limits=limits)

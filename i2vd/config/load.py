@@ -36,7 +36,15 @@ from i2vd.config.model import (
     ServerConfig,
     WatchRoot,
 )
-from i2vd.config.parameter_limits import Limits, is_range_error, limits_for, range_problems, written_limits
+from i2vd.config.parameter_limits import (
+    ANY_SERVER,
+    Limits,
+    is_range_error,
+    limits_for,
+    range_problems,
+    written_limits,
+    written_on_gpu_hosts,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/i2vd/config.yaml")
 DONE_FOLDER = ".i2vd-done"  # `after: move` puts finished sources here, inside their root
@@ -290,6 +298,8 @@ def _check_profile_ranges(data: Any, limits: Limits, problems: list[str]) -> Non
     profiles = data.get("profiles") if isinstance(data, dict) else None
     if not isinstance(profiles, dict):
         return
+    if written_on_gpu_hosts(data):  # the GPU hosts' servers are not known here: each checks its own jobs
+        limits = ANY_SERVER
     for name, fields in profiles.items():
         if isinstance(fields, dict):
             problems.extend(f"profiles.{name}.{problem}" for problem in range_problems(fields, limits))

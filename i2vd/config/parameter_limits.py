@@ -91,6 +91,24 @@ def limits_for(servers: Iterable[_Entry]) -> Limits:
     )
 
 
+def job_limits(config: Any) -> Limits:
+    """What a job resolved under `config` (i2vd.config.load.Config) may hold: what its servers take; with
+    `executor: {kind: celery}` the GPU hosts' servers are not known here, so the widest range (ANY_SERVER),
+    and each GPU host fails a job its own server cannot take (server_limits).
+
+    The executor is read defensively, as i2vd.cluster.mirror does: its config model comes with the Celery
+    executor's branch."""
+    if getattr(getattr(config, "executor", None), "kind", "local") == "celery":
+        return ANY_SERVER
+    return limits_for(config.servers)
+
+
+def written_on_gpu_hosts(data: Any) -> bool:
+    """The config file as written says `executor: {kind: celery}`: its profiles are checked on the GPU hosts."""
+    executor = data.get("executor") if isinstance(data, dict) else None
+    return isinstance(executor, dict) and executor.get("kind") == "celery"
+
+
 def server_limits(kind: str, url: str, name: str) -> Limits:
     """What one server takes: a worker checks a job against its own server before sending it (a job
     journaled under another config, or taken from a queue, may hold what this server cannot take)."""

@@ -7,11 +7,12 @@ ComfyUI runs Wan 2.x (81 frames at 16 fps), LTX-Video (up to 257 at 24-30), Huny
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from i2vd.config.load import ConfigError, parse_config
-from i2vd.config.parameter_limits import limits_for
+from i2vd.config.parameter_limits import job_limits, limits_for, range_problems
 from i2vd.config.sidecars import SidecarError, load_sidecar, read_sidecars
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "workflows" / "wan2.1-i2v-480p.json"
@@ -114,3 +115,26 @@ def test_a_sidecar_read_without_the_servers_takes_what_every_server_takes(tmp_pa
         "frames: 81 is above 32, the most every server takes (ComfyUI servers take up to 1024)",
         "steps: 5000 is above 100, the most every server takes (ComfyUI servers take up to 200)",
     ]
+
+
+def test_with_the_celery_executor_the_ingest_host_holds_profiles_to_the_widest_range() -> None:
+    """The ingest host does not know the GPU hosts' servers: each GPU host fails what its own cannot take."""
+    # TODO(merge): `executor:` is declared by the Celery executor's config model (another branch); until it is
+    # merged the key itself is a problem here, and the profiles' ranges are the widest either way.
+    text = BASE + f"server: {PREDICT}\nexecutor: {{kind: celery, broker: 'redis://q:6379/0'}}\n" + WAN
+    problems: list[str] = []
+    try:
+        parse_config(text + "  typo: {frames: 2000}\n")
+    except ConfigError as error:
+        problems = error.problems
+    assert [problem for problem in problems if problem.startswith("profiles.")] == [
+        "profiles.typo.frames: 2000 is above 1024, the most any server takes"
+    ]
+    config = parse_config(BASE + f"server: {PREDICT}\n")
+    assert job_limits(config) == limits_for(config.servers)
+    assert range_problems({"frames": 81}, job_limits(config)) != []
+    on_gpu_hosts = SimpleNamespace(executor=SimpleNamespace(kind="celery"), servers=config.servers)
+    assert range_problems({"frames": 81, "fps": 30}, job_limits(on_gpu_hosts)) == []
+    assert job_limits(SimpleNamespace(executor=SimpleNamespace(kind="local"), servers=config.servers)) == (
+        job_limits(config)
+    )

@@ -343,10 +343,10 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
     )
     profiles: Annotated[dict[str, ProfileFields], Strict()] = Field(
         default_factory=dict,
-        description="profiles inherit every field from `default`. Prompts and `output` are "
-        'Jinja2 templates with: stem, subject ("golden_retriever-2" -> "golden retriever 2"), filename, folder, '
-        "caption, exif_date, exif_camera and the sidecar's vars. A folder picks its profile with an i2vd.yaml "
-        "sidecar: `profile: beach` (plus `vars:` and field overrides). Frames, fps, steps must suit every server",
+        description="profiles inherit every field from `default`. Prompts and `output` are Jinja2 templates with: "
+        'stem, subject ("golden_retriever-2" -> "golden retriever 2"), filename, folder, caption, exif_date, '
+        "exif_camera and the sidecar's vars. A folder picks its profile with an i2vd.yaml sidecar: `profile: beach` "
+        "(plus `vars:` and field overrides). Frames, fps, steps must suit every server (celery: each GPU host's)",
         examples=[EXAMPLE_PROFILES],
     )
 

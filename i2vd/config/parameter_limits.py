@@ -5,7 +5,8 @@ and `by_kind` for a server kind that takes another one, e.g. ComfyUI's 1 to 1024
 model validates the widest of them; here they are narrowed to the configured servers. Profiles are not
 bound to servers (any job may go to any of `servers:`), so a value is valid when every server takes it:
 `profiles.wan.frames: 81 is above 32, the most the predict server at http://gpu:7860 takes (ComfyUI
-servers take up to 1024)`. The config's check (exit 78, `i2vd check`) and each sidecar's use it.
+servers take up to 1024)`. The config's check (exit 78, `i2vd check`), each sidecar's (parking its folder)
+and the worker's before it sends a job (i2vd.jobs.outcomes.refused) use it.
 """
 
 from __future__ import annotations
@@ -178,8 +179,8 @@ def _wider(parameter: Parameter, bound: float, above: bool) -> str:
 
 def range_problems(values: Mapping[str, Any], limits: Limits | None = None) -> list[str]:
     """`frames: 81 is above 32, the most ... takes`: each value of `values` that some server cannot take
-    (`limits`: limits_for(config.servers); None: EVERY_SERVER). A value of the wrong type is the profile
-    model's to report; its bound errors on these parameters are dropped (is_range_error) for these."""
+    (`limits`: job_limits(config); None: EVERY_SERVER). A value of the wrong type is the profile model's to
+    report; the model's own bound errors on these parameters are dropped (is_range_error): these say more."""
     problems = []
     for limit in limits or EVERY_SERVER:
         value = values.get(limit.parameter.name)

@@ -6,13 +6,15 @@ ComfyUI runs Wan 2.x (81 frames at 16 fps), LTX-Video (up to 257 at 24-30), Huny
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 
 import pytest
 
+from i2vd.config.comfyui_workflow import field_values, load_workflow
 from i2vd.config.load import ConfigError, parse_config
 from i2vd.config.parameter_limits import job_limits, limits_for, range_problems
+from i2vd.config.profiles import resolve_profile
 from i2vd.config.sidecars import SidecarError, load_sidecar, read_sidecars
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "workflows" / "wan2.1-i2v-480p.json"
@@ -36,6 +38,19 @@ def test_a_comfyui_config_takes_the_frames_and_fps_of_current_models() -> None:
         30,
         8,
     )
+
+
+def test_the_wan_example_workflow_gets_81_frames_at_16_fps_from_its_sample_profile() -> None:
+    sample = "{resolution: 512p, frames: 81, fps: 16, steps: 20, guidance: 6}"  # examples/workflows/README.md
+    config = parse_config(BASE + f"server: {COMFYUI}\nprofiles:\n  default: {sample}\n")
+    resolved = resolve_profile(config, PurePosixPath("shore/a.jpg"), None)
+    values = field_values(
+        image_name="a.jpg", prompt=resolved.prompt, params=resolved.params, image_size=(832, 480), image=b"x", job_id=1
+    )
+    prompt = load_workflow(WORKFLOW).build(values)
+    assert (prompt["50"]["class_type"], prompt["50"]["inputs"]["length"]) == ("WanImageToVideo", 81)
+    assert (prompt["55"]["class_type"], prompt["55"]["inputs"]["fps"]) == ("CreateVideo", 16.0)
+    assert (prompt["3"]["inputs"]["steps"], prompt["3"]["inputs"]["cfg"]) == (20, 6.0)
 
 
 def test_a_comfyui_config_still_bounds_frames_against_a_typo() -> None:

@@ -99,9 +99,12 @@ def job_limits(config: Any) -> Limits:
 
     The executor is read defensively, as i2vd.cluster.mirror does: its config model comes with the Celery
     executor's branch."""
-    if getattr(getattr(config, "executor", None), "kind", "local") == "celery":
-        return ANY_SERVER
-    return limits_for(config.servers)
+    return ANY_SERVER if on_gpu_hosts(config) else limits_for(config.servers)
+
+
+def on_gpu_hosts(config: Any) -> bool:
+    """`executor: {kind: celery}`: the jobs run on the GPU hosts' servers, not on `server`/`servers` here."""
+    return getattr(getattr(config, "executor", None), "kind", "local") == "celery"
 
 
 def written_on_gpu_hosts(data: Any) -> bool:
@@ -114,6 +117,12 @@ def server_limits(kind: str, url: str, name: str) -> Limits:
     """What one server takes: a worker checks a job against its own server before sending it (a job
     journaled under another config, or taken from a queue, may hold what this server cannot take)."""
     return _limits(((kind, server_words(kind, url, name)),))
+
+
+def sending_limits(config: Any, server: _Server) -> Limits:
+    """What a worker of `config` may send to `server`: that server's range; with `executor: celery` the
+    ingest host's workers send to a queue (ANY_SERVER), and each GPU host judges by its own server."""
+    return ANY_SERVER if on_gpu_hosts(config) else server_limits(server.kind, server.url, server.url)
 
 
 @functools.lru_cache(maxsize=32)

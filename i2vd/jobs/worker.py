@@ -328,7 +328,7 @@ class Worker(SourceFiles, Settling):
 
     def _render(self, job: Job, image: bytes, destination: Path) -> Outcome | Finishing:
         """The source is read: the video from the server (or kept from before), written to `destination`."""
-        if (refused := outcomes.refused(job, image, self.server)) is not None:
+        if (refused := outcomes.refused(job, image, self.server, self.config)) is not None:
             return refused
         kept = received.kept(self.incoming, job.idem_key, job.params)
         if kept is not None:  # received before, but the output could not be written then: not asked again

@@ -13,7 +13,7 @@ import pytest
 
 from i2vd.config.comfyui_workflow import field_values, load_workflow
 from i2vd.config.load import ConfigError, parse_config
-from i2vd.config.parameter_limits import job_limits, limits_for, range_problems
+from i2vd.config.parameter_limits import job_limits, limits_for, range_problems, sending_limits
 from i2vd.config.profiles import resolve_profile
 from i2vd.config.sidecars import SidecarError, load_sidecar, read_sidecars
 
@@ -153,3 +153,6 @@ def test_with_the_celery_executor_the_ingest_host_holds_profiles_to_the_widest_r
     assert job_limits(SimpleNamespace(executor=SimpleNamespace(kind="local"), servers=config.servers)) == (
         job_limits(config)
     )
+    # the ingest host's workers send to the queue, whatever its own `server:` says (a GPU host judges)
+    assert range_problems({"frames": 81}, sending_limits(config, config.server)) != []
+    assert range_problems({"frames": 81}, sending_limits(on_gpu_hosts, config.server)) == []

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from i2vd.config import parameters
 from i2vd.config.load import Config
+from i2vd.config.parameter_limits import job_limits
 from i2vd.config.profiles import resolve_profile
 from i2vd.config.sidecars import (
     FOLDER_SIDECAR,
@@ -58,14 +60,6 @@ def sidecars_under(root: Path, excluded: tuple[Path, ...]) -> list[Path]:
     return found
 
 
-def _parameters(params: dict) -> str:
-    seed = f" seed {params['seed']}" if params.get("seed") is not None else ""
-    return (
-        f"{params['resolution']} {params['frames']}f {params['fps']}fps "
-        f"{params['steps']}st g{params['guidance']:g}{seed}"
-    )
-
-
 def decode_like_the_daemon(path: Path) -> ImageFacts:
     """The intake's read and full decode of one image; its BadImage message is the job's error."""
     try:
@@ -78,9 +72,10 @@ def decode_like_the_daemon(path: Path) -> ImageFacts:
 def check_root(config: Config, root_path: Path, start: Path, problems: list[str]) -> list[Row]:
     root = config.root_for(root_path)
     excluded = config.excluded_folders()
+    limits = job_limits(config)  # what every configured server takes
     for sidecar in sidecars_under(start, excluded):
         try:
-            load_sidecar(sidecar, profiles=config.profiles)
+            load_sidecar(sidecar, profiles=config.profiles, limits=limits)
         except SidecarError as error:
             problems.extend(f"{error.file}: {problem}" for problem in error.problems)
     rows = []
@@ -93,7 +88,7 @@ def check_root(config: Config, root_path: Path, start: Path, problems: list[str]
                 Path(relative.as_posix()),
                 facts,
                 "default",
-                read_sidecars(root.path, path),
+                read_sidecars(root.path, path, limits),
                 caption=read_caption(path),
             )
         except SidecarError as error:
@@ -110,7 +105,7 @@ def check_root(config: Config, root_path: Path, start: Path, problems: list[str]
                 str(relative),
                 resolved.name,
                 resolved.prompt,
-                _parameters(resolved.params),
+                parameters.summary(resolved.params),
                 str(video.relative_to(root.output_dir)),
             )
         )

@@ -32,6 +32,8 @@ from i2vd.cluster.app import TASK_NAME, Timings, awaited_key, connection_errors,
 from i2vd.cluster.presence import PresenceBeacon, worker_description
 from i2vd.config.executor import safe_url
 from i2vd.config.load import ServerConfig
+from i2vd.config.parameter_limits import range_problems, server_limits
+from i2vd.config.parameters import PARAMETER_NAMES
 from i2vd.config.worker import WorkerConfig
 from i2vd.core.clock import Clock
 from i2vd.core.notify import Notifier
@@ -170,6 +172,11 @@ class GpuHost:
         folder = self.config.state_dir / WORK_FOLDER / task_id.replace("/", "_")
         try:
             request = messages.video_request(data, folder)
+            # The ingest host holds profiles to the widest range of any server kind: this server judges its own.
+            values = {name: getattr(request, name) for name in PARAMETER_NAMES}
+            unfit = range_problems(values, server_limits(slot.server.kind, slot.server.url, slot.name))
+            if unfit:
+                return messages.failure(BadInput(f"this server cannot take the job's {'; '.join(unfit)}"), self.host)
             image = data["image"].get("path") or "inline"
             log.info(
                 "task %s: job %s on %s (%s, image %s)", task_id, request.job_id, slot.name, request.image_name, image

@@ -37,6 +37,15 @@ from i2vd.config.model import (
     ServerConfig,
     WatchRoot,
 )
+from i2vd.config.parameter_limits import (
+    ANY_SERVER,
+    Limits,
+    is_range_error,
+    limits_for,
+    range_problems,
+    written_limits,
+    written_on_gpu_hosts,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/i2vd/config.yaml")
 DONE_FOLDER = ".i2vd-done"  # `after: move` puts finished sources here, inside their root
@@ -181,12 +190,17 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     try:
         values = ConfigFile.model_validate(data, context=context)
     except ValidationError as error:
-        problems = validation_problems(error, ConfigFile) + problems
+        problems = validation_problems(error, ConfigFile, skip=_profile_range_error) + problems
         rest, whole = _valid_rest(data, error, context)
         if rest is not None:  # the checks across keys, over the keys without problems of their own
             _check_across(rest, problems, roots=whole)
+        servers_known = rest is not None and not {"server", "servers"} & {item["loc"][0] for item in error.errors()}
+        _check_profile_ranges(
+            data, limits_for(_server_entries(rest)) if servers_known else written_limits(data), problems
+        )
         raise ConfigError(source, problems) from None
     _check_across(values, problems, roots=True)
+    _check_profile_ranges(data, limits_for(_server_entries(values)), problems)
     http = _http(values.http, problems)
     webhooks = _webhooks(values, problems)
     if problems:
@@ -274,6 +288,24 @@ def _check_across(values: ConfigFile, problems: list[str], roots: bool) -> None:
         _check_comfyui(entry, "server" if values.servers is None else f"servers[{index}]", problems)
     if roots:
         _check_roots(_roots(values), problems, state_dir=values.state_dir)
+
+
+def _profile_range_error(item: dict) -> bool:
+    """pydantic's bound error on a profile's frames, fps or steps: _check_profile_ranges words it."""
+    return len(item["loc"]) == 3 and item["loc"][0] == "profiles" and is_range_error(item)
+
+
+def _check_profile_ranges(data: Any, limits: Limits, problems: list[str]) -> None:
+    """Each profile's frames, fps, steps as written, against what every configured server takes (any job
+    may go to any server): `profiles.wan.frames: 81 is above 32, the most the predict server at ... takes`."""
+    profiles = data.get("profiles") if isinstance(data, dict) else None
+    if not isinstance(profiles, dict):
+        return
+    if written_on_gpu_hosts(data):  # the GPU hosts' servers are not known here: each checks its own jobs
+        limits = ANY_SERVER
+    for name, fields in profiles.items():
+        if isinstance(fields, dict):
+            problems.extend(f"profiles.{name}.{problem}" for problem in range_problems(fields, limits))
 
 
 def _check_comfyui(entry: ServerEntry, where: str, problems: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -27,10 +28,13 @@ _TYPE_NAMES = {
 }
 
 
-def validation_problems(error: ValidationError, model: type) -> list[str]:
-    """pydantic's errors in i2vd's words, each with its dotted path: `profiles.beach.fps: 40 is above 24`."""
+def validation_problems(error: ValidationError, model: type, skip: Callable[[dict], bool] | None = None) -> list[str]:
+    """pydantic's errors in i2vd's words, each with its dotted path: `profiles.beach.fps: 40 is above 24`
+    (but those `skip` says another check words better)."""
     problems = []
     for item in error.errors(include_url=False):
+        if skip is not None and skip(item):
+            continue
         context = item.get("ctx") or {}
         place = (*item["loc"], context["key"]) if "key" in context else item["loc"]
         path = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in place).lstrip(".")

@@ -45,8 +45,9 @@ from i2vd.config.executor import ExecutorConfig
 from i2vd.config.http_model import WEBHOOK_EVENTS as WEBHOOK_EVENTS
 from i2vd.config.http_model import HttpConfig, WebhookConfig
 from i2vd.config.model_base import SETTINGS, _EmptyIsDefaults
+from i2vd.config.parameter_limits import profile_field
 from i2vd.config.parameters import FIELDS as FIELDS
-from i2vd.config.parameters import PARAMETERS, Parameter
+from i2vd.config.parameters import PARAMETERS
 from i2vd.config.parameters import RESOLUTIONS as RESOLUTIONS
 
 DEFAULT_PROMPT = "{{ caption or ('A ' ~ subject ~ ' scene with smooth motion') }}"
@@ -57,14 +58,6 @@ SCHEDULE_HELP = (
     '"sat-sun"]; a range ending before it starts crosses midnight); outside them files are still '
     "journaled and a running job finishes. Empty: always"
 )
-
-
-def _parameter_field(parameter: Parameter) -> tuple[Any, Any]:
-    """A job parameter (i2vd.config.parameters) as a profile field: its type, bounds, default and description."""
-    kind: Any = Literal[parameter.choices] if parameter.choices else {int: Int, float: Float, str: Text}[parameter.type]
-    if parameter.optional:
-        kind = kind | None
-    return kind, Field(parameter.default, ge=parameter.minimum, le=parameter.maximum, description=parameter.description)
 
 
 class _Profile(_EmptyIsDefaults, BaseModel):
@@ -78,7 +71,7 @@ ProfileFields = create_model(
     __doc__="A prompt profile; every field it does not set comes from the `default` profile.",
     __module__=__name__,
     prompt=(Template, Field(DEFAULT_PROMPT, description="Jinja2 template for the prompt")),
-    **{parameter.name: _parameter_field(parameter) for parameter in PARAMETERS},
+    **{parameter.name: profile_field(parameter) for parameter in PARAMETERS},
     output=(
         Template | None,
         Field(None, description="output file name template, e.g. 'sku_{{ stem }}_rotate.mp4'; empty: <stem>.mp4"),
@@ -294,10 +287,10 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
     )
     profiles: Annotated[dict[str, ProfileFields], Strict()] = Field(
         default_factory=dict,
-        description="profiles inherit every field from `default`. Prompts and `output` are "
-        'Jinja2 templates with: stem, subject ("golden_retriever-2" -> "golden retriever 2"), filename, folder, '
-        "caption, exif_date, exif_camera and the sidecar's vars. A folder picks its profile with an i2vd.yaml "
-        "sidecar: `profile: beach` (plus `vars:` and field overrides)",
+        description="profiles inherit every field from `default`. Prompts and `output` are Jinja2 templates with: "
+        'stem, subject ("golden_retriever-2" -> "golden retriever 2"), filename, folder, caption, exif_date, '
+        "exif_camera and the sidecar's vars. A folder picks its profile with an i2vd.yaml sidecar: `profile: beach` "
+        "(plus `vars:` and field overrides). Frames, fps, steps must suit every server (celery: each GPU host's)",
         examples=[EXAMPLE_PROFILES],
     )
 

@@ -54,7 +54,9 @@ def _facts(info: Any, shown: Any) -> str:
         facts.append(" | ".join(str(choice) for choice in typing.get_args(kind)))
     low = next((item.ge for item in info.metadata if isinstance(item, annotated_types.Ge)), None)
     high = next((item.le for item in info.metadata if isinstance(item, annotated_types.Le)), None)
-    if low is not None and high is not None:
+    if (info.json_schema_extra or {}).get("range_in_description"):
+        pass  # each server kind's range is in the description
+    elif low is not None and high is not None:
         facts.append(f"{low:g} to {high:g}")
     elif low is not None:
         facts.append(f"at least {low:g}")

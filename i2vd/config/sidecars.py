@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from i2vd.config.messages import did_you_mean, validation_problems
 from i2vd.config.model import ConfigFile, SidecarFields
+from i2vd.config.parameter_limits import Limits, is_range_error, range_problems
 from i2vd.config.template_limits import TemplateLimitError, measure
 from i2vd.core import listing
 from i2vd.core.images import read_regular_file
@@ -90,10 +91,12 @@ def _folder_sidecars(root: Path, folder: Path) -> list[Path]:
     return [folder / FOLDER_SIDECAR for folder in folders if listing.is_file(folder / FOLDER_SIDECAR)]
 
 
-def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
+def load_sidecar(file: Path, profiles: Collection[str] = (), limits: Limits | None = None) -> dict[str, Any]:
     """One sidecar's validated keys; raises SidecarError listing every problem in it.
 
-    With `profiles`, a `profile:` naming none of them is one of the problems.
+    With `profiles`, a `profile:` naming none of them is one of the problems; with `limits` (what the
+    configured servers take: i2vd.config.parameter_limits.limits_for), a frames, fps or steps one of them
+    cannot take is.
     """
     try:
         data = yaml.safe_load(read_regular_file(file, SIDECAR_LIMIT).decode("utf-8"))
@@ -120,7 +123,7 @@ def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
     try:
         values = SidecarFields.model_validate(data).model_dump(exclude_unset=True)
     except ValidationError as error:
-        problems += validation_problems(error, SidecarFields)
+        problems += validation_problems(error, SidecarFields, skip=is_range_error)  # range_problems says it
         bad = {item["loc"][0] for item in error.errors() if item["loc"]}
         given = data if isinstance(data, dict) else {}
         values = {key: value for key, value in given.items() if key in SidecarFields.model_fields and key not in bad}
@@ -131,6 +134,7 @@ def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
         measure(values.get("vars"), "vars")  # YAML aliases can make a few lines mean gigabytes as text
     except TemplateLimitError as error:
         problems.append(f"vars: {error}")
+    problems += range_problems(data if isinstance(data, dict) else {}, limits)  # as written: see is_range_error
     name = values.get("profile")
     if profiles and name and name not in profiles:
         problems.append(
@@ -142,8 +146,9 @@ def load_sidecar(file: Path, profiles: Collection[str] = ()) -> dict[str, Any]:
     return values
 
 
-def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
-    """Merge every sidecar that applies; deeper ones win key by key. Raises SidecarError naming file and key."""
+def read_sidecars(root: Path | None, image: Path, limits: Limits | None = None) -> SidecarSettings:
+    """Merge every sidecar that applies; deeper ones win key by key. Raises SidecarError naming file and key
+    (with `limits`, also for a value some configured server cannot take)."""
     if root is None:
         files = [image_sidecar(image)] if listing.is_file(image_sidecar(image)) else []
     else:
@@ -154,7 +159,7 @@ def read_sidecars(root: Path | None, image: Path) -> SidecarSettings:
     priority = 0
     field_sources: dict[str, str] = {}
     for file in files:
-        values = load_sidecar(file)
+        values = load_sidecar(file, limits=limits)
         field_sources.update(dict.fromkeys((key for key, value in values.items() if value is not None), str(file)))
         if values.get("profile"):
             profile, profile_source = values["profile"], str(file)

@@ -20,6 +20,7 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from i2vd.config.load import Config, WatchRoot
+from i2vd.config.parameter_limits import job_limits
 from i2vd.config.profiles import resolve_profile
 from i2vd.config.sidecars import (
     ProfileError,
@@ -286,7 +287,7 @@ class Intake:
         priority = 0
         if error is None:
             try:
-                sidecars = read_sidecars(root.path if root else None, path)
+                sidecars = read_sidecars(root.path if root else None, path, job_limits(self.config))
                 priority = sidecars.priority
                 resolved = resolve_profile(
                     self.config, relative, facts, profile_name, sidecars, caption=read_caption(path)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from i2vd.config.load import RESOLUTIONS, RetryPolicy
+from i2vd.config.load import RESOLUTIONS, Config, RetryPolicy, ServerConfig
+from i2vd.config.parameter_limits import range_problems, sending_limits
+from i2vd.core.images import sha256_of
 from i2vd.core.logs import job_fields
 from i2vd.render.backends.base import BackendError, BadInput, ServerOutOfMemory, ServerUnavailable
 from i2vd.store.journal import Job, Journal
@@ -47,6 +49,17 @@ class Failed:
     error: str
     count_attempt: bool = True
     note: str = ""
+
+
+def refused(job: Job, image: bytes, server: ServerConfig, config: Config) -> Failed | None:
+    """A job never sent: its source changed since it was queued, or its parameters (journaled under another
+    config) are more than this server takes; `i2vd retry` resolves it again with the config as it is."""
+    if sha256_of(image) != job.source_sha256:
+        return Failed("source file changed after it was queued (the new content is a new job)", count_attempt=False)
+    unfit = range_problems(job.params, sending_limits(config, server))
+    if unfit:
+        return Failed(f"this server cannot take the job's {'; '.join(unfit)}", count_attempt=False)
+    return None
 
 
 @dataclass(frozen=True)

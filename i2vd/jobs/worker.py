@@ -21,7 +21,6 @@ from pathlib import Path
 from i2vd.config import schedule as schedules
 from i2vd.config.load import Config, ServerConfig
 from i2vd.core.clock import Clock
-from i2vd.core.images import sha256_of
 from i2vd.core.liveness import Heartbeat
 from i2vd.core.logs import job_fields
 from i2vd.core.mounts import MountMemory
@@ -329,8 +328,8 @@ class Worker(SourceFiles, Settling):
 
     def _render(self, job: Job, image: bytes, destination: Path) -> Outcome | Finishing:
         """The source is read: the video from the server (or kept from before), written to `destination`."""
-        if sha256_of(image) != job.source_sha256:
-            return Failed("source file changed after it was queued (the new content is a new job)", count_attempt=False)
+        if (refused := outcomes.refused(job, image, self.server, self.config)) is not None:
+            return refused
         kept = received.kept(self.incoming, job.idem_key, job.params)
         if kept is not None:  # received before, but the output could not be written then: not asked again
             log.info(

@@ -34,6 +34,7 @@ from i2vd.render.backends.base import Backend
 from i2vd.render.gpu import GpuReadError, Reader, VramGate
 from i2vd.service.webhooks import Sender
 from i2vd.store.journal import JOURNAL_NAME, JobState, Journal, journal_path  # noqa: F401 - re-exported: where the journal is
+from i2vd.store.status import server_label
 
 log = logging.getLogger("i2vd.daemon")
 
@@ -117,7 +118,7 @@ class Daemon:
         self._start_presence()  # after the line above: it publishes the broker's state from now on
         self.publish_status()
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
-        servers = ", ".join(worker.backend.describe()["url"] for worker in self.workers)
+        servers = ", ".join(server_label(worker.status()) for worker in self.workers)  # as `i2vd status` says
         log.info("i2vd %s running: %d watch root(s), server(s) %s", __version__, len(self.config.watch), servers)
 
     def _start_presence(self) -> None:

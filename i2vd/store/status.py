@@ -32,7 +32,9 @@ def daemon_alive(config: Config) -> bool:
 def gather_status(config: Config, journal: Journal) -> dict[str, Any]:
     published = journal.daemon_status()
     running = daemon_alive(config)
-    servers = published.get("servers") or [] if running else []
+    servers = (
+        [{**server, "about": server_about(server)} for server in published.get("servers") or []] if running else []
+    )
     current_jobs = [journal.job(server["current_job"]) for server in servers if server.get("current_job")]
     failed = [
         {"id": job.id, "file": job.rel_path, "error": job.last_error}
@@ -77,12 +79,18 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
 
 
-def _server_label(server: dict[str, Any]) -> str:
-    """A server's name with its kind and URL; the builtin engine is no server and has no URL to show."""
+def server_about(server: dict[str, Any]) -> str:
+    """What a server is: its kind and URL (`predict http://gpu:7860`); the builtin engine is no server and has
+    no URL to show (`CPU engine, no server`). Status, the dashboard (`about` in /api/status) and the log say it."""
     name, kind = server.get("name"), server.get("kind")
     if kind == "builtin":
-        return f"{name} ({'' if name == kind else 'builtin '}CPU engine, no server)"
-    return f"{name} ({kind} {server.get('url')})"
+        return f"{'' if name == kind else 'builtin '}CPU engine, no server"
+    return f"{kind} {server.get('url')}"
+
+
+def server_label(server: dict[str, Any]) -> str:
+    """`gpu0 (predict http://gpu:7860)`, `builtin (CPU engine, no server)`."""
+    return f"{server.get('name')} ({server_about(server)})"
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -101,7 +109,7 @@ def render_status(status: dict[str, Any]) -> str:
         doing = f"job {server['current_job']} {server['current_file']}" if server.get("current_job") else "idle"
         if server.get("current_job") and server.get("progress"):
             doing += f" ({server['progress']})"
-        lines.append(f"server:  {_server_label(server)} — {health}; {doing}; {server.get('jobs_done', 0)} done")
+        lines.append(f"server:  {server_label(server)} — {health}; {doing}; {server.get('jobs_done', 0)} done")
         lines.append(f"gpu:     {server.get('gate')}")
         if server.get("schedule"):
             lines.append(f"         schedule: {server['schedule']}")

@@ -218,7 +218,8 @@ def test_every_problem_of_one_sidecar_is_listed(capsys, config_file, root):
     assert sorted(errors(out)) == sorted(
         [
             f"{sidecar}: fsp: unknown key (did you mean 'fps'?)",
-            f"{sidecar}: steps: 1000 is above 100",
+            f"{sidecar}: steps: 1000 is above 100, the most the predict server at http://127.0.0.1:9 takes "
+            "(ComfyUI servers take up to 200)",
             f"{sidecar}: vars: a list is not a mapping",
             (
                 f"{sidecar}: profile: unknown profile 'montain' (did you mean "
@@ -226,6 +227,19 @@ def test_every_problem_of_one_sidecar_is_listed(capsys, config_file, root):
             ),
         ]
     )
+
+
+def test_a_sidecar_value_the_configured_server_cannot_take_is_listed(capsys, config_file, root):
+    sidecar = write(root / "wan" / "i2vd.yaml", "frames: 81\nfps: 16\n")
+    image(root / "wan" / "a.jpg", 9)
+    code, out, _ = check(capsys, config_file)
+    assert code == 1
+    message = (
+        "frames: 81 is above 32, the most the predict server at http://127.0.0.1:9 takes "
+        "(ComfyUI servers take up to 1024)"
+    )
+    assert errors(out) == [f"{sidecar}: {message}"]
+    assert row(out, "wan/a.jpg")[1] == f"ERROR: parked: sidecar {sidecar}: {message}"
 
 
 def test_a_broken_image_sidecar_is_listed_even_without_its_image(capsys, config_file, root):

@@ -32,13 +32,13 @@ class Rig:
         self.started: list[dict] = []
         self.image = write_image(tmp_path / "beach.jpg")
 
-    def body(self, job_id: int = 1) -> dict:
+    def body(self, job_id: int = 1, frames: int = 16) -> dict:
         request = VideoRequest(
             image=self.image,
             image_name="beach.jpg",
             prompt="Waves",
             resolution="512p",
-            frames=16,
+            frames=frames,
             fps=8,
             steps=50,
             guidance=9.0,
@@ -51,10 +51,10 @@ class Rig:
         """What the ingest host does before it publishes."""
         self.redis.set(awaited_key(self.config.executor, task_id), "1")
 
-    def run(self, task_id: str, job_id: int = 1):
+    def run(self, task_id: str, job_id: int = 1, frames: int = 16):
         return self.host.run_task(
             task_id,
-            self.body(job_id),
+            self.body(job_id, frames),
             stored_state=lambda: self.app.AsyncResult(task_id).state,
             started=self.started.append,
         )
@@ -78,6 +78,16 @@ def test_an_awaited_task_is_rendered_by_the_hosts_server(rig: Rig, fake_server):
     assert result["ok"] and result["server"]["kind"] == "predict" and result["video"]
     assert len(fake_server.requests) == 1 and fake_server.requests[0].prompt == "Waves"
     assert rig.started and rig.started[0]["server"] == rig.config.servers[0].name
+
+
+def test_a_job_the_hosts_server_cannot_take_fails_unsent_as_bad_input(rig: Rig, fake_server):
+    """The ingest host holds profiles to the widest range (a ComfyUI GPU host takes 81 frames); a GPU host whose
+    server is a /predict one (8-32 frames) fails such a job naming its server, and never sends it."""
+    rig.await_task("t-81")
+    result = rig.run("t-81", frames=81)
+    assert not result["ok"] and result["error"] == "BadInput", result
+    assert "frames: 81 is above 32" in result["message"]
+    assert fake_server.requests == []
 
 
 def test_a_task_nobody_awaits_is_dropped_without_calling_the_server(rig: Rig, fake_server):

@@ -138,8 +138,10 @@ def test_every_problem_is_reported_at_once_with_its_dotted_path() -> None:
         "  beach: {fps: 40}\n"
         "  mountain: {frames: 7}\n"
     )
-    assert "profiles.beach.fps: 40 is above 24" in problems
-    assert "profiles.mountain.frames: 7 is below 8" in problems
+    # server.kind is predict, even with a problem in another server key: its ranges hold
+    predict = "the predict server takes (ComfyUI servers take"
+    assert f"profiles.beach.fps: 40 is above 24, the most {predict} up to 60)" in problems
+    assert f"profiles.mountain.frames: 7 is below 8, the least {predict} from 1)" in problems
     assert "watch[0].settle_seconds: -1.0 is below 0" in problems  # numbers in float fields are shown as floats
     assert any(problem.startswith("watch[0].after: 'delete' is not one of keep, move") for problem in problems)
     assert "server.timeout_seconds: 0.0 is below 1" in problems
@@ -153,8 +155,9 @@ def test_the_error_message_and_report_name_the_source_and_every_problem() -> Non
     assert str(error).startswith("/etc/i2vd/config.yaml: ")
     report = error.report().splitlines()
     assert report[0] == "/etc/i2vd/config.yaml: 2 problem(s):"
-    assert "  profiles.beach.fps: 40 is above 24" in report
-    assert "  profiles.beach.steps: 5 is below 10" in report
+    builtin = "the builtin engine takes (ComfyUI servers take"
+    assert f"  profiles.beach.fps: 40 is above 24, the most {builtin} up to 60)" in report
+    assert f"  profiles.beach.steps: 5 is below 10, the least {builtin} from 1)" in report
 
 
 @pytest.mark.parametrize(
@@ -185,12 +188,12 @@ def test_a_wrong_choice_gets_a_hint() -> None:
     ("field", "value", "expected"),
     [
         ("resolution", "720p", "'720p' is not one of 256p, 512p, 768p, 1024p"),
-        ("frames", "7", "7 is below 8"),
-        ("frames", "33", "33 is above 32"),
-        ("fps", "3", "3 is below 4"),
-        ("fps", "25", "25 is above 24"),
-        ("steps", "9", "9 is below 10"),
-        ("steps", "101", "101 is above 100"),
+        ("frames", "7", "7 is below 8, the least the builtin engine takes (ComfyUI servers take from 1)"),
+        ("frames", "33", "33 is above 32, the most the builtin engine takes (ComfyUI servers take up to 1024)"),
+        ("fps", "3", "3 is below 4, the least the builtin engine takes (ComfyUI servers take from 1)"),
+        ("fps", "25", "25 is above 24, the most the builtin engine takes (ComfyUI servers take up to 60)"),
+        ("steps", "9", "9 is below 10, the least the builtin engine takes (ComfyUI servers take from 1)"),
+        ("steps", "101", "101 is above 100, the most the builtin engine takes (ComfyUI servers take up to 200)"),
         ("guidance", "0.5", "0.5 is below 1"),
         ("guidance", "20.5", "20.5 is above 20"),
         ("frames", "8.5", "8.5 is not a whole number"),
@@ -340,7 +343,9 @@ def test_checks_across_keys_are_reported_together_with_the_other_problems() -> N
         "output_dir: /o\nwatch: [{path: /srv/in}, {path: /srv/in/sub}]\n"
         "gpu: {source: command}\nprofiles: {beach: {fps: 40}}\nlog_level: loud\n"
     )
-    assert "profiles.beach.fps: 40 is above 24" in problems
+    assert "profiles.beach.fps: 40 is above 24, the most the builtin engine takes (ComfyUI servers take up to 60)" in (
+        problems
+    )
     assert "log_level: 'loud' is not one of debug, info, warning, error" in problems
     assert "gpu.command: is required when gpu.source is command" in problems
     assert "watch[1].path: /srv/in/sub is inside watch[0].path /srv/in" in problems

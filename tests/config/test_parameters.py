@@ -44,8 +44,8 @@ def test_the_profile_fields_are_the_declared_parameters_with_their_type_range_an
         assert names[1 : 1 + len(parameters.PARAMETERS)] == list(parameters.PARAMETER_NAMES)  # after the prompt
     for parameter in parameters.PARAMETERS:
         info = ProfileFields.model_fields[parameter.name]
-        assert (info.default, info.description) == (parameter.default, parameter.description)
-        assert _bounds(info) == (parameter.minimum, parameter.maximum)
+        assert info.default == parameter.default and info.description.startswith(parameter.description)
+        assert _bounds(info) == parameter.widest()  # what a server of some kind takes; the servers' own: below
         if parameter.choices:
             assert typing.get_args(info.annotation) == parameter.choices
 
@@ -57,10 +57,22 @@ def test_a_value_outside_a_declared_range_is_refused_with_its_place(tmp_path: Pa
     profile = ", ".join(f"{parameter.name}: {parameter.maximum + 1}" for parameter in bounded)
     with pytest.raises(ConfigError) as raised:
         parse_config(CONFIG + f"profiles: {{default: {{{profile}}}}}\n", base_dir=tmp_path)
-    assert raised.value.problems == [
-        f"profiles.default.{parameter.name}: {parameter.maximum + 1} is above {parameter.maximum:g}"
-        for parameter in bounded
-    ]
+    problems = raised.value.problems
+    assert len(problems) == len(bounded)
+    for parameter in bounded:  # a range of the server kind's own names the server (the builtin engine here)
+        expected = f"profiles.default.{parameter.name}: {parameter.maximum + 1} is above {parameter.maximum:g}"
+        ranged = f"{expected}, the most the builtin engine takes ("
+        assert expected in problems or (parameter.by_kind and any(p.startswith(ranged) for p in problems))
+
+
+def test_a_server_kind_range_is_declared_beside_the_parameter_and_the_model_takes_the_widest() -> None:
+    frames = parameters.BY_NAME["frames"]
+    assert (frames.minimum, frames.maximum) == (8, 32)  # the /predict contract: Gradio and builtin keep it
+    assert frames.bounds("predict") == frames.bounds("gradio") == frames.bounds("builtin") == (8, 32)
+    assert frames.bounds("comfyui") == (1, 1024) == frames.widest()
+    assert parameters.BY_NAME["fps"].bounds("comfyui") == (1, 60)
+    assert _bounds(ProfileFields.model_fields["frames"]) == (1, 1024)
+    assert ProfileFields.model_fields["frames"].description == "number of frames (8 to 32; ComfyUI servers: 1 to 1024)"
 
 
 def test_a_resolved_profile_and_a_request_carry_every_declared_parameter(tmp_path: Path) -> None:
@@ -178,3 +190,13 @@ def test_a_parameter_added_to_the_declaration_reaches_every_consumer(tmp_path: P
     assert found["gradio_data"] == ["IMG", 127]
     assert "motion" not in found["gradio_unused"]
     assert found["comfyui"] == {"motion": 127.0}  # set from a node titled I2VD:motion, in the input's type
+
+
+def test_the_one_line_summary_shows_every_declared_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`i2vd check`'s PARAMETERS column: each parameter in declared order, a new one too; an empty one left out."""
+    defaults = {parameter.name: parameter.default for parameter in parameters.PARAMETERS}
+    assert parameters.summary(defaults) == "512p 16f 8fps 50st g9"
+    assert parameters.summary({**defaults, "seed": 0, "guidance": 7.5}) == "512p 16f 8fps 50st g7.5 seed 0"
+    motion = parameters.Parameter("motion_bucket", int, 127, "motion bucket id", 1, 255)
+    monkeypatch.setattr(parameters, "PARAMETERS", (*parameters.PARAMETERS, motion))
+    assert parameters.summary({**defaults, "motion_bucket": 127}) == "512p 16f 8fps 50st g9 motion_bucket 127"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from i2vd.core.lock import StateLock
+from i2vd.render.backends.builtin import BuiltinBackend
 from i2vd.store.journal import JobState
 from tests.support.fakes import wait_for
 from tests.support.web_site import HOSTILE_NAME, make_site
@@ -150,6 +152,18 @@ def test_the_dashboard_shows_counts_plays_a_video_escapes_names_and_retries(brow
     until(
         browser, "document.querySelector('#failed').textContent.includes('No failed jobs.')", "the failed list follows"
     )
+
+
+def test_the_builtin_engine_reads_as_an_engine_not_a_server(browser, site):
+    servers = [{"name": "builtin", **BuiltinBackend().describe(), "down_since": None, "gate": "open", "jobs_done": 2}]
+    with StateLock(site.config.state_dir):  # a daemon runs, with the builtin engine
+        site.journal.publish_status({"pid": os.getpid(), "servers": servers})
+        sign_in(browser, site)
+        until(browser, "document.querySelector('#servers .card.server') !== null", "the server's card")
+        card = text(browser, "#servers .card.server")
+    lines = [line for line in card.splitlines() if line.strip()]
+    assert lines[0].startswith("builtin") and lines[1] == "CPU engine, no server", card  # as `i2vd status` reads
+    assert "builtin:" not in card
 
 
 def test_the_gallery_pages_through_older_videos(browser, site):

@@ -119,7 +119,10 @@ def test_a_broken_sidecar_parks_its_folder_and_fixing_it_releases_the_jobs_with_
         )
         for rel_path in ("shore/a.jpg", "shore/deeper/b.jpg"):
             parked = job_at(journal, rel_path)
-            assert parked.last_error == f"sidecar {sidecar}: fps: 40 is above 24"
+            assert parked.last_error == (
+                f"sidecar {sidecar}: fps: 40 is above 24, the most the predict server at http://127.0.0.1:9 takes "
+                "(ComfyUI servers take up to 60)"
+            )
             assert parked.attempts == 0 and parked.prompt == ""
             assert any(
                 message.startswith("parked ") and "fps: 40 is above 24" in message
@@ -155,6 +158,11 @@ def test_a_broken_sidecar_parks_its_folder_and_fixing_it_releases_the_jobs_with_
         ("server: {url: 'http://elsewhere:7860'}\n", "server: not allowed in a sidecar"),
         ("output_dir: /tmp/stolen\n", "output_dir: not allowed in a sidecar"),
         ("state_dir: /tmp/stolen\n", "state_dir: not allowed in a sidecar"),
+        (
+            "frames: 81\n",  # a ComfyUI server takes it (test_a_sidecar_with_frames_a_comfyui_server_takes_queues)
+            "frames: 81 is above 32, the most the predict server at http://127.0.0.1:9 takes "
+            "(ComfyUI servers take up to 1024)",
+        ),
     ],
 )
 def test_every_kind_of_broken_sidecar_parks_with_the_file_and_key_named(intake, journal, root, broken, problem):
@@ -168,6 +176,20 @@ def test_every_kind_of_broken_sidecar_parks_with_the_file_and_key_named(intake, 
     (released,) = intake.reresolve_under(root / "shore")
     assert released.outcome is Outcome.QUEUED
     assert (released.job.id, released.job.prompt) == (result.job.id, MOUNTAIN)
+
+
+def test_a_sidecar_with_frames_a_comfyui_server_takes_queues(tmp_path, journal):
+    workflow = Path(__file__).resolve().parents[2] / "examples" / "workflows" / "comfyui-model-free.json"
+    (tmp_path / "in").mkdir(exist_ok=True)
+    config = parse_config(
+        "state_dir: state\noutput_dir: out\nwatch: [{path: in, settle_seconds: 0}]\ngpu: {enabled: false}\n"
+        f"server: {{kind: comfyui, url: 'http://127.0.0.1:9', workflow: '{workflow}'}}\n",
+        base_dir=tmp_path,
+    )
+    write(tmp_path / "in" / "wan" / "i2vd.yaml", "frames: 81\nfps: 16\n")
+    result = Intake(config, journal).consider(image(tmp_path / "in" / "wan" / "a.jpg", 45), config.watch[0])
+    assert result.outcome is Outcome.QUEUED, result.reason
+    assert (result.job.params["frames"], result.job.params["fps"]) == (81, 16)
 
 
 def test_a_broken_image_sidecar_parks_only_its_image(intake, journal, root):

@@ -10,7 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from i2vd.cli.commands import main
+from i2vd.core.lock import StateLock
 from i2vd.ingest.intake import Intake
+from i2vd.render.backends.builtin import BuiltinBackend
 from i2vd.store.journal import JobState
 from tests.support.web_site import HOSTILE_NAME, make_site
 
@@ -36,6 +38,18 @@ def test_api_status_is_what_status_json_prints(site, capsys):
     assert served == printed
     assert served["counts"]["done"] == 3 and served["counts"]["failed"] == 1
     assert served["recent_failures"][0]["file"] == HOSTILE_NAME
+
+
+def test_api_status_says_what_each_server_is_as_status_does(site):
+    """The dashboard shows `about` as it is: the builtin engine is no server and has no URL."""
+    servers = [
+        {"name": "builtin", **BuiltinBackend().describe()},
+        {"name": "gpu0", "kind": "predict", "url": "http://gpu:7860"},
+    ]
+    with StateLock(site.config.state_dir):  # a daemon runs: its servers are shown
+        site.journal.publish_status({"pid": os.getpid(), "servers": servers})
+        _, served = get_json(site, "/api/status")
+    assert [server["about"] for server in served["servers"]] == ["CPU engine, no server", "predict http://gpu:7860"]
 
 
 def test_jobs_are_paged_newest_first_and_filtered_by_state(site):

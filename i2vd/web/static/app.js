@@ -72,7 +72,7 @@ function drawServers(servers, running) {
       : [el("p", { class: "muted" }, "idle")];
     return el("div", { class: "card server" },
       el("h3", {}, server.name || server.url || "server", " ", health),
-      el("p", { class: "muted" }, `${server.kind || ""} ${server.url || ""}`),
+      el("p", { class: "muted" }, server.about || ""),
       down && server.error ? el("p", { class: "error" }, server.error) : null,
       el("p", {}, "GPU: ", server.gate || "-"),
       el("p", {}, "Schedule: ", server.schedule || "always"),

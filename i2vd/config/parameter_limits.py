@@ -95,8 +95,7 @@ def limits_for(servers: Iterable[_Entry]) -> Limits:
 def job_limits(config: Any) -> Limits:
     """What a job resolved under `config` (i2vd.config.load.Config) may hold: what its servers take; with
     `executor: {kind: celery}` the GPU hosts' servers are not known here, so the widest range (ANY_SERVER),
-    and each GPU host fails a job its own server cannot take (server_limits).
-"""
+    and each GPU host fails a job its own server cannot take (server_limits)."""
     return ANY_SERVER if on_gpu_hosts(config) else limits_for(config.servers)
 
 

@@ -18,6 +18,10 @@ from i2vd.store.records import (
     py_path,
 )
 
+# The lease owner of a job claimed beside the previous call (jobs/prepare.py) and not yet sent to the server:
+# a daemon that dies meanwhile did not die of it, so recover_running counts no interruption against it.
+PREPARED = " (prepared)"
+
 
 class Claims:
     # -- the worker's side ---------------------------------------------------------
@@ -74,6 +78,30 @@ class Claims:
             self._event(db, row["id"], "info", f"started by {owner}")
             self._held.add(row["id"])
             return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    def mark_sending(self, job_id: int, owner: str) -> bool:
+        """A prepared job goes to the server now: its lease is `owner`'s, and a crash from here interrupts it."""
+        now = self.clock.now()
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET lease_owner = ?, started_at = ?, updated_at = ? WHERE id = ? AND state = "
+                f"{_sql(JobState.RUNNING)}",
+                (owner, now, now, job_id),
+            )
+            return cursor.rowcount == 1
+
+    def give_back(self, job_id: int) -> bool:
+        """A prepared job that was not sent: queued again as it was (its place, attempts and interruptions)."""
+        now = self.clock.now()
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, lease_owner = NULL, lease_expires_at = NULL,"
+                f" updated_at = ? WHERE id = ? AND state = {_sql(JobState.RUNNING)} AND lease_owner LIKE ?",
+                (now, job_id, "%" + PREPARED),
+            )
+            if cursor.rowcount:
+                self._event(db, job_id, "info", "prepared, not sent: back in the queue")
+            return cursor.rowcount == 1
 
     def release(self, job_id: int) -> None:
         """The worker is off this job (recorded or not): from now on its lease alone says whether it is taken."""
@@ -246,8 +274,10 @@ class Claims:
         with self._write() as db:
             rows = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = {_sql(JobState.RUNNING)}").fetchall()
             for row in rows:
-                interruptions = row["interruptions"] + 1
-                if interruptions >= max_interruptions:
+                # Claimed beside another call and never sent: not interrupted (jobs/prepare.py).
+                prepared = (row["lease_owner"] or "").endswith(PREPARED)
+                interruptions = row["interruptions"] + (0 if prepared else 1)
+                if not prepared and interruptions >= max_interruptions:
                     error = f"interrupted {interruptions} times (the daemon died while running it)"
                     db.execute(
                         f"UPDATE jobs SET state = {_sql(JobState.FAILED)}, interruptions = ?, last_error = ?,"
@@ -263,7 +293,8 @@ class Claims:
                         " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
                         (interruptions, now, now, row["id"]),
                     )
-                    self._event(db, row["id"], "warning", f"returned to the queue after interruption {interruptions}")
+                    note = "prepared, never sent" if prepared else f"interruption {interruptions}"
+                    self._event(db, row["id"], "warning", f"returned to the queue after {note}")
             ids = [row["id"] for row in rows]
             return (
                 [

@@ -99,19 +99,20 @@ def _examine_chunk(function: Callable, files: list[tuple[str, str | None]]) -> l
 class ExaminePool:
     """A bounded process pool for the intake, started lazily, shut down by close()."""
 
-    def __init__(
-        self, workers: int | None = None, function: Callable[[str, str | None], Examined | None] = examine_file
-    ):
-        # One core stays the intake thread's (recording); at most 4 processes.
-        self.workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
+    def __init__(self, workers: int | None = None, function: Examiner = examine_file):
+        # As many as there are cores (at most 4): where decoding dominates, the intake thread mostly waits.
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.function = function
         self._executor: ProcessPoolExecutor | None = None
+        # Chunks being examined when their slice ended: the next slice waits for them instead of asking again.
+        self.orphans: list[tuple[list[tuple[str, str | None]], Future]] = []
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             # spawn: the daemon has threads (and their locks): a forked child could inherit one held.
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+            # Niced: background decoding yields the cores to the worker, the web UI and `i2vd status`.
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=os.nice, initargs=(10,))
         return self._executor
 
     def _restart(self) -> None:
@@ -120,11 +121,12 @@ class ExaminePool:
             self._executor = None
 
     def close(self) -> None:
+        self.orphans = []
         self._restart()
 
     def lookahead(self, files: list[tuple[str, str | None]]) -> Lookahead | None:
         """Start examining `files` (path, root) in order; None when there are too few to be worth it."""
-        if len(files) < POOL_MIN_FILES:
+        if len(files) < POOL_MIN_FILES and not self.orphans:
             return None
         return Lookahead(self, files)
 
@@ -158,12 +160,16 @@ class Lookahead:
 
     def __init__(self, pool: ExaminePool, files: list[tuple[str, str | None]]):
         self._pool = pool
-        self._chunks = [files[start : start + CHUNK_FILES] for start in range(0, len(files), CHUNK_FILES)]
-        self._chunk_of = {path: index for index, chunk in enumerate(self._chunks) for path, _ in chunk}
         self._futures: dict[int, Future] = {}
         self._done: dict[int, dict[str, Examined]] = {}
+        adopted, pool.orphans = pool.orphans, []
+        taken = {path for chunk, _ in adopted for path, _ in chunk}
+        files = [(path, root) for path, root in files if path not in taken]
+        self._chunks = [chunk for chunk, _ in adopted]
+        self._chunks += [files[start : start + CHUNK_FILES] for start in range(0, len(files), CHUNK_FILES)]
+        self._chunk_of = {path: index for index, chunk in enumerate(self._chunks) for path, _ in chunk}
         for index, chunk in enumerate(self._chunks):
-            self._futures[index] = pool.submit(chunk)
+            self._futures[index] = adopted[index][1] if index < len(adopted) else pool.submit(chunk)
 
     def get(self, path: str, enough: Callable[[], bool] | None = None) -> Examined | None:
         """The pool's result for `path` (waiting for its chunk), None when the intake thread must read it itself,
@@ -199,7 +205,9 @@ class Lookahead:
             return {}
 
     def cancel(self) -> None:
-        """The intake stopped early (its slice's time is up): chunks not started are not examined."""
-        for future in self._futures.values():
-            future.cancel()
+        """The intake stopped early (its slice's time is up): chunks not started are not examined, and those
+        being examined are kept for the next slice."""
+        for index, future in self._futures.items():
+            if not future.cancel():
+                self._pool.orphans.append((self._chunks[index], future))
         self._futures.clear()

@@ -106,6 +106,7 @@ class ExaminePool:
         self._executor: ProcessPoolExecutor | None = None
         # Chunks being examined when their slice ended: the next slice waits for them instead of asking again.
         self.orphans: list[tuple[list[tuple[str, str | None]], Future]] = []
+        self.unavailable = False
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -126,9 +127,15 @@ class ExaminePool:
 
     def lookahead(self, files: list[tuple[str, str | None]]) -> Lookahead | None:
         """Start examining `files` (path, root) in order; None when there are too few to be worth it."""
-        if len(files) < POOL_MIN_FILES and not self.orphans:
+        if self.unavailable or (len(files) < POOL_MIN_FILES and not self.orphans):
             return None
-        return Lookahead(self, files)
+        try:
+            return Lookahead(self, files)
+        except (RuntimeError, OSError) as error:  # no process can start here (a program without a __main__ guard)
+            log.warning("the intake's process pool cannot start (%s): images are read in the intake thread", error)
+            self.unavailable = True
+            self.close()
+            return None
 
     def submit(self, files: list[tuple[str, str | None]]) -> Future:
         """A chunk to a working pool: one broken by a process that died is replaced first."""

@@ -126,3 +126,21 @@ def test_a_few_files_are_read_in_the_intake_thread_with_no_process_started(tmp_p
         assert multiprocessing.active_children() == []
     finally:
         journal.close()
+
+
+def test_a_pool_that_cannot_start_leaves_the_reading_to_the_intake_thread(tmp_path, pools, monkeypatch):
+    """Spawning needs an importable __main__: a program embedding the daemon without one still journals."""
+    intake, journal, root = intake_of(tmp_path, "hot")
+    try:
+        intake.pool = pools()
+
+        def refuse(self):
+            raise RuntimeError("An attempt has been made to start a new process before bootstrapping")
+
+        monkeypatch.setattr(ExaminePool, "_pool", refuse)
+        files = images(root, examine_pool.POOL_MIN_FILES + 4)
+        results = intake.consider_many([(path, intake.config.watch[0], True) for path in files])
+        assert {result.outcome for result in results} == {Outcome.QUEUED}
+        assert intake.pool.unavailable
+    finally:
+        journal.close()

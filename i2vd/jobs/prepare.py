@@ -36,6 +36,7 @@ class Prepared:
 
     job: Job
     image: bytes | None
+    config: object = None  # the config it was prepared under: after a reload it is prepared again
 
 
 class Preparer:
@@ -83,7 +84,7 @@ class Preparing:
 
     def _prepare_next(self) -> Prepared | None:
         """On the preparing thread: claim the next due job and read its image, or None."""
-        job = None
+        job, config = None, self.config
         try:
             if self._pending_setup is not None or self.paused_by_schedule() is not None:
                 return None
@@ -106,7 +107,7 @@ class Preparing:
                 image = None  # its turn reads again, and follows the file or waits for the share
             if image is not None and sha256_of(image) != job.source_sha256:
                 image = None  # changed since it was queued: its turn says so
-            return Prepared(job, image)
+            return Prepared(job, image, config)
         except Exception:  # noqa: BLE001 - preparing is an optimisation: its failure must not lose the job
             log.exception("preparing the next job failed")
             if job is not None:
@@ -120,7 +121,7 @@ class Preparing:
             return None
         job = prepared.job
         closed = schedules.closed_roots(self.config, self.clock.now())
-        if stop.is_set() or self._pending_setup is not None or job.root in closed:
+        if stop.is_set() or self._pending_setup is not None or prepared.config is not self.config or job.root in closed:
             self._give_back(job)
             return None
         if prepared.image is not None:

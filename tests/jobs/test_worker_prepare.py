@@ -123,3 +123,35 @@ def test_with_two_servers_a_worker_prepares_only_when_the_other_still_finds_a_jo
         worker.join(timeout=30)
         rig.backend.close()
         rig.journal.close()
+
+
+def test_a_reload_while_a_job_is_prepared_prepares_it_again_under_the_new_config(
+    tmp_path: Path, fake_server: FakePredictServer
+) -> None:
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        fake_server.hang(times=1)
+        worker.start()
+        wait_for(
+            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
+            timeout=10,
+            message="job 2 prepared during call 1",
+        )
+        reloaded = dataclasses.replace(rig.config)  # a new config object, as a SIGHUP makes
+        rig.worker.reconfigure(reloaded, reloaded.server)
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert rig.job(second.id).state is JobState.DONE
+        messages = [event["message"] for event in rig.journal.events(second.id)]
+        assert "prepared, not sent: back in the queue" in messages  # not sent as prepared under the old config
+        assert len(fake_server.requests) == 2
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()

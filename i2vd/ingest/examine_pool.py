@@ -99,7 +99,12 @@ def _examine_chunk(function: Callable, files: list[tuple[str, str | None]]) -> l
 class ExaminePool:
     """A bounded process pool for the intake, started lazily, shut down by close()."""
 
-    def __init__(self, workers: int | None = None, function: Examiner = examine_file):
+    def __init__(
+        self,
+        workers: int | None = None,
+        function: Examiner = examine_file,
+        beat: Callable[[float, str], None] = lambda seconds, doing: None,
+    ):
         # As many as there are cores (at most 4): where decoding dominates, the intake thread mostly waits.
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.function = function
@@ -107,6 +112,7 @@ class ExaminePool:
         # Chunks being examined when their slice ended: the next slice waits for them instead of asking again.
         self.orphans: list[tuple[list[tuple[str, str | None]], Future]] = []
         self.unavailable = False
+        self.beat = beat  # the intake's heartbeat: told before a wait longer than its slice (after a crash)
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -149,6 +155,7 @@ class ExaminePool:
         """A chunk that broke the pool twice: file by file, so the file that breaks it alone is found."""
         results = {}
         for path, root in files:
+            self.beat(ALONE_SECONDS + WAIT_SECONDS, "finding the file that crashed the decoder process")
             try:
                 results.update(_results([(path, root)], self.submit([(path, root)]).result(timeout=ALONE_SECONDS)))
             except (BrokenProcessPool, CancelledError, FutureTimeout):
@@ -204,6 +211,12 @@ class Lookahead:
             pass  # a process died while this chunk waited or ran (this chunk's file, or another's)
         except FutureTimeout:
             return {}
+        except Exception:  # noqa: BLE001 - the pool's own trouble, not a file's: the intake thread reads them
+            log.exception(
+                "the intake's process pool failed on %d file(s); reading them in the intake thread", len(chunk)
+            )
+            return {}
+        self._pool.beat(2 * WAIT_SECONDS, "examining again after the decoder process died")
         try:  # once more in a working pool; then file by file
             return _results(chunk, self._pool.submit(chunk).result(timeout=WAIT_SECONDS))
         except (BrokenProcessPool, CancelledError):

@@ -322,7 +322,7 @@ class IntakeLoop:
             self._rescan_requested = True
 
     def run(self, stop: threading.Event) -> None:
-        self.intake.pool = ExaminePool()  # its processes start with the first burst, and end with this loop
+        self.intake.pool = ExaminePool(beat=self.heartbeat.beat)  # processes start with the first burst, end with it
         try:
             with MissedEvents(self.rescan_all):
                 self._run(stop)

@@ -52,7 +52,8 @@ def intake_of(tmp_path: Path, name: str) -> tuple[Intake, Journal, Path]:
 def test_a_file_that_kills_its_decoder_process_fails_alone_and_the_intake_goes_on(tmp_path, pools):
     intake, journal, root = intake_of(tmp_path, "hot")
     try:
-        intake.pool = pools(workers=1, function=examine_or_die)
+        promises: list[str] = []
+        intake.pool = pools(workers=1, function=examine_or_die, beat=lambda seconds, doing: promises.append(doing))
         files = images(root, 30)
         crasher = root / "crash_me.png"
         write_image(crasher, color=(250, 1, 1))
@@ -64,6 +65,7 @@ def test_a_file_that_kills_its_decoder_process_fails_alone_and_the_intake_goes_o
         [failed] = journal.jobs(JobState.FAILED)
         assert failed.rel_path == "crash_me.png" and examine_pool.CRASHED in failed.last_error
         assert failed.source_sha256 == examine_file(str(crasher), str(root)).sha256  # hashed, never decoded here
+        assert "finding the file that crashed the decoder process" in promises  # liveness: the wait was announced
         more = images(root, 20, prefix="later")  # the intake goes on, in a fresh pool
         again = intake.consider_many([(path, intake.config.watch[0], True) for path in more])
         assert {result.outcome for result in again} == {Outcome.QUEUED}

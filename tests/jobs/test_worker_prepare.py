@@ -10,6 +10,8 @@ import dataclasses
 import threading
 from pathlib import Path
 
+from i2vd.jobs.worker import Worker
+from i2vd.render.gpu import MemoryReading, VramGate
 from i2vd.store.claims import PREPARED
 from i2vd.store.journal import JobState
 from tests.jobs.test_worker import build_rig
@@ -153,5 +155,43 @@ def test_a_reload_while_a_job_is_prepared_prepares_it_again_under_the_new_config
         stop.set()
         fake_server.clear_faults()
         worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_the_vram_gate_is_read_before_the_prepared_job_is_sent_not_when_it_is_prepared(
+    tmp_path: Path, fake_server: FakePredictServer
+) -> None:
+    rig = build_rig(tmp_path, fake_server)
+    readings: list[tuple[int, str | None]] = []  # (calls the server had, job 2's lease owner) at each reading
+
+    def reader() -> MemoryReading:
+        readings.append((len(fake_server.requests), rig.journal.job(second.id).lease_owner))
+        return MemoryReading(used_mb=100, total_mb=24_000)
+
+    gpu = dataclasses.replace(rig.config.gpu, enabled=True, source="command", max_used_mb=10_000, poll_seconds=5)
+    worker = Worker(rig.config, rig.journal, rig.backend, VramGate(gpu, reader, rig.clock), clock=rig.clock, name="w")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), kwargs={"burst": True})
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        fake_server.hang(times=1)
+        thread.start()
+        wait_for(
+            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
+            timeout=10,
+            message="job 2 prepared during call 1",
+        )
+        fake_server.clear_faults()
+        thread.join(timeout=30)
+        assert rig.job(second.id).state is JobState.DONE
+        assert readings[0] == (0, None)  # before call 1, job 2 not claimed yet
+        # Read once more after call 1, with job 2 prepared and not yet sent; not read to prepare it.
+        assert readings[1:] == [(1, "w" + PREPARED)]
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        thread.join(timeout=30)
         rig.backend.close()
         rig.journal.close()

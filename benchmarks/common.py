@@ -56,6 +56,23 @@ def peak_rss_mb(pid: int) -> tuple[float, float]:
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
+def children_peak_rss_mb(pid: int) -> tuple[int, float]:
+    """How many child processes `pid` has (the intake's pool, say) and the sum of their VmHWM in MB."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children.update(int(child) for child in task.read_text().split())
+        except OSError:
+            continue
+    total = 0.0
+    for child in children:
+        try:
+            total += peak_rss_mb(child)[1]
+        except OSError:
+            continue
+    return len(children), total
+
+
 class DaemonProcess:
     """`i2vd run` in a process of its own, with a notify socket: READY and WATCHDOG pings are timed here."""
 

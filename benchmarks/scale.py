@@ -20,7 +20,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MACHINE, DaemonProcess, config_text, figure, peak_rss_mb, timed_status  # noqa: E402
+from common import (  # noqa: E402
+    MACHINE,
+    DaemonProcess,
+    children_peak_rss_mb,
+    config_text,
+    figure,
+    peak_rss_mb,
+    timed_status,
+)
 
 
 def image_tree(files: int, folders: int) -> Path:
@@ -76,6 +84,7 @@ def bench_scale(files: int, folders: int, settle: float) -> dict:
                 if len(status_during) < 3 and 0 < count < files:
                     status_during.append(timed_status(config))
             _, peak_first = peak_rss_mb(daemon.process.pid)
+            children, children_peak = children_peak_rss_mb(daemon.process.pid)  # the intake's pool processes
             gap = daemon.longest_ping_gap(daemon.ready_at)
             first = last_queued - daemon.ready_wall  # READY to the last job recorded, by the journal's own clock
         finally:
@@ -98,6 +107,8 @@ def bench_scale(files: int, folders: int, settle: float) -> dict:
         "status": status,
         "rss_first": peak_first,
         "rss_restart": peak_restart,
+        "children": children,
+        "children_rss": children_peak,
     }
 
 
@@ -133,6 +144,9 @@ def report(result: dict) -> None:
         f"{peak:.0f} MB (first start {result['rss_first']:.0f}, restart {result['rss_restart']:.0f})",
         "<= 150 MB",
         peak <= 150,
+    )
+    print(
+        f"{'':<34} (beside it, {result['children']} child process(es): peak RSS {result['children_rss']:.0f} MB in all)"
     )
 
 

@@ -25,8 +25,9 @@ from i2vd.store.journal import Job  # noqa: E402
 from tests.support.fakes import FakePredictServer, make_test_mp4, wait_for, write_image  # noqa: E402
 
 
-def run_jobs(server_count: int, jobs: int, latency: float) -> list[Job]:
-    """The finished jobs of `jobs` images on `server_count` fake servers sharing one journal."""
+def run_jobs(server_count: int, jobs: int, latency: float, received: list[float] | None = None) -> list[Job]:
+    """The finished jobs of `jobs` images on `server_count` fake servers sharing one journal (and, in `received`,
+    when each server call arrived, by the fake's clock)."""
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         video = make_test_mp4(folder / "v.mp4")
@@ -44,6 +45,8 @@ def run_jobs(server_count: int, jobs: int, latency: float) -> list[Job]:
                 return daemon.journal.jobs()
             finally:
                 daemon.shutdown()
+                if received is not None:
+                    received += sorted(request.received_at for server in servers for request in server.requests)
         finally:
             for server in servers:
                 server.stop()
@@ -54,7 +57,8 @@ def wall(done: list[Job]) -> float:
 
 
 def bench_overhead(jobs: int, latency: float) -> float:
-    done = run_jobs(1, jobs, latency)
+    received: list[float] = []
+    done = run_jobs(1, jobs, latency, received)
     elapsed, measured = wall(done), sum(job.server_seconds for job in done)
     ratio = elapsed / (latency * jobs)
     figure(
@@ -64,6 +68,16 @@ def bench_overhead(jobs: int, latency: float) -> float:
         ratio <= 1.02,
     )
     print(f"{'':<34} (i2vd's own server_seconds sum to {measured:.2f} s: wall / those = {elapsed / measured:.3f})")
+    # Where the rest of the wall goes, per job: the call beyond the sleep, between two calls, the last video.
+    gaps = sorted(later - earlier - latency for earlier, later in zip(received, received[1:]))
+    if gaps:
+        first = received[0] - min(job.started_at for job in done)
+        last = max(job.finished_at for job in done) - received[-1] - latency
+        print(
+            f"{'':<34} (per call beyond the sleep {(measured / jobs - latency) * 1000:.1f} ms; call k to call k+1"
+            f" beyond the sleep: median {gaps[len(gaps) // 2] * 1000:.1f} ms; first call {first * 1000:.0f} ms"
+            f" after its claim; the last video written {last * 1000:.0f} ms after its reply)"
+        )
     return ratio
 
 

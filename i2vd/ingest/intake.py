@@ -33,6 +33,7 @@ from i2vd.core.listing import burst_listing
 from i2vd.core.logs import job_fields
 from i2vd.core.mounts import MountMemory
 from i2vd.ingest import failed_folder
+from i2vd.ingest.examine_pool import NOT_YET, Examined, ExaminePool
 from i2vd.ingest.follow import failed_as_gone, is_gone
 from i2vd.ingest.reasons import describe_special, sidecar_profile_name
 from i2vd.ingest.watcher import link_below
@@ -62,6 +63,7 @@ class Intake:
         self.journal = journal
         self.on_queued = on_queued
         self.mounts = MountMemory(config.state_dir)
+        self.pool: ExaminePool | None = None  # the intake loop's, while it runs: bursts are read ahead in processes
 
     def _job(self, job_id: int | None) -> Job | None:
         return self.journal.job(job_id) if job_id is not None else None
@@ -98,11 +100,15 @@ class Intake:
         results: list[IntakeResult | None] = []
         to_record: list[tuple[int, NewJob, int]] = []
         known_files = self.journal.known_files_at([str(path) for path, _, _ in files])  # one query, not one per file
+        ahead = self.pool.lookahead(self._new_files(files, known_files)) if self.pool is not None else None
         for path, root, bad_is_final in files:
             if results and enough is not None and enough():
                 break
             try:
-                examined = self._examine(path, root, profile_name, bad_is_final, known_files.get(str(path)))
+                pooled = ahead.get(str(path), enough) if ahead is not None else None
+                if pooled is NOT_YET:
+                    break  # the pool is still at it when the slice's time is up: offered again with the next
+                examined = self._examine(path, root, profile_name, bad_is_final, known_files.get(str(path)), pooled)
             except sqlite3.Error:
                 raise  # the journal's trouble, not this file's: the whole burst is offered again
             except Exception as error:  # noqa: BLE001 - whatever one file raises, only its own job fails
@@ -114,6 +120,8 @@ class Intake:
             else:
                 to_record.append((len(results), *examined))
                 results.append(None)
+        if ahead is not None:
+            ahead.cancel()
         followed = self._follow_moves(to_record)
         for index, result in followed.items():
             results[index] = result
@@ -140,10 +148,22 @@ class Intake:
                 self._move_failed(job)
         return results
 
+    @staticmethod
+    def _new_files(files: list[tuple[Path, WatchRoot | None, bool]], known: dict) -> list[tuple[str, str | None]]:
+        """The files of a burst the journal does not know by path: those a pool reads ahead (examine_pool.py)."""
+        return [(str(path), str(root.path) if root else None) for path, root, _ in files if str(path) not in known]
+
     def _examine(
-        self, path: Path, root: WatchRoot | None, profile_name: str, bad_is_final: bool, known: KnownFile | None
+        self,
+        path: Path,
+        root: WatchRoot | None,
+        profile_name: str,
+        bad_is_final: bool,
+        known: KnownFile | None,
+        pooled: Examined | None = None,
     ) -> IntakeResult | tuple[NewJob, int | None]:
-        """Read, hash and decode one file once: a result when nothing is to be recorded, else the job to record."""
+        """Read, hash and decode one file once (or take what the pool found in it, if it is still what the pool read):
+        a result when nothing is to be recorded, else the job to record."""
         info = None
         link = link_below(root.path if root else None, path)
         if link is not None:
@@ -158,7 +178,8 @@ class Intake:
                 # Never opened: a FIFO would block, a link could lead outside the hot folder.
                 reason = describe_special(path, info, root)
                 return self._settings(path, root, "", info.st_size, None, profile_name, reason), info.st_mtime_ns
-            data = read_regular_file(path)
+            pooled = pooled if pooled is not None and pooled.fits(info) else None
+            data = read_regular_file(path) if pooled is None or pooled.crashed else b""
         except FileNotFoundError:
             return IntakeResult(Outcome.NOT_READY, reason=f"{path} is gone")
         except OSError as error:
@@ -169,18 +190,19 @@ class Intake:
                     path, root, "", size, None, profile_name, f"cannot read {path.name}: {error.strerror}"
                 ), None
             return IntakeResult(Outcome.NOT_READY, reason=f"cannot read {path}: {error.strerror}")
-        sha256 = sha256_of(data)
+        read_here = pooled is None or pooled.crashed
+        sha256, size = (sha256_of(data), len(data)) if read_here else (pooled.sha256, pooled.size)
         if known and known.sha256 == sha256:
             self.journal.remember_file(str(path), info.st_size, info.st_mtime_ns, sha256, known.job_id)
             return IntakeResult(Outcome.KNOWN, self._job(known.job_id), reason="same content as before")
         error = facts = None
         try:
-            facts = inspect_image(data, path.name)
+            facts = inspect_image(data, path.name) if pooled is None else pooled.facts_or_raise(path.name)
         except BadImage as problem:
             if not bad_is_final:
                 return IntakeResult(Outcome.NOT_READY, reason=str(problem))
             error = str(problem)
-        return self._settings(path, root, sha256, len(data), facts, profile_name, error), info.st_mtime_ns
+        return self._settings(path, root, sha256, size, facts, profile_name, error), info.st_mtime_ns
 
     def _follow_moves(self, to_record: list[tuple[int, NewJob, int | None]]) -> dict[int, IntakeResult]:
         """New files that are the content of a waiting job whose file is gone: that job follows them (no new job).

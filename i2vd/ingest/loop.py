@@ -20,6 +20,7 @@ from i2vd.config.sidecars import (
 from i2vd.core.clock import Clock
 from i2vd.core.liveness import Heartbeat
 from i2vd.core.mounts import MountMemory, read_mounts, should_poll
+from i2vd.ingest.examine_pool import ExaminePool
 from i2vd.ingest.intake import Intake, Outcome
 from i2vd.ingest.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, link_below, scan
 
@@ -321,8 +322,13 @@ class IntakeLoop:
             self._rescan_requested = True
 
     def run(self, stop: threading.Event) -> None:
-        with MissedEvents(self.rescan_all):
-            self._run(stop)
+        self.intake.pool = ExaminePool(beat=self.heartbeat.beat)  # processes start with the first burst, end with it
+        try:
+            with MissedEvents(self.rescan_all):
+                self._run(stop)
+        finally:
+            self.intake.pool.close()
+            self.intake.pool = None
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -18,7 +18,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from i2vd.config import schedule as schedules
 from i2vd.config.load import Config, ServerConfig
 from i2vd.core.clock import Clock
 from i2vd.core.liveness import Heartbeat
@@ -28,6 +27,7 @@ from i2vd.ingest.follow import GONE, LOOKING
 from i2vd.jobs import finished, outcomes, received
 from i2vd.jobs.outcomes import Done, Failed, Gone, Outcome, WaitAndLook
 from i2vd.jobs.overlap import Finisher, Finishing
+from i2vd.jobs.prepare import Preparing
 from i2vd.jobs.settling import Settling
 from i2vd.jobs.sources import SourceFiles
 from i2vd.render import mp4, output
@@ -78,7 +78,7 @@ def build_workers(
 SHARE_OFFLINE_ERRORS = {errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ETIMEDOUT}
 
 
-class Worker(SourceFiles, Settling):
+class Worker(Preparing, SourceFiles, Settling):
     def __init__(
         self,
         config: Config,
@@ -163,6 +163,7 @@ class Worker(SourceFiles, Settling):
                     self.clock.wait(stop, IDLE_POLL_SECONDS)
         finally:
             self._wait_finishing()  # the last video written and recorded before the worker ends
+            self._stop_preparing()
             self.overlap = False
 
     def _wait_finishing(self) -> None:
@@ -211,8 +212,9 @@ class Worker(SourceFiles, Settling):
     def run_once(self, stop: threading.Event) -> bool:
         """Process at most one job; True if one was taken."""
         self._tidy()
+        prepared = self._take_prepared(stop)  # claimed and read beside the last call (prepare.py)
         due = self.journal.next_attempt_at()
-        if due is None or due > self.clock.now():
+        if prepared is None and (due is None or due > self.clock.now()):
             return False
         gate_bound = self.gate.config.poll_seconds + GATE_READ_BOUND_SECONDS
         # A reload (a new gate, say min_free_mb instead of max_used_mb) must reach a worker waiting here.
@@ -223,16 +225,13 @@ class Worker(SourceFiles, Settling):
             if self._pending_setup is not None:
                 reconfigured.set()
 
+        # Outside this server's windows: nothing is claimed (a prepared job given back), a running job was let finish.
         self._held_back = self.paused_by_schedule() is not None
-        if self._held_back:
-            return False  # outside this server's windows: nothing is claimed, a running job was let finish
-        if not self.gate.wait_open(stop, on_poll=poll, cancel=reconfigured):
-            return False
+        if self._held_back or not self.gate.wait_open(stop, on_poll=poll, cancel=reconfigured):
+            return self._give_back(prepared)
         if self.paused_by_schedule() is not None:
-            return False
-        job = self.journal.claim_next(
-            self.name, self.lease_seconds, skip_roots=schedules.closed_roots(self.config, self.clock.now())
-        )
+            return self._give_back(prepared)
+        job = self._claim(prepared)  # the prepared job sent now, or the next one claimed now
         self._held_back = job is None  # due jobs, all under roots outside their windows: poll, do not spin
         if job is None:
             return False
@@ -360,6 +359,7 @@ class Worker(SourceFiles, Settling):
             extra=job_fields(job.id, job.source_path, "running"),
         )
         self.heartbeat.beat(self.server.timeout_seconds, f"job {job.id} on the server")
+        self._prepare_beside_call()
         try:
             reply = self.backend.generate(request)
         except BackendError as error:  # by its class alone: no attempt, one, or failed (outcomes.backend_failure)

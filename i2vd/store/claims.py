@@ -19,6 +19,9 @@ from i2vd.store.records import (
     py_path,
 )
 
+# A job claimed beside the previous call (jobs/prepare.py) is `running` with no `started_at` until it is sent
+# (mark_sending): a daemon that dies before then did not die of it, so recover_running counts no interruption.
+
 
 class Claims:
     # -- the worker's side ---------------------------------------------------------
@@ -32,8 +35,12 @@ class Claims:
         """When the earliest queued job becomes due, or None when nothing is queued."""
         return self._read(f"SELECT min(next_attempt_at) FROM jobs WHERE state = {_sql(JobState.QUEUED)}")[0][0]
 
-    def claim_next(self, owner: str, lease_seconds: float, skip_roots: Collection[str] = ()) -> Job | None:
+    def claim_next(
+        self, owner: str, lease_seconds: float, skip_roots: Collection[str] = (), *, prepared: bool = False
+    ) -> Job | None:
         """The next due job: highest priority first, then the watch root whose turn is longest ago, then oldest.
+
+        `prepared`: claimed to be read beside the current call, not yet sent (no `started_at` until mark_sending).
 
         Taking roots in turn means one huge drop in one hot folder does not starve the others. Jobs under
         `skip_roots` (roots outside their schedule) stay queued; the other roots are looked at as usual.
@@ -69,11 +76,37 @@ class Claims:
             db.execute(
                 f"UPDATE jobs SET state = {_sql(JobState.RUNNING)}, lease_expires_at = ?, started_at = ?,"
                 " updated_at = ? WHERE id = ?",
-                (now + lease_seconds, now, now, row["id"]),
+                (now + lease_seconds, None if prepared else now, now, row["id"]),
             )
-            self._event(db, row["id"], "info", f"started by {owner}")
+            self._event(db, row["id"], "info", f"{'prepared' if prepared else 'started'} by {owner}")
             self._held.add(row["id"])
             return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    def mark_sending(self, job_id: int, owner: str) -> bool:
+        """A prepared job goes to the server now (`owner`'s call): it has started, and a crash from here interrupts
+        it."""
+        now = self.clock.now()
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET started_at = ?, updated_at = ? WHERE id = ? AND state = {_sql(JobState.RUNNING)}",
+                (now, now, job_id),
+            )
+            if cursor.rowcount:
+                self._event(db, job_id, "info", f"started by {owner}")
+            return cursor.rowcount == 1
+
+    def give_back(self, job_id: int) -> bool:
+        """A prepared job that was not sent: queued again as it was (its place, attempts and interruptions)."""
+        now = self.clock.now()
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET state = {_sql(JobState.QUEUED)}, lease_expires_at = NULL,"
+                f" updated_at = ? WHERE id = ? AND state = {_sql(JobState.RUNNING)} AND started_at IS NULL",
+                (now, job_id),
+            )
+            if cursor.rowcount:
+                self._event(db, job_id, "info", "prepared, not sent: back in the queue")
+            return cursor.rowcount == 1
 
     def release(self, job_id: int) -> None:
         """The worker is off this job (recorded or not): from now on its lease alone says whether it is taken."""
@@ -245,8 +278,10 @@ class Claims:
         with self._write() as db:
             rows = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = {_sql(JobState.RUNNING)}").fetchall()
             for row in rows:
-                interruptions = row["interruptions"] + 1
-                if interruptions >= max_interruptions:
+                # Claimed beside another call and never sent: not interrupted (jobs/prepare.py).
+                prepared = row["started_at"] is None
+                interruptions = row["interruptions"] + (0 if prepared else 1)
+                if not prepared and interruptions >= max_interruptions:
                     error = f"interrupted {interruptions} times (the daemon died while running it)"
                     db.execute(
                         f"UPDATE jobs SET state = {_sql(JobState.FAILED)}, interruptions = ?, last_error = ?,"
@@ -260,7 +295,8 @@ class Claims:
                         " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
                         (interruptions, now, now, row["id"]),
                     )
-                    self._event(db, row["id"], "warning", f"returned to the queue after interruption {interruptions}")
+                    note = "prepared, never sent" if prepared else f"interruption {interruptions}"
+                    self._event(db, row["id"], "warning", f"returned to the queue after {note}")
             ids = [row["id"] for row in rows]
             return (
                 [

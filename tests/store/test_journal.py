@@ -340,6 +340,46 @@ def test_recover_running_returns_running_jobs_to_the_queue(journal: Journal, clo
     assert journal.recover_running(max_interruptions=3) == []
 
 
+def test_a_prepared_job_a_crash_left_unsent_is_queued_again_without_an_interruption(journal: Journal) -> None:
+    """jobs/prepare.py: claimed beside another call and never sent; the daemon did not die of it."""
+    poison, innocent = add(journal, 1), add(journal, 2)
+    for _ in range(3):  # the same two jobs, each time: one on the server, the next prepared, then a crash
+        assert journal.claim_next("w", LEASE).id == poison.id
+        assert journal.claim_next("w", LEASE, prepared=True).id == innocent.id
+        journal.recover_running(max_interruptions=3)
+    assert journal.job(poison.id).state is JobState.FAILED  # interrupted 3 times in a row
+    spared = journal.job(innocent.id)
+    assert (spared.state, spared.interruptions, spared.attempts) == (JobState.QUEUED, 0, 0)
+    assert journal.events(innocent.id)[-1]["message"] == "returned to the queue after prepared, never sent"
+
+
+def test_a_prepared_job_is_marked_when_sent_and_then_counts_as_interrupted(
+    journal: Journal, clock: ManualClock
+) -> None:
+    job = add(journal)
+    clock.advance(3)  # prepared beside another call, sent 3 s later: it started then
+    assert journal.claim_next("w", LEASE, prepared=True).started_at is None
+    assert journal.mark_sending(job.id, "w")
+    assert journal.job(job.id).started_at == clock.now()
+    assert [event["message"] for event in journal.events(job.id)][-2:] == ["prepared by w", "started by w"]
+    [recovered] = journal.recover_running(max_interruptions=3)
+    assert recovered.interruptions == 1
+
+
+def test_a_prepared_job_given_back_keeps_its_place_and_counts(journal: Journal, clock: ManualClock) -> None:
+    job = add(journal)
+    journal.claim_next("w", LEASE)
+    journal.recover_running(max_interruptions=3)  # one interruption before
+    before = journal.job(job.id)
+    clock.advance(5)
+    journal.claim_next("w", LEASE, prepared=True)
+    assert journal.give_back(job.id)
+    back = journal.job(job.id)
+    assert back.state is JobState.QUEUED and back.lease_expires_at is None
+    assert (back.next_attempt_at, back.attempts, back.interruptions) == (before.next_attempt_at, 0, 1)
+    assert not journal.give_back(job.id)  # only a prepared running job goes back
+
+
 def test_a_job_interrupted_max_times_in_a_row_fails(journal: Journal) -> None:
     job = add(journal)
     for interruption in (1, 2):

@@ -442,6 +442,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like uvicorn behind Gradio
+    # TCP_NODELAY, as uvicorn (asyncio) sets it: without, a keep-alive reply's body waits behind its headers for
+    # the client's delayed ACK, 40 ms a request that no real server adds (benchmarks/RESULTS.md, overhead).
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def do_POST(self) -> None:

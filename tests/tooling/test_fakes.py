@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -186,3 +187,13 @@ def test_write_slowly_waits_for_the_event(tmp_path):
 def test_wait_for_reports_the_last_value():
     with pytest.raises(AssertionError, match="never true within 0.05 s .last value: 0"):
         wait_for(lambda: 0, timeout=0.05, message="never true")
+
+
+def test_keep_alive_connections_send_without_nagle(fake_server, jpeg):
+    """TCP_NODELAY, as uvicorn sets it: a reply's body does not wait behind its headers for a delayed ACK."""
+    with requests.Session() as session:
+        assert session.post(fake_server.url + "/api/predict/", json=payload(jpeg), timeout=TIMEOUT).ok
+        with fake_server._http.connections_lock:
+            sockets = list(fake_server._http.connections.values())
+        assert sockets, "the keep-alive connection is still open"
+        assert all(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for sock in sockets)

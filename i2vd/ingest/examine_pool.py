@@ -1,0 +1,233 @@
+"""Reading, hashing and decoding a burst of new images in worker processes, beside the intake thread.
+
+SPEC "Performance targets" (a first start over 100,000 images): the full Pillow decode, the read
+and the SHA-256 of each file are CPU work that one Python thread cannot spread over cores. For a
+burst of at least POOL_MIN_FILES files, the intake hands them to a small process pool in chunks,
+in order, and takes each file's result when its turn comes (Lookahead.get): while it records
+file i, the pool already reads and decodes the next ones. A single file dropped in a hot folder
+is read in the intake thread as before, with no process started.
+
+What the pool says is only a head start: the intake still looks at each file itself (links,
+its stat, what the journal knows) and takes the pool's result only when the file's size and
+mtime are those the pool read; anything else (a read error, a link, a file changed since) is
+read again in the intake thread, exactly as without a pool. Behind a symbolic link nothing is
+read, in the pool either.
+
+A bad file fails only its own job: a decoder that kills its process (a crash inside a C
+plugin) breaks the pool; the chunk is examined again in a fresh pool, then file by file, and the
+file that breaks it alone is the one whose job fails ("its decoding crashed the decoder process").
+The pool is started when first needed and shut down when the intake loop ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
+from i2vd.ingest.watcher import link_below
+
+log = logging.getLogger("i2vd.intake")
+
+POOL_MIN_FILES = 16  # fewer new files than this are read in the intake thread: no process is worth starting
+CHUNK_FILES = 25  # files per task sent to a pool process
+WAIT_SECONDS = 10.0  # a chunk not examined by then (a hung share): its files are read in the intake thread
+ALONE_SECONDS = 10.0  # one file of a chunk that broke the pool, alone in a fresh process
+POLL_SECONDS = 0.05
+CRASHED = "its decoding crashed the decoder process (a bug in an image plugin?)"
+
+
+@dataclass(frozen=True)
+class Examined:
+    """What a pool process found in one file: the size and mtime it read at, its hash, its facts or why not."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+    facts: ImageFacts | None = None
+    bad: str | None = None  # BadImage's reason
+    crashed: bool = False  # decoding it killed the process: read and hash it in the intake, do not decode it
+
+    def fits(self, info: os.stat_result) -> bool:
+        """The file is still what was read (a crashed file is read again anyway)."""
+        return self.crashed or (self.size, self.mtime_ns) == (info.st_size, info.st_mtime_ns)
+
+    def facts_or_raise(self, name: str) -> ImageFacts:
+        if self.crashed:
+            raise BadImage(f"{name}: {CRASHED}")
+        if self.bad is not None:
+            raise BadImage(self.bad)
+        return self.facts
+
+
+NOT_YET = Examined(-1, -1, "")  # the intake's slice is over before the pool got to this file: it comes again
+
+
+def examine_file(path: str, root: str | None) -> Examined | None:
+    """In a pool process: read, hash and decode one file; None when the intake thread must read it itself."""
+    source = Path(path)
+    if link_below(Path(root) if root else None, source) is not None:
+        return None  # never read behind a link
+    try:
+        before = os.lstat(path)
+        data = read_regular_file(source)
+    except OSError:
+        return None  # the intake thread reads it and says why
+    if len(data) != before.st_size:
+        return None  # still changing
+    examined = Examined(before.st_size, before.st_mtime_ns, sha256_of(data))
+    try:
+        return Examined(examined.size, examined.mtime_ns, examined.sha256, facts=inspect_image(data, source.name))
+    except BadImage as problem:
+        return Examined(examined.size, examined.mtime_ns, examined.sha256, bad=str(problem))
+
+
+Examiner = Callable[[str, str | None], Examined | None]
+
+
+def _examine_chunk(function: Callable, files: list[tuple[str, str | None]]) -> list[Examined | None]:
+    return [function(path, root) for path, root in files]
+
+
+class ExaminePool:
+    """A bounded process pool for the intake, started lazily, shut down by close()."""
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        function: Examiner = examine_file,
+        beat: Callable[[float, str], None] = lambda seconds, doing: None,
+    ):
+        # As many as there are cores (at most 4): where decoding dominates, the intake thread mostly waits.
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.function = function
+        self._executor: ProcessPoolExecutor | None = None
+        # Chunks being examined when their slice ended: the next slice waits for them instead of asking again.
+        self.orphans: list[tuple[list[tuple[str, str | None]], Future]] = []
+        self.unavailable = False
+        self.beat = beat  # the intake's heartbeat: told before a wait longer than its slice (after a crash)
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # spawn: the daemon has threads (and their locks): a forked child could inherit one held.
+            context = multiprocessing.get_context("spawn")
+            # Niced: background decoding yields the cores to the worker, the web UI and `i2vd status`.
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=os.nice, initargs=(10,))
+        return self._executor
+
+    def _restart(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def close(self) -> None:
+        self.orphans = []
+        self._restart()
+
+    def lookahead(self, files: list[tuple[str, str | None]]) -> Lookahead | None:
+        """Start examining `files` (path, root) in order; None when there are too few to be worth it."""
+        if self.unavailable or (len(files) < POOL_MIN_FILES and not self.orphans):
+            return None
+        try:
+            return Lookahead(self, files)
+        except (RuntimeError, OSError) as error:  # no process can start here (a program without a __main__ guard)
+            log.warning("the intake's process pool cannot start (%s): images are read in the intake thread", error)
+            self.unavailable = True
+            self.close()
+            return None
+
+    def submit(self, files: list[tuple[str, str | None]]) -> Future:
+        """A chunk to a working pool: one broken by a process that died is replaced first."""
+        try:
+            return self._pool().submit(_examine_chunk, self.function, files)
+        except BrokenProcessPool:
+            self._restart()
+            return self._pool().submit(_examine_chunk, self.function, files)
+
+    def one_by_one(self, files: list[tuple[str, str | None]]) -> dict[str, Examined]:
+        """A chunk that broke the pool twice: file by file, so the file that breaks it alone is found."""
+        results = {}
+        for path, root in files:
+            self.beat(ALONE_SECONDS + WAIT_SECONDS, "finding the file that crashed the decoder process")
+            try:
+                results.update(_results([(path, root)], self.submit([(path, root)]).result(timeout=ALONE_SECONDS)))
+            except (BrokenProcessPool, CancelledError, FutureTimeout):
+                # A file of a chunk that killed a process is never decoded in the daemon's own process.
+                log.error("%s: %s", path, CRASHED)
+                results[path] = Examined(-1, -1, "", crashed=True)
+        return results
+
+
+def _results(files: list[tuple[str, str | None]], examined: list[Examined | None]) -> dict[str, Examined]:
+    return {path: result for (path, _), result in zip(files, examined) if result is not None}
+
+
+class Lookahead:
+    """A burst being examined by the pool, chunk by chunk, ahead of the intake thread."""
+
+    def __init__(self, pool: ExaminePool, files: list[tuple[str, str | None]]):
+        self._pool = pool
+        self._futures: dict[int, Future] = {}
+        self._done: dict[int, dict[str, Examined]] = {}
+        adopted, pool.orphans = pool.orphans, []
+        taken = {path for chunk, _ in adopted for path, _ in chunk}
+        files = [(path, root) for path, root in files if path not in taken]
+        self._chunks = [chunk for chunk, _ in adopted]
+        self._chunks += [files[start : start + CHUNK_FILES] for start in range(0, len(files), CHUNK_FILES)]
+        self._chunk_of = {path: index for index, chunk in enumerate(self._chunks) for path, _ in chunk}
+        for index, chunk in enumerate(self._chunks):
+            self._futures[index] = adopted[index][1] if index < len(adopted) else pool.submit(chunk)
+
+    def get(self, path: str, enough: Callable[[], bool] | None = None) -> Examined | None:
+        """The pool's result for `path` (waiting for its chunk), None when the intake thread must read it itself,
+        or NOT_YET once `enough` says the intake's time is up: a file the pool was given is never decoded in the
+        daemon's own process while the pool may still crash on it."""
+        index = self._chunk_of.get(path)
+        if index is None:
+            return None
+        if index not in self._done:
+            future, waited = self._futures.get(index), 0.0
+            while future is not None and not future.done() and waited < WAIT_SECONDS:
+                if enough is not None and enough():
+                    return NOT_YET
+                wait([future], timeout=POLL_SECONDS)
+                waited += POLL_SECONDS
+            self._done[index] = self._wait(index)
+        return self._done[index].get(path)
+
+    def _wait(self, index: int) -> dict[str, Examined]:
+        chunk, future = self._chunks[index], self._futures.pop(index, None)
+        try:
+            if future is not None:
+                return _results(chunk, future.result(timeout=0))
+        except (BrokenProcessPool, CancelledError):
+            pass  # a process died while this chunk waited or ran (this chunk's file, or another's)
+        except FutureTimeout:
+            return {}
+        except Exception:  # noqa: BLE001 - the pool's own trouble, not a file's: the intake thread reads them
+            log.exception(
+                "the intake's process pool failed on %d file(s); reading them in the intake thread", len(chunk)
+            )
+            return {}
+        self._pool.beat(2 * WAIT_SECONDS, "examining again after the decoder process died")
+        try:  # once more in a working pool; then file by file
+            return _results(chunk, self._pool.submit(chunk).result(timeout=WAIT_SECONDS))
+        except (BrokenProcessPool, CancelledError):
+            return self._pool.one_by_one(chunk)
+        except FutureTimeout:
+            return {}
+
+    def cancel(self) -> None:
+        """The intake stopped early (its slice's time is up): chunks not started are not examined, and those
+        being examined are kept for the next slice."""
+        for index, future in self._futures.items():
+            if not future.cancel():
+                self._pool.orphans.append((self._chunks[index], future))
+        self._futures.clear()

@@ -1,0 +1,170 @@
+"""The next job claimed and read while the server renders the current one (a mixin of Worker).
+
+SPEC "Performance targets": between two calls only what must come between them. While call k
+runs, a preparing thread claims job k+1 (its lease taken, no `started_at` until it is sent), reserves
+its output path and reads and hash-checks its image. Once call k is over the worker reads the
+schedule and the VRAM gate as before any call, marks the job as being sent
+(Journal.mark_sending: from then on a crash interrupts it) and sends it. One job at a time on
+each server stays the rule: a prepared job is not on the server.
+
+Exactly-once: a prepared job is a claimed job like any other. If i2vd dies before it is sent,
+recover_running returns it to the queue, counting no interruption against it (the daemon did
+not die of it: a file that crashes i2vd must not take the innocent next job down with it). A
+prepared job that is not sent (stop, a reload, the gate or a schedule closed, the journal in
+trouble) goes back to the queue at once, using no attempt. With several servers a worker
+prepares only while every other server would still find a job due, so no server idles while
+another holds a job it has not started. `run_once` alone (tests, `i2vd batch`) never prepares.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from i2vd.config import schedule as schedules
+from i2vd.core.images import sha256_of
+from i2vd.store.journal import Job
+
+log = logging.getLogger("i2vd.worker")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A claimed job whose image is read (None: reading failed; its turn reads again and says why)."""
+
+    job: Job
+    image: bytes | None
+    config: object = None  # the config it was prepared under: after a reload it is prepared again
+
+
+class Preparer:
+    """At most one job at a time being prepared beside a worker's call."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._thread: threading.Thread | None = None
+        self._result: Prepared | None = None
+
+    def start(self, work) -> None:
+        self.take_result()
+
+        def run() -> None:
+            self._result = work()
+
+        self._thread = threading.Thread(target=run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def take_result(self) -> Prepared | None:
+        """The prepared job (if any), once its preparing is over; the preparer is empty afterwards."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        result, self._result = self._result, None
+        return result
+
+
+class Preparing:
+    """Worker's side: prepare beside the call, take the prepared job, give it back when it is not sent."""
+
+    _prepared_image: tuple[int, bytes] | None = None
+    _preparing: Preparer | None = None
+
+    @property
+    def _preparer(self) -> Preparer:
+        if self._preparing is None:
+            self._preparing = Preparer(f"i2vd-preparing-{self.name.rsplit(':', 1)[-1]}")
+        return self._preparing
+
+    def _prepare_beside_call(self) -> None:
+        """Called as a request leaves: the next job is claimed and read while the server works."""
+        if self.overlap:
+            self._preparer.start(self._prepare_next)
+
+    def _prepare_next(self) -> Prepared | None:
+        """On the preparing thread: claim the next due job and read its image, or None."""
+        job, config = None, self.config
+        try:
+            if self._pending_setup is not None or self.paused_by_schedule() is not None:
+                return None
+            if self.journal.ready_count() < len(self.config.servers):
+                return None  # leave every other server a job: none idles while this one holds one unsent
+            now = self.clock.now()
+            job = self.journal.claim_next(
+                self.name, self.lease_seconds, skip_roots=schedules.closed_roots(self.config, now), prepared=True
+            )
+            if job is None:
+                return None
+            try:
+                self._destination(job)  # the output path reserved now; its turn takes it from the job
+            except Exception:  # noqa: BLE001 - its turn finds the same trouble and says so
+                log.debug("job %d: no output path while preparing", job.id, exc_info=True)
+            job = self.journal.job(job.id) or job
+            try:
+                image = super()._read_source(job)
+            except OSError:
+                image = None  # its turn reads again, and follows the file or waits for the share
+            if image is not None and sha256_of(image) != job.source_sha256:
+                image = None  # changed since it was queued: its turn says so
+            return Prepared(job, image, config)
+        except Exception:  # noqa: BLE001 - preparing is an optimisation: its failure must not lose the job
+            log.exception("preparing the next job failed")
+            if job is not None:
+                self._give_back(job)
+            return None
+
+    def _take_prepared(self, stop: threading.Event) -> Job | None:
+        """The job prepared beside the last call, if it may be sent now; any other is given back."""
+        prepared = self._preparer.take_result()
+        if prepared is None:
+            return None
+        job = prepared.job
+        closed = schedules.closed_roots(self.config, self.clock.now())
+        if stop.is_set() or self._pending_setup is not None or prepared.config is not self.config or job.root in closed:
+            self._give_back(job)
+            return None
+        if prepared.image is not None:
+            self._prepared_image = (job.id, prepared.image)
+        return job
+
+    def _claim(self, prepared: Job | None) -> Job | None:
+        """The gate is open: the prepared job, being sent from now on, or the next due job claimed now."""
+        if prepared is not None:
+            return prepared if self._send_prepared(prepared) else None
+        now = self.clock.now()
+        return self.journal.claim_next(
+            self.name, self.lease_seconds, skip_roots=schedules.closed_roots(self.config, now)
+        )
+
+    def _send_prepared(self, job: Job) -> bool:
+        """The gate is open: from here the prepared job is being sent (a crash now interrupts it)."""
+        if self.journal.mark_sending(job.id, self.name):
+            return True
+        self._prepared_image = None
+        self.journal.release(job.id)  # no longer running (forgotten meanwhile): nothing to send
+        return False
+
+    def _give_back(self, job: Job | None) -> bool:
+        """A prepared job that will not be sent now: back to the queue, no attempt used. False: none sent."""
+        self._prepared_image = None
+        if job is None:
+            return False
+        try:
+            self.journal.give_back(job.id)
+        except Exception:  # noqa: BLE001 - the journal's trouble: a restart's recovery returns it
+            log.exception("job %d: could not give the prepared job back to the queue", job.id)
+        finally:
+            self.journal.release(job.id)
+        return False
+
+    def _read_source(self, job: Job) -> bytes:
+        """The image read beside the last call (the same job, at the same place), else read now."""
+        prepared, self._prepared_image = self._prepared_image, None
+        if prepared is not None and prepared[0] == job.id:
+            return prepared[1]
+        return super()._read_source(job)
+
+    def _stop_preparing(self) -> None:
+        """The worker ends: a job prepared for a call that will not come goes back to the queue."""
+        prepared = self._preparer.take_result()
+        self._give_back(prepared.job if prepared is not None else None)

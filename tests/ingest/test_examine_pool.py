@@ -1,0 +1,148 @@
+"""Bursts of new images read, hashed and decoded in worker processes (i2vd/ingest/examine_pool.py).
+
+A bad file fails only its own job, also when its decoder kills the process it runs in; what the
+pool finds is what the intake thread would find; nothing behind a link is read; no process is left.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from i2vd.ingest import examine_pool
+from i2vd.ingest.examine_pool import ExaminePool, examine_file
+from i2vd.ingest.intake import Intake, Outcome
+from i2vd.store.journal import JobState, Journal
+from tests.ingest.test_bad_files import bomb_png
+from tests.ingest.test_intake_watch import make_config
+from tests.support.crashing_decoder import examine_or_die
+from tests.support.fakes import write_image
+
+
+@pytest.fixture
+def pools():
+    made: list[ExaminePool] = []
+
+    def make(**options) -> ExaminePool:
+        made.append(ExaminePool(**options))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        pool.close()
+    assert multiprocessing.active_children() == [], "a pool process was left behind"
+
+
+def images(root: Path, count: int, prefix: str = "img") -> list[Path]:
+    paths = [root / f"{prefix}_{index:02}.png" for index in range(count)]
+    for index, path in enumerate(paths):
+        write_image(path, color=(index, 7 * index % 256, 40))
+    return paths
+
+
+def intake_of(tmp_path: Path, name: str) -> tuple[Intake, Journal, Path]:
+    (tmp_path / name).mkdir()
+    config = make_config(tmp_path / name)
+    journal = Journal(config.state_dir / "journal.sqlite3")
+    return Intake(config, journal), journal, config.watch[0].path
+
+
+def test_a_file_that_kills_its_decoder_process_fails_alone_and_the_intake_goes_on(tmp_path, pools):
+    intake, journal, root = intake_of(tmp_path, "hot")
+    try:
+        promises: list[str] = []
+        intake.pool = pools(workers=1, function=examine_or_die, beat=lambda seconds, doing: promises.append(doing))
+        files = images(root, 30)
+        crasher = root / "crash_me.png"
+        write_image(crasher, color=(250, 1, 1))
+        files.insert(17, crasher)
+        results = intake.consider_many([(path, intake.config.watch[0], True) for path in files])
+        outcomes = {path.name: result.outcome for path, result in zip(files, results)}
+        assert outcomes.pop("crash_me.png") is Outcome.FAILED
+        assert set(outcomes.values()) == {Outcome.QUEUED}
+        [failed] = journal.jobs(JobState.FAILED)
+        assert failed.rel_path == "crash_me.png" and examine_pool.CRASHED in failed.last_error
+        assert failed.source_sha256 == examine_file(str(crasher), str(root)).sha256  # hashed, never decoded here
+        assert "finding the file that crashed the decoder process" in promises  # liveness: the wait was announced
+        more = images(root, 20, prefix="later")  # the intake goes on, in a fresh pool
+        again = intake.consider_many([(path, intake.config.watch[0], True) for path in more])
+        assert {result.outcome for result in again} == {Outcome.QUEUED}
+        assert journal.counts()["queued"] == 50
+    finally:
+        journal.close()
+
+
+def test_what_the_pool_finds_is_what_the_intake_thread_finds(tmp_path, pools):
+    made = {}
+    for name, pool in (("inline", None), ("pooled", pools(workers=2))):
+        intake, journal, root = intake_of(tmp_path, name)
+        try:
+            intake.pool = pool
+            files = images(root, 16)
+            good = files[0].read_bytes()
+            for bad, data in (("empty.png", b""), ("half.png", good[: len(good) // 2]), ("bomb.png", bomb_png())):
+                (root / bad).write_bytes(data)
+                files.append(root / bad)
+            (root / "notes.png").write_text("a shopping list")
+            (tmp_path / name / "elsewhere").mkdir()
+            write_image(tmp_path / name / "elsewhere" / "secret.png", color=(3, 3, 3))
+            (root / "linked").symlink_to(tmp_path / name / "elsewhere")
+            files += [root / "notes.png", root / "linked" / "secret.png"]
+            intake.consider_many([(path, intake.config.watch[0], True) for path in files])
+            made[name] = sorted(
+                (
+                    job.rel_path,
+                    job.state.value,
+                    job.source_sha256,
+                    job.source_size,
+                    (job.last_error or "").replace(f"/{name}/", "/"),
+                    job.profile["facts"],
+                )
+                for job in journal.jobs()
+            )
+        finally:
+            journal.close()
+    assert made["pooled"] == made["inline"]
+    assert len(made["inline"]) == 21 and sum(state == "failed" for _, state, *_ in made["inline"]) == 5
+
+
+def test_nothing_behind_a_linked_folder_is_read_in_a_pool_process(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    write_image(tmp_path / "elsewhere" / "secret.png", color=(3, 3, 3))
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "linked").symlink_to(tmp_path / "elsewhere")
+    assert examine_file(str(tmp_path / "root" / "linked" / "secret.png"), str(tmp_path / "root")) is None
+    examined = examine_file(str(tmp_path / "elsewhere" / "secret.png"), str(tmp_path / "elsewhere"))
+    assert examined is not None and examined.facts.format == "PNG"
+
+
+def test_a_few_files_are_read_in_the_intake_thread_with_no_process_started(tmp_path, pools):
+    intake, journal, root = intake_of(tmp_path, "hot")
+    try:
+        intake.pool = pools()
+        files = images(root, examine_pool.POOL_MIN_FILES - 1)
+        intake.consider_many([(path, intake.config.watch[0], True) for path in files])
+        assert journal.counts()["queued"] == len(files)
+        assert multiprocessing.active_children() == []
+    finally:
+        journal.close()
+
+
+def test_a_pool_that_cannot_start_leaves_the_reading_to_the_intake_thread(tmp_path, pools, monkeypatch):
+    """Spawning needs an importable __main__: a program embedding the daemon without one still journals."""
+    intake, journal, root = intake_of(tmp_path, "hot")
+    try:
+        intake.pool = pools()
+
+        def refuse(self):
+            raise RuntimeError("An attempt has been made to start a new process before bootstrapping")
+
+        monkeypatch.setattr(ExaminePool, "_pool", refuse)
+        files = images(root, examine_pool.POOL_MIN_FILES + 4)
+        results = intake.consider_many([(path, intake.config.watch[0], True) for path in files])
+        assert {result.outcome for result in results} == {Outcome.QUEUED}
+        assert intake.pool.unavailable
+    finally:
+        journal.close()

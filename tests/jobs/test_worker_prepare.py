@@ -1,0 +1,198 @@
+"""While the server renders job k, job k+1 is claimed and read (jobs/prepare.py), and sent once call k is over.
+
+SPEC "Performance targets": claim and prepare the next job before the current call ends; one job at
+a time on the server, the VRAM gate read before each call, exactly-once kept whatever stops the worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+from i2vd.jobs.worker import Worker
+from i2vd.render.gpu import MemoryReading, VramGate
+from i2vd.store.journal import JobState
+from tests.jobs.test_worker import build_rig
+from tests.support.fakes import FakePredictServer, wait_for
+
+
+def prepared_job(rig) -> int | None:
+    """The id of the job the worker holds prepared (claimed, not sent), if any."""
+    for job in rig.journal.jobs():
+        if job.state is JobState.RUNNING and job.started_at is None:  # claimed, not started on the server
+            return job.id
+    return None
+
+
+def test_the_next_job_is_claimed_and_read_while_the_server_renders_and_sent_after(
+    tmp_path: Path, fake_server: FakePredictServer
+) -> None:
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    try:
+        first, _ = rig.add("one.png", color=(10, 20, 30))
+        second, image = rig.add("two.png", color=(40, 50, 60))
+        fake_server.hang(times=1)  # the first call stays on the server until released
+        worker.start()
+        wait_for(
+            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
+            timeout=10,
+            message="job 2 prepared during call 1",
+        )
+        held = rig.job(second.id)
+        assert len(fake_server.requests) == 1  # one job on the server, not two
+        assert held.output_path and held.attempts == 0  # its output path reserved beside the call
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        assert [rig.job(job.id).state for job in (first, second)] == [JobState.DONE, JobState.DONE]
+        assert [request.image_sha256 for request in fake_server.requests][1:] == [second.source_sha256]
+        assert fake_server.max_concurrent == 1
+        done = rig.job(second.id)
+        assert done.started_at is not None and done.interruptions == 0 and done.tries == 1
+        assert done.output_path == held.output_path and Path(done.output_path).is_file()
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_a_job_prepared_when_the_worker_stops_goes_back_to_the_queue_unsent(
+    tmp_path: Path, fake_server: FakePredictServer
+) -> None:
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,))
+    try:
+        first, _ = rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        fake_server.hang(times=1)
+        worker.start()
+        wait_for(
+            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
+            timeout=10,
+            message="job 2 prepared during call 1",
+        )
+        stop.set()  # a shutdown while call 1 runs: call 1 ends, job 2 is not sent
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        assert rig.job(first.id).state is JobState.DONE
+        back = rig.job(second.id)
+        assert back.state is JobState.QUEUED
+        assert (back.attempts, back.interruptions, back.state) == (0, 0, JobState.QUEUED)
+        assert len(fake_server.requests) == 1  # never sent
+        rig.drain()  # its turn comes as for any queued job, with the path it reserved
+        assert rig.job(second.id).state is JobState.DONE
+        assert rig.job(second.id).output_path == back.output_path
+        assert len(fake_server.requests) == 2
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_with_two_servers_a_worker_prepares_only_when_the_other_still_finds_a_job(
+    tmp_path: Path, fake_server: FakePredictServer
+) -> None:
+    """No server idles while another holds a prepared job: the last jobs are each claimed when a call ends."""
+    rig = build_rig(tmp_path, fake_server)
+    two = dataclasses.replace(rig.config, servers=(rig.config.servers[0], rig.config.servers[0]))
+    rig.worker.config = rig.intake.config = two
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        fake_server.hang(times=1)
+        worker.start()
+        wait_for(lambda: fake_server.in_flight == 1, timeout=10, message="call 1 on the server")
+        rig.worker._preparer.take_result()  # wait for this call's preparing, done or not done
+        assert prepared_job(rig) is None and rig.job(second.id).state is JobState.QUEUED
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert rig.job(second.id).state is JobState.DONE
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_a_reload_while_a_job_is_prepared_prepares_it_again_under_the_new_config(
+    tmp_path: Path, fake_server: FakePredictServer
+) -> None:
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        fake_server.hang(times=1)
+        worker.start()
+        wait_for(
+            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
+            timeout=10,
+            message="job 2 prepared during call 1",
+        )
+        reloaded = dataclasses.replace(rig.config)  # a new config object, as a SIGHUP makes
+        rig.worker.reconfigure(reloaded, reloaded.server)
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert rig.job(second.id).state is JobState.DONE
+        messages = [event["message"] for event in rig.journal.events(second.id)]
+        assert "prepared, not sent: back in the queue" in messages  # not sent as prepared under the old config
+        assert len(fake_server.requests) == 2
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_the_vram_gate_is_read_before_the_prepared_job_is_sent_not_when_it_is_prepared(
+    tmp_path: Path, fake_server: FakePredictServer
+) -> None:
+    rig = build_rig(tmp_path, fake_server)
+    readings: list[tuple[int, str]] = []  # (calls the server had, job 2's state) at each reading
+
+    def reader() -> MemoryReading:
+        job = rig.journal.job(second.id)
+        sent = "sent" if job.started_at is not None else "prepared" if job.state is JobState.RUNNING else "queued"
+        readings.append((len(fake_server.requests), sent))
+        return MemoryReading(used_mb=100, total_mb=24_000)
+
+    gpu = dataclasses.replace(rig.config.gpu, enabled=True, source="command", max_used_mb=10_000, poll_seconds=5)
+    worker = Worker(rig.config, rig.journal, rig.backend, VramGate(gpu, reader, rig.clock), clock=rig.clock, name="w")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), kwargs={"burst": True})
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        fake_server.hang(times=1)
+        thread.start()
+        wait_for(
+            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
+            timeout=10,
+            message="job 2 prepared during call 1",
+        )
+        fake_server.clear_faults()
+        thread.join(timeout=30)
+        assert rig.job(second.id).state is JobState.DONE
+        assert readings[0] == (0, "queued")  # before call 1, job 2 not claimed yet
+        # Read once more after call 1, with job 2 prepared and not yet sent; not read to prepare it.
+        assert readings[1:] == [(1, "prepared")]
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        thread.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()

@@ -224,3 +224,33 @@ def test_an_image_too_big_to_hold_beside_the_call_is_read_when_it_is_sent(
     finally:
         rig.backend.close()
         rig.journal.close()
+
+
+def test_a_file_deleted_while_its_job_is_prepared_is_not_sent_from_what_was_read(
+    tmp_path: Path, fake_server: FakePredictServer
+) -> None:
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        fake_server.hang(times=1)
+        worker.start()
+        wait_for(
+            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
+            timeout=10,
+            message="job 2 prepared during call 1",
+        )
+        wait_for(lambda: rig.worker._preparer._thread is None or not rig.worker._preparer._thread.is_alive())
+        Path(second.source_path).unlink()  # deleted after it was read beside call 1
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert len(fake_server.requests) == 1  # job 2 was not sent from the bytes read before the deletion
+        assert rig.job(second.id).state is not JobState.DONE
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()

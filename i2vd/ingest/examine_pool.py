@@ -24,6 +24,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -41,6 +43,7 @@ CHUNK_FILES = 25  # files per task sent to a pool process
 WAIT_SECONDS = 10.0  # a chunk not examined by then (a hung share): its files are read in the intake thread
 ALONE_SECONDS = 10.0  # one file of a chunk that broke the pool, alone in a fresh process
 POLL_SECONDS = 0.05
+PARENT_CHECK_SECONDS = 1.0
 CRASHED = "its decoding crashed the decoder process (a bug in an image plugin?)"
 
 
@@ -92,6 +95,20 @@ def examine_file(path: str, root: str | None) -> Examined | None:
 Examiner = Callable[[str, str | None], Examined | None]
 
 
+def _start_pool_process(nice: int, parent: int) -> None:
+    """In each pool process: niced, and gone as soon as the daemon (`parent`) is, kill -9 included, even one that
+    died while this process was still starting."""
+    os.nice(nice)
+
+    def watch() -> None:
+        # A dead daemon's pool processes would wait for work forever: their siblings hold the queue's pipe open.
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="i2vd-pool-parent", daemon=True).start()
+
+
 def _examine_chunk(function: Callable, files: list[tuple[str, str | None]]) -> list[Examined | None]:
     return [function(path, root) for path, root in files]
 
@@ -119,7 +136,9 @@ class ExaminePool:
             # spawn: the daemon has threads (and their locks): a forked child could inherit one held.
             context = multiprocessing.get_context("spawn")
             # Niced: background decoding yields the cores to the worker, the web UI and `i2vd status`.
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=os.nice, initargs=(10,))
+            self._executor = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_start_pool_process, initargs=(10, os.getpid())
+            )
         return self._executor
 
     def _restart(self) -> None:

@@ -19,6 +19,7 @@ another holds a job it has not started. `run_once` alone (tests, `i2vd batch`) n
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
@@ -28,6 +29,10 @@ from i2vd.store.journal import Job
 
 log = logging.getLogger("i2vd.worker")
 
+# A bigger image is read when it is sent: held beside the call it would add its size to the daemon's memory
+# (SPEC: < 250 MB with a 40 MB image), and reading it is small beside uploading it.
+PREPARED_IMAGE_MAX_BYTES = 8 << 20
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -36,6 +41,15 @@ class Prepared:
     job: Job
     image: bytes | None
     config: object = None  # the config it was prepared under: after a reload it is prepared again
+    seen: tuple[int, int] | None = None  # the file's (size, mtime_ns) when it was read
+
+
+def _seen(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
 class Preparer:
@@ -67,7 +81,7 @@ class Preparer:
 class Preparing:
     """Worker's side: prepare beside the call, take the prepared job, give it back when it is not sent."""
 
-    _prepared_image: tuple[int, bytes] | None = None
+    _prepared_image: tuple[int, bytes, tuple[int, int] | None] | None = None
     _preparing: Preparer | None = None
 
     @property
@@ -101,12 +115,13 @@ class Preparing:
                 log.debug("job %d: no output path while preparing", job.id, exc_info=True)
             job = self.journal.job(job.id) or job
             try:
-                image = super()._read_source(job)
+                seen = _seen(job.source_path)
+                image = super()._read_source(job) if job.source_size <= PREPARED_IMAGE_MAX_BYTES else None
             except OSError:
-                image = None  # its turn reads again, and follows the file or waits for the share
-            if image is not None and sha256_of(image) != job.source_sha256:
-                image = None  # changed since it was queued: its turn says so
-            return Prepared(job, image, config)
+                seen = image = None  # its turn reads again, and follows the file or waits for the share
+            if image is not None and (sha256_of(image) != job.source_sha256 or _seen(job.source_path) != seen):
+                image = None  # changed since it was queued, or while read: its turn says so
+            return Prepared(job, image, config, seen)
         except Exception:  # noqa: BLE001 - preparing is an optimisation: its failure must not lose the job
             log.exception("preparing the next job failed")
             if job is not None:
@@ -124,7 +139,7 @@ class Preparing:
             self._give_back(job)
             return None
         if prepared.image is not None:
-            self._prepared_image = (job.id, prepared.image)
+            self._prepared_image = (job.id, prepared.image, prepared.seen)
         return job
 
     def _claim(self, prepared: Job | None) -> Job | None:
@@ -158,11 +173,11 @@ class Preparing:
         return False
 
     def _read_source(self, job: Job) -> bytes:
-        """The image read beside the last call (the same job, at the same place), else read now."""
+        """The image read beside the last call (the same job, the file unchanged since), else read now."""
         prepared, self._prepared_image = self._prepared_image, None
-        if prepared is not None and prepared[0] == job.id:
+        if prepared is not None and prepared[0] == job.id and _seen(job.source_path) == prepared[2]:
             return prepared[1]
-        return super()._read_source(job)
+        return super()._read_source(job)  # moved or deleted meanwhile: read (or followed) as without preparing
 
     def _stop_preparing(self) -> None:
         """The worker ends: a job prepared for a call that will not come goes back to the queue."""

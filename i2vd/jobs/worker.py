@@ -26,7 +26,7 @@ from i2vd.core.mounts import MountMemory
 from i2vd.ingest.follow import GONE, LOOKING
 from i2vd.jobs import finished, outcomes, received
 from i2vd.jobs.outcomes import Done, Failed, Gone, Outcome, WaitAndLook
-from i2vd.jobs.overlap import Finisher, Finishing
+from i2vd.jobs.overlap import Finisher, Finishing, Keeping
 from i2vd.jobs.prepare import Preparing
 from i2vd.jobs.settling import Settling
 from i2vd.jobs.sources import SourceFiles
@@ -78,7 +78,7 @@ def build_workers(
 SHARE_OFFLINE_ERRORS = {errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ETIMEDOUT}
 
 
-class Worker(Preparing, SourceFiles, Settling):
+class Worker(Preparing, Keeping, SourceFiles, Settling):
     def __init__(
         self,
         config: Config,
@@ -259,9 +259,7 @@ class Worker(Preparing, SourceFiles, Settling):
         try:
             self._settle(
                 job,
-                self._write_output(
-                    job, finishing.destination, finishing.video, finishing.server, finishing.server_seconds, beat=False
-                ),
+                self._keep_and_write(job, finishing.destination, finishing.reply, finishing.server, beat=False),
             )
         except Exception as error:  # noqa: BLE001 - as in run_once: this job fails, the worker goes on
             log.exception("job %d: unexpected error", job.id)
@@ -368,14 +366,9 @@ class Worker(Preparing, SourceFiles, Settling):
             return self._wait_for_disk(f"cannot receive the video into {self.incoming}: {error.strerror or error}")
         self._server_up()
         server = self.backend.describe()
-        try:
-            video = received.keep(self.incoming, job, reply, server)
-        except OSError as error:
-            received.discard_reply(reply)
-            return self._wait_for_disk(f"cannot keep the video under state_dir: {error.strerror or error}")
-        if self.overlap:  # kept: written beside the next call
-            return Finishing(destination, video, server, reply.server_seconds)
-        return self._write_output(job, destination, video, server, reply.server_seconds)
+        if self.overlap:  # kept and written beside the next call (overlap.py)
+            return Finishing(destination, reply, server)
+        return self._keep_and_write(job, destination, reply, server)
 
     def _write_output(
         self, job: Job, destination: Path, video: Path, server: dict, server_seconds: float, *, beat: bool = True

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from i2vd.jobs import received
 from i2vd.render import output
 from i2vd.store.journal import JobState
 from tests.jobs.test_worker import build_rig
@@ -77,6 +78,38 @@ def test_a_video_that_cannot_be_written_beside_the_call_keeps_its_usual_outcome(
         rig.worker.run(threading.Event(), burst=True)
         assert rig.job(first.id).state is JobState.DONE
         assert len(fake_server.requests) == 2  # the kept video was written: the server was not asked twice
+    finally:
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_a_reply_that_cannot_be_kept_beside_the_next_call_waits_using_no_attempt(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    """The reply is kept (fsynced under state_dir) on the finishing thread: a full disk there is the disk's fault."""
+    rig = build_rig(tmp_path, fake_server)
+    try:
+        first, _ = rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        real_keep = received.keep
+        kept_on: list[str] = []
+
+        def keep(folder, job, reply, server):
+            kept_on.append(threading.current_thread().name)
+            if job.id == first.id and len(kept_on) == 1:
+                raise OSError(28, "No space left on device")
+            return real_keep(folder, job, reply, server)
+
+        monkeypatch.setattr(received, "keep", keep)
+        rig.worker.run(threading.Event(), burst=True)
+        assert all(name.startswith("i2vd-finishing") for name in kept_on)  # never between two calls
+        assert rig.job(second.id).state is JobState.DONE
+        done = rig.job(first.id)  # waited for the disk (its backoff), then asked again and written
+        assert done.state is JobState.DONE and done.attempts == 0
+        messages = [event["message"] for event in rig.journal.events(first.id)]
+        assert any("cannot keep the video under state_dir" in message for message in messages)
+        assert not list((rig.config.state_dir / received.INCOMING).glob("*.mp4"))  # no reply left behind
+        assert len(fake_server.requests) == 3  # not kept, so asked again: once more, not more
     finally:
         rig.backend.close()
         rig.journal.close()

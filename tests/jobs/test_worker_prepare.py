@@ -10,6 +10,8 @@ import dataclasses
 import threading
 from pathlib import Path
 
+from i2vd.jobs import prepare
+from i2vd.jobs.sources import SourceFiles
 from i2vd.jobs.worker import Worker
 from i2vd.render.gpu import MemoryReading, VramGate
 from i2vd.store.journal import JobState
@@ -194,5 +196,62 @@ def test_the_vram_gate_is_read_before_the_prepared_job_is_sent_not_when_it_is_pr
         stop.set()
         fake_server.clear_faults()
         thread.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_an_image_too_big_to_hold_beside_the_call_is_read_when_it_is_sent(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    monkeypatch.setattr(prepare, "PREPARED_IMAGE_MAX_BYTES", 16)  # every test image is bigger
+    reads: list[tuple[int, str]] = []
+    real_read = SourceFiles._read_source
+
+    def read_source(self, job):
+        reads.append((job.id, threading.current_thread().name))
+        return real_read(self, job)
+
+    monkeypatch.setattr(SourceFiles, "_read_source", read_source)
+    rig = build_rig(tmp_path, fake_server)
+    try:
+        first, _ = rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        rig.worker.run(threading.Event(), burst=True)
+        assert [rig.job(job.id).state for job in (first, second)] == [JobState.DONE, JobState.DONE]
+        # Job 2 read once, at its turn on the worker's thread: not on the preparing thread beside call 1.
+        assert [(job_id, "preparing" in thread) for job_id, thread in reads] == [(first.id, False), (second.id, False)]
+        assert [request.image_sha256 for request in fake_server.requests] == [first.source_sha256, second.source_sha256]
+        assert any("prepared" in event["message"] for event in rig.journal.events(second.id))  # it was prepared
+    finally:
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_a_file_deleted_while_its_job_is_prepared_is_not_sent_from_what_was_read(
+    tmp_path: Path, fake_server: FakePredictServer
+) -> None:
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        fake_server.hang(times=1)
+        worker.start()
+        wait_for(
+            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
+            timeout=10,
+            message="job 2 prepared during call 1",
+        )
+        wait_for(lambda: rig.worker._preparer._thread is None or not rig.worker._preparer._thread.is_alive())
+        Path(second.source_path).unlink()  # deleted after it was read beside call 1
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert len(fake_server.requests) == 1  # job 2 was not sent from the bytes read before the deletion
+        assert rig.job(second.id).state is not JobState.DONE
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
         rig.backend.close()
         rig.journal.close()

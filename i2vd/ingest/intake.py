@@ -22,12 +22,7 @@ from pathlib import Path, PurePosixPath
 from i2vd.config.load import Config, WatchRoot
 from i2vd.config.parameter_limits import job_limits
 from i2vd.config.profiles import resolve_profile
-from i2vd.config.sidecars import (
-    ProfileError,
-    SidecarError,
-    read_caption,
-    read_sidecars,
-)
+from i2vd.config.sidecars import ProfileError, SidecarError, read_caption, read_sidecars
 from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
 from i2vd.core.listing import burst_listing
 from i2vd.core.logs import job_fields

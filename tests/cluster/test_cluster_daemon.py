@@ -330,3 +330,21 @@ def test_a_gpu_host_tells_systemd_it_is_ready_once_it_takes_tasks(cluster, fake_
         assert worker.process.wait(timeout=30) == 0
     finally:
         listener.close()
+
+
+def test_a_gpu_host_stopped_mid_job_hands_it_back_after_its_grace_and_another_does_it_once(cluster, fake_server):
+    """systemctl stop i2vd-worker on a long job: the job may finish within stop_grace_seconds (below the unit's
+    TimeoutStopSec), then goes back to the queue's head and the worker exits; another host does it, once."""
+    cluster.timeout_seconds = 40  # a job longer than the grace: warm shutdown alone would wait for it
+    fake_server.hang(times=1)
+    first = cluster.worker(fake_server.url, name="gpu-a", stop_grace_seconds=1)
+    cluster.daemon()
+    drop_images(cluster, 1)
+    wait_for(lambda: fake_server.in_flight == 1, timeout=30, message=cluster.logs())
+    assert first.stop() == 0, cluster.logs()  # within the harness's 30 s, not after the 40 s call
+    assert "did not finish within 1 s: handed back to the queue" in first.log()
+    cluster.worker(fake_server.url, name="gpu-b")  # takes it at once: no visibility timeout to wait out
+    wait_for(lambda: done(cluster, 1), timeout=30, message=cluster.logs())
+    fake_server.clear_faults()
+    assert len(videos(cluster.output_dir)) == 1 and len(fake_server.requests) == 2
+    assert jobs(cluster)[0].attempts == 0

@@ -343,7 +343,15 @@ def presence(host: GpuHost) -> dict[str, Any]:
         }
         for slot in host.slots
     ]
-    return worker_description(servers, started_at=host.started_at, worker_id=f"{host.host}:{os.getpid()}")
+    return worker_description(servers, started_at=host.started_at, worker_id=worker_name(host.config, host.host))
+
+
+def worker_name(config: WorkerConfig, host: str) -> str:
+    """The name status lists this worker by, the same across restarts: its host, and its config's name when that
+    is not the default gpu-host.yaml (i2vd-worker@gpu0 reads /etc/i2vd/gpu0.yaml: `gpu-a/gpu0`), so that two
+    workers of one host are two entries and a restarted one is its old entry, alive again."""
+    stem = Path(config.source).stem
+    return host if stem in ("gpu-host", "") else f"{host}/{stem}"
 
 
 def main_worker(path: Path) -> int:

@@ -17,7 +17,7 @@ from i2vd.render.backends.base import VideoRequest
 from i2vd.store.journal import Job, Journal
 from tests.end_to_end.harness import journal_counts, run_cli, videos
 from tests.support.fakes import FakePredictServer, wait_for, write_image
-from tests.support.gpu_workers import executor
+from tests.support.gpu_workers import WorkerProcess, executor
 
 COLORS = [(200, 80, 40), (40, 200, 80), (80, 40, 200)]
 
@@ -348,3 +348,22 @@ def test_a_gpu_host_stopped_mid_job_hands_it_back_after_its_grace_and_another_do
     fake_server.clear_faults()
     assert len(videos(cluster.output_dir)) == 1 and len(fake_server.requests) == 2
     assert jobs(cluster)[0].attempts == 0
+
+
+def test_a_restarted_gpu_host_is_the_same_worker_alive_again_not_a_gone_one_beside_it(cluster, fake_server):
+    """systemctl restart i2vd-worker: the ingest host's status lists that host once, alive (README "Seeing the
+    workers"), not its old process as gone for a week beside the new one."""
+    first = cluster.worker(fake_server.url, name="gpu-a")
+    cluster.daemon()
+    config = cluster.tmp_path / "config.yaml"
+
+    def seen() -> list[dict]:
+        return json.loads(run_cli(config, "status", "--json").stdout)["workers"]
+
+    [before] = wait_for(seen, timeout=30, message=cluster.logs())
+    assert first.stop() == 0
+    second = WorkerProcess(first.config, "worker-again").start()
+    cluster.started.append(second)
+    wait_for(lambda: [w for w in seen() if w["started_at"] != before["started_at"]], timeout=30, message=cluster.logs())
+    [after] = seen()
+    assert after["worker_id"] == before["worker_id"] and after["state"] == "alive"

@@ -367,3 +367,37 @@ def test_a_restarted_gpu_host_is_the_same_worker_alive_again_not_a_gone_one_besi
     wait_for(lambda: [w for w in seen() if w["started_at"] != before["started_at"]], timeout=30, message=cluster.logs())
     [after] = seen()
     assert after["worker_id"] == before["worker_id"] and after["state"] == "alive"
+
+
+def test_two_gpu_hosts_share_the_jobs_one_at_a_time_each_one_video_per_image(cluster, mp4_bytes):
+    with (
+        FakePredictServer(video=mp4_bytes, latency_seconds=0.5) as a,
+        FakePredictServer(video=mp4_bytes, latency_seconds=0.5) as b,
+    ):
+        cluster.worker(a.url, name="gpu-a")
+        cluster.worker(b.url, name="gpu-b")
+        cluster.daemon(concurrency=2)
+        names = [f"image-{index}.jpg" for index in range(4)]
+        for index, name in enumerate(names):
+            write_image(cluster.inbox / name, color=(40 * index, 90, 160))
+        wait_for(lambda: done(cluster, 4), timeout=45, message=cluster.logs())
+        assert a.requests and b.requests and len(a.requests) + len(b.requests) == 4  # both hosts used
+        assert a.max_concurrent == 1 and b.max_concurrent == 1  # one job at a time per GPU host
+        assert [video.name for video in videos(cluster.output_dir)] == [name.replace(".jpg", ".mp4") for name in names]
+        assert all(job.attempts == 0 for job in jobs(cluster))
+
+
+def test_a_broker_killed_with_a_job_held_and_one_queued_loses_nothing_and_repeats_nothing(cluster, fake_server):
+    fake_server.hang(times=1)  # one job held on the GPU host's server while the broker dies (kill -9)
+    cluster.worker(fake_server.url)
+    daemon = cluster.daemon(concurrency=2)  # and one more task waiting at the broker
+    drop_images(cluster, 3)
+    wait_for(lambda: fake_server.in_flight == 1, timeout=30, message=cluster.logs())
+    wait_for(lambda: len(re.findall(r"as task ", daemon.log())) == 2, timeout=30, message=cluster.logs())
+    cluster.redis.kill()
+    cluster.redis.start()  # its append-only file (fsync always here) keeps what was queued
+    fake_server.clear_faults()
+    wait_for(lambda: done(cluster, 3), timeout=60, message=cluster.logs())
+    assert len(videos(cluster.output_dir)) == 3
+    assert len(fake_server.requests) == 3
+    assert all(job.attempts == 0 for job in jobs(cluster))

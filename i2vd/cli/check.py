@@ -99,6 +99,11 @@ def check_root(config: Config, root_path: Path, start: Path, problems: list[str]
             rows.append(Row(str(relative), error=str(error)))
             problems.append(f"{path}: {error}")
             continue
+        unsendable = _cannot_send(config, path)
+        if unsendable:
+            rows.append(Row(str(relative), error=unsendable))
+            problems.append(f"{path}: {unsendable}")
+            continue
         video = default_video_path(root.output_dir, relative.as_posix(), resolved.output_name)
         rows.append(
             Row(
@@ -110,6 +115,15 @@ def check_root(config: Config, root_path: Path, start: Path, problems: list[str]
             )
         )
     return rows
+
+
+def _cannot_send(config: Config, path: Path) -> str | None:
+    """executor: celery: why the daemon could not send this image to the GPU hosts (its job would fail)."""
+    if config.executor.kind != "celery":
+        return None
+    from i2vd.cluster.messages import cannot_carry
+
+    return cannot_carry(path.stat().st_size, str(path), config.executor)
 
 
 def _fit(text: str, width: int) -> str:

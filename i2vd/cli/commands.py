@@ -126,10 +126,26 @@ def _print(arguments: argparse.Namespace, data: object, render) -> None:
     print(json.dumps(data, indent=2, sort_keys=True) if arguments.json else render(data))
 
 
+def _gpu_host(arguments: argparse.Namespace, error: ConfigError):
+    """A GPU host's config (`i2vd worker`'s) given to check or status: that config, else the error again."""
+    from i2vd.cli.gpu_host import gpu_host_config
+
+    worker = gpu_host_config(config_path(arguments.config))
+    if worker is None:
+        raise error
+    return worker
+
+
 def command_status(arguments: argparse.Namespace) -> int:
     from i2vd.store.status import gather_status, render_status
 
-    config = _load(arguments)
+    try:
+        config = _load(arguments)
+    except ConfigError as error:
+        from i2vd.cli.gpu_host import broker_and_workers, render_gpu_host_status
+
+        _print(arguments, broker_and_workers(_gpu_host(arguments, error)), render_gpu_host_status)
+        return 0
     journal = _open_journal(config, read_only=True)
     if journal is None:
         return 1
@@ -238,7 +254,13 @@ def command_batch(arguments: argparse.Namespace) -> int:
 def command_check(arguments: argparse.Namespace) -> int:
     from i2vd.cli.check import run_check
 
-    return run_check(_load(arguments), Path(arguments.path) if arguments.path else None, sys.stdout)
+    try:
+        config = _load(arguments)
+    except ConfigError as error:
+        from i2vd.cli.gpu_host import run_gpu_host_check
+
+        return run_gpu_host_check(_gpu_host(arguments, error), sys.stdout)
+    return run_check(config, Path(arguments.path) if arguments.path else None, sys.stdout)
 
 
 def command_probe(arguments: argparse.Namespace) -> int:

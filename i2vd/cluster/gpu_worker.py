@@ -273,17 +273,55 @@ def run_worker(config: WorkerConfig, *, gpu_reader: Reader | None = None) -> int
     notifier = Notifier()  # i2vd-worker.service is Type=notify: READY once the consumer takes tasks
     on_ready = functools.partial(_notify, notifier, "READY=1", f"STATUS=taking tasks from {config.executor.queue}")
     on_stopping = functools.partial(_notify, notifier, "STOPPING=1")
+    grace = StopGrace(config.stop_grace_seconds, beacon)
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutting_down.connect(on_stopping, weak=False)
+    signals.worker_shutting_down.connect(grace.start, weak=False)
     beacon.start()
     try:
         worker.start()
     finally:
+        grace.finished.set()
         signals.worker_ready.disconnect(on_ready)
         signals.worker_shutting_down.disconnect(on_stopping)
+        signals.worker_shutting_down.disconnect(grace.start)
         beacon.stop()
         host.close()
     return worker.exitcode or 0
+
+
+class StopGrace:
+    """On SIGTERM (Celery's warm shutdown) the running jobs may finish within stop_grace_seconds, kept below the
+    unit's TimeoutStopSec; a job still running then goes back to the head of the queue (for another host, or
+    this one restarted: not after the visibility timeout) and the process ends, its call abandoned."""
+
+    def __init__(self, grace_seconds: float, beacon: PresenceBeacon) -> None:
+        self.grace_seconds = grace_seconds
+        self.beacon = beacon
+        self.finished = threading.Event()  # the Celery worker returned by itself: nothing to hand back
+
+    def start(self, **_signal: Any) -> None:
+        threading.Thread(target=self._run, name="i2vd-stop-grace", daemon=True).start()
+
+    def _run(self) -> None:
+        if self.finished.wait(self.grace_seconds):
+            return
+        from celery.worker import state
+
+        for request in {*state.reserved_requests, *state.active_requests}:  # received: running or next
+            if request.message.acknowledged:
+                continue
+            try:  # the message itself: request.reject() would wait for the event loop, stopped by now
+                request.message.reject(requeue=True)
+            except Exception as error:  # noqa: BLE001 - its message is then redelivered after the visibility timeout
+                log.warning("task %s: cannot hand it back (%s): delivered again later", request.id, error)
+                continue
+            log.warning("task %s did not finish within %g s: handed back to the queue", request.id, self.grace_seconds)
+        if self.finished.is_set():
+            return
+        self.beacon.stop()
+        logging.shutdown()
+        os._exit(0)  # the task threads are blocked in their server calls: Celery would wait them out
 
 
 def _notify(notifier: Notifier, *fields: str, **_signal: Any) -> None:
@@ -305,7 +343,15 @@ def presence(host: GpuHost) -> dict[str, Any]:
         }
         for slot in host.slots
     ]
-    return worker_description(servers, started_at=host.started_at, worker_id=f"{host.host}:{os.getpid()}")
+    return worker_description(servers, started_at=host.started_at, worker_id=worker_name(host.config, host.host))
+
+
+def worker_name(config: WorkerConfig, host: str) -> str:
+    """The name status lists this worker by, the same across restarts: its host, and its config's name when that
+    is not the default gpu-host.yaml (i2vd-worker@gpu0 reads /etc/i2vd/gpu0.yaml: `gpu-a/gpu0`), so that two
+    workers of one host are two entries and a restarted one is its old entry, alive again."""
+    stem = Path(config.source).stem
+    return host if stem in ("gpu-host", "") else f"{host}/{stem}"
 
 
 def main_worker(path: Path) -> int:

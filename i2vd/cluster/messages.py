@@ -45,6 +45,17 @@ def map_path(path: str, path_map: dict[str, str] | None, *, back: bool = False) 
     return None
 
 
+def cannot_carry(size: int, source_path: str | None, executor: ExecutorConfig) -> str | None:
+    """Why an image of `size` bytes at `source_path` cannot reach the GPU hosts, or None when it can."""
+    if size <= executor.max_inline_mb * MB or (source_path and map_path(source_path, executor.path_map)):
+        return None
+    shown = f"{size / MB:.1f} MB" if size >= MB / 10 else f"{size:,} bytes"
+    return (
+        f"the image is {shown}, above executor.max_inline_mb ({executor.max_inline_mb:g}), "
+        f"and {source_path or 'its folder'} is under no folder of executor.path_map"
+    )
+
+
 def fingerprint(request: VideoRequest) -> str:
     """What the task asks for: a job whose settings changed (a downgrade) is a new task."""
     text = repr([getattr(request, name) for name in FIELDS] + [hashlib.sha256(request.image).hexdigest()])
@@ -59,10 +70,7 @@ def payload(request: VideoRequest, executor: ExecutorConfig) -> dict[str, Any]:
     else:
         mapped = map_path(source_path, executor.path_map) if source_path else None
         if mapped is None:
-            raise BadInput(
-                f"the image is {size / MB:.1f} MB, above executor.max_inline_mb ({executor.max_inline_mb:g}), "
-                f"and {source_path or 'its folder'} is under no folder of executor.path_map"
-            )
+            raise BadInput(cannot_carry(size, source_path, executor))
         image = {"path": mapped, "size": size}
     return {
         "version": VERSION,

@@ -49,6 +49,7 @@ class WorkerConfig:
     gpu: GpuConfig
     retry: RetryPolicy
     executor: ExecutorConfig
+    stop_grace_seconds: float = 30.0  # on SIGTERM, running jobs may finish this long, then go back to the queue
 
 
 def load_worker_config(path: Path) -> WorkerConfig:
@@ -100,4 +101,5 @@ def parse_worker_config(text: str, source: str = "<config>", base_dir: Path | No
         gpu=values.gpu,
         retry=values.retry,
         executor=executor,
+        stop_grace_seconds=values.stop_grace_seconds,
     )

@@ -17,7 +17,7 @@ from i2vd.render.backends.base import VideoRequest
 from i2vd.store.journal import Job, Journal
 from tests.end_to_end.harness import journal_counts, run_cli, videos
 from tests.support.fakes import FakePredictServer, wait_for, write_image
-from tests.support.gpu_workers import executor
+from tests.support.gpu_workers import WorkerProcess, executor
 
 COLORS = [(200, 80, 40), (40, 200, 80), (80, 40, 200)]
 
@@ -330,3 +330,74 @@ def test_a_gpu_host_tells_systemd_it_is_ready_once_it_takes_tasks(cluster, fake_
         assert worker.process.wait(timeout=30) == 0
     finally:
         listener.close()
+
+
+def test_a_gpu_host_stopped_mid_job_hands_it_back_after_its_grace_and_another_does_it_once(cluster, fake_server):
+    """systemctl stop i2vd-worker on a long job: the job may finish within stop_grace_seconds (below the unit's
+    TimeoutStopSec), then goes back to the queue's head and the worker exits; another host does it, once."""
+    cluster.timeout_seconds = 40  # a job longer than the grace: warm shutdown alone would wait for it
+    fake_server.hang(times=1)
+    first = cluster.worker(fake_server.url, name="gpu-a", stop_grace_seconds=1)
+    cluster.daemon()
+    drop_images(cluster, 1)
+    wait_for(lambda: fake_server.in_flight == 1, timeout=30, message=cluster.logs())
+    assert first.stop() == 0, cluster.logs()  # within the harness's 30 s, not after the 40 s call
+    assert "did not finish within 1 s: handed back to the queue" in first.log()
+    cluster.worker(fake_server.url, name="gpu-b")  # takes it at once: no visibility timeout to wait out
+    wait_for(lambda: done(cluster, 1), timeout=30, message=cluster.logs())
+    fake_server.clear_faults()
+    assert len(videos(cluster.output_dir)) == 1 and len(fake_server.requests) == 2
+    assert jobs(cluster)[0].attempts == 0
+
+
+def test_a_restarted_gpu_host_is_the_same_worker_alive_again_not_a_gone_one_beside_it(cluster, fake_server):
+    """systemctl restart i2vd-worker: the ingest host's status lists that host once, alive (README "Seeing the
+    workers"), not its old process as gone for a week beside the new one."""
+    first = cluster.worker(fake_server.url, name="gpu-a")
+    cluster.daemon()
+    config = cluster.tmp_path / "config.yaml"
+
+    def seen() -> list[dict]:
+        return json.loads(run_cli(config, "status", "--json").stdout)["workers"]
+
+    [before] = wait_for(seen, timeout=30, message=cluster.logs())
+    assert first.stop() == 0
+    second = WorkerProcess(first.config, "worker-again").start()
+    cluster.started.append(second)
+    wait_for(lambda: [w for w in seen() if w["started_at"] != before["started_at"]], timeout=30, message=cluster.logs())
+    [after] = seen()
+    assert after["worker_id"] == before["worker_id"] and after["state"] == "alive"
+
+
+def test_two_gpu_hosts_share_the_jobs_one_at_a_time_each_one_video_per_image(cluster, mp4_bytes):
+    with (
+        FakePredictServer(video=mp4_bytes, latency_seconds=0.5) as a,
+        FakePredictServer(video=mp4_bytes, latency_seconds=0.5) as b,
+    ):
+        cluster.worker(a.url, name="gpu-a")
+        cluster.worker(b.url, name="gpu-b")
+        cluster.daemon(concurrency=2)
+        names = [f"image-{index}.jpg" for index in range(4)]
+        for index, name in enumerate(names):
+            write_image(cluster.inbox / name, color=(40 * index, 90, 160))
+        wait_for(lambda: done(cluster, 4), timeout=45, message=cluster.logs())
+        assert a.requests and b.requests and len(a.requests) + len(b.requests) == 4  # both hosts used
+        assert a.max_concurrent == 1 and b.max_concurrent == 1  # one job at a time per GPU host
+        assert [video.name for video in videos(cluster.output_dir)] == [name.replace(".jpg", ".mp4") for name in names]
+        assert all(job.attempts == 0 for job in jobs(cluster))
+
+
+def test_a_broker_killed_with_a_job_held_and_one_queued_loses_nothing_and_repeats_nothing(cluster, fake_server):
+    fake_server.hang(times=1)  # one job held on the GPU host's server while the broker dies (kill -9)
+    cluster.worker(fake_server.url)
+    daemon = cluster.daemon(concurrency=2)  # and one more task waiting at the broker
+    drop_images(cluster, 3)
+    wait_for(lambda: fake_server.in_flight == 1, timeout=30, message=cluster.logs())
+    wait_for(lambda: len(re.findall(r"as task ", daemon.log())) == 2, timeout=30, message=cluster.logs())
+    cluster.redis.kill()
+    cluster.redis.start()  # its append-only file (fsync always here) keeps what was queued
+    fake_server.clear_faults()
+    wait_for(lambda: done(cluster, 3), timeout=60, message=cluster.logs())
+    assert len(videos(cluster.output_dir)) == 3
+    assert len(fake_server.requests) == 3
+    assert all(job.attempts == 0 for job in jobs(cluster))

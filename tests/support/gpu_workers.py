@@ -62,7 +62,7 @@ def write_worker_config(
         "executor": executor(redis_url, timeout_seconds),
         **overrides,
     }
-    path = folder / "gpu-host.yaml"
+    path = folder / f"{folder.name}.yaml"  # as i2vd-worker@<name> reads: status names the worker <host>/<name>
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 

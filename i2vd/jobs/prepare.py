@@ -18,6 +18,7 @@ another holds a job it has not started. `run_once` alone (tests, `i2vd batch`) n
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -145,19 +146,21 @@ class Preparing:
     def _claim(self, prepared: Job | None) -> Job | None:
         """The gate is open: the prepared job, being sent from now on, or the next due job claimed now."""
         if prepared is not None:
-            return prepared if self._send_prepared(prepared) else None
+            return self._send_prepared(prepared)
         now = self.clock.now()
         return self.journal.claim_next(
             self.name, self.lease_seconds, skip_roots=schedules.closed_roots(self.config, now)
         )
 
-    def _send_prepared(self, job: Job) -> bool:
-        """The gate is open: from here the prepared job is being sent (a crash now interrupts it)."""
-        if self.journal.mark_sending(job.id, self.name):
-            return True
+    def _send_prepared(self, job: Job) -> Job | None:
+        """The gate is open: from here the prepared job is being sent (a crash now interrupts it); it started now
+        (its audit record's `started`), not when it was prepared."""
+        started_at = self.journal.mark_sending(job.id, self.name)
+        if started_at is not None:
+            return dataclasses.replace(job, started_at=started_at)
         self._prepared_image = None
         self.journal.release(job.id)  # no longer running (forgotten meanwhile): nothing to send
-        return False
+        return None
 
     def _give_back(self, job: Job | None) -> bool:
         """A prepared job that will not be sent now: back to the queue, no attempt used. False: none sent."""

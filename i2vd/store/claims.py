@@ -82,18 +82,19 @@ class Claims:
             self._held.add(row["id"])
             return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (row["id"],)).fetchone())
 
-    def mark_sending(self, job_id: int, owner: str) -> bool:
+    def mark_sending(self, job_id: int, owner: str) -> float | None:
         """A prepared job goes to the server now (`owner`'s call): it has started, and a crash from here interrupts
-        it."""
+        it. Returns when it started (None: no longer running, forgotten meanwhile)."""
         now = self.clock.now()
         with self._write() as db:
             cursor = db.execute(
                 f"UPDATE jobs SET started_at = ?, updated_at = ? WHERE id = ? AND state = {_sql(JobState.RUNNING)}",
                 (now, now, job_id),
             )
-            if cursor.rowcount:
-                self._event(db, job_id, "info", f"started by {owner}")
-            return cursor.rowcount == 1
+            if not cursor.rowcount:
+                return None
+            self._event(db, job_id, "info", f"started by {owner}")
+            return now
 
     def give_back(self, job_id: int) -> bool:
         """A prepared job that was not sent: queued again as it was (its place, attempts and interruptions)."""

@@ -7,6 +7,7 @@ a time on the server, the VRAM gate read before each call, exactly-once kept wha
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def test_the_next_job_is_claimed_and_read_while_the_server_renders_and_sent_afte
         done = rig.job(second.id)
         assert done.started_at is not None and done.interruptions == 0 and done.tries == 1
         assert done.output_path == held.output_path and Path(done.output_path).is_file()
+        timings = json.loads(Path(done.output_path + ".json").read_text(encoding="utf-8"))["timings"]
+        assert timings["queued"] <= timings["started"] <= timings["finished"]  # started when sent, not prepared
     finally:
         stop.set()
         fake_server.clear_faults()

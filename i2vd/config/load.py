@@ -167,18 +167,19 @@ def config_path(explicit: str | None) -> Path:
     return Path(explicit or os.environ.get("I2VD_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
-def load_config(path: Path) -> Config:
+def read_config_text(path: Path) -> str:
+    """A config file's text (the daemon's or a GPU host's); ConfigError saying why it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as error:
         hint = " (give the config with -c CONFIG or $I2VD_CONFIG)" if isinstance(error, FileNotFoundError) else ""
         raise ConfigError(str(path), [f"cannot read: {error.strerror}{hint}"]) from None
     except UnicodeDecodeError as error:
         raise ConfigError(str(path), [f"cannot read: not UTF-8 text ({error})"]) from None
-    return parse_config(text, source=str(path), base_dir=Path(path).resolve().parent)
 
 
-def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
+def read_config_yaml(text: str, source: str) -> tuple[Any, list[str]]:
+    """The YAML document, and the problems seen before any model: `server` and `servers` both given."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -186,6 +187,15 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     problems: list[str] = []
     if isinstance(data, dict) and "server" in data and "servers" in data:
         problems.append("server: give either `server` or `servers`, not both")
+    return data, problems
+
+
+def load_config(path: Path) -> Config:
+    return parse_config(read_config_text(path), source=str(path), base_dir=Path(path).resolve().parent)
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    data, problems = read_config_yaml(text, source)
     context = {"base_dir": base_dir or Path.cwd()}
     try:
         values = ConfigFile.model_validate(data, context=context)

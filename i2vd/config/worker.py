@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import Field, Strict, ValidationError, field_validator
 
 from i2vd.config.checks import Folder
@@ -23,6 +22,8 @@ from i2vd.config.load import (
     ServerEntry,
     _check_across,
     _server_entries,
+    read_config_text,
+    read_config_yaml,
     validation_problems,
 )
 from i2vd.config.model import ConfigFile, WatchRoot
@@ -53,24 +54,11 @@ class WorkerConfig:
 
 
 def load_worker_config(path: Path) -> WorkerConfig:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        hint = " (give the config with -c CONFIG or $I2VD_CONFIG)" if isinstance(error, FileNotFoundError) else ""
-        raise ConfigError(str(path), [f"cannot read: {error.strerror}{hint}"]) from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(str(path), [f"cannot read: not UTF-8 text ({error})"]) from None
-    return parse_worker_config(text, source=str(path), base_dir=Path(path).resolve().parent)
+    return parse_worker_config(read_config_text(path), source=str(path), base_dir=Path(path).resolve().parent)
 
 
 def parse_worker_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> WorkerConfig:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(source, [f"not valid YAML: {str(error).replace('<unicode string>', source)}"]) from None
-    problems: list[str] = []
-    if isinstance(data, dict) and "server" in data and "servers" in data:
-        problems.append("server: give either `server` or `servers`, not both")
+    data, problems = read_config_yaml(text, source)
     try:
         values = WorkerConfigFile.model_validate(data, context={"base_dir": base_dir or Path.cwd()})
     except ValidationError as error:

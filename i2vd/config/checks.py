@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-import jinja2.sandbox
 from pydantic import (
     BeforeValidator,
     PlainValidator,
@@ -25,6 +24,8 @@ def problem(message: str, key: str | None = None) -> PydanticCustomError:
 
 
 def _template(text: str) -> str:
+    import jinja2.sandbox  # here, not at the top: `i2vd status` loads the config and renders nothing
+
     try:
         jinja2.sandbox.SandboxedEnvironment().parse(text)
     except jinja2.TemplateSyntaxError as error:

@@ -8,6 +8,7 @@ validated with the config's own profile model, so an error names the file and ke
 from __future__ import annotations
 
 import errno
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ IMAGE_SIDECAR_SUFFIX = ".yaml"
 CAPTION_SUFFIX = ".txt"
 CAPTION_LIMIT = 10_000
 SIDECAR_LIMIT = 1_000_000  # a sidecar is a few lines; a huge one is a mistake, not a reason to eat memory
+PARSED_CACHE_BYTES = 64_000  # sidecars up to this size are parsed once per content (_parsed_sidecar)
 CONFIG_ONLY_KEYS = frozenset(ConfigFile.model_fields) - {"profiles"} | {"path", "url"}
 
 
@@ -99,12 +101,28 @@ def load_sidecar(file: Path, profiles: Collection[str] = (), limits: Limits | No
     cannot take is.
     """
     try:
-        data = yaml.safe_load(read_regular_file(file, SIDECAR_LIMIT).decode("utf-8"))
+        content = read_regular_file(file, SIDECAR_LIMIT)
     except OSError as error:
         reason = (
             "it is a symbolic link; sidecars must be regular files" if error.errno == errno.ELOOP else error.strerror
         )
         raise SidecarError(file, [f"cannot read: {reason}"]) from None
+    profiles = tuple(sorted(profiles))
+    if len(content) > PARSED_CACHE_BYTES:
+        return _parse_sidecar(file, content, profiles, limits)
+    return dict(_parsed_sidecar(file, content, profiles, limits))  # a copy: read_sidecars pops its keys
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_sidecar(file: Path, content: bytes, profiles: tuple[str, ...], limits: Limits | None) -> dict[str, Any]:
+    """Every image of a folder reads the same sidecars: each is parsed once per content (read every time, so an
+    edit applies to the next image whatever its size and mtime). A broken one raises, and is not cached."""
+    return _parse_sidecar(file, content, profiles, limits)
+
+
+def _parse_sidecar(file: Path, content: bytes, profiles: tuple[str, ...], limits: Limits | None) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(content.decode("utf-8"))
     except UnicodeDecodeError as error:
         raise SidecarError(file, [f"cannot read: not UTF-8 text ({error})"]) from None
     except yaml.YAMLError as error:

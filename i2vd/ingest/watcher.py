@@ -86,7 +86,12 @@ def link_below(root: Path | None, path: Path) -> Path | None:
 
     O_NOFOLLOW guards only a path's last part: `root/a/etc/passwd.jpg` with `a/etc` a link to /etc
     would still be read through it. Without a root, only the path's own folder is looked at.
+    Inside a burst (i2vd.core.listing), once per folder: every image of a folder has the same answer.
     """
+    return listing.remembered(("link below", root, path.parent, path == root), lambda: _link_below(root, path))
+
+
+def _link_below(root: Path | None, path: Path) -> Path | None:
     try:
         relative = path.relative_to(root) if root is not None else None
     except ValueError:

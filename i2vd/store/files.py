@@ -9,6 +9,7 @@ from i2vd.store.records import (
     Job,
     JobState,
     KnownFile,
+    NewJob,
     _job,
     _sql,
     db_path,
@@ -51,6 +52,31 @@ class FileMemory:
         """The next look at these files reads them afresh (asked for with other settings than their job's)."""
         with self._write() as db:
             db.executemany("DELETE FROM files WHERE path = ?", [(db_path(path),) for path in paths])
+
+    @staticmethod
+    def _job_ids_by_idem_key(db: sqlite3.Connection, keys: list[str]) -> dict[str, int]:
+        """idem_key -> id of the jobs that already have one of these keys (a burst's new files, in a few queries)."""
+        found: dict[str, int] = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            rows = db.execute(f"SELECT idem_key, id FROM jobs WHERE idem_key IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((key, job_id) for key, job_id in rows)
+        return found
+
+    @staticmethod
+    def _remember_files(db: sqlite3.Connection, items: list[tuple[NewJob, int | None, int]]) -> None:
+        """_remember_file for each (job, mtime_ns, job id) with an mtime, in one statement run many times."""
+        db.executemany(
+            "INSERT INTO files (path, size, mtime_ns, sha256, job_id) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
+            " sha256 = excluded.sha256, job_id = excluded.job_id",
+            [
+                (db_path(new.source_path), new.source_size, mtime_ns, new.source_sha256, job_id)
+                for new, mtime_ns, job_id in items
+                if mtime_ns is not None
+            ],
+        )
 
     @staticmethod
     def _remember_file(

@@ -215,13 +215,14 @@ class Journal(FileMemory, Claims, Queries, Outbox, WorkersSeen):
         now = self.clock.now()
         results = []
         with self._write() as db:
+            ids = self._job_ids_by_idem_key(db, [new.idem_key for new, _ in items])  # one query a slice, not a file
+            files = []
             for new, mtime_ns in items:
-                existing = db.execute("SELECT id FROM jobs WHERE idem_key = ?", (new.idem_key,)).fetchone()
-                created = existing is None
-                job_id = self._insert_job(db, new, now) if created else existing["id"]
-                if mtime_ns is not None:
-                    self._remember_file(db, new.source_path, new.source_size, mtime_ns, new.source_sha256, job_id)
+                created = new.idem_key not in ids
+                job_id = ids[new.idem_key] = self._insert_job(db, new, now) if created else ids[new.idem_key]
                 results.append((job_id, created))
+                files.append((new, mtime_ns, job_id))
+            self._remember_files(db, files)
             rows = {row["id"]: row for row in self._rows_by_id(db, [job_id for job_id, _ in results])}
         return [(_job(rows[job_id]), created) for job_id, created in results]
 

@@ -48,5 +48,6 @@ watch: [{{path: {tmp_path / "in"}}}]
         "PIL",
         "watchdog",
         "requests",
+        "jinja2",  # only a config with a template (checked when loaded) or a render needs it
     }
     assert heavy.isdisjoint(report["modules"]), sorted(heavy.intersection(report["modules"]))

@@ -362,3 +362,25 @@ def test_a_priority_out_of_range_is_a_sidecar_error(root: Path) -> None:
     write(root / "i2vd.yaml", "priority: 99999\n")
     with pytest.raises(SidecarError, match="priority: 99999 is above 1000"):
         read_sidecars(root, root / "x.jpg")
+
+
+def test_a_sidecar_edited_between_two_images_applies_to_the_second_whatever_its_size_and_mtime(tmp_path: Path) -> None:
+    # Each sidecar is parsed once per content (a folder's images share it): an edit must still reach the next image,
+    # even one keeping the file's size and mtime, and a broken edit must park it, not reuse the last good parse.
+    folder = tmp_path / "shoot"
+    folder.mkdir()
+    sidecar = folder / "i2vd.yaml"
+    sidecar.write_text("steps: 20\nvars: {scene: studio}\n")
+    before = sidecar.stat()
+    first = read_sidecars(tmp_path, folder / "one.png")
+    sidecar.write_text("steps: 30\nvars: {scene: sunset}\n")
+    os.utime(sidecar, ns=(before.st_atime_ns, before.st_mtime_ns))
+    second = read_sidecars(tmp_path, folder / "two.png")
+    assert (first.overrides["steps"], first.variables) == (20, {"scene": "studio"})
+    assert (second.overrides["steps"], second.variables) == (30, {"scene": "sunset"})
+    sidecar.write_text("steps: 20\nvars: {scene: studio}\n")
+    again = read_sidecars(tmp_path, folder / "three.png")  # the first content again: the same settings as the first
+    assert (again.overrides, again.variables, again.sources) == (first.overrides, first.variables, first.sources)
+    sidecar.write_text("steps: [20\n")
+    with pytest.raises(SidecarError, match="not valid YAML"):
+        read_sidecars(tmp_path, folder / "four.png")

@@ -7,6 +7,7 @@ validated with the config's own profile model, so an error names the file and ke
 
 from __future__ import annotations
 
+import copy
 import errno
 import functools
 from collections.abc import Collection
@@ -110,7 +111,8 @@ def load_sidecar(file: Path, profiles: Collection[str] = (), limits: Limits | No
     profiles = tuple(sorted(profiles))
     if len(content) > PARSED_CACHE_BYTES:
         return _parse_sidecar(file, content, profiles, limits)
-    return dict(_parsed_sidecar(file, content, profiles, limits))  # a copy: read_sidecars pops its keys
+    # A deep copy: read_sidecars pops its keys, and a merge must never reach into the cached `vars` of another job.
+    return copy.deepcopy(_parsed_sidecar(file, content, profiles, limits))
 
 
 @functools.lru_cache(maxsize=64)

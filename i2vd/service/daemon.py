@@ -140,10 +140,10 @@ class Daemon:
         self._threads.append(thread)
 
     def status_line(self) -> str:
-        counts = self.journal.counts()
-        line = (
-            f"{counts['queued']} queued, {counts['running']} running, {counts['done']} done, {counts['failed']} failed"
-        )
+        counts, prepared = self.journal.counts(), self.journal.prepared_count()
+        line = f"{counts['queued']} queued, {counts['running'] - prepared} running, "
+        line += f"{prepared} prepared, " if prepared else ""
+        line += f"{counts['done']} done, {counts['failed']} failed"
         if counts["parked"]:
             line += f", {counts['parked']} parked"
         down = sum(worker.state.server_down_since is not None for worker in self.workers)

@@ -57,6 +57,11 @@ class Queries:
             result[state] = count
         return result
 
+    def prepared_count(self) -> int:
+        """Running jobs claimed beside a call and not yet sent (jobs/prepare.py): no started_at yet."""
+        sql = f"SELECT count(*) FROM jobs WHERE state = {_sql(JobState.RUNNING)} AND started_at IS NULL"
+        return self._read(sql)[0][0]
+
     def events(self, job_id: int | None = None, limit: int = 20) -> list[dict[str, Any]]:
         sql = "SELECT id, at, job_id, level, message FROM events"
         parameters: tuple = ()

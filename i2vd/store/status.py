@@ -53,6 +53,7 @@ def gather_status(config: Config, journal: Journal) -> dict[str, Any]:
         },
         "journal": str(journal.path),
         "counts": journal.counts(),
+        "prepared": journal.prepared_count(),  # of the running ones: claimed beside a call, not yet on a server
         "current_jobs": [job.as_dict() for job in current_jobs if job is not None],
         "servers": servers,
         "watches": published.get("watches", []) if running else [],
@@ -93,11 +94,22 @@ def server_label(server: dict[str, Any]) -> str:
     return f"{server.get('name')} ({server_about(server)})"
 
 
+def counts_text(counts: dict[str, int], prepared: int = 0) -> str:
+    """`3 queued, 1 running, 1 prepared, ...`: a job claimed and read beside the current call is not on a server
+    yet, so it is not counted as running (one job at a time on each server)."""
+    parts = []
+    for state, count in counts.items():
+        if state == JobState.RUNNING.value and prepared:
+            parts += [f"{count - prepared} running", f"{prepared} prepared"]
+        else:
+            parts.append(f"{count} {state}")
+    return ", ".join(parts)
+
+
 def render_status(status: dict[str, Any]) -> str:
     daemon = status["daemon"]
     lines = [f"daemon:  {'running, PID ' + str(daemon['pid']) if daemon['running'] else 'not running'}"]
-    counts = status["counts"]
-    lines.append("jobs:    " + ", ".join(f"{count} {state}" for state, count in counts.items()))
+    lines.append("jobs:    " + counts_text(status["counts"], status.get("prepared", 0)))
     if status["settling"]:
         lines.append(f"         {status['settling']} file(s) still being written, settling or waiting to be read")
     for current in status["current_jobs"]:

@@ -7,7 +7,6 @@ harness binds, so "ready" means the daemon said READY=1, not "some time passed".
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,8 +18,7 @@ import yaml
 
 from i2vd.store.journal import Journal
 from tests.support.fakes import wait_for
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.processes import REPO, I2vdProcess
 
 
 def write_config(tmp_path: Path, server_url: str | None, **overrides) -> Path:
@@ -48,17 +46,17 @@ def write_config(tmp_path: Path, server_url: str | None, **overrides) -> Path:
     return path
 
 
-class DaemonProcess:
+class DaemonProcess(I2vdProcess):
+    what = "daemon"
+
     def __init__(self, config: Path, log_path: Path, environment: dict[str, str] | None = None):
+        super().__init__(log_path, environment)
         self.config = config
-        self.environment = environment or {}
-        self.log_path = log_path
         self.messages: list[str] = []
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._address = f"@i2vd-test-{uuid.uuid4().hex}"
         self._socket.bind("\0" + self._address[1:])
         self._socket.settimeout(0.05)
-        self.process: subprocess.Popen | None = None
         # Read all the time, as systemd does: a datagram queue left full (10 on Linux) makes the daemon's
         # non-blocking sd_notify drop what comes next, STOPPING=1 included.
         self._messages_lock = threading.Lock()
@@ -78,16 +76,7 @@ class DaemonProcess:
                 self.messages.append(message)
 
     def start(self, wait_ready: bool = True) -> DaemonProcess:
-        environment = {**os.environ, "NOTIFY_SOCKET": self._address, "PYTHONPATH": str(REPO), **self.environment}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the daemon's log: open until close()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "i2vd", "run", "-c", str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            cwd=REPO,
-        )
+        self._launch("run", "-c", str(self.config), environment={"NOTIFY_SOCKET": self._address})
         if wait_ready:
             wait_for(
                 lambda: self._said("READY=1") or self._exited(),
@@ -112,34 +101,11 @@ class DaemonProcess:
     def _said(self, field: str) -> bool:
         return field in self.fields()
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        """kill -9: no chance to clean up, as in a crash or an OOM kill."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> int:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"daemon ignored SIGTERM; log:\n{self.log()}") from None
-        return self.process.returncode
-
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        super().close()
         self._closing.set()
         self._reader.join(timeout=5)
         self._socket.close()
-        if getattr(self, "_log", None):
-            self._log.close()
 
 
 def run_cli(config: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:

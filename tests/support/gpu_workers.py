@@ -6,17 +6,13 @@ Timing for tests: a short server timeout (T) and redelivery margin (M) make the 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from tests.support.fakes import wait_for
+from tests.support.processes import I2vdProcess
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_SECONDS = 3.0  # T: the fake server's calls take no time unless held
 MARGIN_SECONDS = 2.0  # M: visibility timeout T + 1 s, sweeps every 0.5 s
 
@@ -67,25 +63,18 @@ def write_worker_config(
     return path
 
 
-class WorkerProcess:
+class WorkerProcess(I2vdProcess):
     """One `python -m i2vd worker -c CONFIG`; its log in the config's folder."""
 
+    what = "worker"
+    stop_seconds = 30.0  # Celery's warm shutdown
+
     def __init__(self, config: Path, name: str, environment: dict[str, str] | None = None) -> None:
+        super().__init__(config.parent / f"{name}.log", environment)
         self.config = config
-        self.environment = environment or {}
-        self.log_path = config.parent / f"{name}.log"
-        self.process: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = True) -> WorkerProcess:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the worker's log: open until close()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "i2vd", "worker", "-c", str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO), **self.environment},
-            cwd=REPO,
-        )
+        self._launch("worker", "-c", str(self.config))
         if wait_ready:
             wait_for(
                 lambda: " ready." in self.log() or self.process.poll() is not None,
@@ -94,30 +83,3 @@ class WorkerProcess:
             )
             assert self.process.poll() is None, f"the worker exited early: {self.log()}"
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        """kill -9, as when the GPU host crashes."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> int:
-        """SIGTERM: Celery's warm shutdown."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"the worker ignored SIGTERM; log:\n{self.log()}") from None
-        return self.process.returncode
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        if getattr(self, "_log", None):
-            self._log.close()

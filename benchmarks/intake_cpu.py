@@ -17,6 +17,7 @@ import cProfile
 import io
 import os
 import pstats
+import resource
 import sys
 import tempfile
 import time
@@ -84,12 +85,15 @@ def main() -> None:
             cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
         finally:
             if intake.pool is not None:
-                intake.pool.close()
+                intake.pool.close()  # its processes are reaped: their CPU is in RUSAGE_CHILDREN now
             journal.close()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pool_cpu = children.ru_utime + children.ru_stime
     load = os.getloadavg()[0]
     print(
         f"{args.files:,} files{' with sidecars' if args.sidecars else ''}, pool {'off' if args.no_pool else 'on'}: "
-        f"intake thread {cpu / args.files * 1e6:.0f} us CPU per file, {args.files / wall:,.0f} files/s, load {load:.2f}"
+        f"intake thread {cpu / args.files * 1e6:.0f} us CPU per file, pool processes {pool_cpu / args.files * 1e6:.0f}"
+        f" us, {args.files / wall:,.0f} files/s, load {load:.2f}"
     )
     if profile:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(40)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -33,13 +34,17 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from i2vd.config.load import Config
 from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
+from i2vd.core.listing import burst_listing
+from i2vd.ingest.settings import job_settings
 from i2vd.ingest.watcher import link_below
+from i2vd.store.journal import NewJob
 
 log = logging.getLogger("i2vd.intake")
 
 POOL_MIN_FILES = 16  # fewer new files than this are read in the intake thread: no process is worth starting
-CHUNK_FILES = 25  # files per task sent to a pool process
+CHUNK_FILES = 50  # files per task sent to a pool process (a folder is listed once per chunk: see listing.py)
 WAIT_SECONDS = 10.0  # a chunk not examined by then (a hung share): its files are read in the intake thread
 ALONE_SECONDS = 10.0  # one file of a chunk that broke the pool, alone in a fresh process
 POLL_SECONDS = 0.05
@@ -57,6 +62,8 @@ class Examined:
     facts: ImageFacts | None = None
     bad: str | None = None  # BadImage's reason
     crashed: bool = False  # decoding it killed the process: read and hash it in the intake, do not decode it
+    new_job: NewJob | None = None  # the job it makes with the settings of `settings_key` (a good image only)
+    settings_key: tuple[str, int] | None = None  # (profile asked for, the intake's settings generation)
 
     def fits(self, info: os.stat_result) -> bool:
         """The file is still what was read (a crashed file is read again anyway)."""
@@ -68,6 +75,56 @@ class Examined:
         if self.bad is not None:
             raise BadImage(self.bad)
         return self.facts
+
+
+@dataclass(frozen=True)
+class SettingsContext:
+    """What a pool process needs to work out a good image's job as the intake would (ingest/settings.py).
+
+    `key` is the intake's (requested profile, settings generation) when the burst was handed over: a
+    sidecar event or a new config since then makes the intake work the job out again itself.
+    """
+
+    config_blob: bytes  # the pickled Config: sent with each chunk, unpickled once per process and config
+    key: tuple[str, int]
+
+    @classmethod
+    def of(cls, config: Config, profile_name: str, generation: int) -> SettingsContext:
+        return cls(pickle.dumps(config), (profile_name, generation))
+
+
+_configs: dict[bytes, Config] = {}  # in a pool process: the config of the last context seen
+
+
+def _config_of(context: SettingsContext) -> Config:
+    config = _configs.get(context.config_blob)
+    if config is None:
+        _configs.clear()
+        config = _configs[context.config_blob] = pickle.loads(context.config_blob)
+    return config
+
+
+def with_settings(
+    examined: Examined | None, path: str, root_text: str | None, context: SettingsContext | None
+) -> Examined | None:
+    """In a pool process: a good image's examination with the job it makes (none when working it out fails:
+    the intake thread then does it itself and says why)."""
+    if examined is None or context is None or examined.facts is None or examined.crashed:
+        return examined
+    try:
+        config = _config_of(context)
+        roots = [root for root in config.watch if str(root.path) == root_text]
+        if root_text is not None and not roots:
+            return examined  # a root of another config: the intake thread decides
+        root = roots[0] if roots else None
+        new_job = job_settings(
+            config, Path(path), root, examined.sha256, examined.size, examined.facts, context.key[0], None
+        )
+    except Exception:  # noqa: BLE001 - the intake thread works it out again and reports what it raises
+        return examined
+    return Examined(
+        examined.size, examined.mtime_ns, examined.sha256, examined.facts, new_job=new_job, settings_key=context.key
+    )
 
 
 NOT_YET = Examined(-1, -1, "")  # the intake's slice is over before the pool got to this file: it comes again
@@ -109,8 +166,11 @@ def _start_pool_process(nice: int, parent: int) -> None:
     threading.Thread(target=watch, name="i2vd-pool-parent", daemon=True).start()
 
 
-def _examine_chunk(function: Callable, files: list[tuple[str, str | None]]) -> list[Examined | None]:
-    return [function(path, root) for path, root in files]
+def _examine_chunk(
+    function: Callable, files: list[tuple[str, str | None]], context: SettingsContext | None = None
+) -> list[Examined | None]:
+    with burst_listing():  # a chunk's files share their folders: each is listed once (sidecars, links)
+        return [with_settings(function(path, root), path, root, context) for path, root in files]
 
 
 class ExaminePool:
@@ -150,25 +210,27 @@ class ExaminePool:
         self.orphans = []
         self._restart()
 
-    def lookahead(self, files: list[tuple[str, str | None]]) -> Lookahead | None:
+    def lookahead(
+        self, files: list[tuple[str, str | None]], context: SettingsContext | None = None
+    ) -> Lookahead | None:
         """Start examining `files` (path, root) in order; None when there are too few to be worth it."""
         if self.unavailable or (len(files) < POOL_MIN_FILES and not self.orphans):
             return None
         try:
-            return Lookahead(self, files)
+            return Lookahead(self, files, context)
         except (RuntimeError, OSError) as error:  # no process can start here (a program without a __main__ guard)
             log.warning("the intake's process pool cannot start (%s): images are read in the intake thread", error)
             self.unavailable = True
             self.close()
             return None
 
-    def submit(self, files: list[tuple[str, str | None]]) -> Future:
+    def submit(self, files: list[tuple[str, str | None]], context: SettingsContext | None = None) -> Future:
         """A chunk to a working pool: one broken by a process that died is replaced first."""
         try:
-            return self._pool().submit(_examine_chunk, self.function, files)
+            return self._pool().submit(_examine_chunk, self.function, files, context)
         except BrokenProcessPool:
             self._restart()
-            return self._pool().submit(_examine_chunk, self.function, files)
+            return self._pool().submit(_examine_chunk, self.function, files, context)
 
     def one_by_one(self, files: list[tuple[str, str | None]]) -> dict[str, Examined]:
         """A chunk that broke the pool twice: file by file, so the file that breaks it alone is found."""
@@ -191,8 +253,9 @@ def _results(files: list[tuple[str, str | None]], examined: list[Examined | None
 class Lookahead:
     """A burst being examined by the pool, chunk by chunk, ahead of the intake thread."""
 
-    def __init__(self, pool: ExaminePool, files: list[tuple[str, str | None]]):
+    def __init__(self, pool: ExaminePool, files: list[tuple[str, str | None]], context: SettingsContext | None):
         self._pool = pool
+        self._context = context
         self._futures: dict[int, Future] = {}
         self._done: dict[int, dict[str, Examined]] = {}
         adopted, pool.orphans = pool.orphans, []
@@ -202,7 +265,7 @@ class Lookahead:
         self._chunks += [files[start : start + CHUNK_FILES] for start in range(0, len(files), CHUNK_FILES)]
         self._chunk_of = {path: index for index, chunk in enumerate(self._chunks) for path, _ in chunk}
         for index, chunk in enumerate(self._chunks):
-            self._futures[index] = adopted[index][1] if index < len(adopted) else pool.submit(chunk)
+            self._futures[index] = adopted[index][1] if index < len(adopted) else pool.submit(chunk, context)
 
     def get(self, path: str, enough: Callable[[], bool] | None = None) -> Examined | None:
         """The pool's result for `path` (waiting for its chunk), None when the intake thread must read it itself,
@@ -237,7 +300,7 @@ class Lookahead:
             return {}
         self._pool.beat(2 * WAIT_SECONDS, "examining again after the decoder process died")
         try:  # once more in a working pool; then file by file
-            return _results(chunk, self._pool.submit(chunk).result(timeout=WAIT_SECONDS))
+            return _results(chunk, self._pool.submit(chunk, self._context).result(timeout=WAIT_SECONDS))
         except (BrokenProcessPool, CancelledError):
             return self._pool.one_by_one(chunk)
         except FutureTimeout:

@@ -17,20 +17,18 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from i2vd.config.load import Config, WatchRoot
-from i2vd.config.parameter_limits import job_limits
-from i2vd.config.profiles import resolve_profile
-from i2vd.config.sidecars import ProfileError, SidecarError, read_caption, read_sidecars
 from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
 from i2vd.core.listing import burst_listing
 from i2vd.core.logs import job_fields
 from i2vd.core.mounts import MountMemory
 from i2vd.ingest import failed_folder
-from i2vd.ingest.examine_pool import NOT_YET, Examined, ExaminePool
+from i2vd.ingest.examine_pool import NOT_YET, Examined, ExaminePool, SettingsContext
 from i2vd.ingest.follow import failed_as_gone, is_gone
-from i2vd.ingest.reasons import describe_special, sidecar_profile_name
+from i2vd.ingest.reasons import describe_special
+from i2vd.ingest.settings import job_settings
 from i2vd.ingest.watcher import link_below
 from i2vd.store.journal import Job, JobState, Journal, KnownFile, NewJob
 
@@ -59,14 +57,16 @@ class Intake:
         self.on_queued = on_queued
         self.mounts = MountMemory(config.state_dir)
         self.pool: ExaminePool | None = None  # the intake loop's, while it runs: bursts are read ahead in processes
+        # Bumped by each sidecar event and new config: a job the pool worked out under an older one is worked out
+        # again here (the pool reads a burst's sidecars a little ahead of the journal transaction).
+        self.settings_generation = 0
+
+    def settings_changed(self) -> None:
+        """A sidecar changed (any thread may say so) or the config did."""
+        self.settings_generation += 1
 
     def _job(self, job_id: int | None) -> Job | None:
         return self.journal.job(job_id) if job_id is not None else None
-
-    def relative_path(self, path: Path, root: WatchRoot | None) -> PurePosixPath:
-        if root is None:
-            return PurePosixPath(path.name)
-        return PurePosixPath(path.relative_to(root.path).as_posix())
 
     def consider(
         self, path: Path, root: WatchRoot | None, *, profile_name: str = "default", bad_is_final: bool = True
@@ -95,7 +95,10 @@ class Intake:
         results: list[IntakeResult | None] = []
         to_record: list[tuple[int, NewJob, int]] = []
         known_files = self.journal.known_files_at([str(path) for path, _, _ in files])  # one query, not one per file
-        ahead = self.pool.lookahead(self._new_files(files, known_files)) if self.pool is not None else None
+        ahead = None
+        if self.pool is not None:
+            context = SettingsContext.of(self.config, profile_name, self.settings_generation)
+            ahead = self.pool.lookahead(self._new_files(files, known_files), context)
         for path, root, bad_is_final in files:
             if results and enough is not None and enough():
                 break
@@ -190,6 +193,8 @@ class Intake:
         if known and known.sha256 == sha256:
             self.journal.remember_file(str(path), info.st_size, info.st_mtime_ns, sha256, known.job_id)
             return IntakeResult(Outcome.KNOWN, self._job(known.job_id), reason="same content as before")
+        if pooled is not None and pooled.new_job is not None and self._still_current(pooled, profile_name):
+            return pooled.new_job, info.st_mtime_ns
         error = facts = None
         try:
             facts = inspect_image(data, path.name) if pooled is None else pooled.facts_or_raise(path.name)
@@ -198,6 +203,10 @@ class Intake:
                 return IntakeResult(Outcome.NOT_READY, reason=str(problem))
             error = str(problem)
         return self._settings(path, root, sha256, size, facts, profile_name, error), info.st_mtime_ns
+
+    def _still_current(self, pooled: Examined, profile_name: str) -> bool:
+        """No sidecar event and no new config since the pool worked this job out (an edit may have come after)."""
+        return pooled.settings_key == (profile_name, self.settings_generation)
 
     def _follow_moves(self, to_record: list[tuple[int, NewJob, int | None]]) -> dict[int, IntakeResult]:
         """New files that are the content of a waiting job whose file is gone: that job follows them (no new job).
@@ -298,43 +307,7 @@ class Intake:
         profile_name: str,
         error: str | None,
     ) -> NewJob:
-        """The job this image makes with the sidecars as they are now: queued, parked (broken sidecar) or failed."""
-        relative = self.relative_path(path, root)
-        resolved = parked = None
-        priority = 0
-        if error is None:
-            try:
-                sidecars = read_sidecars(root.path if root else None, path, job_limits(self.config))
-                priority = sidecars.priority
-                resolved = resolve_profile(
-                    self.config, relative, facts, profile_name, sidecars, caption=read_caption(path)
-                )
-            except SidecarError as problem:
-                parked = str(problem)
-            except ProfileError as problem:
-                error = str(problem)
-        # The facts are flat: asdict's deep copy was 6 % of a file's intake.
-        profile = {"facts": dict(vars(facts)) if facts else None, "requested": profile_name}
-        if resolved is not None:
-            profile.update(fields=resolved.fields, sidecars=list(resolved.sidecars), hash=resolved.profile_hash)
-        return NewJob(
-            idem_key=resolved.idempotency_key(sha256)
-            if resolved
-            else f"{'parked' if parked else 'rejected'}:{sha256}:{sha256_of(os.fsencode(path))}",
-            source_path=str(path),
-            root=str(root.path) if root else "",
-            rel_path=str(relative),
-            source_sha256=sha256,
-            source_size=size,
-            profile_name=resolved.name if resolved else sidecar_profile_name(root, path, profile_name),
-            prompt=resolved.prompt if resolved else "",
-            params=resolved.params if resolved else {},
-            output_name=resolved.output_name if resolved else None,
-            profile=profile,
-            priority=priority,
-            error=error,
-            parked=parked,
-        )
+        return job_settings(self.config, path, root, sha256, size, facts, profile_name, error)
 
     def reresolve(self, job: Job, *, fresh_start: bool = False) -> IntakeResult:
         """Apply the sidecars as they are now to a job not yet started (or, with fresh_start, a retried one)."""

@@ -83,6 +83,7 @@ class IntakeLoop:
                     with self._lock:
                         self._special.add(path)
             elif is_sidecar_name(path.name) and root.path in path.parents:
+                self.intake.settings_changed()  # before anything else: the pool may have read it a moment ago
                 # A sidecar arriving while its images settle must apply to them: restart their windows. A folder
                 # sidecar concerns its whole subtree; a caption or image sidecar only its own image.
                 if path.name == FOLDER_SIDECAR:
@@ -308,6 +309,7 @@ class IntakeLoop:
             return
         self.stop_watches()
         self.config = self.intake.config = config
+        self.intake.settings_changed()
         self._excluded = config.excluded_folders()
         self.watches = self._make_watches(config)
         self.start_watches()

@@ -24,10 +24,10 @@ from i2vd.store.claims import Claims
 from i2vd.store.files import FileMemory
 from i2vd.store.outbox import Outbox
 from i2vd.store.queries import Queries
+from i2vd.store.recording import JobRecording
 from i2vd.store.records import (
     _JOB_COLUMNS,
     CLOSED_STATES,
-    FAILED_AT_INTAKE_EVENT,
     FAILED_EVENT,
     PATH_FIELDS,
     Job,
@@ -85,7 +85,7 @@ def journal_path(config: Any) -> Path:
     return Path(config.state_dir) / JOURNAL_NAME
 
 
-class Journal(FileMemory, Claims, Queries, Outbox, WorkersSeen):
+class Journal(JobRecording, FileMemory, Claims, Queries, Outbox, WorkersSeen):
     def __init__(self, path: Path, clock: Clock | None = None, *, read_only: bool = False, upgrade: bool = True):
         """Open (and create) the journal; read_only for `status` and `jobs`, which may run as another user.
 
@@ -201,65 +201,6 @@ class Journal(FileMemory, Claims, Queries, Outbox, WorkersSeen):
             return self._db.execute(sql, parameters).fetchall()
 
     # -- recording jobs ------------------------------------------------------------
-
-    def add_job(self, new: NewJob, mtime_ns: int | None = None) -> tuple[Job, bool]:
-        """Record a job unless one with the same idempotency key exists.
-
-        Returns the job and whether it was created. The file is remembered in the
-        same transaction, so a crash cannot leave a job whose file looks unseen.
-        """
-        return self.add_jobs([(new, mtime_ns)])[0]
-
-    def add_jobs(self, items: list[tuple[NewJob, int | None]]) -> list[tuple[Job, bool]]:
-        """add_job for many files in one transaction: one fsync for a whole burst of new files."""
-        now = self.clock.now()
-        results = []
-        with self._write() as db:
-            ids = self._job_ids_by_idem_key(db, [new.idem_key for new, _ in items])  # one query a slice, not a file
-            files = []
-            for new, mtime_ns in items:
-                created = new.idem_key not in ids
-                job_id = ids[new.idem_key] = self._insert_job(db, new, now) if created else ids[new.idem_key]
-                results.append((job_id, created))
-                files.append((new, mtime_ns, job_id))
-            self._remember_files(db, files)
-            rows = {row["id"]: row for row in self._rows_by_id(db, [job_id for job_id, _ in results])}
-        return [(_job(rows[job_id]), created) for job_id, created in results]
-
-    def _insert_job(self, db: sqlite3.Connection, new: NewJob, now: float) -> int:
-        cursor = db.execute(
-            "INSERT INTO jobs (idem_key, state, source_path, root, rel_path, source_sha256, source_size,"
-            " profile_name, prompt, params_json, profile_json, output_name, priority, next_attempt_at, last_error,"
-            " queued_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                new.idem_key,
-                new.state.value,
-                db_path(new.source_path),
-                db_path(new.root),
-                db_path(new.rel_path),
-                new.source_sha256,
-                new.source_size,
-                new.profile_name,
-                printable(new.prompt),
-                json.dumps(new.params, sort_keys=True),
-                json.dumps(new.profile, sort_keys=True, default=str),
-                printable(new.output_name),
-                new.priority,
-                now,
-                printable(new.error or new.parked),
-                now,
-                now if new.error else None,
-                now,
-            ),
-        )
-        job_id = cursor.lastrowid
-        if new.error:
-            self._event(db, job_id, "error", f"{FAILED_AT_INTAKE_EVENT}{new.error}")
-        elif new.parked:
-            self._event(db, job_id, "warning", f"parked {new.rel_path}: {new.parked}")
-        else:
-            self._event(db, job_id, "info", f"queued {new.rel_path} (profile {new.profile_name})")
-        return job_id
 
     @staticmethod
     def _rows_by_id(db: sqlite3.Connection, job_ids: list[int]) -> list[sqlite3.Row]:

@@ -1,0 +1,74 @@
+"""Recording a burst of new jobs (i2vd/store/recording.py): what add_jobs hands back is what the journal holds.
+
+The jobs a burst makes are built from the rows written, not read back: each must equal the job
+the journal gives for its id, whatever the job (queued, parked, failed at intake, a name that is
+not UTF-8, two files of one content in one burst, a key the journal already had).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from i2vd.core.clock import ManualClock
+from i2vd.store.journal import EVENTS_KEPT, JobState, Journal
+from tests.store.test_journal import new_job
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    journal = Journal(tmp_path / "state" / "journal.sqlite3", ManualClock())
+    yield journal
+    journal.close()
+
+
+def test_the_jobs_a_burst_hands_back_are_those_the_journal_holds(journal: Journal) -> None:
+    before, _ = journal.add_job(new_job(1))
+    odd_name = os.fsdecode(b"/in/caf\xe9.jpg")  # Latin-1 from an old camera: stored as a BLOB
+    burst = [
+        (new_job(1), 10),  # a key the journal has: not created
+        (new_job(2, prompt="bad \udce9 byte", output_name="two.mp4", priority=3), 20),
+        (new_job(3, parked="i2vd.yaml: steps: must be at most 100"), 30),
+        (new_job(4, error="img4.jpg is not an image"), None),
+        (new_job(5, source_path=odd_name, rel_path=os.fsdecode(b"caf\xe9.jpg")), 50),
+        (new_job(2, source_path="/in/copy-of-img2.jpg"), 60),  # same key as the second, in the same burst
+    ]
+    recorded = journal.add_jobs(burst)
+    assert [created for _, created in recorded] == [False, True, True, True, True, False]
+    assert recorded[0][0] == before
+    assert recorded[5][0] == recorded[1][0]
+    for job, _ in recorded:
+        assert job == journal.job(job.id)
+    states = [job.state for job, _ in recorded[1:5]]
+    assert states == [JobState.QUEUED, JobState.PARKED, JobState.FAILED, JobState.QUEUED]
+    assert recorded[4][0].source_path == odd_name
+    assert journal.known_file("/in/copy-of-img2.jpg").job_id == recorded[1][0].id
+
+
+def test_a_burst_says_how_each_new_job_was_recorded(journal: Journal) -> None:
+    recorded = journal.add_jobs(
+        [(new_job(1), 1), (new_job(2, parked="broken sidecar"), 2), (new_job(3, error="no"), 3)]
+    )
+    messages = [[event["message"] for event in journal.events(job.id)] for job, _ in recorded]
+    assert messages == [
+        ["queued img1.jpg (profile default)"],
+        ["parked img2.jpg: broken sidecar"],
+        ["failed at intake: no"],
+    ]
+
+
+def test_a_new_job_takes_the_next_id_after_the_largest(journal: Journal) -> None:
+    first = [journal.add_job(new_job(number))[0].id for number in (1, 2, 3)]
+    journal.merge_into(first[2], first[0])  # the newest is dropped: its id is free again, as SQLite would give it
+    ((job, created),) = journal.add_jobs([(new_job(4), None)])
+    assert created and job.id == first[2] and journal.job(job.id).idem_key == "key-4"
+
+
+def test_bursts_keep_the_events_table_bounded(journal: Journal) -> None:
+    for start in range(0, EVENTS_KEPT + 2000, 500):
+        journal.add_jobs([(new_job(number), None) for number in range(start, start + 500)])
+    kept = journal.events(limit=10 * EVENTS_KEPT)
+    assert EVENTS_KEPT <= len(kept) <= EVENTS_KEPT + 1000
+    assert kept[-1]["message"] == f"queued img{EVENTS_KEPT + 1999}.jpg (profile default)"  # the newest are kept

@@ -78,8 +78,9 @@ def main() -> None:
             cpu, wall = time.thread_time(), time.perf_counter()
             if profile:
                 profile.enable()
-            for files in slices:
-                intake.consider_many(files)
+            for index, files in enumerate(slices):  # the next slice's files are read ahead, as the loop does
+                coming = [(path, root) for path, root, _ in slices[index + 1]] if index + 1 < len(slices) else []
+                intake.consider_many(files, coming=coming)
             if profile:
                 profile.disable()
             cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall

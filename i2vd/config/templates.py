@@ -303,6 +303,8 @@ def render_bounded(
     try:
         with budget(seconds, steps):
             for name, value in variables.items():
+                if value is None or (isinstance(value, str) and len(value) <= MAX_SIZE):
+                    continue  # what measure() would count, without its walk: most variables are short text
                 measure(value, f"the variable {name}")
             parts: list[str] = []
             size = 0

@@ -224,6 +224,22 @@ class ExaminePool:
             self.close()
             return None
 
+    def prefetch(self, files: list[tuple[str, str | None]], context: SettingsContext | None = None) -> None:
+        """Start on the next burst's files while this one is recorded: the next lookahead adopts them, so the
+        pool's processes never wait for the intake thread between two bursts."""
+        if self.unavailable or len(files) < POOL_MIN_FILES:
+            return
+        queued = {path for chunk, _ in self.orphans for path, _ in chunk}
+        files = [(path, root) for path, root in files if path not in queued]
+        try:
+            for start in range(0, len(files), CHUNK_FILES):
+                chunk = files[start : start + CHUNK_FILES]
+                self.orphans.append((chunk, self.submit(chunk, context)))
+        except (RuntimeError, OSError) as error:
+            log.warning("the intake's process pool cannot start (%s): images are read in the intake thread", error)
+            self.unavailable = True
+            self.close()
+
     def submit(self, files: list[tuple[str, str | None]], context: SettingsContext | None = None) -> Future:
         """A chunk to a working pool: one broken by a process that died is replaced first."""
         try:
@@ -258,7 +274,12 @@ class Lookahead:
         self._context = context
         self._futures: dict[int, Future] = {}
         self._done: dict[int, dict[str, Examined]] = {}
-        adopted, pool.orphans = pool.orphans, []
+        wanted = {path for path, _ in files}
+        adopted = [(chunk, future) for chunk, future in pool.orphans if any(path in wanted for path, _ in chunk)]
+        for chunk, future in pool.orphans:
+            if not any(path in wanted for path, _ in chunk):
+                future.cancel()  # read ahead for a burst that came otherwise (its files changed, say): not needed
+        pool.orphans = []
         taken = {path for chunk, _ in adopted for path, _ in chunk}
         files = [(path, root) for path, root in files if path not in taken]
         self._chunks = [chunk for chunk, _ in adopted]

@@ -80,17 +80,23 @@ class Intake:
         *,
         profile_name: str = "default",
         enough: Callable[[], bool] | None = None,
+        coming: list[tuple[Path, WatchRoot | None]] = (),
     ) -> list[IntakeResult]:
         """`consider` for a burst of files (path, root, bad_is_final), recorded in one journal transaction.
 
         With `enough`, examining stops once it says so (after at least one file): the results are
         those of the files taken, the first ones; the caller offers the others again later.
+        `coming` are the next burst's files: the pool starts on them once this burst's are handed over.
         """
         with burst_listing():
-            return self._consider_many(files, profile_name, enough)
+            return self._consider_many(files, profile_name, enough, coming)
 
     def _consider_many(
-        self, files: list[tuple[Path, WatchRoot | None, bool]], profile_name: str, enough: Callable[[], bool] | None
+        self,
+        files: list[tuple[Path, WatchRoot | None, bool]],
+        profile_name: str,
+        enough: Callable[[], bool] | None,
+        coming: list[tuple[Path, WatchRoot | None]],
     ) -> list[IntakeResult]:
         results: list[IntakeResult | None] = []
         to_record: list[tuple[int, NewJob, int]] = []
@@ -99,6 +105,9 @@ class Intake:
         if self.pool is not None:
             context = SettingsContext.of(self.config, profile_name, self.settings_generation)
             ahead = self.pool.lookahead(self._new_files(files, known_files), context)
+            if coming:
+                known_next = self.journal.known_files_at([str(path) for path, _ in coming])
+                self.pool.prefetch(self._new_files([(path, root, True) for path, root in coming], known_next), context)
         for path, root, bad_is_final in files:
             if results and enough is not None and enough():
                 break

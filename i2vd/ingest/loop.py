@@ -269,12 +269,18 @@ class IntakeLoop:
         if not batch:
             return
         started = self.clock.monotonic()
-        taken = self._take(batch, enough=lambda: self.clock.monotonic() - started >= self.SLICE_SECONDS)
+        coming = [(Path(key), self._root_of(Path(key))) for key in itertools.islice(self._backlog, self.SLICE_FILES)]
+        taken = self._take(batch, enough=lambda: self.clock.monotonic() - started >= self.SLICE_SECONDS, coming=coming)
         for path, size, mtime_ns in reversed(batch[taken:]):  # not reached in time: first in the next slice
             self._backlog[str(path)] = (size, mtime_ns)
             self._backlog.move_to_end(str(path), last=False)
 
-    def _take(self, settled: list[tuple[Path, int, int]], enough: Callable[[], bool] | None = None) -> int:
+    def _take(
+        self,
+        settled: list[tuple[Path, int, int]],
+        enough: Callable[[], bool] | None = None,
+        coming: list[tuple[Path, WatchRoot | None]] = (),
+    ) -> int:
         """Settled images to the intake in one burst (one journal transaction); how many were taken."""
         # An image that does not decode may still be arriving: give it one more settle window unchanged.
         files = [
@@ -282,7 +288,7 @@ class IntakeLoop:
             for path, size, mtime_ns in settled
         ]
         try:
-            results = self.intake.consider_many(files, enough=enough)
+            results = self.intake.consider_many(files, enough=enough, coming=coming)
         except Exception:  # noqa: BLE001 - one burst's surprise must not stop intake for good
             log.exception("intake of %d file(s) failed unexpectedly; they are looked at again", len(files))
             for path, _, _ in settled:

@@ -21,6 +21,9 @@ from i2vd.store.journal import NewJob
 def relative_path(path: Path, root: WatchRoot | None) -> PurePosixPath:
     if root is None:
         return PurePosixPath(path.name)
+    text, prefix = str(path), str(root.path).rstrip(os.sep) + os.sep
+    if os.sep == "/" and text.startswith(prefix):  # Path.relative_to's work, by the text: once per file of a burst
+        return PurePosixPath(text[len(prefix) :])
     return PurePosixPath(path.relative_to(root.path).as_posix())
 
 

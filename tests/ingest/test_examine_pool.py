@@ -6,6 +6,7 @@ pool finds is what the intake thread would find; nothing behind a link is read; 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 
@@ -90,6 +91,13 @@ def test_what_the_pool_finds_is_what_the_intake_thread_finds(tmp_path, pools):
             write_image(tmp_path / name / "elsewhere" / "secret.png", color=(3, 3, 3))
             (root / "linked").symlink_to(tmp_path / name / "elsewhere")
             files += [root / "notes.png", root / "linked" / "secret.png"]
+            # Sidecars of every kind: the pool works the jobs out as the intake thread would.
+            (root / "i2vd.yaml").write_text('vars: {place: "the coast"}\npriority: 2\nsteps: 30\n')
+            (root / "img_03.png.yaml").write_text('prompt: "{{ subject }} at {{ place }}"\n')
+            (root / "img_04.txt").write_text("a caption for four\n")
+            (root / "parked").mkdir()
+            (root / "parked" / "i2vd.yaml").write_text("steps: [not a number\n")
+            files += images(root / "parked", 2, prefix="waits")
             intake.consider_many([(path, intake.config.watch[0], True) for path in files])
             made[name] = sorted(
                 (
@@ -99,13 +107,54 @@ def test_what_the_pool_finds_is_what_the_intake_thread_finds(tmp_path, pools):
                     job.source_size,
                     (job.last_error or "").replace(f"/{name}/", "/"),
                     job.profile["facts"],
+                    job.idem_key if job.state is JobState.QUEUED else "",  # a parked or failed one's key has its path
+                    job.prompt,
+                    job.params,
+                    json.loads(job.profile_json.replace(f"/{name}/", "/")) | {"hash": "of its sidecars' paths"},
+                    job.priority,
+                    job.profile_name,
                 )
                 for job in journal.jobs()
             )
         finally:
             journal.close()
     assert made["pooled"] == made["inline"]
-    assert len(made["inline"]) == 21 and sum(state == "failed" for _, state, *_ in made["inline"]) == 5
+    assert len(made["inline"]) == 23 and sum(state == "failed" for _, state, *_ in made["inline"]) == 5
+    prompts = {rel_path: prompt for rel_path, *_, prompt, _, _, _, _ in made["inline"]}
+    assert prompts["img_03.png"] == "img 03 at the coast" and prompts["img_04.png"] == "a caption for four"
+    assert sum(state == "parked" for _, state, *_ in made["inline"]) == 2
+
+
+def test_a_sidecar_edited_after_the_pool_read_it_is_what_the_jobs_get(tmp_path, pools):
+    """The pool reads the next burst's sidecars while this one is recorded: a sidecar event meanwhile (the watch
+    says so) makes the intake work those jobs out again with the sidecar as it is now."""
+    intake, journal, root = intake_of(tmp_path, "hot")
+    try:
+        intake.pool = pools(workers=1)
+        watch_root = intake.config.watch[0]
+        (root / "i2vd.yaml").write_text('prompt: "before {{ subject }}"\n')
+        first, second, third = (images(root, 20, prefix=prefix) for prefix in ("first", "second", "third"))
+
+        def burst(files, coming=()):
+            intake.consider_many([(path, watch_root, True) for path in files], coming=[(p, watch_root) for p in coming])
+            for _, future in intake.pool.orphans:
+                future.result(timeout=30)  # the next burst has been read and worked out with the sidecar as it was
+
+        burst(first, coming=second)
+        (root / "i2vd.yaml").write_text('prompt: "after {{ subject }}"\n')
+        intake.settings_changed()  # what the watch does on the sidecar's event
+        burst(second, coming=third)
+        prompts = {job.rel_path: job.prompt for job in journal.jobs()}
+        assert {prompts[path.name] for path in first} == {f"before first {index:02}" for index in range(20)}
+        assert {prompts[path.name] for path in second} == {f"after second {index:02}" for index in range(20)}
+        # The premise: without the event the pool's early reading stands (the event is what sets it right).
+        (root / "i2vd.yaml").write_text('prompt: "later {{ subject }}"\n')
+        burst(third)
+        assert {job.prompt for job in journal.jobs() if job.rel_path.startswith("third")} == {
+            f"after third {index:02}" for index in range(20)
+        }
+    finally:
+        journal.close()
 
 
 def test_nothing_behind_a_linked_folder_is_read_in_a_pool_process(tmp_path):

@@ -590,3 +590,22 @@ def test_a_caption_that_makes_the_prompt_too_long_fails_only_its_image(intake, j
         and "profile default prompt: renders 4,999 bytes; at most 4,096" in failed.reason
     )
     assert neighbour.outcome is Outcome.QUEUED
+
+
+def test_a_sidecar_event_and_a_new_config_make_the_intake_work_pooled_jobs_out_again(config, root, journal):
+    """The pool works a burst's jobs out a little ahead (examine_pool.py): the watch's sidecar events and a
+    reloaded config move the intake's settings generation on, so what the pool read before is not used."""
+    loop = IntakeLoop(config, Intake(config, journal))
+    with running_loop(loop, after_first_scan=True):
+        before = loop.intake.settings_generation
+        write(root / "i2vd.yaml", "profile: beach\n")
+        wait_for(lambda: loop.intake.settings_generation > before, timeout=TIMEOUT, message="no sidecar event")
+        image(root / "shore.jpg", 10)
+        wait_for(lambda: job_at(journal, "shore.jpg"), timeout=TIMEOUT, message="the image was not queued")
+        assert job_at(journal, "shore.jpg").prompt == BEACH
+        after_sidecar = loop.intake.settings_generation  # the sidecar's events (created, written, closed) are in
+        image(root / "dunes.jpg", 20)
+        wait_for(lambda: job_at(journal, "dunes.jpg"), timeout=TIMEOUT, message="the image was not queued")
+        assert loop.intake.settings_generation == after_sidecar  # an image is no reason to work jobs out again
+        loop.reconfigure(make_config(root.parent))
+        wait_for(lambda: loop.intake.settings_generation > after_sidecar, timeout=TIMEOUT, message="no new config")

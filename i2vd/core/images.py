@@ -112,6 +112,8 @@ def _read_facts(source: BytesIO, name: str, *, decode: bool) -> ImageFacts:
 
 def _facts(image: Image.Image) -> ImageFacts:
     exif = image.getexif()
+    if not exif:  # no IFD0, so no Exif IFD either: four look-ups saved on most PNGs and every EXIF-less file
+        return ImageFacts(width=image.width, height=image.height, format=image.format or "unknown")
     return ImageFacts(
         width=image.width,
         height=image.height,

@@ -44,7 +44,7 @@ from i2vd.store.journal import NewJob
 log = logging.getLogger("i2vd.intake")
 
 POOL_MIN_FILES = 16  # fewer new files than this are read in the intake thread: no process is worth starting
-CHUNK_FILES = 50  # files per task sent to a pool process (a folder is listed once per chunk: see listing.py)
+CHUNK_FILES = 100  # files per task sent to a pool process (a folder is listed once per chunk: see listing.py)
 WAIT_SECONDS = 10.0  # a chunk not examined by then (a hung share): its files are read in the intake thread
 ALONE_SECONDS = 10.0  # one file of a chunk that broke the pool, alone in a fresh process
 POLL_SECONDS = 0.05

@@ -315,13 +315,13 @@ class IntakeLoop:
             return
         self.stop_watches()
         self.config = self.intake.config = config
-        self.intake.settings_changed()
         self._excluded = config.excluded_folders()
         self.watches = self._make_watches(config)
         self.start_watches()
         self._last_scan.clear()  # rescan every root: new roots are reconciled, queued jobs get the new profiles
         self._root_devices.clear()
         self._offline_since.clear()
+        self.intake.settings_changed()  # jobs the pool worked out under the old config are worked out again
 
     def rescan_all(self) -> None:
         """Events were lost (the kernel's inotify queue overflowed): reconcile every root at the next tick."""

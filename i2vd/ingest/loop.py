@@ -54,6 +54,7 @@ class IntakeLoop:
         self._lock = threading.Lock()
         self._pending_config: Config | None = None
         self._root_devices: dict[int, int] = {}
+        self._roots_by_folder: dict[str, WatchRoot | None] = {}  # _root_of's answers, until the config changes
         self._offline_since: dict[int, float] = {}
         self.heartbeat = Heartbeat("intake", self.clock)
         self.watches = self._make_watches(config)
@@ -137,7 +138,13 @@ class IntakeLoop:
         return suggested
 
     def _root_of(self, path: Path) -> WatchRoot | None:
-        return self.config.root_for(path)
+        """The root `path` is under; asked a few times for each file of a burst, so answered once per folder."""
+        folder = os.path.dirname(path)
+        if folder not in self._roots_by_folder:
+            if len(self._roots_by_folder) > 10_000:
+                self._roots_by_folder.clear()
+            self._roots_by_folder[folder] = self.config.root_for(Path(folder) / "_")  # a file in that folder
+        return self._roots_by_folder[folder] or self.config.root_for(path)  # None: path may be a root itself
 
     def _settle_seconds(self, path: str) -> float:
         for root in self.config.watch:
@@ -315,6 +322,7 @@ class IntakeLoop:
             return
         self.stop_watches()
         self.config = self.intake.config = config
+        self._roots_by_folder.clear()
         self._excluded = config.excluded_folders()
         self.watches = self._make_watches(config)
         self.start_watches()

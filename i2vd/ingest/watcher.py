@@ -74,9 +74,9 @@ def is_ignored_name(name: str) -> bool:
     return _IGNORED_PATTERN.match(name) is not None
 
 
-def is_candidate(path: Path, root: Path, excluded: tuple[Path, ...] = ()) -> bool:
-    """An image under `root` whose every path part is a name worth looking at."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES or not (path == root or path_under(path, root)):
+def is_candidate(path: Path, root: Path, excluded: tuple[Path, ...] = (), *, suffix: bool = True) -> bool:
+    """An image under `root` whose every path part is a name worth looking at (suffix=False: any name)."""
+    if (suffix and path.suffix.lower() not in IMAGE_SUFFIXES) or not (path == root or path_under(path, root)):
         return False
     relative = str(path)[len(str(root)) :].lstrip(os.sep)
     if any(is_ignored_name(part) for part in relative.split(os.sep)):
@@ -125,20 +125,27 @@ def scan(
         except OSError as error:
             log.warning("cannot list %s: %s", folder, error.strerror)
             continue
+        # is_candidate's tests of the folders above a file, once a folder instead of once a file of it.
+        files_here = folder == root or is_candidate(folder, root, excluded, suffix=False)
         for entry in entries:
-            if is_ignored_name(entry.name):
+            name = entry.name
+            if is_ignored_name(name):
                 continue
-            path = Path(entry.path)
             try:
                 is_folder = entry.is_dir(follow_symlinks=False)
-                if is_folder and not any(path == folder_ or path_under(path, folder_) for folder_ in excluded):
-                    stack.append(path)
-                if not is_candidate(path, root, excluded):
+                if is_folder:
+                    path = Path(entry.path)
+                    if not any(path == folder_ or path_under(path, folder_) for folder_ in excluded):
+                        stack.append(path)
+                if not files_here or os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+                    continue
+                path = Path(entry.path)
+                if excluded and any(path == folder_ for folder_ in excluded):
                     continue
                 if include_special or (entry.is_file(follow_symlinks=False) and not is_folder):
                     yield path, entry.stat(follow_symlinks=False)
             except OSError as error:
-                log.warning("cannot stat %s: %s", path, error.strerror)
+                log.warning("cannot stat %s: %s", entry.path, error.strerror)
 
 
 class SettleTracker:

@@ -113,6 +113,25 @@ def test_scan_finds_nested_images_and_skips_junk_and_excluded_folders(tmp_path: 
     assert found[root / "b" / "d" / "e" / "f.webp"].st_size == 6
 
 
+def test_scan_finds_exactly_what_is_candidate_accepts(tmp_path: Path) -> None:
+    """scan tests a folder's path once for all its files: the same answer as is_candidate asked file by file."""
+    root = tmp_path / "in"
+    names = ["a.jpg", "B.JPEG", "c.txt", "._d.jpg", "e.jpg.part", "~$f.png", ".g.png", "h.tmp", "i.webp"]
+    folders = ["", "x", "x/y", ".hidden", "@eaDir", "x/#snapshot", "out", "out/deeper", "x/out", "z.jpg", "x/~$tmp"]
+    for folder in folders:
+        for name in names:
+            touch(root / folder / name)
+    excluded = (root / "out", root / "x" / "y" / "i.webp")
+    oracle = sorted(
+        Path(dirpath) / name
+        for dirpath, _, files in os.walk(root)
+        for name in files
+        if is_candidate(Path(dirpath) / name, root, excluded)
+    )
+    assert sorted(path for path, _ in scan(root, excluded)) == oracle
+    assert root / "x" / "out" / "a.jpg" in oracle and root / "z.jpg" / "B.JPEG" in oracle  # only root/out is out
+
+
 def test_scan_does_not_follow_symlinks(tmp_path: Path) -> None:
     root = tmp_path / "in"
     outside = tmp_path / "outside"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import errno
 import functools
+import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,9 +83,11 @@ def belongs_to(sidecar: Path, image: Path) -> bool:
 
 def sidecar_files(root: Path, image: Path) -> list[Path]:
     """Folder sidecars from the root down to the image's folder, then the image's own sidecar."""
-    found = listing.remembered(("folder sidecars", root, image.parent), lambda: _folder_sidecars(root, image.parent))
-    own = image_sidecar(image)
-    return found + ([own] if listing.is_file(own) else [])
+    folder, name = os.path.split(os.fspath(image))  # text: a first start asks this of every image
+    found = listing.remembered(
+        ("folder sidecars", os.fspath(root), folder), lambda: _folder_sidecars(root, image.parent)
+    )
+    return found + [image_sidecar(image)] if listing.is_file_in(folder, name + IMAGE_SIDECAR_SUFFIX) else found
 
 
 def _folder_sidecars(root: Path, folder: Path) -> list[Path]:
@@ -196,7 +199,10 @@ def read_sidecars(root: Path | None, image: Path, limits: Limits | None = None) 
 
 def read_caption(image: Path) -> str | None:
     """`<stem>.txt` beside the image (the A1111/SD.Next batch convention), trimmed; None when absent or empty."""
-    if not listing.may_exist(caption_path(image)):
+    folder, name = os.path.split(os.fspath(image))
+    dot = name.rfind(".")
+    stem = name[:dot] if 0 < dot < len(name) - 1 else name  # Path.stem's rule, without making two Paths
+    if not listing.is_file_in(folder, stem + CAPTION_SUFFIX):
         return None
     try:
         text = read_regular_file(caption_path(image), CAPTION_LIMIT).decode("utf-8", "replace").strip()

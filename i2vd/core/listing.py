@@ -21,12 +21,14 @@ T = TypeVar("T")
 
 class FolderListing:
     def __init__(self) -> None:
-        self._files: dict[Path, frozenset[str]] = {}
+        # By the folder's text: a str keeps its hash, a Path is hashed and compared part by part at each look-up.
+        self._files: dict[str, frozenset[str]] = {}
         self._links: dict[Path, bool] = {}
         self.memo: dict[Hashable, Any] = {}
 
-    def files(self, folder: Path) -> frozenset[str]:
+    def files(self, folder: Path | str) -> frozenset[str]:
         """Names in `folder` that Path.is_file() would accept (links to regular files included)."""
+        folder = os.fspath(folder)
         names = self._files.get(folder)
         if names is None:
             found = set()
@@ -44,7 +46,8 @@ class FolderListing:
         return names
 
     def is_file(self, path: Path) -> bool:
-        return path.name in self.files(path.parent)
+        folder, name = os.path.split(os.fspath(path))
+        return name in self.files(folder)
 
     def is_symlink(self, folder: Path) -> bool:
         link = self._links.get(folder)
@@ -85,6 +88,12 @@ def is_file(path: Path) -> bool:
     """Path.is_file(), from the burst's listing when there is one."""
     listing = _CURRENT.get()
     return listing.is_file(path) if listing is not None else path.is_file()
+
+
+def is_file_in(folder: str, name: str) -> bool:
+    """is_file(folder/name) for a folder and a name as text: no Path is made for a file that is not there."""
+    listing = _CURRENT.get()
+    return name in listing.files(folder) if listing is not None else os.path.isfile(os.path.join(folder, name))
 
 
 def is_symlink(path: Path) -> bool:

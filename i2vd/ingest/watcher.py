@@ -91,7 +91,9 @@ def link_below(root: Path | None, path: Path) -> Path | None:
     would still be read through it. Without a root, only the path's own folder is looked at.
     Inside a burst (i2vd.core.listing), once per folder: every image of a folder has the same answer.
     """
-    return listing.remembered(("link below", root, path.parent, path == root), lambda: _link_below(root, path))
+    root_text, text = (os.fspath(root) if root is not None else None), os.fspath(path)
+    key = ("link below", root_text, os.path.dirname(text), text == root_text)  # text keys: see listing.py
+    return listing.remembered(key, lambda: _link_below(root, path))
 
 
 def _link_below(root: Path | None, path: Path) -> Path | None:

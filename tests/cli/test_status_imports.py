@@ -49,5 +49,7 @@ watch: [{{path: {tmp_path / "in"}}}]
         "watchdog",
         "requests",
         "jinja2",  # only a config with a template (checked when loaded) or a render needs it
+        "i2vd.config.schedule",  # only a config with a `schedule:` or a `timezone:` needs it
+        "difflib",  # only a config with an unknown key needs it (did you mean ...?)
     }
     assert heavy.isdisjoint(report["modules"]), sorted(heavy.intersection(report["modules"]))

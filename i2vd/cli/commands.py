@@ -383,8 +383,8 @@ def program() -> None:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # main has said what it could; nothing is owed to a reader that has gone
+        except (BrokenPipeError, ValueError, AttributeError):  # a reader gone, a stream closed or None
+            pass  # main has said what it could
         os._exit(code)
     sys.exit(code)
 

@@ -1,5 +1,3 @@
-import sys
+from i2vd.cli.commands import program
 
-from i2vd.cli.commands import main
-
-sys.exit(main())
+program()

@@ -98,9 +98,11 @@ Folder = Annotated[Path, BeforeValidator(_folder)]
 
 
 def _windows(value: Any) -> list[str] | None:
+    if value is None:
+        return None  # no `schedule:`: always open (and `i2vd status` never imports the schedule module)
     from i2vd.config.schedule import ScheduleError, validate_windows
 
-    if value is not None and (not isinstance(value, list) or not all(isinstance(item, str) for item in value)):
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise problem(f'{value!r} is not a list of windows, e.g. ["mon-fri 20:00-07:00", "sat-sun"]')
     try:
         return validate_windows(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from collections.abc import Callable
@@ -12,6 +11,8 @@ from pydantic import BaseModel, ValidationError
 
 
 def did_you_mean(key: str, known: list[str]) -> str:
+    import difflib  # here, not at the top: only a config with an unknown key needs it
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -44,7 +44,7 @@ from i2vd.config.examples import EXAMPLE_PROFILES, EXAMPLE_SERVERS
 from i2vd.config.executor import ExecutorConfig
 from i2vd.config.http_model import WEBHOOK_EVENTS as WEBHOOK_EVENTS
 from i2vd.config.http_model import HttpConfig, WebhookConfig
-from i2vd.config.model_base import SETTINGS, _EmptyIsDefaults
+from i2vd.config.model_base import SETTINGS, _EmptyIsDefaults, empty_dict, empty_list
 from i2vd.config.parameter_limits import profile_field
 from i2vd.config.parameters import FIELDS as FIELDS
 from i2vd.config.parameters import PARAMETERS
@@ -283,10 +283,13 @@ class ConfigFile(_EmptyIsDefaults, BaseModel):
     )
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="where jobs run (local or celery)")
     watch: Annotated[list[WatchRoot], Strict()] = Field(
-        default_factory=list, validate_default=True, description="hot folders", examples=[[{"path": "/srv/i2v/in"}]]
+        default_factory=empty_list,
+        validate_default=True,
+        description="hot folders",
+        examples=[[{"path": "/srv/i2v/in"}]],
     )
     profiles: Annotated[dict[str, ProfileFields], Strict()] = Field(
-        default_factory=dict,
+        default_factory=empty_dict,
         description="profiles inherit every field from `default`. Prompts and `output` are Jinja2 templates with: "
         'stem, subject ("golden_retriever-2" -> "golden retriever 2"), filename, folder, caption, exif_date, '
         "exif_camera and the sidecar's vars. A folder picks its profile with an i2vd.yaml sidecar: `profile: beach` "

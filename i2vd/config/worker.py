@@ -27,13 +27,16 @@ from i2vd.config.load import (
     validation_problems,
 )
 from i2vd.config.model import ConfigFile, WatchRoot
+from i2vd.config.model_base import empty_list
 
 
 class WorkerConfigFile(ConfigFile):
     """A GPU host's config: what ConfigFile takes, with no hot folder and no output folder required."""
 
     output_dir: Folder | None = Field(None, description="not used by `i2vd worker`")
-    watch: Annotated[list[WatchRoot], Strict()] = Field(default_factory=list, description="not used by `i2vd worker`")
+    watch: Annotated[list[WatchRoot], Strict()] = Field(
+        default_factory=empty_list, description="not used by `i2vd worker`"
+    )
 
     @field_validator("watch")
     @classmethod

@@ -201,6 +201,23 @@ class ExaminePool:
             )
         return self._executor
 
+    @property
+    def started(self) -> bool:
+        return self._executor is not None
+
+    def warm(self) -> None:
+        """Start the processes now (a burst is settling): spawning them, ~0.5 s of imports each, then overlaps
+        the settle window instead of holding up the burst's first slice."""
+        if self.unavailable or self._executor is not None:
+            return
+        try:
+            for _ in range(self.workers):
+                self._pool().submit(os.getpid)
+        except (RuntimeError, OSError) as error:
+            log.warning("the intake's process pool cannot start (%s): images are read in the intake thread", error)
+            self.unavailable = True
+            self.close()
+
     def _restart(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)

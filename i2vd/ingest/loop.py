@@ -20,7 +20,7 @@ from i2vd.config.sidecars import (
 from i2vd.core.clock import Clock
 from i2vd.core.liveness import Heartbeat
 from i2vd.core.mounts import MountMemory, read_mounts, should_poll
-from i2vd.ingest.examine_pool import ExaminePool
+from i2vd.ingest.examine_pool import POOL_MIN_FILES, ExaminePool
 from i2vd.ingest.intake import Intake, Outcome
 from i2vd.ingest.watcher import FolderWatch, MissedEvents, SettleTracker, is_candidate, link_below, scan
 
@@ -179,6 +179,9 @@ class IntakeLoop:
         known = self.intake.journal.known_files() if folders else None  # once for every new folder of this tick
         for folder, index in folders:
             self.reconcile(index, folder, known)
+        pool = self.intake.pool
+        if pool is not None and not pool.started and len(self.tracker) >= POOL_MIN_FILES:
+            pool.warm()  # a burst is settling: its processes start meanwhile
         for path, size, mtime_ns in self.tracker.settled_text(self._settle_seconds):
             if is_sidecar_name(os.path.basename(path)):
                 sidecar_folders.add(Path(path).parent)

@@ -195,3 +195,24 @@ def test_a_pool_that_cannot_start_leaves_the_reading_to_the_intake_thread(tmp_pa
         assert intake.pool.unavailable
     finally:
         journal.close()
+
+
+def test_the_pool_starts_while_a_burst_settles_not_when_its_first_slice_is_due(tmp_path, pools):
+    """Spawning the processes (~0.5 s of imports each) overlaps the settle window of a big drop."""
+    from i2vd.core.clock import ManualClock
+    from i2vd.ingest.loop import IntakeLoop
+
+    intake, journal, root = intake_of(tmp_path, "hot")
+    try:
+        loop = IntakeLoop(intake.config, intake, clock=ManualClock())
+        intake.pool = pools(workers=1)
+        images(root, examine_pool.POOL_MIN_FILES - 1)
+        loop.tick()  # the first scan: the files settle from now on
+        assert not intake.pool.started  # a handful is read in the intake thread: no process for them
+        images(root, 1, prefix="one-more")
+        loop.reconcile(0)
+        loop.tick()
+        assert intake.pool.started and journal.counts().get("queued", 0) == 0  # nothing has settled yet
+    finally:
+        loop.stop_watches()
+        journal.close()

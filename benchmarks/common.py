@@ -46,6 +46,26 @@ profiles: {{default: {{prompt: "A {{{{ subject }}}} scene"}}}}
 {extra}"""
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (its threads, not its children)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pid: int, timeout: float = 300.0, busy_share: float = 0.05) -> float:
+    """Wait until the process has used under `busy_share` of a core for two seconds running (a restart's first
+    round over every root and every waiting job is done); the seconds waited."""
+    started = time.monotonic()
+    quiet, last = 0, cpu_seconds(pid)
+    while quiet < 4 and time.monotonic() - started < timeout:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        quiet = quiet + 1 if now - last < busy_share * 0.5 else 0
+        last = now
+    return time.monotonic() - started
+
+
 def peak_rss_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process in MB: now and its own high-water mark."""
     values = {}

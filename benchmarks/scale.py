@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     figure,
     peak_rss_mb,
     timed_status,
+    wait_idle,
 )
 
 
@@ -92,7 +93,9 @@ def bench_scale(files: int, folders: int, settle: float) -> dict:
         restart = DaemonProcess(config).start()
         try:
             ready = restart.wait_ready()
-            time.sleep(max(2.0, settle * 4))  # the restart's reconcile of every root runs meanwhile
+            # Its first round (every root reconciled, sidecars applied again to every waiting job) is done before
+            # the figures: the peak RSS comes from that round.
+            settled = wait_idle(restart.process.pid)
             status = min(timed_status(config) for _ in range(3))
             _, peak_restart = peak_rss_mb(restart.process.pid)
         finally:
@@ -104,6 +107,7 @@ def bench_scale(files: int, folders: int, settle: float) -> dict:
         "gap": gap,
         "status_during": max(status_during, default=0.0),
         "ready": ready,
+        "settled": settled,
         "status": status,
         "rss_first": peak_first,
         "rss_restart": peak_restart,
@@ -134,7 +138,12 @@ def report(result: dict) -> None:
         "< 0.5 s",
         during < 0.5 if during else None,
     )
-    figure("scale: restart READY", f"{result['ready']:.2f} s", "<= 10 s", result["ready"] <= 10)
+    figure(
+        "scale: restart READY",
+        f"{result['ready']:.2f} s (its first round over every waiting job done {result['settled']:.0f} s later)",
+        "<= 10 s",
+        result["ready"] <= 10,
+    )
     figure(
         "scale: i2vd status", f"{result['status']:.2f} s (process start included)", "< 0.5 s", result["status"] < 0.5
     )

@@ -246,7 +246,9 @@ class IntakeLoop:
 
     def _apply_sidecars(self, folder: Path, parked_only: bool = False) -> None:
         try:
-            self.intake.reresolve_under(folder, parked_only=parked_only)
+            for index, _ in enumerate(self.intake.reresolve_each(folder, parked_only=parked_only)):
+                if index % 100 == 0:  # a restart goes over every queued job: liveness is told it goes on
+                    self.heartbeat.beat(self.SLICE_SECONDS + self.TICK_SECONDS, "applying sidecars to waiting jobs")
         except Exception:  # noqa: BLE001 - a surprise here must not stop the intake
             log.exception("applying sidecars under %s failed", folder)
 

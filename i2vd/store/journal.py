@@ -213,15 +213,22 @@ class Journal(JobRecording, FileMemory, Claims, Queries, Outbox, WorkersSeen):
             ).fetchall()
         return rows
 
-    def unstarted_jobs(self, under: str | None = None) -> list[Job]:
-        """Queued and parked jobs (optionally those whose source is under a folder): what a sidecar edit may change."""
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({_sql(JobState.QUEUED, JobState.PARKED)})"
-        parameters: tuple = ()
+    def unstarted_jobs(
+        self, under: str | None = None, *, parked_only: bool = False, after_id: int = 0, limit: int | None = None
+    ) -> list[Job]:
+        """Queued and parked jobs (optionally those whose source is under a folder): what a sidecar edit may change.
+
+        In id order; with `after_id` and `limit`, one page of them (100,000 queued jobs are not read at once).
+        """
+        states = (JobState.PARKED,) if parked_only else (JobState.QUEUED, JobState.PARKED)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({_sql(*states)}) AND id > ?"
+        parameters: tuple = (after_id,)
         if under is not None:
             sql += " AND substr(source_path, 1, ?) = ?"
             prefix = db_path(under.rstrip("/") + "/")
-            parameters = (len(prefix), prefix)
-        return [_job(row) for row in self._read(sql + " ORDER BY id", parameters)]
+            parameters += (len(prefix), prefix)
+        sql += " ORDER BY id" + (f" LIMIT {int(limit)}" if limit is not None else "")
+        return [_job(row) for row in self._read(sql, parameters)]
 
     def reresolve(
         self, job_id: int, new: NewJob, *, from_states: tuple[JobState, ...], fresh_start: bool = False

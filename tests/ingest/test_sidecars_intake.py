@@ -271,6 +271,28 @@ def test_a_sidecar_edited_while_i2vd_was_stopped_applies_to_queued_jobs_at_the_n
     assert (job.state, job.profile_name, job.prompt) == (JobState.QUEUED, "mountain", MOUNTAIN)
 
 
+def test_at_the_next_start_every_queued_job_is_gone_over_a_page_at_a_time(config, root, journal, intake, monkeypatch):
+    """A restart with 100,000 queued jobs read them all at once (~150 MB): now a page at a time, all of them."""
+    from i2vd.ingest import intake as intake_module
+
+    monkeypatch.setattr(intake_module, "REVIEW_PAGE", 2)
+    queued = [intake.consider(image(root / "shore" / f"{n}.jpg", 30 * n), config.watch[0]).job for n in range(5)]
+    intake.consider(image(root / "elsewhere.jpg", 200), config.watch[0])
+    write(root / "shore" / "i2vd.yaml", "profile: mountain\n")
+    pages = []
+    real_read = journal.unstarted_jobs
+    monkeypatch.setattr(journal, "unstarted_jobs", lambda *a, **k: pages.append(k) or real_read(*a, **k))
+    loop = IntakeLoop(config, Intake(config, journal), ManualClock())
+    try:
+        loop.tick()
+    finally:
+        loop.stop_watches()
+    assert {journal.job(job.id).prompt for job in queued} == {MOUNTAIN}
+    assert job_at(journal, "elsewhere.jpg").prompt != MOUNTAIN
+    assert [page["limit"] for page in pages] == [2, 2, 2, 2]  # six jobs under the root: three pages, one empty
+    assert [page["after_id"] for page in pages] == [0, queued[1].id, queued[3].id, job_at(journal, "elsewhere.jpg").id]
+
+
 # -- a sidecar or caption arriving after its images --------------------------------------
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from i2vd.config import schedule as schedules
 from i2vd.core.images import sha256_of
+from i2vd.jobs.beside import BesideThread
 from i2vd.store.journal import Job
 
 log = logging.getLogger("i2vd.worker")
@@ -54,12 +55,16 @@ def _seen(path: str) -> tuple[int, int] | None:
 
 
 class Preparer:
-    """At most one job at a time being prepared beside a worker's call."""
+    """At most one job at a time being prepared beside a worker's call (on a thread kept between jobs)."""
 
     def __init__(self, name: str):
         self.name = name
-        self._thread: threading.Thread | None = None
+        self._beside = BesideThread(name)
         self._result: Prepared | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._beside.busy
 
     def start(self, work) -> None:
         self.take_result()
@@ -67,16 +72,16 @@ class Preparer:
         def run() -> None:
             self._result = work()
 
-        self._thread = threading.Thread(target=run, name=self.name, daemon=True)
-        self._thread.start()
+        self._beside.submit(run)
 
     def take_result(self) -> Prepared | None:
         """The prepared job (if any), once its preparing is over; the preparer is empty afterwards."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
+        self._beside.wait()
         result, self._result = self._result, None
         return result
+
+    def close(self) -> None:
+        self._beside.close()
 
 
 class Preparing:
@@ -185,4 +190,5 @@ class Preparing:
     def _stop_preparing(self) -> None:
         """The worker ends: a job prepared for a call that will not come goes back to the queue."""
         prepared = self._preparer.take_result()
+        self._preparer.close()
         self._give_back(prepared.job if prepared is not None else None)

@@ -163,6 +163,7 @@ class Worker(Preparing, Keeping, SourceFiles, Settling):
                     self.clock.wait(stop, IDLE_POLL_SECONDS)
         finally:
             self._wait_finishing()  # the last video written and recorded before the worker ends
+            self._finisher.close()
             self._stop_preparing()
             self.overlap = False
 

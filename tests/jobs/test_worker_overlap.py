@@ -113,3 +113,36 @@ def test_a_reply_that_cannot_be_kept_beside_the_next_call_waits_using_no_attempt
     finally:
         rig.backend.close()
         rig.journal.close()
+
+
+def test_one_preparing_and_one_finishing_thread_serve_every_job_of_a_run_and_end_with_it(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    """A thread started for each job made the worker wait for it to be scheduled, between two calls."""
+    rig = build_rig(tmp_path, fake_server)
+    try:
+        jobs = [rig.add(f"{index}.png", color=(index, 20, 30))[0] for index in range(4)]
+        real_keep = received.keep
+        kept_on: list[threading.Thread] = []
+
+        def keep(folder, job, reply, server):
+            kept_on.append(threading.current_thread())
+            return real_keep(folder, job, reply, server)
+
+        real_prepare = rig.worker._prepare_next
+        prepared_on: list[threading.Thread] = []
+
+        def prepare_next():
+            prepared_on.append(threading.current_thread())
+            return real_prepare()
+
+        monkeypatch.setattr(received, "keep", keep)
+        monkeypatch.setattr(rig.worker, "_prepare_next", prepare_next)
+        rig.worker.run(threading.Event(), burst=True)
+        assert [rig.job(job.id).state for job in jobs] == [JobState.DONE] * 4
+        assert len(kept_on) == 4 and len(set(kept_on)) == 1  # one finishing thread for the four videos
+        assert len(prepared_on) >= 3 and len(set(prepared_on)) == 1  # one preparing thread for the run
+        assert not kept_on[0].is_alive() and not prepared_on[0].is_alive()  # both ended with the run
+    finally:
+        rig.backend.close()
+        rig.journal.close()

@@ -246,7 +246,7 @@ def test_a_file_deleted_while_its_job_is_prepared_is_not_sent_from_what_was_read
             timeout=10,
             message="job 2 prepared during call 1",
         )
-        wait_for(lambda: rig.worker._preparer._thread is None or not rig.worker._preparer._thread.is_alive())
+        wait_for(lambda: not rig.worker._preparer.busy)
         Path(second.source_path).unlink()  # deleted after it was read beside call 1
         fake_server.clear_faults()
         worker.join(timeout=30)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import requests
 
 from i2vd import __version__
-from i2vd.render.backends import failures, http, replies
+from i2vd.render.backends import failures, http, replies, sessions
 from i2vd.render.backends.base import (
     RESOLUTIONS,
     BadReply,
@@ -55,7 +55,7 @@ class PredictBackend:
         self.timeout_seconds = float(timeout_seconds)
         self.connect_timeout = float(connect_timeout_seconds)
         self.image_encoding = image_encoding
-        self._session = http.mount_deadline_adapter(session or requests.Session())
+        self._session = http.mount_deadline_adapter(session or sessions.Session())
         self._session.headers["User-Agent"] = f"i2vd/{__version__}"
 
     def describe(self) -> dict[str, str]:

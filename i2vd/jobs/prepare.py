@@ -4,8 +4,9 @@ SPEC "Performance targets": between two calls only what must come between them. 
 runs, a preparing thread claims job k+1 (its lease taken, no `started_at` until it is sent), reserves
 its output path and reads and hash-checks its image. Once call k is over the worker reads the
 schedule and the VRAM gate as before any call, marks the job as being sent
-(Journal.mark_sending: from then on a crash interrupts it) and sends it. One job at a time on
-each server stays the rule: a prepared job is not on the server.
+(Journal.mark_sending: from then on a crash interrupts it) and sends it; that commit does not wait
+for the disk (a crash of the process finds it; the preparing thread fsyncs it as the request leaves,
+for a power cut). One job at a time on each server stays the rule: a prepared job is not on the server.
 
 Exactly-once: a prepared job is a claimed job like any other. If i2vd dies before it is sent,
 recover_running returns it to the queue, counting no interruption against it (the daemon did
@@ -88,6 +89,7 @@ class Preparing:
     """Worker's side: prepare beside the call, take the prepared job, give it back when it is not sent."""
 
     _prepared_image: tuple[int, bytes, tuple[int, int] | None] | None = None
+    _start_unsynced = False  # a job's start committed without waiting for the disk, not synced yet
     _preparing: Preparer | None = None
 
     @property
@@ -97,9 +99,21 @@ class Preparing:
         return self._preparing
 
     def _prepare_beside_call(self) -> None:
-        """Called as a request leaves: the next job is claimed and read while the server works."""
+        """Called as a request leaves: its start put on the disk, the next job claimed and read, while the server
+        works."""
         if self.overlap:
-            self._preparer.start(self._prepare_next)
+            self._preparer.start(self._beside_call)
+
+    def _beside_call(self) -> Prepared | None:
+        """On the preparing thread: the start mark_sending committed without waiting for the disk, synced now
+        (a crash of the process found it already), then the next job prepared."""
+        if self._start_unsynced:
+            self._start_unsynced = False
+            try:
+                self.journal.sync()
+            except OSError as error:  # the next commit syncs the WAL with it
+                log.warning("could not sync the journal: %s", error)
+        return self._prepare_next()
 
     def _prepare_next(self) -> Prepared | None:
         """On the preparing thread: claim the next due job and read its image, or None."""
@@ -162,6 +176,7 @@ class Preparing:
         (its audit record's `started`), not when it was prepared."""
         started_at = self.journal.mark_sending(job.id, self.name)
         if started_at is not None:
+            self._start_unsynced = True  # synced beside the call (_beside_call)
             return dataclasses.replace(job, started_at=started_at)
         self._prepared_image = None
         self.journal.release(job.id)  # no longer running (forgotten meanwhile): nothing to send

@@ -258,3 +258,43 @@ def test_a_file_deleted_while_its_job_is_prepared_is_not_sent_from_what_was_read
         worker.join(timeout=30)
         rig.backend.close()
         rig.journal.close()
+
+
+def test_a_prepared_job_s_start_is_synced_to_disk_beside_its_call(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    """mark_sending commits without waiting for the disk; the fsync comes while the server has the request."""
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        order: list[str] = []
+        real_mark, real_sync = rig.journal.mark_sending, rig.journal.sync
+
+        def mark_sending(job_id, owner):
+            order.append(f"mark {job_id}")
+            return real_mark(job_id, owner)
+
+        def sync():
+            order.append("sync")
+            real_sync()
+
+        monkeypatch.setattr(rig.journal, "mark_sending", mark_sending)
+        monkeypatch.setattr(rig.journal, "sync", sync)
+        fake_server.hang(when=lambda request: request.image_sha256 == second.source_sha256)
+        worker.start()
+        wait_for(lambda: fake_server.in_flight == 1 and len(fake_server.requests) == 2, timeout=10)
+        wait_for(lambda: "sync" in order, timeout=10, message=f"job 2's start synced: {order}")
+        assert order == [f"mark {second.id}", "sync"]  # as it was sent: call 2 is held on the server until now
+        assert rig.job(second.id).started_at is not None
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert rig.job(second.id).state is JobState.DONE
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()

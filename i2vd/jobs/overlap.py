@@ -15,6 +15,7 @@ recover_running puts it back in the queue, and its next turn finds the output wr
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,10 @@ class Finisher:
     def busy(self) -> bool:
         return self._beside.busy
 
-    def start(self, work: Callable[[], None]) -> None:
-        """Run `work` on the finishing thread, once the previous video is finished."""
-        self._beside.submit(work)
+    def start(self, work: Callable[[], None], after: threading.Event | None = None) -> None:
+        """Run `work` on the finishing thread, once the previous video is finished (and the next request has
+        left: `after`, beside.py)."""
+        self._beside.submit(work, after)
 
     def wait(self) -> None:
         """Until the video being finished (if any) is written and its outcome recorded."""

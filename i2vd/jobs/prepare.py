@@ -67,13 +67,13 @@ class Preparer:
     def busy(self) -> bool:
         return self._beside.busy
 
-    def start(self, work) -> None:
+    def start(self, work, after: threading.Event | None = None) -> None:
         self.take_result()
 
         def run() -> None:
             self._result = work()
 
-        self._beside.submit(run)
+        self._beside.submit(run, after)
 
     def take_result(self) -> Prepared | None:
         """The prepared job (if any), once its preparing is over; the preparer is empty afterwards."""
@@ -90,6 +90,7 @@ class Preparing:
 
     _prepared_image: tuple[int, bytes, tuple[int, int] | None] | None = None
     _start_unsynced = False  # a job's start committed without waiting for the disk, not synced yet
+    _next_request_left: threading.Event | None = None  # set once the next request has left (beside.py)
     _preparing: Preparer | None = None
 
     @property
@@ -98,11 +99,21 @@ class Preparing:
             self._preparing = Preparer(f"i2vd-preparing-{self.name.rsplit(':', 1)[-1]}")
         return self._preparing
 
-    def _prepare_beside_call(self) -> None:
-        """Called as a request leaves: its start put on the disk, the next job claimed and read, while the server
-        works."""
+    def _prepare_beside_call(self) -> threading.Event:
+        """Called as a request is about to leave: once it has left (the event set: by a backend that says so,
+        `signals_sent`, else at once), its start is put on the disk and the next job claimed and read while the
+        server works, and the last video finished (`_finish_after_next_request`)."""
+        left, self._next_request_left = self._next_request_left or threading.Event(), None
+        if not getattr(self.backend, "signals_sent", False):
+            left.set()
         if self.overlap:
-            self._preparer.start(self._beside_call)
+            self._preparer.start(self._beside_call, after=left)
+        return left
+
+    def _finish_after_next_request(self) -> threading.Event:
+        """What a video's finishing waits for: the next request to leave (not to compete with the sending)."""
+        self._next_request_left = threading.Event()
+        return self._next_request_left
 
     def _beside_call(self) -> Prepared | None:
         """On the preparing thread: the start mark_sending committed without waiting for the disk, synced now

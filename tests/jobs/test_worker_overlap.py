@@ -12,9 +12,10 @@ from pathlib import Path
 
 from i2vd.jobs import received
 from i2vd.render import output
+from i2vd.render.backends import http
 from i2vd.store.journal import JobState
 from tests.jobs.test_worker import build_rig
-from tests.support.fakes import FakePredictServer
+from tests.support.fakes import FakePredictServer, wait_for
 
 
 def test_the_next_job_is_on_the_server_while_the_previous_video_is_written(
@@ -144,5 +145,44 @@ def test_one_preparing_and_one_finishing_thread_serve_every_job_of_a_run_and_end
         assert len(prepared_on) >= 3 and len(set(prepared_on)) == 1  # one preparing thread for the run
         assert not kept_on[0].is_alive() and not prepared_on[0].is_alive()  # both ended with the run
     finally:
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_the_last_video_is_finished_once_the_next_request_has_left_and_at_once_when_none_follows(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    """Keeping, probing and tagging competed with sending the next request for the CPU."""
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    uploading, upload = threading.Event(), threading.Event()
+    real_read = http.StreamedBody.read
+    reads: list[int] = []
+
+    def read(body, size=-1):
+        if not reads or reads[-1] != id(body):
+            reads.append(id(body))
+        if len(reads) == 2:  # the second request's body is held back until the test lets it go
+            uploading.set()
+            upload.wait(30)
+        return real_read(body, size)
+
+    try:
+        first, _ = rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        monkeypatch.setattr(http.StreamedBody, "read", read)
+        worker.start()
+        assert uploading.wait(10)
+        wait_for(lambda: rig.worker._finisher._beside.holding or rig.job(first.id).state is JobState.DONE, timeout=10)
+        assert rig.job(first.id).state is JobState.RUNNING  # video 1 waits for request 2 to leave
+        upload.set()
+        wait_for(lambda: rig.job(first.id).state is JobState.DONE, timeout=10)
+        worker.join(timeout=30)  # nothing follows video 2: written at once, the run ends
+        assert rig.job(second.id).state is JobState.DONE
+    finally:
+        upload.set()
+        stop.set()
+        worker.join(timeout=30)
         rig.backend.close()
         rig.journal.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from i2vd.jobs import prepare
 from i2vd.jobs.sources import SourceFiles
 from i2vd.jobs.worker import Worker
+from i2vd.render.backends import http
 from i2vd.render.gpu import MemoryReading, VramGate
 from i2vd.store.journal import JobState
 from tests.jobs.test_worker import build_rig
@@ -293,6 +294,44 @@ def test_a_prepared_job_s_start_is_synced_to_disk_beside_its_call(
         worker.join(timeout=30)
         assert rig.job(second.id).state is JobState.DONE
     finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_the_next_job_is_prepared_once_the_request_has_left_not_while_it_is_sent(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    """Preparing (journal commits, reading and hashing an image) competed with the sending for the CPU."""
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    uploading, upload = threading.Event(), threading.Event()
+    real_read = http.StreamedBody.read
+
+    def read(body, size=-1):
+        uploading.set()
+        upload.wait(30)  # the first request's body is held back until the test lets it go
+        return real_read(body, size)
+
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        monkeypatch.setattr(http.StreamedBody, "read", read)
+        fake_server.hang(times=1)
+        worker.start()
+        assert uploading.wait(10)
+        wait_for(lambda: rig.worker._preparer._beside.holding or prepared_job(rig) is not None, timeout=10)
+        assert prepared_job(rig) is None  # job 2 waits for request 1 to leave
+        upload.set()
+        wait_for(lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1, timeout=10)
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert rig.job(second.id).state is JobState.DONE
+    finally:
+        upload.set()
         stop.set()
         fake_server.clear_faults()
         worker.join(timeout=30)

@@ -234,7 +234,9 @@ class StreamedBody:
     at a time as the connection takes it, so an upload holds one copy of the image, not four.
     """
 
-    def __init__(self, payload: Any, placeholder: str, image: bytes, prefix: str = "") -> None:
+    def __init__(
+        self, payload: Any, placeholder: str, image: bytes, prefix: str = "", on_end: Callable[[], None] | None = None
+    ) -> None:
         text = json.dumps(payload)
         marker = json.dumps(placeholder)
         before, found, after = text.partition(marker)
@@ -246,6 +248,7 @@ class StreamedBody:
         self._length = len(self._head) + 4 * -(-len(image) // 3) + len(self._tail)
         self._chunks = self._iterate()
         self._buffer = b""
+        self._on_end = on_end  # called once the connection has read the last byte (the request has left)
 
     def __len__(self) -> int:
         return self._length
@@ -267,6 +270,9 @@ class StreamedBody:
             data, self._buffer = self._buffer, b""
         else:
             data, self._buffer = self._buffer[:size], self._buffer[size:]
+        if not data and self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            on_end()
         return data
 
 

@@ -39,6 +39,7 @@ def image_prefix(image_name: str, encoding: str) -> str:
 
 class PredictBackend:
     kind = "predict"
+    signals_sent = True  # request.on_sent is called once the request's body has left
 
     def __init__(
         self,
@@ -78,7 +79,7 @@ class PredictBackend:
             ]
         }
         prefix = image_prefix(request.image_name, self.image_encoding)
-        body = http.StreamedBody(payload, image_value, request.image, prefix=prefix)
+        body = http.StreamedBody(payload, image_value, request.image, prefix=prefix, on_end=request.on_sent)
         started = time.monotonic()
         with http.Deadline(self.timeout_seconds, self.url + self.path) as deadline, reply_folder(request) as folder:
             reply_file = http.spool_name(folder, ".json")

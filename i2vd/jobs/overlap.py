@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2vd.jobs import received
+from i2vd.jobs.beside import BesideThread
 from i2vd.jobs.outcomes import Outcome
 from i2vd.render.backends.base import VideoReply
 from i2vd.store.journal import Job
@@ -51,25 +52,25 @@ class Keeping:
 
 
 class Finisher:
-    """At most one video at a time being finished beside a worker's calls."""
+    """At most one video at a time being finished beside a worker's calls (on a thread kept between jobs)."""
 
     def __init__(self, name: str):
         self.name = name
-        self._thread: threading.Thread | None = None
+        self._beside = BesideThread(name)
 
     @property
     def busy(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._beside.busy
 
-    def start(self, work: Callable[[], None]) -> None:
-        """Run `work` on the finishing thread, once the previous video is finished."""
-        self.wait()
-        self._thread = threading.Thread(target=work, name=self.name, daemon=True)
-        self._thread.start()
+    def start(self, work: Callable[[], None], after: threading.Event | None = None) -> None:
+        """Run `work` on the finishing thread, once the previous video is finished (and the next request has
+        left: `after`, beside.py)."""
+        self._beside.submit(work, after)
 
     def wait(self) -> None:
         """Until the video being finished (if any) is written and its outcome recorded."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
+        self._beside.wait()
+
+    def close(self) -> None:
+        """The video being finished written, the finishing thread ended (the worker's run is over)."""
+        self._beside.close()

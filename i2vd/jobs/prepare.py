@@ -4,8 +4,9 @@ SPEC "Performance targets": between two calls only what must come between them. 
 runs, a preparing thread claims job k+1 (its lease taken, no `started_at` until it is sent), reserves
 its output path and reads and hash-checks its image. Once call k is over the worker reads the
 schedule and the VRAM gate as before any call, marks the job as being sent
-(Journal.mark_sending: from then on a crash interrupts it) and sends it. One job at a time on
-each server stays the rule: a prepared job is not on the server.
+(Journal.mark_sending: from then on a crash interrupts it) and sends it; that commit does not wait
+for the disk (a crash of the process finds it; the preparing thread fsyncs it as the request leaves,
+for a power cut). One job at a time on each server stays the rule: a prepared job is not on the server.
 
 Exactly-once: a prepared job is a claimed job like any other. If i2vd dies before it is sent,
 recover_running returns it to the queue, counting no interruption against it (the daemon did
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 from i2vd.config import schedule as schedules
 from i2vd.core.images import sha256_of
+from i2vd.jobs.beside import BesideThread
 from i2vd.store.journal import Job
 
 log = logging.getLogger("i2vd.worker")
@@ -54,35 +56,41 @@ def _seen(path: str) -> tuple[int, int] | None:
 
 
 class Preparer:
-    """At most one job at a time being prepared beside a worker's call."""
+    """At most one job at a time being prepared beside a worker's call (on a thread kept between jobs)."""
 
     def __init__(self, name: str):
         self.name = name
-        self._thread: threading.Thread | None = None
+        self._beside = BesideThread(name)
         self._result: Prepared | None = None
 
-    def start(self, work) -> None:
+    @property
+    def busy(self) -> bool:
+        return self._beside.busy
+
+    def start(self, work, after: threading.Event | None = None) -> None:
         self.take_result()
 
         def run() -> None:
             self._result = work()
 
-        self._thread = threading.Thread(target=run, name=self.name, daemon=True)
-        self._thread.start()
+        self._beside.submit(run, after)
 
     def take_result(self) -> Prepared | None:
         """The prepared job (if any), once its preparing is over; the preparer is empty afterwards."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
+        self._beside.wait()
         result, self._result = self._result, None
         return result
+
+    def close(self) -> None:
+        self._beside.close()
 
 
 class Preparing:
     """Worker's side: prepare beside the call, take the prepared job, give it back when it is not sent."""
 
     _prepared_image: tuple[int, bytes, tuple[int, int] | None] | None = None
+    _start_unsynced = False  # a job's start committed without waiting for the disk, not synced yet
+    _next_request_left: threading.Event | None = None  # set once the next request has left (beside.py)
     _preparing: Preparer | None = None
 
     @property
@@ -91,10 +99,32 @@ class Preparing:
             self._preparing = Preparer(f"i2vd-preparing-{self.name.rsplit(':', 1)[-1]}")
         return self._preparing
 
-    def _prepare_beside_call(self) -> None:
-        """Called as a request leaves: the next job is claimed and read while the server works."""
+    def _prepare_beside_call(self) -> threading.Event:
+        """Called as a request is about to leave: once it has left (the event set: by a backend that says so,
+        `signals_sent`, else at once), its start is put on the disk and the next job claimed and read while the
+        server works, and the last video finished (`_finish_after_next_request`)."""
+        left, self._next_request_left = self._next_request_left or threading.Event(), None
+        if not getattr(self.backend, "signals_sent", False):
+            left.set()
         if self.overlap:
-            self._preparer.start(self._prepare_next)
+            self._preparer.start(self._beside_call, after=left)
+        return left
+
+    def _finish_after_next_request(self) -> threading.Event:
+        """What a video's finishing waits for: the next request to leave (not to compete with the sending)."""
+        self._next_request_left = threading.Event()
+        return self._next_request_left
+
+    def _beside_call(self) -> Prepared | None:
+        """On the preparing thread: the start mark_sending committed without waiting for the disk, synced now
+        (a crash of the process found it already), then the next job prepared."""
+        if self._start_unsynced:
+            self._start_unsynced = False
+            try:
+                self.journal.sync()
+            except OSError as error:  # the next commit syncs the WAL with it
+                log.warning("could not sync the journal: %s", error)
+        return self._prepare_next()
 
     def _prepare_next(self) -> Prepared | None:
         """On the preparing thread: claim the next due job and read its image, or None."""
@@ -157,6 +187,7 @@ class Preparing:
         (its audit record's `started`), not when it was prepared."""
         started_at = self.journal.mark_sending(job.id, self.name)
         if started_at is not None:
+            self._start_unsynced = True  # synced beside the call (_beside_call)
             return dataclasses.replace(job, started_at=started_at)
         self._prepared_image = None
         self.journal.release(job.id)  # no longer running (forgotten meanwhile): nothing to send
@@ -185,4 +216,5 @@ class Preparing:
     def _stop_preparing(self) -> None:
         """The worker ends: a job prepared for a call that will not come goes back to the queue."""
         prepared = self._preparer.take_result()
+        self._preparer.close()
         self._give_back(prepared.job if prepared is not None else None)

@@ -163,6 +163,7 @@ class Worker(Preparing, Keeping, SourceFiles, Settling):
                     self.clock.wait(stop, IDLE_POLL_SECONDS)
         finally:
             self._wait_finishing()  # the last video written and recorded before the worker ends
+            self._finisher.close()
             self._stop_preparing()
             self.overlap = False
 
@@ -241,7 +242,7 @@ class Worker(Preparing, Keeping, SourceFiles, Settling):
             job, outcome = self.process(job)
             if isinstance(outcome, Finishing):
                 self._wait_finishing()
-                self._finisher.start(lambda: self._finish(job, outcome))
+                self._finisher.start(lambda: self._finish(job, outcome), after=self._finish_after_next_request())
                 handed_over = True
             else:
                 self._settle(job, outcome)
@@ -357,13 +358,15 @@ class Worker(Preparing, Keeping, SourceFiles, Settling):
             extra=job_fields(job.id, job.source_path, "running"),
         )
         self.heartbeat.beat(self.server.timeout_seconds, f"job {job.id} on the server")
-        self._prepare_beside_call()
+        left = self._prepare_beside_call()  # set once the request has left (prepare.py)
         try:
-            reply = self.backend.generate(request)
+            reply = self.backend.generate(dataclasses.replace(request, on_sent=left.set))
         except BackendError as error:  # by its class alone: no attempt, one, or failed (outcomes.backend_failure)
             return outcomes.backend_failure(error, self.server.oom, job.params, job.attempts, self.config.retry)
         except OSError as error:  # the reply could not be spooled under state_dir: not the job's fault
             return self._wait_for_disk(f"cannot receive the video into {self.incoming}: {error.strerror or error}")
+        finally:
+            left.set()
         self._server_up()
         server = self.backend.describe()
         if self.overlap:  # kept and written beside the next call (overlap.py)

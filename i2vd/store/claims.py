@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Collection
 from typing import Any
@@ -84,17 +85,40 @@ class Claims:
 
     def mark_sending(self, job_id: int, owner: str) -> float | None:
         """A prepared job goes to the server now (`owner`'s call): it has started, and a crash from here interrupts
-        it. Returns when it started (None: no longer running, forgotten meanwhile)."""
+        it. Returns when it started (None: no longer running, forgotten meanwhile).
+
+        Committed without waiting for the disk, the one commit between two server calls: in WAL mode the commit
+        is in the WAL file (the OS holds it) when this returns, so a crash of the process (kill -9, an OOM kill,
+        a decoder's segfault: what interruptions count) finds the job started; `sync()`, beside the call as the
+        request leaves (jobs/prepare.py), or any later commit, puts it on the disk for a power cut too.
+        """
         now = self.clock.now()
-        with self._write() as db:
-            cursor = db.execute(
-                f"UPDATE jobs SET started_at = ?, updated_at = ? WHERE id = ? AND state = {_sql(JobState.RUNNING)}",
-                (now, now, job_id),
-            )
-            if not cursor.rowcount:
-                return None
-            self._event(db, job_id, "info", f"started by {owner}")
-            return now
+        with self._lock:
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with self._write() as db:
+                    cursor = db.execute(
+                        f"UPDATE jobs SET started_at = ?, updated_at = ? WHERE id = ?"
+                        f" AND state = {_sql(JobState.RUNNING)}",
+                        (now, now, job_id),
+                    )
+                    if not cursor.rowcount:
+                        return None
+                    self._event(db, job_id, "info", f"started by {owner}")
+                    return now
+            finally:
+                self._db.execute("PRAGMA synchronous = FULL")
+
+    def sync(self) -> None:
+        """What was committed without waiting for the disk (mark_sending) on the disk now: the WAL file fsynced."""
+        try:
+            descriptor = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return  # no WAL (checkpointed away, or a journal not in WAL mode): its commits waited for the disk
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
     def give_back(self, job_id: int) -> bool:
         """A prepared job that was not sent: queued again as it was (its place, attempts and interruptions)."""

@@ -1,7 +1,8 @@
 """The SQLite journal: jobs, the files already seen, events and the daemon's status.
 
 It and its mixins (i2vd.store.files, .claims, .queries, .outbox; the layout in .schema) hold all the SQL.
-The database runs in WAL mode with synchronous=FULL so a power cut after a commit loses nothing, and every write is
+The database runs in WAL mode with synchronous=FULL so a power cut after a commit loses nothing (one commit, a
+prepared job's start, is fsynced just after instead: Claims.mark_sending), and every write is
 a `BEGIN IMMEDIATE` transaction so a claim can never be taken twice. Readers
 (`i2vd status`, `i2vd jobs`) open the same file from other processes while the
 daemon writes.

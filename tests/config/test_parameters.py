@@ -89,6 +89,7 @@ def test_a_resolved_profile_and_a_request_carry_every_declared_parameter(tmp_pat
         "job_id",
         "key",
         "source_path",
+        "on_sent",  # the worker's hook, called once the request has left (jobs/beside.py): no parameter
         *parameters.PARAMETER_NAMES,
     }
     request = VideoRequest(image=b"x", image_name="b.jpg", prompt="p", **request_parameters(resolved.params))

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from i2vd.jobs import received
 from i2vd.render import output
+from i2vd.render.backends import http
 from i2vd.store.journal import JobState
 from tests.jobs.test_worker import build_rig
-from tests.support.fakes import FakePredictServer
+from tests.support.fakes import FakePredictServer, wait_for
 
 
 def test_the_next_job_is_on_the_server_while_the_previous_video_is_written(
@@ -111,5 +112,77 @@ def test_a_reply_that_cannot_be_kept_beside_the_next_call_waits_using_no_attempt
         assert not list((rig.config.state_dir / received.INCOMING).glob("*.mp4"))  # no reply left behind
         assert len(fake_server.requests) == 3  # not kept, so asked again: once more, not more
     finally:
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_one_preparing_and_one_finishing_thread_serve_every_job_of_a_run_and_end_with_it(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    """A thread started for each job made the worker wait for it to be scheduled, between two calls."""
+    rig = build_rig(tmp_path, fake_server)
+    try:
+        jobs = [rig.add(f"{index}.png", color=(index, 20, 30))[0] for index in range(4)]
+        real_keep = received.keep
+        kept_on: list[threading.Thread] = []
+
+        def keep(folder, job, reply, server):
+            kept_on.append(threading.current_thread())
+            return real_keep(folder, job, reply, server)
+
+        real_prepare = rig.worker._prepare_next
+        prepared_on: list[threading.Thread] = []
+
+        def prepare_next():
+            prepared_on.append(threading.current_thread())
+            return real_prepare()
+
+        monkeypatch.setattr(received, "keep", keep)
+        monkeypatch.setattr(rig.worker, "_prepare_next", prepare_next)
+        rig.worker.run(threading.Event(), burst=True)
+        assert [rig.job(job.id).state for job in jobs] == [JobState.DONE] * 4
+        assert len(kept_on) == 4 and len(set(kept_on)) == 1  # one finishing thread for the four videos
+        assert len(prepared_on) >= 3 and len(set(prepared_on)) == 1  # one preparing thread for the run
+        assert not kept_on[0].is_alive() and not prepared_on[0].is_alive()  # both ended with the run
+    finally:
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_the_last_video_is_finished_once_the_next_request_has_left_and_at_once_when_none_follows(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    """Keeping, probing and tagging competed with sending the next request for the CPU."""
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    uploading, upload = threading.Event(), threading.Event()
+    real_read = http.StreamedBody.read
+    reads: list[int] = []
+
+    def read(body, size=-1):
+        if not reads or reads[-1] != id(body):
+            reads.append(id(body))
+        if len(reads) == 2:  # the second request's body is held back until the test lets it go
+            uploading.set()
+            upload.wait(30)
+        return real_read(body, size)
+
+    try:
+        first, _ = rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        monkeypatch.setattr(http.StreamedBody, "read", read)
+        worker.start()
+        assert uploading.wait(10)
+        wait_for(lambda: rig.worker._finisher._beside.holding or rig.job(first.id).state is JobState.DONE, timeout=10)
+        assert rig.job(first.id).state is JobState.RUNNING  # video 1 waits for request 2 to leave
+        upload.set()
+        wait_for(lambda: rig.job(first.id).state is JobState.DONE, timeout=10)
+        worker.join(timeout=30)  # nothing follows video 2: written at once, the run ends
+        assert rig.job(second.id).state is JobState.DONE
+    finally:
+        upload.set()
+        stop.set()
+        worker.join(timeout=30)
         rig.backend.close()
         rig.journal.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from i2vd.jobs import prepare
 from i2vd.jobs.sources import SourceFiles
 from i2vd.jobs.worker import Worker
+from i2vd.render.backends import http
 from i2vd.render.gpu import MemoryReading, VramGate
 from i2vd.store.journal import JobState
 from tests.jobs.test_worker import build_rig
@@ -246,13 +247,91 @@ def test_a_file_deleted_while_its_job_is_prepared_is_not_sent_from_what_was_read
             timeout=10,
             message="job 2 prepared during call 1",
         )
-        wait_for(lambda: rig.worker._preparer._thread is None or not rig.worker._preparer._thread.is_alive())
+        wait_for(lambda: not rig.worker._preparer.busy)
         Path(second.source_path).unlink()  # deleted after it was read beside call 1
         fake_server.clear_faults()
         worker.join(timeout=30)
         assert len(fake_server.requests) == 1  # job 2 was not sent from the bytes read before the deletion
         assert rig.job(second.id).state is not JobState.DONE
     finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_a_prepared_job_s_start_is_synced_to_disk_beside_its_call(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    """mark_sending commits without waiting for the disk; the fsync comes while the server has the request."""
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        order: list[str] = []
+        real_mark, real_sync = rig.journal.mark_sending, rig.journal.sync
+
+        def mark_sending(job_id, owner):
+            order.append(f"mark {job_id}")
+            return real_mark(job_id, owner)
+
+        def sync():
+            order.append("sync")
+            real_sync()
+
+        monkeypatch.setattr(rig.journal, "mark_sending", mark_sending)
+        monkeypatch.setattr(rig.journal, "sync", sync)
+        fake_server.hang(when=lambda request: request.image_sha256 == second.source_sha256)
+        worker.start()
+        wait_for(lambda: fake_server.in_flight == 1 and len(fake_server.requests) == 2, timeout=10)
+        wait_for(lambda: "sync" in order, timeout=10, message=f"job 2's start synced: {order}")
+        assert order == [f"mark {second.id}", "sync"]  # as it was sent: call 2 is held on the server until now
+        assert rig.job(second.id).started_at is not None
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert rig.job(second.id).state is JobState.DONE
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()
+
+
+def test_the_next_job_is_prepared_once_the_request_has_left_not_while_it_is_sent(
+    tmp_path: Path, fake_server: FakePredictServer, monkeypatch
+) -> None:
+    """Preparing (journal commits, reading and hashing an image) competed with the sending for the CPU."""
+    rig = build_rig(tmp_path, fake_server)
+    stop = threading.Event()
+    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
+    uploading, upload = threading.Event(), threading.Event()
+    real_read = http.StreamedBody.read
+
+    def read(body, size=-1):
+        uploading.set()
+        upload.wait(30)  # the first request's body is held back until the test lets it go
+        return real_read(body, size)
+
+    try:
+        rig.add("one.png", color=(10, 20, 30))
+        second, _ = rig.add("two.png", color=(40, 50, 60))
+        monkeypatch.setattr(http.StreamedBody, "read", read)
+        fake_server.hang(times=1)
+        worker.start()
+        assert uploading.wait(10)
+        wait_for(lambda: rig.worker._preparer._beside.holding or prepared_job(rig) is not None, timeout=10)
+        assert prepared_job(rig) is None  # job 2 waits for request 1 to leave
+        upload.set()
+        wait_for(lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1, timeout=10)
+        fake_server.clear_faults()
+        worker.join(timeout=30)
+        assert rig.job(second.id).state is JobState.DONE
+    finally:
+        upload.set()
         stop.set()
         fake_server.clear_faults()
         worker.join(timeout=30)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
@@ -30,6 +30,9 @@ class _Request:
     job_id: int | None = None  # for a server that names outputs after the job (ComfyUI: i2vd/<job id>)
     key: str | None = None  # the job's idempotency key: what a server-side job is found again by after a restart
     source_path: str | None = None  # where the image is (executor: celery sends a large one by a shared path)
+    # Called once the request has left (its body handed to the connection) by a backend whose `signals_sent` is
+    # True: the worker's work beside the call waits for it rather than compete with the sending (jobs/beside.py).
+    on_sent: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 # One video to make: the image, its prompt, and each of the job's parameters (i2vd.config.parameters: one

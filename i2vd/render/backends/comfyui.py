@@ -38,7 +38,7 @@ import requests
 from i2vd import __version__
 from i2vd.config.comfyui_workflow import Workflow, WorkflowError, WorkflowFile, field_values
 from i2vd.config.parameters import PARAMETER_NAMES
-from i2vd.render.backends import failures, http
+from i2vd.render.backends import failures, http, sessions
 from i2vd.render.backends.base import (
     BackendError,
     BadInput,
@@ -92,7 +92,7 @@ class ComfyUIBackend:
         self.free_after_job = free_after_job
         self.on_progress = on_progress
         self.store = PromptStore(Path(state_dir) / "comfyui" if state_dir is not None else None)
-        self._session = http.mount_deadline_adapter(session or requests.Session())
+        self._session = http.mount_deadline_adapter(session or sessions.Session())
         self._session.headers["User-Agent"] = f"i2vd/{__version__}"
         self._lock = threading.Lock()
         self._version: str | None = None

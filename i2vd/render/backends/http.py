@@ -31,6 +31,7 @@ import urllib3.connection
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from i2vd.core.alarms import ALARMS, Alarm
 from i2vd.render.backends import failures
 from i2vd.render.backends.base import BackendError, CallTimedOut, ConnectionDropped  # noqa: F401 - re-exported
 
@@ -49,21 +50,17 @@ class Deadline:
         self.expired = False
         self._closers: list[Callable[[], None]] = []
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._alarm: Alarm | None = None
 
     def __enter__(self) -> Deadline:
-        self._timer = threading.Timer(max(0.0, self.ends - time.monotonic()), self._expire)
-        self._timer.daemon = True
-        self._timer.name = "i2vd-deadline"
-        self._timer.start()
+        self._alarm = ALARMS.set(self.ends, self._expire)  # no thread of its own: core/alarms.py
         _stack().append(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         _stack().remove(self)
-        assert self._timer is not None
-        self._timer.cancel()
-        self._timer.join()
+        assert self._alarm is not None
+        ALARMS.cancel(self._alarm)  # and an expiry already running is over when this returns
 
     def remaining(self) -> float:
         """Seconds left; CallTimedOut when none are."""
@@ -237,7 +234,9 @@ class StreamedBody:
     at a time as the connection takes it, so an upload holds one copy of the image, not four.
     """
 
-    def __init__(self, payload: Any, placeholder: str, image: bytes, prefix: str = "") -> None:
+    def __init__(
+        self, payload: Any, placeholder: str, image: bytes, prefix: str = "", on_end: Callable[[], None] | None = None
+    ) -> None:
         text = json.dumps(payload)
         marker = json.dumps(placeholder)
         before, found, after = text.partition(marker)
@@ -249,6 +248,7 @@ class StreamedBody:
         self._length = len(self._head) + 4 * -(-len(image) // 3) + len(self._tail)
         self._chunks = self._iterate()
         self._buffer = b""
+        self._on_end = on_end  # called once the connection has read the last byte (the request has left)
 
     def __len__(self) -> int:
         return self._length
@@ -270,6 +270,9 @@ class StreamedBody:
             data, self._buffer = self._buffer, b""
         else:
             data, self._buffer = self._buffer[:size], self._buffer[size:]
+        if not data and self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            on_end()
         return data
 
 

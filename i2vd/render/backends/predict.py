@@ -17,7 +17,7 @@ from urllib.parse import quote
 import requests
 
 from i2vd import __version__
-from i2vd.render.backends import failures, http, replies
+from i2vd.render.backends import failures, http, replies, sessions
 from i2vd.render.backends.base import (
     RESOLUTIONS,
     BadReply,
@@ -39,6 +39,7 @@ def image_prefix(image_name: str, encoding: str) -> str:
 
 class PredictBackend:
     kind = "predict"
+    signals_sent = True  # request.on_sent is called once the request's body has left
 
     def __init__(
         self,
@@ -55,7 +56,7 @@ class PredictBackend:
         self.timeout_seconds = float(timeout_seconds)
         self.connect_timeout = float(connect_timeout_seconds)
         self.image_encoding = image_encoding
-        self._session = http.mount_deadline_adapter(session or requests.Session())
+        self._session = http.mount_deadline_adapter(session or sessions.Session())
         self._session.headers["User-Agent"] = f"i2vd/{__version__}"
 
     def describe(self) -> dict[str, str]:
@@ -78,7 +79,7 @@ class PredictBackend:
             ]
         }
         prefix = image_prefix(request.image_name, self.image_encoding)
-        body = http.StreamedBody(payload, image_value, request.image, prefix=prefix)
+        body = http.StreamedBody(payload, image_value, request.image, prefix=prefix, on_end=request.on_sent)
         started = time.monotonic()
         with http.Deadline(self.timeout_seconds, self.url + self.path) as deadline, reply_folder(request) as folder:
             reply_file = http.spool_name(folder, ".json")

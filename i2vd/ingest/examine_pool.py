@@ -44,6 +44,7 @@ from i2vd.store.journal import NewJob
 log = logging.getLogger("i2vd.intake")
 
 POOL_MIN_FILES = 16  # fewer new files than this are read in the intake thread: no process is worth starting
+ORPHAN_FILES = 1_000  # files read ahead for later bursts that are kept at most
 CHUNK_FILES = 100  # files per task sent to a pool process (a folder is listed once per chunk: see listing.py)
 WAIT_SECONDS = 10.0  # a chunk not examined by then (a hung share): its files are read in the intake thread
 ALONE_SECONDS = 10.0  # one file of a chunk that broke the pool, alone in a fresh process
@@ -120,6 +121,7 @@ def with_settings(
         new_job = job_settings(
             config, Path(path), root, examined.sha256, examined.size, examined.facts, context.key[0], None
         )
+        new_job.params_json, new_job.profile_json  # noqa: B018 - encoded here, sent with the job, written as they are
     except Exception:  # noqa: BLE001 - the intake thread works it out again and reports what it raises
         return examined
     return Examined(
@@ -292,11 +294,14 @@ class Lookahead:
         self._futures: dict[int, Future] = {}
         self._done: dict[int, dict[str, Examined]] = {}
         wanted = {path for path, _ in files}
-        adopted = [(chunk, future) for chunk, future in pool.orphans if any(path in wanted for path, _ in chunk)]
+        adopted, later = [], []
         for chunk, future in pool.orphans:
-            if not any(path in wanted for path, _ in chunk):
-                future.cancel()  # read ahead for a burst that came otherwise (its files changed, say): not needed
-        pool.orphans = []
+            (adopted if any(path in wanted for path, _ in chunk) else later).append((chunk, future))
+        # Read ahead for the bursts after this one stays; beyond ORPHAN_FILES (read ahead for bursts that came
+        # otherwise: files changed, say) the oldest are dropped.
+        while sum(len(chunk) for chunk, _ in later) > ORPHAN_FILES:
+            later.pop(0)[1].cancel()
+        pool.orphans = later
         taken = {path for chunk, _ in adopted for path, _ in chunk}
         files = [(path, root) for path, root in files if path not in taken]
         self._chunks = [chunk for chunk, _ in adopted]

@@ -33,6 +33,7 @@ class IntakeLoop:
     TICK_SECONDS = 0.1
     SLICE_FILES = 200  # settled images read, hashed and decoded per tick at most ...
     SLICE_SECONDS = 2.0  # ... and for no longer than this (a slow share): liveness is fed between slices
+    PREFETCH_SLICES = 2  # the next slices' files the pool reads while one is recorded: neither side waits long
 
     MOUNT_CHECK_SECONDS = 5.0  # how often mountinfo is read to notice a share mounted after start
 
@@ -281,7 +282,8 @@ class IntakeLoop:
         if not batch:
             return
         started = self.clock.monotonic()
-        coming = [(Path(key), self._root_of(Path(key))) for key in itertools.islice(self._backlog, self.SLICE_FILES)]
+        ahead = itertools.islice(self._backlog, self.PREFETCH_SLICES * self.SLICE_FILES)
+        coming = [(Path(key), self._root_of(Path(key))) for key in ahead]
         taken = self._take(batch, enough=lambda: self.clock.monotonic() - started >= self.SLICE_SECONDS, coming=coming)
         for path, size, mtime_ns in reversed(batch[taken:]):  # not reached in time: first in the next slice
             self._backlog[str(path)] = (size, mtime_ns)

@@ -7,7 +7,6 @@ back are made from the rows it wrote, not read again.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
@@ -121,8 +120,8 @@ def _new_row(new: NewJob, job_id: int, now: float) -> dict[str, Any]:
         "source_size": new.source_size,
         "profile_name": new.profile_name,
         "prompt": printable(new.prompt),
-        "params_json": json.dumps(new.params, sort_keys=True),
-        "profile_json": json.dumps(new.profile, sort_keys=True, default=str),
+        "params_json": new.params_json,
+        "profile_json": new.profile_json,
         "output_name": printable(new.output_name),
         "priority": new.priority,
         "next_attempt_at": now,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -81,6 +82,16 @@ class NewJob:
     @property
     def state(self) -> JobState:
         return JobState.FAILED if self.error else JobState.PARKED if self.parked else JobState.QUEUED
+
+    # As the journal stores them. Cached, and pickled with the job: the intake's pool processes encode them
+    # beside the intake thread, which then only writes them (store/recording.py).
+    @functools.cached_property
+    def params_json(self) -> str:
+        return json.dumps(self.params, sort_keys=True)
+
+    @functools.cached_property
+    def profile_json(self) -> str:
+        return json.dumps(self.profile, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)

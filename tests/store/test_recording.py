@@ -72,3 +72,20 @@ def test_bursts_keep_the_events_table_bounded(journal: Journal) -> None:
     kept = journal.events(limit=10 * EVENTS_KEPT)
     assert EVENTS_KEPT <= len(kept) <= EVENTS_KEPT + 1000
     assert kept[-1]["message"] == f"queued img{EVENTS_KEPT + 1999}.jpg (profile default)"  # the newest are kept
+
+
+def test_a_job_encoded_in_a_pool_process_travels_with_its_encoding_and_is_written_as_encoded(journal: Journal) -> None:
+    """The intake's pool encodes params and profile beside the intake thread (examine_pool.with_settings)."""
+    import json
+    import pickle
+
+    new = new_job(7, profile={"facts": {"width": 64}, "hash": "abc"})
+    assert (new.params_json, new.profile_json) == (
+        json.dumps(new.params, sort_keys=True),
+        json.dumps(new.profile, sort_keys=True),
+    )
+    arrived = pickle.loads(pickle.dumps(new))
+    assert {"params_json", "profile_json"} <= set(vars(arrived))  # not encoded again on this side
+    ((job, created),) = journal.add_jobs([(arrived, None)])
+    assert created and (job.params_json, job.profile_json) == (new.params_json, new.profile_json)
+    assert journal.job(job.id).params == new.params

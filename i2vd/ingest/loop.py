@@ -8,7 +8,7 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from i2vd.config.load import Config, WatchRoot
@@ -33,6 +33,7 @@ class IntakeLoop:
     TICK_SECONDS = 0.1
     SLICE_FILES = 200  # settled images read, hashed and decoded per tick at most ...
     SLICE_SECONDS = 2.0  # ... and for no longer than this (a slow share): liveness is fed between slices
+    REVIEW_SECONDS = 0.25  # of going over waiting jobs again (after a start or a rescan) per tick
     PREFETCH_SLICES = 2  # the next slices' files the pool reads while one is recorded: neither side waits long
 
     MOUNT_CHECK_SECONDS = 5.0  # how often mountinfo is read to notice a share mounted after start
@@ -56,6 +57,7 @@ class IntakeLoop:
         self._pending_config: Config | None = None
         self._root_devices: dict[int, int] = {}
         self._roots_by_folder: dict[str, WatchRoot | None] = {}  # _root_of's answers, until the config changes
+        self._reviews: dict[Path, Iterator[object]] = {}  # roots whose waiting jobs get their sidecars applied again
         self._offline_since: dict[int, float] = {}
         self.heartbeat = Heartbeat("intake", self.clock)
         self.watches = self._make_watches(config)
@@ -171,8 +173,9 @@ class IntakeLoop:
                     self.watches[index].start()
                 first_scan = index not in self._last_scan
                 self.reconcile(index)
-                # Sidecars may have been fixed (or edited while i2vd was stopped) without an event reaching us.
-                self._apply_sidecars(root.path, parked_only=not first_scan)
+                # Sidecars may have been fixed (or edited while i2vd was stopped) without an event reaching us: the
+                # waiting jobs are gone over again, a little each tick (100,000 of them take half a minute).
+                self._reviews[root.path] = self.intake.reresolve_each(root.path, parked_only=not first_scan)
         with self._lock:
             folders, self._folders_to_scan = self._folders_to_scan, set()
             sidecar_folders, self._sidecar_folders = self._sidecar_folders, set()
@@ -197,6 +200,8 @@ class IntakeLoop:
             self._take_special(sorted(special))
         for folder in sorted(sidecar_folders):
             self._apply_sidecars(folder)
+        if self._reviews:
+            self._review_some()
 
     def _root_online(self, index: int) -> bool:
         """Notice a root that vanished (an unmounted share) or came back or changed file system.
@@ -244,6 +249,19 @@ class IntakeLoop:
             self.mounts.observe([root.path])
         self._root_devices[index] = device
         return True
+
+    def _review_some(self) -> None:
+        """Go on applying the sidecars to a root's waiting jobs for REVIEW_SECONDS: new files are not held up."""
+        started = self.clock.monotonic()
+        for folder, review in list(self._reviews.items()):
+            try:
+                for _ in review:
+                    if self.clock.monotonic() - started >= self.REVIEW_SECONDS:
+                        return
+                del self._reviews[folder]
+            except Exception:  # noqa: BLE001 - a surprise here must not stop the intake
+                log.exception("applying sidecars under %s failed", folder)
+                self._reviews.pop(folder, None)
 
     def _apply_sidecars(self, folder: Path, parked_only: bool = False) -> None:
         try:
@@ -361,4 +379,4 @@ class IntakeLoop:
                 self.tick()
             except Exception:  # noqa: BLE001
                 log.exception("intake round failed; going on")
-            self.clock.wait(stop, 0.0 if self._backlog else self.TICK_SECONDS)
+            self.clock.wait(stop, 0.0 if self._backlog or self._reviews else self.TICK_SECONDS)

@@ -293,6 +293,31 @@ def test_at_the_next_start_every_queued_job_is_gone_over_a_page_at_a_time(config
     assert [page["after_id"] for page in pages] == [0, queued[1].id, queued[3].id, job_at(journal, "elsewhere.jpg").id]
 
 
+def test_going_over_the_waiting_jobs_at_a_start_does_not_hold_up_new_files(config, root, journal, intake, monkeypatch):
+    """100,000 queued jobs take half a minute to go over: a little each tick, new files between."""
+    queued = [intake.consider(image(root / "shore" / f"{n}.jpg", 30 * n), config.watch[0]).job for n in range(4)]
+    write(root / "shore" / "i2vd.yaml", "profile: mountain\n")
+    clock = ManualClock()
+    loop = IntakeLoop(config, Intake(config, journal), clock)
+    monkeypatch.setattr(loop, "REVIEW_SECONDS", 0.0)  # one job a tick
+    try:
+        loop.tick()
+        prompts = [journal.job(job.id).prompt for job in queued]
+        assert prompts.count(MOUNTAIN) == 1
+        image(root / "shore" / "new.jpg", 200)  # dropped while the review goes on
+        loop.reconcile(0)
+        clock.advance(SETTLE_SECONDS + 0.1)
+        loop.tick()
+        assert job_at(journal, "shore/new.jpg").prompt == MOUNTAIN
+        assert [journal.job(job.id).prompt for job in queued].count(MOUNTAIN) == 2  # the review goes on beside
+        for _ in range(3):
+            loop.tick()
+        assert {journal.job(job.id).prompt for job in queued} == {MOUNTAIN}
+        assert not loop._reviews
+    finally:
+        loop.stop_watches()
+
+
 # -- a sidecar or caption arriving after its images --------------------------------------
 
 

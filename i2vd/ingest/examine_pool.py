@@ -216,9 +216,13 @@ class ExaminePool:
             for _ in range(self.workers):
                 self._pool().submit(os.getpid)
         except (RuntimeError, OSError) as error:
-            log.warning("the intake's process pool cannot start (%s): images are read in the intake thread", error)
-            self.unavailable = True
-            self.close()
+            self._cannot_start(error)
+
+    def _cannot_start(self, error: Exception) -> None:
+        """No process can start here (a program without a __main__ guard, no memory): the intake thread reads."""
+        log.warning("the intake's process pool cannot start (%s): images are read in the intake thread", error)
+        self.unavailable = True
+        self.close()
 
     def _restart(self) -> None:
         if self._executor is not None:
@@ -237,10 +241,8 @@ class ExaminePool:
             return None
         try:
             return Lookahead(self, files, context)
-        except (RuntimeError, OSError) as error:  # no process can start here (a program without a __main__ guard)
-            log.warning("the intake's process pool cannot start (%s): images are read in the intake thread", error)
-            self.unavailable = True
-            self.close()
+        except (RuntimeError, OSError) as error:
+            self._cannot_start(error)
             return None
 
     def prefetch(self, files: list[tuple[str, str | None]], context: SettingsContext | None = None) -> None:
@@ -255,9 +257,7 @@ class ExaminePool:
                 chunk = files[start : start + CHUNK_FILES]
                 self.orphans.append((chunk, self.submit(chunk, context)))
         except (RuntimeError, OSError) as error:
-            log.warning("the intake's process pool cannot start (%s): images are read in the intake thread", error)
-            self.unavailable = True
-            self.close()
+            self._cannot_start(error)
 
     def submit(self, files: list[tuple[str, str | None]], context: SettingsContext | None = None) -> Future:
         """A chunk to a working pool: one broken by a process that died is replaced first."""

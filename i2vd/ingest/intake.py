@@ -123,7 +123,7 @@ class Intake:
             except Exception as error:  # noqa: BLE001 - whatever one file raises, only its own job fails
                 log.exception("examining %s failed unexpectedly", path)
                 reason = f"{path.name} cannot be taken: {type(error).__name__}: {error}"
-                examined = self._settings(path, root, "", 0, None, profile_name, reason), None
+                examined = job_settings(self.config, path, root, "", 0, None, profile_name, reason), None
             if isinstance(examined, IntakeResult):
                 results.append(examined)
             else:
@@ -178,7 +178,7 @@ class Intake:
         if link is not None:
             # Never read: a folder linked into the hot folder (to /etc, say) is no way in.
             reason = f"{path.name} lies behind {link}, a symbolic link: links are never followed or uploaded"
-            return self._settings(path, root, "", 0, None, profile_name, reason), None
+            return job_settings(self.config, path, root, "", 0, None, profile_name, reason), None
         try:
             info = path.stat(follow_symlinks=False)
             if known and (known.size, known.mtime_ns) == (info.st_size, info.st_mtime_ns):
@@ -186,7 +186,9 @@ class Intake:
             if not stat.S_ISREG(info.st_mode):
                 # Never opened: a FIFO would block, a link could lead outside the hot folder.
                 reason = describe_special(path, info, root)
-                return self._settings(path, root, "", info.st_size, None, profile_name, reason), info.st_mtime_ns
+                return job_settings(
+                    self.config, path, root, "", info.st_size, None, profile_name, reason
+                ), info.st_mtime_ns
             pooled = pooled if pooled is not None and pooled.fits(info) else None
             data = read_regular_file(path) if pooled is None or pooled.crashed else b""
         except FileNotFoundError:
@@ -195,8 +197,8 @@ class Intake:
             if bad_is_final and error.errno in (errno.EACCES, errno.EPERM):
                 # Not remembered as seen: once its permissions are fixed, a rescan takes it.
                 size = info.st_size if info is not None else 0
-                return self._settings(
-                    path, root, "", size, None, profile_name, f"cannot read {path.name}: {error.strerror}"
+                return job_settings(
+                    self.config, path, root, "", size, None, profile_name, f"cannot read {path.name}: {error.strerror}"
                 ), None
             return IntakeResult(Outcome.NOT_READY, reason=f"cannot read {path}: {error.strerror}")
         read_here = pooled is None or pooled.crashed
@@ -213,7 +215,7 @@ class Intake:
             if not bad_is_final:
                 return IntakeResult(Outcome.NOT_READY, reason=str(problem))
             error = str(problem)
-        return self._settings(path, root, sha256, size, facts, profile_name, error), info.st_mtime_ns
+        return job_settings(self.config, path, root, sha256, size, facts, profile_name, error), info.st_mtime_ns
 
     def _still_current(self, pooled: Examined, profile_name: str) -> bool:
         """No sidecar event and no new config since the pool worked this job out (an edit may have come after)."""
@@ -308,18 +310,6 @@ class Intake:
         self.on_queued(job)
         return IntakeResult(Outcome.QUEUED, job)
 
-    def _settings(
-        self,
-        path: Path,
-        root: WatchRoot | None,
-        sha256: str,
-        size: int,
-        facts: ImageFacts | None,
-        profile_name: str,
-        error: str | None,
-    ) -> NewJob:
-        return job_settings(self.config, path, root, sha256, size, facts, profile_name, error)
-
     def reresolve(self, job: Job, *, fresh_start: bool = False) -> IntakeResult:
         """Apply the sidecars as they are now to a job not yet started (or, with fresh_start, a retried one)."""
         path = Path(job.source_path)
@@ -341,8 +331,15 @@ class Intake:
                 error = str(problem)
             except OSError as problem:
                 error = f"cannot read {path}: {problem.strerror}"
-        new = self._settings(
-            path, root, job.source_sha256, job.source_size, facts, job.profile.get("requested", "default"), error
+        new = job_settings(
+            self.config,
+            path,
+            root,
+            job.source_sha256,
+            job.source_size,
+            facts,
+            job.profile.get("requested", "default"),
+            error,
         )
         # A queued job's last_error is its previous attempt's, not a settings problem: compare what settings decide.
         settings_problem = None if job.state is JobState.QUEUED else job.last_error

@@ -34,6 +34,7 @@ from i2vd.store.journal import Job, JobState, Journal, KnownFile, NewJob
 
 log = logging.getLogger("i2vd.intake")
 
+BULK_QUEUED = 20  # more new jobs than this in one burst: one line for them (a line each at debug level)
 REVIEW_PAGE = 500  # unstarted jobs read at a time when sidecars are applied again
 
 
@@ -136,20 +137,20 @@ class Intake:
             results[index] = result
         to_record = [item for item in to_record if item[0] not in followed]
         recorded = self.journal.add_jobs([(new, mtime_ns) for _, new, mtime_ns in to_record]) if to_record else []
+        queued = [job for job, created in recorded if created and job.state is JobState.QUEUED]
+        bulk = len(queued) > BULK_QUEUED
+        if bulk:  # one line for a slice of a big drop: 100,000 lines would trip journald's rate limit
+            log.info("%d jobs queued: %s ... %s (a line each at debug level)", len(queued), *_ends(queued))
         for (index, new, _), (job, created) in zip(to_record, recorded, strict=True):
             if not created and failed_as_gone(job) and job.source_path != new.source_path:
                 # Failed as gone by the worker while this slice was read (it was running then): it follows now.
-                job = (
-                    self.journal.relocate(
-                        job.id, new.source_path, new.root, new.rel_path, from_states=(JobState.FAILED,)
-                    )
-                    or job
-                )
+                states = (JobState.FAILED,)
+                job = self.journal.relocate(job.id, new.source_path, new.root, new.rel_path, from_states=states) or job
                 if job.state is JobState.QUEUED:
                     results[index] = self._report(job)
                     continue
             results[index] = (
-                self._report(job)
+                self._report(job, quiet=bulk)
                 if created
                 else IntakeResult(Outcome.KNOWN, job, reason=f"same content and settings as job {job.id}")
             )
@@ -281,7 +282,8 @@ class Intake:
                 "job %d: could not move %s into %s: %s", job.id, job.source_path, failed_folder.FAILED_FOLDER, error
             )
 
-    def _report(self, job: Job) -> IntakeResult:
+    def _report(self, job: Job, *, quiet: bool = False) -> IntakeResult:
+        """Say what became of a job (a queued one at debug level when `quiet`: a slice's summary said it)."""
         if job.state is JobState.FAILED:
             log.warning(
                 "job %d %s failed: %s",
@@ -300,7 +302,8 @@ class Intake:
                 extra=job_fields(job.id, job.source_path, "parked"),
             )
             return IntakeResult(Outcome.PARKED, job, reason=job.last_error or "")
-        log.info(
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "job %d queued: %s (profile %s)",
             job.id,
             job.rel_path,
@@ -388,3 +391,7 @@ class Intake:
     def retry(self, job_ids: list[int] | None) -> list[IntakeResult]:
         """`i2vd retry`: failed (or named done) jobs run again with the profile and sidecars as they are now."""
         return [self.reresolve(job, fresh_start=True) for job in self.journal.retryable(job_ids)]
+
+
+def _ends(jobs: list[Job]) -> tuple[str, str]:
+    return jobs[0].rel_path, jobs[-1].rel_path

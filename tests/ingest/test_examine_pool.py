@@ -216,3 +216,27 @@ def test_the_pool_starts_while_a_burst_settles_not_when_its_first_slice_is_due(t
     finally:
         loop.stop_watches()
         journal.close()
+
+
+def test_a_big_drop_is_one_log_line_a_slice_and_a_small_one_a_line_a_job(tmp_path, pools, caplog):
+    """journald drops a service's lines past its rate limit (10,000 in 30 s by default), warnings among them."""
+    import logging
+
+    intake, journal, root = intake_of(tmp_path, "hot")
+    try:
+        caplog.set_level(logging.DEBUG, logger="i2vd.intake")
+        watch_root = intake.config.watch[0]
+        intake.consider_many([(path, watch_root, True) for path in images(root, 3, prefix="few")])
+        queued_lines = [r for r in caplog.records if "queued" in r.getMessage() and r.levelno == logging.INFO]
+        assert [r.getMessage() for r in queued_lines] == [
+            f"job {n} queued: few_0{n - 1}.png (profile default)" for n in (1, 2, 3)
+        ]
+        caplog.clear()
+        intake.pool = pools(workers=1)
+        intake.consider_many([(path, watch_root, True) for path in images(root, 40, prefix="many")])
+        infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert infos == ["40 jobs queued: many_00.png ... many_39.png (a line each at debug level)"]
+        debug = [r for r in caplog.records if r.levelno == logging.DEBUG and " queued: many_" in r.getMessage()]
+        assert len(debug) == 40 and debug[0].JOB_ID == 4  # each job's own line, with its journald fields
+    finally:
+        journal.close()

@@ -57,7 +57,8 @@ class IntakeLoop:
         self._pending_config: Config | None = None
         self._root_devices: dict[int, int] = {}
         self._roots_by_folder: dict[str, WatchRoot | None] = {}  # _root_of's answers, until the config changes
-        self._reviews: dict[Path, Iterator[object]] = {}  # roots whose waiting jobs get their sidecars applied again
+        # Roots whose waiting jobs get their sidecars applied again: (parked ones only?, the review going on).
+        self._reviews: dict[Path, tuple[bool, Iterator[object]]] = {}
         self._offline_since: dict[int, float] = {}
         self.heartbeat = Heartbeat("intake", self.clock)
         self.watches = self._make_watches(config)
@@ -175,7 +176,7 @@ class IntakeLoop:
                 self.reconcile(index)
                 # Sidecars may have been fixed (or edited while i2vd was stopped) without an event reaching us: the
                 # waiting jobs are gone over again, a little each tick (100,000 of them take half a minute).
-                self._reviews[root.path] = self.intake.reresolve_each(root.path, parked_only=not first_scan)
+                self._review(root.path, parked_only=not first_scan)
         with self._lock:
             folders, self._folders_to_scan = self._folders_to_scan, set()
             sidecar_folders, self._sidecar_folders = self._sidecar_folders, set()
@@ -250,10 +251,18 @@ class IntakeLoop:
         self._root_devices[index] = device
         return True
 
+    def _review(self, folder: Path, *, parked_only: bool) -> None:
+        """Go over the waiting jobs under `folder` again, from the start; one of every waiting job that is still
+        going on is not cut short by a rescan's look at the parked ones only."""
+        current = self._reviews.get(folder)
+        if parked_only and current is not None and not current[0]:
+            return  # every waiting job is being gone over: the parked ones too
+        self._reviews[folder] = (parked_only, self.intake.reresolve_each(folder, parked_only=parked_only))
+
     def _review_some(self) -> None:
         """Go on applying the sidecars to a root's waiting jobs for REVIEW_SECONDS: new files are not held up."""
         started = self.clock.monotonic()
-        for folder, review in list(self._reviews.items()):
+        for folder, (_, review) in list(self._reviews.items()):
             try:
                 for _ in review:
                     if self.clock.monotonic() - started >= self.REVIEW_SECONDS:

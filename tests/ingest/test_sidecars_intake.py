@@ -318,6 +318,24 @@ def test_going_over_the_waiting_jobs_at_a_start_does_not_hold_up_new_files(confi
         loop.stop_watches()
 
 
+def test_a_periodic_rescan_does_not_cut_short_the_start_s_look_at_every_waiting_job(
+    config, root, journal, intake, monkeypatch
+):
+    queued = [intake.consider(image(root / "shore" / f"{n}.jpg", 30 * n), config.watch[0]).job for n in range(3)]
+    write(root / "shore" / "i2vd.yaml", "profile: mountain\n")
+    clock = ManualClock()
+    loop = IntakeLoop(config, Intake(config, journal), clock)
+    monkeypatch.setattr(loop, "REVIEW_SECONDS", 0.0)  # one job a tick
+    try:
+        loop.tick()
+        clock.advance(config.watch[0].rescan_seconds + 1)
+        loop.tick()  # the periodic rescan looks at parked jobs only: the start's look at all of them goes on
+        loop.tick()
+        assert {journal.job(job.id).prompt for job in queued} == {MOUNTAIN}
+    finally:
+        loop.stop_watches()
+
+
 # -- a sidecar or caption arriving after its images --------------------------------------
 
 

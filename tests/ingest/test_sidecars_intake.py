@@ -10,6 +10,7 @@ No fixed sleeps; every loop thread and watch is stopped and joined.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -293,14 +294,24 @@ def test_at_the_next_start_every_queued_job_is_gone_over_a_page_at_a_time(config
     assert [page["after_id"] for page in pages] == [0, queued[1].id, queued[3].id, job_at(journal, "elsewhere.jpg").id]
 
 
-def test_going_over_the_waiting_jobs_at_a_start_does_not_hold_up_new_files(config, root, journal, intake, monkeypatch):
-    """100,000 queued jobs take half a minute to go over: a little each tick, new files between."""
-    queued = [intake.consider(image(root / "shore" / f"{n}.jpg", 30 * n), config.watch[0]).job for n in range(4)]
+@contextlib.contextmanager
+def restarted_over_waiting_jobs(config, root, journal, intake, monkeypatch, count: int):
+    """`count` queued jobs, their folder's sidecar edited "while i2vd was stopped", and a new loop that goes over
+    one waiting job a tick: (the jobs, the loop, its clock)."""
+    queued = [intake.consider(image(root / "shore" / f"{n}.jpg", 30 * n), config.watch[0]).job for n in range(count)]
     write(root / "shore" / "i2vd.yaml", "profile: mountain\n")
     clock = ManualClock()
     loop = IntakeLoop(config, Intake(config, journal), clock)
-    monkeypatch.setattr(loop, "REVIEW_SECONDS", 0.0)  # one job a tick
+    monkeypatch.setattr(loop, "REVIEW_SECONDS", 0.0)
     try:
+        yield queued, loop, clock
+    finally:
+        loop.stop_watches()
+
+
+def test_going_over_the_waiting_jobs_at_a_start_does_not_hold_up_new_files(config, root, journal, intake, monkeypatch):
+    """100,000 queued jobs take half a minute to go over: a little each tick, new files between."""
+    with restarted_over_waiting_jobs(config, root, journal, intake, monkeypatch, 4) as (queued, loop, clock):
         loop.tick()
         prompts = [journal.job(job.id).prompt for job in queued]
         assert prompts.count(MOUNTAIN) == 1
@@ -314,26 +325,17 @@ def test_going_over_the_waiting_jobs_at_a_start_does_not_hold_up_new_files(confi
             loop.tick()
         assert {journal.job(job.id).prompt for job in queued} == {MOUNTAIN}
         assert not loop._reviews
-    finally:
-        loop.stop_watches()
 
 
 def test_a_periodic_rescan_does_not_cut_short_the_start_s_look_at_every_waiting_job(
     config, root, journal, intake, monkeypatch
 ):
-    queued = [intake.consider(image(root / "shore" / f"{n}.jpg", 30 * n), config.watch[0]).job for n in range(3)]
-    write(root / "shore" / "i2vd.yaml", "profile: mountain\n")
-    clock = ManualClock()
-    loop = IntakeLoop(config, Intake(config, journal), clock)
-    monkeypatch.setattr(loop, "REVIEW_SECONDS", 0.0)  # one job a tick
-    try:
+    with restarted_over_waiting_jobs(config, root, journal, intake, monkeypatch, 3) as (queued, loop, clock):
         loop.tick()
         clock.advance(config.watch[0].rescan_seconds + 1)
         loop.tick()  # the periodic rescan looks at parked jobs only: the start's look at all of them goes on
         loop.tick()
         assert {journal.job(job.id).prompt for job in queued} == {MOUNTAIN}
-    finally:
-        loop.stop_watches()
 
 
 # -- a sidecar or caption arriving after its images --------------------------------------

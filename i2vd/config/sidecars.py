@@ -68,7 +68,13 @@ def image_sidecar(image: Path) -> Path:
 
 
 def caption_path(image: Path) -> Path:
-    return image.with_suffix(CAPTION_SUFFIX)
+    return image.with_name(caption_name(image.name))
+
+
+def caption_name(name: str) -> str:
+    """`<stem>.txt` for an image's name, by Path.stem's rule, as text (a first start asks it of every image)."""
+    dot = name.rfind(".")
+    return (name[:dot] if 0 < dot < len(name) - 1 else name) + CAPTION_SUFFIX
 
 
 def is_sidecar_name(name: str) -> bool:
@@ -200,9 +206,7 @@ def read_sidecars(root: Path | None, image: Path, limits: Limits | None = None) 
 def read_caption(image: Path) -> str | None:
     """`<stem>.txt` beside the image (the A1111/SD.Next batch convention), trimmed; None when absent or empty."""
     folder, name = os.path.split(os.fspath(image))
-    dot = name.rfind(".")
-    stem = name[:dot] if 0 < dot < len(name) - 1 else name  # Path.stem's rule, without making two Paths
-    if not listing.is_file_in(folder, stem + CAPTION_SUFFIX):
+    if not listing.is_file_in(folder, caption_name(name)):
         return None
     try:
         text = read_regular_file(caption_path(image), CAPTION_LIMIT).decode("utf-8", "replace").strip()

@@ -25,7 +25,7 @@ from i2vd.store.claims import Claims
 from i2vd.store.files import FileMemory
 from i2vd.store.outbox import Outbox
 from i2vd.store.queries import Queries
-from i2vd.store.recording import JobRecording
+from i2vd.store.recording import JobRecording, bound_events
 from i2vd.store.records import (
     _JOB_COLUMNS,
     CLOSED_STATES,
@@ -325,8 +325,7 @@ class Journal(JobRecording, FileMemory, Claims, Queries, Outbox, WorkersSeen):
             "INSERT INTO events (at, job_id, level, message) VALUES (?, ?, ?, ?)",
             (self.clock.now(), job_id, level, printable(message)),
         )
-        if cursor.lastrowid % 1000 == 0:  # keep the table bounded without a sweep on every insert
-            db.execute("DELETE FROM events WHERE id <= ?", (cursor.lastrowid - EVENTS_KEPT,))
+        bound_events(db, cursor.lastrowid - 1, cursor.lastrowid)
 
     # -- what the daemon says about itself, for `i2vd status` ----------------------
 

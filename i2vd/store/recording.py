@@ -102,9 +102,14 @@ class JobRecording:
             "INSERT INTO events (at, job_id, level, message) VALUES (?, ?, ?, ?)",
             [(now, job_id, level, printable(message)) for job_id, level, message in items],
         )
-        after = before + len(items)  # ids follow on from the largest (no AUTOINCREMENT)
-        if after // 1000 > before // 1000:  # keep the table bounded, as _event does, once per thousand
-            db.execute("DELETE FROM events WHERE id <= ?", (after - EVENTS_KEPT,))
+        bound_events(db, before, before + len(items))  # ids follow on from the largest (no AUTOINCREMENT)
+
+
+def bound_events(db: sqlite3.Connection, before: int, after: int) -> None:
+    """Events `before` + 1 .. `after` were just added: the table is kept bounded once per thousand ids, without a
+    sweep on every insert."""
+    if after // 1000 > before // 1000:
+        db.execute("DELETE FROM events WHERE id <= ?", (after - EVENTS_KEPT,))
 
 
 def _new_row(new: NewJob, job_id: int, now: float) -> dict[str, Any]:

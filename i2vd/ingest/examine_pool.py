@@ -91,7 +91,15 @@ class SettingsContext:
 
     @classmethod
     def of(cls, config: Config, profile_name: str, generation: int) -> SettingsContext:
-        return cls(pickle.dumps(config), (profile_name, generation))
+        """The context for this config and key: the config is pickled once for them, not once per burst."""
+        global _last_context
+        key = (profile_name, generation)
+        if _last_context is None or _last_context[0] is not config or _last_context[1].key != key:
+            _last_context = config, cls(pickle.dumps(config), key)
+        return _last_context[1]
+
+
+_last_context: tuple[Config, SettingsContext] | None = None  # in the daemon: the intake's last (it holds the config)
 
 
 _configs: dict[bytes, Config] = {}  # in a pool process: the config of the last context seen

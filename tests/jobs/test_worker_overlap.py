@@ -15,6 +15,7 @@ from i2vd.render import output
 from i2vd.render.backends import http
 from i2vd.store.journal import JobState
 from tests.jobs.test_worker import build_rig
+from tests.jobs.test_worker_prepare import worker_beside_call
 from tests.support.fakes import FakePredictServer, wait_for
 
 
@@ -154,8 +155,6 @@ def test_the_last_video_is_finished_once_the_next_request_has_left_and_at_once_w
 ) -> None:
     """Keeping, probing and tagging competed with sending the next request for the CPU."""
     rig = build_rig(tmp_path, fake_server)
-    stop = threading.Event()
-    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
     uploading, upload = threading.Event(), threading.Event()
     real_read = http.StreamedBody.read
     reads: list[int] = []
@@ -168,21 +167,19 @@ def test_the_last_video_is_finished_once_the_next_request_has_left_and_at_once_w
             upload.wait(30)
         return real_read(body, size)
 
-    try:
-        first, _ = rig.add("one.png", color=(10, 20, 30))
-        second, _ = rig.add("two.png", color=(40, 50, 60))
-        monkeypatch.setattr(http.StreamedBody, "read", read)
-        worker.start()
-        assert uploading.wait(10)
-        wait_for(lambda: rig.worker._finisher._beside.holding or rig.job(first.id).state is JobState.DONE, timeout=10)
-        assert rig.job(first.id).state is JobState.RUNNING  # video 1 waits for request 2 to leave
-        upload.set()
-        wait_for(lambda: rig.job(first.id).state is JobState.DONE, timeout=10)
-        worker.join(timeout=30)  # nothing follows video 2: written at once, the run ends
-        assert rig.job(second.id).state is JobState.DONE
-    finally:
-        upload.set()
-        stop.set()
-        worker.join(timeout=30)
-        rig.backend.close()
-        rig.journal.close()
+    with worker_beside_call(rig, fake_server) as (worker, _):
+        try:
+            first, _ = rig.add("one.png", color=(10, 20, 30))
+            second, _ = rig.add("two.png", color=(40, 50, 60))
+            monkeypatch.setattr(http.StreamedBody, "read", read)
+            worker.start()
+            assert uploading.wait(10)
+            finisher = rig.worker._finisher
+            wait_for(lambda: finisher._beside.holding or rig.job(first.id).state is JobState.DONE, timeout=10)
+            assert rig.job(first.id).state is JobState.RUNNING  # video 1 waits for request 2 to leave
+            upload.set()
+            wait_for(lambda: rig.job(first.id).state is JobState.DONE, timeout=10)
+            worker.join(timeout=30)  # nothing follows video 2: written at once, the run ends
+            assert rig.job(second.id).state is JobState.DONE
+        finally:
+            upload.set()  # before the worker is stopped and joined

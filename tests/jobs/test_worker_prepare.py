@@ -6,6 +6,7 @@ a time on the server, the VRAM gate read before each call, exactly-once kept wha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -29,22 +30,41 @@ def prepared_job(rig) -> int | None:
     return None
 
 
+@contextlib.contextmanager
+def worker_beside_call(rig, fake_server: FakePredictServer, run=None, *, burst: bool = True):
+    """A worker thread for the test to start; after the test, stopped, the server released, joined, the rig closed."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run or rig.worker.run, args=(stop,), kwargs={"burst": True} if burst else {})
+    try:
+        yield thread, stop
+    finally:
+        stop.set()
+        fake_server.clear_faults()
+        if thread.ident is not None:
+            thread.join(timeout=30)
+        rig.backend.close()
+        rig.journal.close()
+
+
+def until_prepared(rig, fake_server: FakePredictServer, job) -> None:
+    """Until `job` is claimed and read beside call 1, which the server holds."""
+    wait_for(
+        lambda: prepared_job(rig) == job.id and fake_server.in_flight == 1,
+        timeout=10,
+        message=f"job {job.id} prepared during call 1",
+    )
+
+
 def test_the_next_job_is_claimed_and_read_while_the_server_renders_and_sent_after(
     tmp_path: Path, fake_server: FakePredictServer
 ) -> None:
     rig = build_rig(tmp_path, fake_server)
-    stop = threading.Event()
-    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
-    try:
+    with worker_beside_call(rig, fake_server) as (worker, stop):
         first, _ = rig.add("one.png", color=(10, 20, 30))
         second, image = rig.add("two.png", color=(40, 50, 60))
         fake_server.hang(times=1)  # the first call stays on the server until released
         worker.start()
-        wait_for(
-            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
-            timeout=10,
-            message="job 2 prepared during call 1",
-        )
+        until_prepared(rig, fake_server, second)
         held = rig.job(second.id)
         assert len(fake_server.requests) == 1  # one job on the server, not two
         assert held.output_path and held.attempts == 0  # its output path reserved beside the call
@@ -59,30 +79,18 @@ def test_the_next_job_is_claimed_and_read_while_the_server_renders_and_sent_afte
         assert done.output_path == held.output_path and Path(done.output_path).is_file()
         timings = json.loads(Path(done.output_path + ".json").read_text(encoding="utf-8"))["timings"]
         assert timings["queued"] <= timings["started"] <= timings["finished"]  # started when sent, not prepared
-    finally:
-        stop.set()
-        fake_server.clear_faults()
-        worker.join(timeout=30)
-        rig.backend.close()
-        rig.journal.close()
 
 
 def test_a_job_prepared_when_the_worker_stops_goes_back_to_the_queue_unsent(
     tmp_path: Path, fake_server: FakePredictServer
 ) -> None:
     rig = build_rig(tmp_path, fake_server)
-    stop = threading.Event()
-    worker = threading.Thread(target=rig.worker.run, args=(stop,))
-    try:
+    with worker_beside_call(rig, fake_server, burst=False) as (worker, stop):
         first, _ = rig.add("one.png", color=(10, 20, 30))
         second, _ = rig.add("two.png", color=(40, 50, 60))
         fake_server.hang(times=1)
         worker.start()
-        wait_for(
-            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
-            timeout=10,
-            message="job 2 prepared during call 1",
-        )
+        until_prepared(rig, fake_server, second)
         stop.set()  # a shutdown while call 1 runs: call 1 ends, job 2 is not sent
         fake_server.clear_faults()
         worker.join(timeout=30)
@@ -96,12 +104,6 @@ def test_a_job_prepared_when_the_worker_stops_goes_back_to_the_queue_unsent(
         assert rig.job(second.id).state is JobState.DONE
         assert rig.job(second.id).output_path == back.output_path
         assert len(fake_server.requests) == 2
-    finally:
-        stop.set()
-        fake_server.clear_faults()
-        worker.join(timeout=30)
-        rig.backend.close()
-        rig.journal.close()
 
 
 def test_with_two_servers_a_worker_prepares_only_when_the_other_still_finds_a_job(
@@ -111,9 +113,7 @@ def test_with_two_servers_a_worker_prepares_only_when_the_other_still_finds_a_jo
     rig = build_rig(tmp_path, fake_server)
     two = dataclasses.replace(rig.config, servers=(rig.config.servers[0], rig.config.servers[0]))
     rig.worker.config = rig.intake.config = two
-    stop = threading.Event()
-    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
-    try:
+    with worker_beside_call(rig, fake_server) as (worker, stop):
         rig.add("one.png", color=(10, 20, 30))
         second, _ = rig.add("two.png", color=(40, 50, 60))
         fake_server.hang(times=1)
@@ -124,30 +124,18 @@ def test_with_two_servers_a_worker_prepares_only_when_the_other_still_finds_a_jo
         fake_server.clear_faults()
         worker.join(timeout=30)
         assert rig.job(second.id).state is JobState.DONE
-    finally:
-        stop.set()
-        fake_server.clear_faults()
-        worker.join(timeout=30)
-        rig.backend.close()
-        rig.journal.close()
 
 
 def test_a_reload_while_a_job_is_prepared_prepares_it_again_under_the_new_config(
     tmp_path: Path, fake_server: FakePredictServer
 ) -> None:
     rig = build_rig(tmp_path, fake_server)
-    stop = threading.Event()
-    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
-    try:
+    with worker_beside_call(rig, fake_server) as (worker, stop):
         rig.add("one.png", color=(10, 20, 30))
         second, _ = rig.add("two.png", color=(40, 50, 60))
         fake_server.hang(times=1)
         worker.start()
-        wait_for(
-            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
-            timeout=10,
-            message="job 2 prepared during call 1",
-        )
+        until_prepared(rig, fake_server, second)
         reloaded = dataclasses.replace(rig.config)  # a new config object, as a SIGHUP makes
         rig.worker.reconfigure(reloaded, reloaded.server)
         fake_server.clear_faults()
@@ -156,12 +144,6 @@ def test_a_reload_while_a_job_is_prepared_prepares_it_again_under_the_new_config
         messages = [event["message"] for event in rig.journal.events(second.id)]
         assert "prepared, not sent: back in the queue" in messages  # not sent as prepared under the old config
         assert len(fake_server.requests) == 2
-    finally:
-        stop.set()
-        fake_server.clear_faults()
-        worker.join(timeout=30)
-        rig.backend.close()
-        rig.journal.close()
 
 
 def test_the_vram_gate_is_read_before_the_prepared_job_is_sent_not_when_it_is_prepared(
@@ -178,30 +160,18 @@ def test_the_vram_gate_is_read_before_the_prepared_job_is_sent_not_when_it_is_pr
 
     gpu = dataclasses.replace(rig.config.gpu, enabled=True, source="command", max_used_mb=10_000, poll_seconds=5)
     worker = Worker(rig.config, rig.journal, rig.backend, VramGate(gpu, reader, rig.clock), clock=rig.clock, name="w")
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), kwargs={"burst": True})
-    try:
+    with worker_beside_call(rig, fake_server, worker.run) as (thread, stop):
         rig.add("one.png", color=(10, 20, 30))
         second, _ = rig.add("two.png", color=(40, 50, 60))
         fake_server.hang(times=1)
         thread.start()
-        wait_for(
-            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
-            timeout=10,
-            message="job 2 prepared during call 1",
-        )
+        until_prepared(rig, fake_server, second)
         fake_server.clear_faults()
         thread.join(timeout=30)
         assert rig.job(second.id).state is JobState.DONE
         assert readings[0] == (0, "queued")  # before call 1, job 2 not claimed yet
         # Read once more after call 1, with job 2 prepared and not yet sent; not read to prepare it.
         assert readings[1:] == [(1, "prepared")]
-    finally:
-        stop.set()
-        fake_server.clear_faults()
-        thread.join(timeout=30)
-        rig.backend.close()
-        rig.journal.close()
 
 
 def test_an_image_too_big_to_hold_beside_the_call_is_read_when_it_is_sent(
@@ -235,30 +205,18 @@ def test_a_file_deleted_while_its_job_is_prepared_is_not_sent_from_what_was_read
     tmp_path: Path, fake_server: FakePredictServer
 ) -> None:
     rig = build_rig(tmp_path, fake_server)
-    stop = threading.Event()
-    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
-    try:
+    with worker_beside_call(rig, fake_server) as (worker, stop):
         rig.add("one.png", color=(10, 20, 30))
         second, _ = rig.add("two.png", color=(40, 50, 60))
         fake_server.hang(times=1)
         worker.start()
-        wait_for(
-            lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1,
-            timeout=10,
-            message="job 2 prepared during call 1",
-        )
+        until_prepared(rig, fake_server, second)
         wait_for(lambda: not rig.worker._preparer.busy)
         Path(second.source_path).unlink()  # deleted after it was read beside call 1
         fake_server.clear_faults()
         worker.join(timeout=30)
         assert len(fake_server.requests) == 1  # job 2 was not sent from the bytes read before the deletion
         assert rig.job(second.id).state is not JobState.DONE
-    finally:
-        stop.set()
-        fake_server.clear_faults()
-        worker.join(timeout=30)
-        rig.backend.close()
-        rig.journal.close()
 
 
 def test_a_prepared_job_s_start_is_synced_to_disk_beside_its_call(
@@ -266,9 +224,7 @@ def test_a_prepared_job_s_start_is_synced_to_disk_beside_its_call(
 ) -> None:
     """mark_sending commits without waiting for the disk; the fsync comes while the server has the request."""
     rig = build_rig(tmp_path, fake_server)
-    stop = threading.Event()
-    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
-    try:
+    with worker_beside_call(rig, fake_server) as (worker, stop):
         rig.add("one.png", color=(10, 20, 30))
         second, _ = rig.add("two.png", color=(40, 50, 60))
         order: list[str] = []
@@ -293,12 +249,6 @@ def test_a_prepared_job_s_start_is_synced_to_disk_beside_its_call(
         fake_server.clear_faults()
         worker.join(timeout=30)
         assert rig.job(second.id).state is JobState.DONE
-    finally:
-        stop.set()
-        fake_server.clear_faults()
-        worker.join(timeout=30)
-        rig.backend.close()
-        rig.journal.close()
 
 
 def test_the_next_job_is_prepared_once_the_request_has_left_not_while_it_is_sent(
@@ -306,8 +256,6 @@ def test_the_next_job_is_prepared_once_the_request_has_left_not_while_it_is_sent
 ) -> None:
     """Preparing (journal commits, reading and hashing an image) competed with the sending for the CPU."""
     rig = build_rig(tmp_path, fake_server)
-    stop = threading.Event()
-    worker = threading.Thread(target=rig.worker.run, args=(stop,), kwargs={"burst": True})
     uploading, upload = threading.Event(), threading.Event()
     real_read = http.StreamedBody.read
 
@@ -316,24 +264,20 @@ def test_the_next_job_is_prepared_once_the_request_has_left_not_while_it_is_sent
         upload.wait(30)  # the first request's body is held back until the test lets it go
         return real_read(body, size)
 
-    try:
-        rig.add("one.png", color=(10, 20, 30))
-        second, _ = rig.add("two.png", color=(40, 50, 60))
-        monkeypatch.setattr(http.StreamedBody, "read", read)
-        fake_server.hang(times=1)
-        worker.start()
-        assert uploading.wait(10)
-        wait_for(lambda: rig.worker._preparer._beside.holding or prepared_job(rig) is not None, timeout=10)
-        assert prepared_job(rig) is None  # job 2 waits for request 1 to leave
-        upload.set()
-        wait_for(lambda: prepared_job(rig) == second.id and fake_server.in_flight == 1, timeout=10)
-        fake_server.clear_faults()
-        worker.join(timeout=30)
-        assert rig.job(second.id).state is JobState.DONE
-    finally:
-        upload.set()
-        stop.set()
-        fake_server.clear_faults()
-        worker.join(timeout=30)
-        rig.backend.close()
-        rig.journal.close()
+    with worker_beside_call(rig, fake_server) as (worker, _):
+        try:
+            rig.add("one.png", color=(10, 20, 30))
+            second, _ = rig.add("two.png", color=(40, 50, 60))
+            monkeypatch.setattr(http.StreamedBody, "read", read)
+            fake_server.hang(times=1)
+            worker.start()
+            assert uploading.wait(10)
+            wait_for(lambda: rig.worker._preparer._beside.holding or prepared_job(rig) is not None, timeout=10)
+            assert prepared_job(rig) is None  # job 2 waits for request 1 to leave
+            upload.set()
+            until_prepared(rig, fake_server, second)
+            fake_server.clear_faults()
+            worker.join(timeout=30)
+            assert rig.job(second.id).state is JobState.DONE
+        finally:
+            upload.set()  # before the worker is stopped and joined

@@ -91,7 +91,12 @@ class FileMemory:
 
     def files_with_content(self, sha256: str) -> list[tuple[str, int | None]]:
         """(path, job id) of every file seen with this content: where a job whose file went away may find it."""
-        rows = self._read("SELECT path, job_id FROM files WHERE sha256 = ?", (sha256,))
+        # By its jobs (schema version 7): a file's content is its job's, and files are indexed by job.
+        rows = self._read(
+            "SELECT path, job_id FROM files WHERE job_id IN (SELECT id FROM jobs WHERE source_sha256 = ?)"
+            " AND sha256 = ?",
+            (sha256, sha256),
+        )
         return [(py_path(path), job_id) for path, job_id in rows]
 
     def jobs_with_content(self, sha256s: list[str], states: tuple[JobState, ...]) -> list[Job]:

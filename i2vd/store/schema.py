@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT NOT NULL,
     job_id INTEGER
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_by_content ON files (sha256);
+CREATE INDEX IF NOT EXISTS files_by_job ON files (job_id);
 CREATE INDEX IF NOT EXISTS jobs_by_content ON jobs (source_sha256, state);
 CREATE TABLE IF NOT EXISTS root_turns (
     root TEXT PRIMARY KEY,
@@ -217,6 +217,19 @@ def _to_v6_workers_seen(db: sqlite3.Connection) -> None:
     )
 
 
+def _to_v7_files_by_job(db: sqlite3.Connection) -> None:
+    """Version 7 indexes `files` by job instead of by content (no column changes).
+
+    A file's content is its job's (every path that writes a file row gives it its job's content, and a
+    merge moves files to a job of the same content), so the files of a content are found through
+    `jobs_by_content` and this index. Each new file put a random key into `files_by_content`: a third of
+    what recording a job cost in a first start over 100,000 images (benchmarks/RESULTS.md). Files with no
+    job are not found by content any more; no release wrote one.
+    """
+    db.execute("DROP INDEX IF EXISTS files_by_content")
+    db.execute("CREATE INDEX IF NOT EXISTS files_by_job ON files (job_id)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _to_v1,
     _to_v2,
@@ -224,6 +237,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _to_v4_content_indexes,
     _to_v5_drop_lease_owner,
     _to_v6_workers_seen,
+    _to_v7_files_by_job,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

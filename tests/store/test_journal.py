@@ -76,6 +76,19 @@ def test_the_database_is_in_wal_mode_with_synchronous_full(journal: Journal, jou
     assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+def test_the_writer_s_page_cache_and_checkpoints_are_sized_for_a_big_drop(journal: Journal, journal_path: Path) -> None:
+    """A first start records 100,000 jobs into indexes on random keys: SQLite's 2 MB cache and checkpoints of 1,000
+    pages copied the same index pages over and over (benchmarks/RESULTS.md, round 5)."""
+    assert journal._db.execute("PRAGMA cache_size").fetchone()[0] == -journal_module.CACHE_KIB
+    assert journal._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == journal_module.CHECKPOINT_PAGES
+    assert journal_module.CACHE_KIB * 1024 > 2_000 * 1024 and journal_module.CHECKPOINT_PAGES > 1_000
+    reader = Journal(journal_path, read_only=True)
+    try:  # `i2vd status` reads a few rows: it keeps SQLite's defaults
+        assert reader._db.execute("PRAGMA cache_size").fetchone()[0] == -2000
+    finally:
+        reader.close()
+
+
 def test_reopening_keeps_everything(journal_path: Path, clock: ManualClock) -> None:
     first = Journal(journal_path, clock)
     job = add(first)

@@ -224,10 +224,41 @@ def _indexed_columns(path: Path) -> set[tuple[str, str]]:
 
 
 def test_an_upgraded_journal_finds_content_by_index(old_journal: Path) -> None:
-    """Version 3: each slice of a big drop looks files and jobs up by content; without an index each look
-    read all 100,000 rows."""
+    """Version 4: each slice of a big drop looks files and jobs up by content; without an index each look
+    read all 100,000 rows. Version 7: files are found through their jobs (files by job, jobs by content)."""
     Journal(old_journal).close()
-    assert {("files", "sha256"), ("jobs", "source_sha256")} <= _indexed_columns(old_journal)
+    indexed = _indexed_columns(old_journal)
+    assert {("files", "job_id"), ("jobs", "source_sha256")} <= indexed
+    assert ("files", "sha256") not in indexed  # a random key per new file: a third of recording a job
+    db = sqlite3.connect(f"{old_journal.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        plan = " ".join(
+            row[-1]
+            for row in db.execute(
+                "EXPLAIN QUERY PLAN SELECT path, job_id FROM files WHERE job_id IN"
+                " (SELECT id FROM jobs WHERE source_sha256 = ?) AND sha256 = ?",
+                ("0" * 64, "0" * 64),
+            )
+        )
+    finally:
+        db.close()
+    assert "files_by_job" in plan and "jobs_by_content" in plan and "SCAN" not in plan
+
+
+def test_an_upgraded_journal_finds_every_file_of_a_content(old_journal: Path) -> None:
+    """files_with_content goes through the jobs since version 7: it finds what looking files up by their own
+    content found in the journal each release wrote."""
+    contents = {row["sha256"] for row in rows(old_journal, "files")}
+    expected = {
+        sha256: sorted((row["path"], row["job_id"]) for row in rows(old_journal, "files") if row["sha256"] == sha256)
+        for sha256 in contents
+    }
+    assert any(expected.values())
+    journal = Journal(old_journal)
+    try:
+        assert {sha256: sorted(journal.files_with_content(sha256)) for sha256 in contents} == expected
+    finally:
+        journal.close()
 
 
 def test_a_version_4_journal_loses_lease_owner_and_nothing_else(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ class IntakeLoop:
         self._undecodable: dict[Path, tuple[int, int]] = {}
         # Settled, waiting for their slice; as text: 100,000 may wait at once.
         self._backlog: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._read_ahead: set[str] = set()  # files of the backlog already handed to the pool to read ahead
         self._lock = threading.Lock()
         self._pending_config: Config | None = None
         self._root_devices: dict[int, int] = {}
@@ -295,6 +296,7 @@ class IntakeLoop:
         batch: list[tuple[Path, int, int]] = []
         for key, (size, mtime_ns) in list(itertools.islice(self._backlog.items(), self.SLICE_FILES)):
             del self._backlog[key]
+            self._read_ahead.discard(key)
             path = Path(key)
             if self._root_of(path) is None:
                 continue  # its root left the config meanwhile
@@ -309,8 +311,14 @@ class IntakeLoop:
         if not batch:
             return
         started = self.clock.monotonic()
+        # Each file comes into the window ahead once: handed over again at each slice, the same files cost a Path,
+        # a root and a journal look-up two slices running before the pool saw they were already being read.
+        if not self._backlog:
+            self._read_ahead.clear()
         ahead = itertools.islice(self._backlog, self.PREFETCH_SLICES * self.SLICE_FILES)
-        coming = [(Path(key), self._root_of(Path(key))) for key in ahead]
+        new_ahead = [key for key in ahead if key not in self._read_ahead]
+        self._read_ahead.update(new_ahead)
+        coming = [(Path(key), self._root_of(Path(key))) for key in new_ahead]
         taken = self._take(batch, enough=lambda: self.clock.monotonic() - started >= self.SLICE_SECONDS, coming=coming)
         for path, size, mtime_ns in reversed(batch[taken:]):  # not reached in time: first in the next slice
             self._backlog[str(path)] = (size, mtime_ns)

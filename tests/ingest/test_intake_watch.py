@@ -566,6 +566,41 @@ def test_a_drop_of_thousands_is_taken_in_bounded_slices_and_the_first_jobs_start
         loop.stop_watches()
 
 
+def test_each_file_of_a_drop_is_handed_to_the_pool_to_read_ahead_once(tmp_path, journal_factory):
+    """The pool reads the next slices' files while one is recorded; the loop handed the same 400 files over at each
+    slice (a Path, a root and a journal look-up each, twice), though the pool was already reading most of them."""
+    from i2vd.core.clock import ManualClock
+
+    config = make_config(tmp_path)
+    journal = journal_factory(config)
+    count = 1000
+    drop_thousands(config.watch[0].path / "drop", count)
+    clock = ManualClock()
+    intake = Intake(config, journal)
+    handed: list[str] = []
+    slices: list[list[str]] = []
+    consider_many = intake.consider_many
+
+    def recording(files, **options):
+        slices.append([str(path) for path, _, _ in files])
+        handed.extend(str(path) for path, _ in options.get("coming", ()))
+        return consider_many(files, **options)
+
+    intake.consider_many = recording
+    loop = IntakeLoop(config, intake, clock)
+    try:
+        loop.tick()
+        clock.advance(SETTLE_SECONDS * 2)
+        while len(journal.known_files()) < count:
+            loop.tick()
+        assert len(handed) == len(set(handed)), "a file was handed over to be read ahead more than once"
+        assert len(slices[0]) == loop.SLICE_FILES
+        assert len(set(handed)) == count - loop.SLICE_FILES and not set(handed) & set(slices[0])
+        assert journal.counts()["queued"] == count
+    finally:
+        loop.stop_watches()
+
+
 def test_a_slice_is_bounded_by_time_too_and_the_heartbeat_stays_fresh(tmp_path, journal_factory):
     config = make_config(tmp_path)
     journal = journal_factory(config)

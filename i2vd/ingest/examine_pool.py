@@ -36,7 +36,7 @@ from pathlib import Path
 
 from i2vd.config.load import Config
 from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
-from i2vd.core.listing import burst_listing
+from i2vd.core.listing import FolderListing, burst_listing
 from i2vd.ingest.settings import job_settings
 from i2vd.ingest.watcher import link_below
 from i2vd.store.journal import NewJob
@@ -50,6 +50,7 @@ WAIT_SECONDS = 10.0  # a chunk not examined by then (a hung share): its files ar
 ALONE_SECONDS = 10.0  # one file of a chunk that broke the pool, alone in a fresh process
 POLL_SECONDS = 0.05
 PARENT_CHECK_SECONDS = 1.0
+LISTING_SECONDS = 2.0  # a pool process keeps its folder listings this long at most (a slice's bound, listing.py)
 CRASHED = "its decoding crashed the decoder process (a bug in an image plugin?)"
 
 
@@ -176,10 +177,29 @@ def _start_pool_process(nice: int, parent: int) -> None:
     threading.Thread(target=watch, name="i2vd-pool-parent", daemon=True).start()
 
 
+_kept_listing: tuple[tuple[str, int] | None, float, FolderListing] | None = None  # in a pool process: see below
+
+
+def _chunk_listing(context: SettingsContext | None) -> FolderListing:
+    """The listing a chunk's files share: what the previous chunk's found in its folders, while it is younger than a
+    slice (listing.py's bound) and the settings generation is the same. A folder of 1,000 images came as ten chunks
+    and was listed ten times. Whether a folder is a link is asked again for each chunk: reading behind a link that
+    replaced a folder a moment ago is never allowed a longer window than before.
+
+    A sidecar that appears moves the generation (a new listing); one that appears before its event arrives is the
+    race a single chunk's listing has too: the intake works that job out again when the event comes first."""
+    global _kept_listing
+    key, now = (context.key if context is not None else None), time.monotonic()
+    if _kept_listing is None or _kept_listing[0] != key or now - _kept_listing[1] > LISTING_SECONDS:
+        _kept_listing = key, now, FolderListing()
+        return _kept_listing[2]
+    return _kept_listing[2].names_only()
+
+
 def _examine_chunk(
     function: Callable, files: list[tuple[str, str | None]], context: SettingsContext | None = None
 ) -> list[Examined | None]:
-    with burst_listing():  # a chunk's files share their folders: each is listed once (sidecars, links)
+    with burst_listing(_chunk_listing(context)):  # a chunk's files share their folders: each is listed once
         return [with_settings(function(path, root), path, root, context) for path, root in files]
 
 

@@ -240,3 +240,46 @@ def test_a_big_drop_is_one_log_line_a_slice_and_a_small_one_a_line_a_job(tmp_pat
         assert len(debug) == 40 and debug[0].JOB_ID == 4  # each job's own line, with its journald fields
     finally:
         journal.close()
+
+
+def test_a_pool_process_lists_a_folder_once_for_its_chunks_and_asks_again_about_links(tmp_path, monkeypatch):
+    """A folder of 1,000 images came as ten chunks and was listed ten times (its sidecars looked for in each). The
+    names are kept for a slice's time under one settings generation; whether a folder is a link is asked for each
+    chunk, so a folder swapped for a link between two chunks is never read through."""
+    import os
+
+    intake, journal, root = intake_of(tmp_path, "hot")
+    journal.close()
+    shoot = root / "shoot"
+    shoot.mkdir()
+    files = images(shoot, 6)
+    chunks = [[(str(path), str(root)) for path in files[:3]], [(str(path), str(root)) for path in files[3:]]]
+    listed: list[str] = []
+    scandir = os.scandir
+
+    def counting(path):
+        listed.append(os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    monkeypatch.setattr(examine_pool, "_kept_listing", None)
+    context = examine_pool.SettingsContext.of(intake.config, "default", 1)
+
+    first = examine_pool._examine_chunk(examine_file, chunks[0], context)
+    second = examine_pool._examine_chunk(examine_file, chunks[1], context)
+    assert all(result.new_job is not None for result in first + second)
+    assert listed.count(str(shoot)) == 1
+
+    newer = examine_pool.SettingsContext.of(intake.config, "default", 2)  # a sidecar event moved the generation
+    examine_pool._examine_chunk(examine_file, chunks[0], newer)
+    assert listed.count(str(shoot)) == 2
+
+    monkeypatch.setattr(examine_pool, "LISTING_SECONDS", 0.0)  # older than a slice: listed again
+    examine_pool._examine_chunk(examine_file, chunks[0], newer)
+    assert listed.count(str(shoot)) == 3
+    monkeypatch.setattr(examine_pool, "LISTING_SECONDS", 3600.0)
+
+    elsewhere = tmp_path / "elsewhere"
+    shoot.rename(elsewhere)
+    shoot.symlink_to(elsewhere, target_is_directory=True)
+    assert examine_pool._examine_chunk(examine_file, chunks[1], newer) == [None, None, None]  # never read behind it

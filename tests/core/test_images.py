@@ -216,3 +216,37 @@ def test_a_missing_file_raises_file_not_found(tmp_path: Path) -> None:
 
 def test_sha256_of_is_the_hex_digest() -> None:
     assert sha256_of(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def _advised(monkeypatch) -> list[tuple[str, int, int, int]]:
+    """What read_ahead asks the kernel for: (path, offset, length, advice) per call."""
+    calls: list[tuple[str, int, int, int]] = []
+
+    def record(descriptor: int, offset: int, length: int, advice: int) -> None:
+        calls.append((os.readlink(f"/proc/self/fd/{descriptor}"), offset, length, advice))
+
+    monkeypatch.setattr(os, "posix_fadvise", record)
+    return calls
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this system")
+def test_read_ahead_asks_for_the_start_of_regular_files_only_and_never_blocks(tmp_path: Path, monkeypatch) -> None:
+    """A first start reads images that are on disk: asked for a chunk at a time, the kernel merges the reads. Only
+    regular files are opened for that (as read_regular_file opens them), a link is not followed, a FIFO does not
+    block, and a big file is asked for by its first READ_AHEAD_BYTES only."""
+    from i2vd.core import images
+
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    small.write_bytes(b"x" * 300)
+    big.write_bytes(b"y" * (images.READ_AHEAD_BYTES + 4096))
+    (tmp_path / "link.png").symlink_to(small)
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "folder.png").mkdir()
+    calls = _advised(monkeypatch)
+    names = ["small.png", "link.png", "fifo.png", "folder.png", "gone.png", "big.png"]
+    images.read_ahead([str(tmp_path / name) for name in names])
+    assert calls == [
+        (str(small), 0, 300, os.POSIX_FADV_WILLNEED),
+        (str(big), 0, images.READ_AHEAD_BYTES, os.POSIX_FADV_WILLNEED),
+    ]
+    assert read_regular_file(small) == b"x" * 300  # nothing was read or changed

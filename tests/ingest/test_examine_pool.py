@@ -283,3 +283,26 @@ def test_a_pool_process_lists_a_folder_once_for_its_chunks_and_asks_again_about_
     shoot.rename(elsewhere)
     shoot.symlink_to(elsewhere, target_is_directory=True)
     assert examine_pool._examine_chunk(examine_file, chunks[1], newer) == [None, None, None]  # never read behind it
+
+
+def test_a_chunk_s_files_are_asked_of_the_kernel_together_and_none_behind_a_link(tmp_path, monkeypatch):
+    """The pool asks for a chunk's files at once before reading them (a first start reads them from disk); a file
+    in a folder that is a link to elsewhere is not opened for that either."""
+    import os
+
+    from tests.core.test_images import _advised
+
+    intake, journal, root = intake_of(tmp_path, "hot")
+    journal.close()
+    (root / "shoot").mkdir()
+    files = images(root / "shoot", 3)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = images(outside, 1, prefix="secret")[0]
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    calls = _advised(monkeypatch)
+    chunk = [(str(path), str(root)) for path in files] + [(str(root / "linked" / secret.name), str(root))]
+    results = examine_pool._examine_chunk(examine_file, chunk, None)
+    assert [path for path, *_ in calls] == [str(path) for path in files]
+    assert all(result is not None and result.facts is not None for result in results[:3]) and results[3] is None
+    assert all(advice == os.POSIX_FADV_WILLNEED for *_, advice in calls)

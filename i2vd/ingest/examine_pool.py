@@ -209,7 +209,7 @@ def _examine_chunk(
 ) -> list[Examined | None]:
     with burst_listing(_chunk_listing(context)):  # a chunk's files share their folders: each is listed once
         # Never behind a link, as reading them (the listing answers per folder).
-        read_ahead([path for path, root in files if link_below(_root_path(root) if root else None, Path(path)) is None])
+        read_ahead([path for path, root in files if link_below(_root_path(root) if root else None, path) is None])
         return [with_settings(function(path, root), path, root, context) for path, root in files]
 
 

@@ -84,7 +84,7 @@ def is_candidate(path: Path, root: Path, excluded: tuple[Path, ...] = (), *, suf
     return not any(path == folder or path_under(path, folder) for folder in excluded)
 
 
-def link_below(root: Path | None, path: Path) -> Path | None:
+def link_below(root: Path | None, path: Path | str) -> Path | None:
     """The first folder between `root` (not included) and `path` (not included) that is a symbolic link, if any.
 
     O_NOFOLLOW guards only a path's last part: `root/a/etc/passwd.jpg` with `a/etc` a link to /etc
@@ -93,7 +93,7 @@ def link_below(root: Path | None, path: Path) -> Path | None:
     """
     root_text, text = (os.fspath(root) if root is not None else None), os.fspath(path)
     key = ("link below", root_text, os.path.dirname(text), text == root_text)  # text keys: see listing.py
-    return listing.remembered(key, lambda: _link_below(root, path))
+    return listing.remembered(key, lambda: _link_below(root, Path(path)))  # a Path only once per folder
 
 
 def _link_below(root: Path | None, path: Path) -> Path | None:

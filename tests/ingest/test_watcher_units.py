@@ -311,3 +311,6 @@ def test_link_below_finds_a_linked_folder_at_any_depth_but_not_the_root_itself(t
     assert link_below(root, root / "a" / "b" / "etc" / "passwd.jpg") == root / "a" / "b" / "etc"
     assert link_below(root, root / "a" / "b" / "etc" / "deeper" / "x.jpg") == root / "a" / "b" / "etc"
     assert link_below(None, root / "a" / "b" / "etc" / "x.jpg") == root / "a" / "b" / "etc"
+    # The pool asks with the path as text (no Path made per file of a burst): the same answers.
+    assert link_below(root, str(root / "a" / "b" / "etc" / "passwd.jpg")) == root / "a" / "b" / "etc"
+    assert link_below(root, str(root / "a" / "b" / "x.jpg")) is None

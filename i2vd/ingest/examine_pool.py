@@ -21,7 +21,6 @@ The pool is started when first needed and shut down when the intake loop ends.
 
 from __future__ import annotations
 
-import functools
 import logging
 import multiprocessing
 import os
@@ -37,7 +36,8 @@ from pathlib import Path
 
 from i2vd.config.load import Config
 from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_ahead, read_regular_file, sha256_of
-from i2vd.core.listing import FolderListing, burst_listing
+from i2vd.core.listing import burst_listing
+from i2vd.ingest.chunks import chunk_listing, root_path, worth_reading_ahead
 from i2vd.ingest.settings import job_settings
 from i2vd.ingest.watcher import link_below
 from i2vd.store.journal import NewJob
@@ -51,7 +51,6 @@ WAIT_SECONDS = 10.0  # a chunk not examined by then (a hung share): its files ar
 ALONE_SECONDS = 10.0  # one file of a chunk that broke the pool, alone in a fresh process
 POLL_SECONDS = 0.05
 PARENT_CHECK_SECONDS = 1.0
-LISTING_SECONDS = 2.0  # a pool process keeps its folder listings this long at most (a slice's bound, listing.py)
 CRASHED = "its decoding crashed the decoder process (a bug in an image plugin?)"
 
 
@@ -145,7 +144,7 @@ NOT_YET = Examined(-1, -1, "")  # the intake's slice is over before the pool got
 def examine_file(path: str, root: str | None) -> Examined | None:
     """In a pool process: read, hash and decode one file; None when the intake thread must read it itself."""
     source = Path(path)
-    if link_below(_root_path(root) if root else None, source) is not None:
+    if link_below(root_path(root) if root else None, source) is not None:
         return None  # never read behind a link
     try:
         before = os.lstat(path)
@@ -160,12 +159,6 @@ def examine_file(path: str, root: str | None) -> Examined | None:
     except BadImage as problem:
         bad = str(problem)
     return Examined(before.st_size, before.st_mtime_ns, sha256_of(data), facts, bad)
-
-
-@functools.lru_cache(maxsize=16)
-def _root_path(root: str) -> Path:
-    """A root's Path, made once: every file of a burst names its root as text."""
-    return Path(root)
 
 
 Examiner = Callable[[str, str | None], Examined | None]
@@ -185,31 +178,11 @@ def _start_pool_process(nice: int, parent: int) -> None:
     threading.Thread(target=watch, name="i2vd-pool-parent", daemon=True).start()
 
 
-_kept_listing: tuple[tuple[str, int] | None, float, FolderListing] | None = None  # in a pool process: see below
-
-
-def _chunk_listing(context: SettingsContext | None) -> FolderListing:
-    """The listing a chunk's files share: what the previous chunk's found in its folders, while it is younger than a
-    slice (listing.py's bound) and the settings generation is the same. A folder of 1,000 images came as ten chunks
-    and was listed ten times. Whether a folder is a link is asked again for each chunk: reading behind a link that
-    replaced a folder a moment ago is never allowed a longer window than before.
-
-    A sidecar that appears moves the generation (a new listing); one that appears before its event arrives is the
-    race a single chunk's listing has too: the intake works that job out again when the event comes first."""
-    global _kept_listing
-    key, now = (context.key if context is not None else None), time.monotonic()
-    if _kept_listing is None or _kept_listing[0] != key or now - _kept_listing[1] > LISTING_SECONDS:
-        _kept_listing = key, now, FolderListing()
-        return _kept_listing[2]
-    return _kept_listing[2].names_only()
-
-
 def _examine_chunk(
     function: Callable, files: list[tuple[str, str | None]], context: SettingsContext | None = None
 ) -> list[Examined | None]:
-    with burst_listing(_chunk_listing(context)):  # a chunk's files share their folders: each is listed once
-        # Never behind a link, as reading them (the listing answers per folder).
-        read_ahead([path for path, root in files if link_below(_root_path(root) if root else None, path) is None])
+    with burst_listing(chunk_listing(context.key if context is not None else None)):  # see chunks.py
+        read_ahead([path for path, root in files if worth_reading_ahead(path, root)])
         return [with_settings(function(path, root), path, root, context) for path, root in files]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from i2vd.ingest import chunks as pool_chunks
 from i2vd.ingest import examine_pool
 from i2vd.ingest.examine_pool import ExaminePool, examine_file
 from i2vd.ingest.intake import Intake, Outcome
@@ -262,7 +263,7 @@ def test_a_pool_process_lists_a_folder_once_for_its_chunks_and_asks_again_about_
         return scandir(path)
 
     monkeypatch.setattr(os, "scandir", counting)
-    monkeypatch.setattr(examine_pool, "_kept_listing", None)
+    monkeypatch.setattr(pool_chunks, "_kept_listing", None)
     context = examine_pool.SettingsContext.of(intake.config, "default", 1)
 
     first = examine_pool._examine_chunk(examine_file, chunks[0], context)
@@ -274,10 +275,10 @@ def test_a_pool_process_lists_a_folder_once_for_its_chunks_and_asks_again_about_
     examine_pool._examine_chunk(examine_file, chunks[0], newer)
     assert listed.count(str(shoot)) == 2
 
-    monkeypatch.setattr(examine_pool, "LISTING_SECONDS", 0.0)  # older than a slice: listed again
+    monkeypatch.setattr(pool_chunks, "LISTING_SECONDS", 0.0)  # older than a slice: listed again
     examine_pool._examine_chunk(examine_file, chunks[0], newer)
     assert listed.count(str(shoot)) == 3
-    monkeypatch.setattr(examine_pool, "LISTING_SECONDS", 3600.0)
+    monkeypatch.setattr(pool_chunks, "LISTING_SECONDS", 3600.0)
 
     elsewhere = tmp_path / "elsewhere"
     shoot.rename(elsewhere)
@@ -306,3 +307,25 @@ def test_a_chunk_s_files_are_asked_of_the_kernel_together_and_none_behind_a_link
     assert [path for path, *_ in calls] == [str(path) for path in files]
     assert all(result is not None and result.facts is not None for result in results[:3]) and results[3] is None
     assert all(advice == os.POSIX_FADV_WILLNEED for *_, advice in calls)
+
+
+def test_on_a_network_share_the_kernel_is_not_asked_first(tmp_path, monkeypatch):
+    """On NFS or SMB each file's extra open and close for the read-ahead are round trips of their own: there the
+    files are only read, as before. An unknown file system is not read ahead either."""
+    from i2vd.core.mounts import Mount
+    from tests.core.test_images import _advised
+
+    intake, journal, root = intake_of(tmp_path, "hot")
+    journal.close()
+    (root / "share").mkdir()
+    files = images(root / "share", 3)
+    chunk = [(str(path), str(root)) for path in files]
+    calls = _advised(monkeypatch)
+    for mounts in ([Mount(str(root / "share"), "nfs4", "nas:/photos")], []):
+        monkeypatch.setattr(pool_chunks, "read_mounts", lambda mounts=mounts: mounts)
+        monkeypatch.setattr(pool_chunks, "_kept_listing", None)
+        results = examine_pool._examine_chunk(examine_file, chunk, None)
+        assert calls == [] and all(result is not None and result.facts is not None for result in results)
+    monkeypatch.setattr(pool_chunks, "read_mounts", lambda: [Mount("/", "ext4", "/dev/sda1")])
+    examine_pool._examine_chunk(examine_file, chunk, None)
+    assert [path for path, *_ in calls] == [path for path, _ in chunk]

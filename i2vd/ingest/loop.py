@@ -318,7 +318,7 @@ class IntakeLoop:
         ahead = itertools.islice(self._backlog, self.PREFETCH_SLICES * self.SLICE_FILES)
         new_ahead = [key for key in ahead if key not in self._read_ahead]
         self._read_ahead.update(new_ahead)
-        coming = [(Path(key), self._root_of(Path(key))) for key in new_ahead]
+        coming = [(path, self._root_of(path)) for path in map(Path, new_ahead)]
         taken = self._take(batch, enough=lambda: self.clock.monotonic() - started >= self.SLICE_SECONDS, coming=coming)
         for path, size, mtime_ns in reversed(batch[taken:]):  # not reached in time: first in the next slice
             self._backlog[str(path)] = (size, mtime_ns)

@@ -45,12 +45,6 @@ class FolderListing:
             names = self._files[folder] = frozenset(found)
         return names
 
-    def names_only(self) -> FolderListing:
-        """A new listing that keeps this one's folder contents, and asks afresh whether a folder is a link."""
-        listing = FolderListing()
-        listing._files = self._files
-        return listing
-
     def is_file(self, path: Path) -> bool:
         folder, name = os.path.split(os.fspath(path))
         return name in self.files(folder)
@@ -66,14 +60,13 @@ _CURRENT: contextvars.ContextVar[FolderListing | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def burst_listing(listing: FolderListing | None = None) -> Iterator[FolderListing]:
-    """Folder listings shared by everything examined inside (`listing`'s, if given); nested bursts share the outer
-    one."""
+def burst_listing() -> Iterator[FolderListing]:
+    """Folder listings shared by everything examined inside; nested bursts share the outer one."""
     current = _CURRENT.get()
     if current is not None:
         yield current
         return
-    listing = listing or FolderListing()
+    listing = FolderListing()
     token = _CURRENT.set(listing)
     try:
         yield listing

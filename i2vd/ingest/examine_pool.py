@@ -37,7 +37,7 @@ from pathlib import Path
 from i2vd.config.load import Config
 from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_ahead, read_regular_file, sha256_of
 from i2vd.core.listing import burst_listing
-from i2vd.ingest.chunks import chunk_listing, root_path, worth_reading_ahead
+from i2vd.ingest.chunks import root_path, worth_reading_ahead
 from i2vd.ingest.settings import job_settings
 from i2vd.ingest.watcher import link_below
 from i2vd.store.journal import NewJob
@@ -181,7 +181,7 @@ def _start_pool_process(nice: int, parent: int) -> None:
 def _examine_chunk(
     function: Callable, files: list[tuple[str, str | None]], context: SettingsContext | None = None
 ) -> list[Examined | None]:
-    with burst_listing(chunk_listing(context.key if context is not None else None)):  # see chunks.py
+    with burst_listing():  # a chunk's files share their folders: each is listed once (sidecars, links)
         read_ahead([path for path, root in files if worth_reading_ahead(path, root)])
         return [with_settings(function(path, root), path, root, context) for path, root in files]
 

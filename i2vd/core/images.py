@@ -16,6 +16,8 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 HASH_CHUNK = 1 << 20
 END_PROBE = 1 << 16  # below malloc's mmap threshold
 READ_AHEAD_BYTES = 1 << 20  # of each file read_ahead asks for
+# How an image is opened: O_NONBLOCK, a FIFO named like an image cannot block; O_NOFOLLOW, nor a link lead elsewhere.
+SAFE_OPEN = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 class NotRegularFile(OSError):
@@ -44,8 +46,7 @@ def read_regular_file(path: Path, limit: int | None = None) -> bytes:
     O_NONBLOCK and O_NOFOLLOW make the open itself safe: a FIFO would block forever,
     a symlink could point outside the hot folder.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-    descriptor = os.open(path, flags)
+    descriptor = os.open(path, SAFE_OPEN)
     try:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
@@ -78,10 +79,9 @@ def read_ahead(paths: list[str]) -> None:
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     for path in paths:
         try:
-            descriptor = os.open(path, flags)
+            descriptor = os.open(path, SAFE_OPEN)
         except OSError:
             continue
         try:

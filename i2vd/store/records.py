@@ -157,7 +157,7 @@ class Job:
 
 
 _JOB_COLUMNS = ", ".join(field.name for field in fields(Job))
-_JOB_FIELD_NAMES = {field.name: None for field in fields(Job)}.keys()
+_JOB_FIELD_NAMES = frozenset(field.name for field in fields(Job))
 
 
 @dataclass(frozen=True)

@@ -149,12 +149,13 @@ def test_a_job_failed_at_intake_is_created_failed(journal: Journal, clock: Manua
 def test_remember_file_known_file_and_known_files(journal: Journal) -> None:
     assert journal.known_file("/in/a.jpg") is None
     assert journal.known_files() == {}
+    first, second = add(journal, 1), add(journal, 2)
     journal.remember_file("/in/a.jpg", 10, 100, "aa", None)
-    journal.remember_file("/in/b.jpg", 20, 200, "bb", 7)
+    journal.remember_file("/in/b.jpg", 20, 200, "bb", second.id)
     assert journal.known_file("/in/a.jpg") == KnownFile(10, 100, "aa", None)
     assert journal.known_files() == {"/in/a.jpg": (10, 100), "/in/b.jpg": (20, 200)}
-    journal.remember_file("/in/a.jpg", 11, 101, "ab", 3)  # the file changed: replaced, not duplicated
-    assert journal.known_file("/in/a.jpg") == KnownFile(11, 101, "ab", 3)
+    journal.remember_file("/in/a.jpg", 11, 101, "ab", first.id)  # the file changed: replaced, not duplicated
+    assert journal.known_file("/in/a.jpg") == KnownFile(11, 101, "ab", first.id)
     assert len(journal.known_files()) == 2
 
 

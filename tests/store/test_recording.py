@@ -66,6 +66,37 @@ def test_a_new_job_takes_the_next_id_after_the_largest(journal: Journal) -> None
     assert created and job.id == first[2] and journal.job(job.id).idem_key == "key-4"
 
 
+def test_a_job_merged_away_leaves_nothing_under_its_id_for_the_job_that_takes_it_next(journal: Journal) -> None:
+    """merge_into drops the newest job; the next new job takes its id (max + 1). Its history is the merged job's
+    survivor's now, and an outcome not yet made a webhook goes with it: the new job starts with its own only."""
+    first = [journal.add_job(new_job(number))[0].id for number in (1, 2)]
+    parked, _ = journal.add_job(new_job(3, parked="sidecar /in/i2vd.yaml: fps: 40 is above 24"))
+    journal.merge_into(parked.id, first[0])
+    assert "parked img3.jpg: sidecar /in/i2vd.yaml: fps: 40 is above 24" in [
+        event["message"] for event in journal.events(first[0])
+    ]
+    assert [event.job_id for event in journal.webhook_events(10)] == []
+    ((job, created),) = journal.add_jobs([(new_job(4), None)])
+    assert created and job.id == parked.id
+    assert [event["message"] for event in journal.events(job.id)] == ["queued img4.jpg (profile default)"]
+
+
+def test_a_file_is_not_remembered_under_a_job_merged_away_since_it_was_looked_up(journal: Journal) -> None:
+    """`i2vd retry` (its own process) can merge a job away between the intake's look-up of a file and its write:
+    the file is then left unremembered (read again next time, it finds the surviving job), never tied to an id
+    the next new job takes."""
+    first = [journal.add_job(new_job(number))[0].id for number in (1, 2, 3)]
+    journal.merge_into(first[2], first[0])
+    journal.remember_file("/in/copy-of-img3.jpg", 1003, 5, f"{3:064x}", first[2])
+    assert journal.known_file("/in/copy-of-img3.jpg") is None
+    ((job, _),) = journal.add_jobs([(new_job(4), None)])
+    assert job.id == first[2] and journal.known_file("/in/copy-of-img3.jpg") is None
+    journal.remember_file("/in/copy-of-img3.jpg", 1003, 5, f"{3:064x}", first[0])  # a job that is there
+    journal.remember_file("/in/unreadable.jpg", 0, 5, "", None)  # a file that made no job
+    assert journal.known_file("/in/copy-of-img3.jpg").job_id == first[0]
+    assert journal.known_file("/in/unreadable.jpg").job_id is None
+
+
 def test_bursts_keep_the_events_table_bounded(journal: Journal) -> None:
     for start in range(0, EVENTS_KEPT + 2000, 500):
         journal.add_jobs([(new_job(number), None) for number in range(start, start + 500)])

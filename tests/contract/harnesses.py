@@ -82,6 +82,10 @@ class Harness:
         self._threads.append(thread)
         thread.start()
 
+    def user_agents(self) -> list[str]:
+        """The User-Agent of every request the server was sent."""
+        pytest.skip(NO_NETWORK)
+
     # -- the failures (each returns the request's changes) -------------------------------------------
     def refuse(self) -> dict:
         pytest.skip(NO_NETWORK)
@@ -125,6 +129,9 @@ class NetworkHarness(Harness):
         super().close()
         self.proxy.stop()
         self.server.stop()
+
+    def user_agents(self) -> list[str]:
+        return list(self.proxy.agents)
 
     def refuse(self) -> dict:
         self.proxy.refuse()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from i2vd import __version__
 from i2vd.config.load import RetryPolicy
 from i2vd.jobs.outcomes import Failed, RetryAfter, ServerDown, backend_failure
 from i2vd.render import mp4
@@ -81,6 +82,14 @@ def test_without_a_reply_folder_the_video_comes_back_as_bytes(harness, tmp_path)
     assert reply.path is None and reply.data
     (tmp_path / "video.mp4").write_bytes(reply.data)
     assert mp4.probe(tmp_path / "video.mp4").frames > 0
+
+
+def test_every_request_names_i2vd_and_its_version(harness, tmp_path):
+    """A server's access log (or the reverse proxy's before it) tells i2vd's calls from a browser's."""
+    harness.backend().generate(harness.request(tmp_path / "incoming"))
+
+    agents = harness.user_agents()
+    assert agents and set(agents) == {f"i2vd/{__version__}"}
 
 
 def test_a_refused_connection_is_server_unavailable_and_the_backend_recovers(harness, tmp_path):

@@ -31,6 +31,7 @@ class FaultProxy:
         self._threads: list[threading.Thread] = []
         self._answers: list[tuple[str, bytes, int | None]] = []  # path, the whole answer, uses left (None: all)
         self.paths: list[str] = []  # "METHOD /path" of every request forwarded or answered, in order
+        self.agents: list[str] = []  # the User-Agent of each of them ("" without one), in the same order
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> FaultProxy:
@@ -147,6 +148,7 @@ class FaultProxy:
                 path = urlsplit(target).path
                 with self._lock:
                     self.paths.append(f"{method} {path}")
+                    self.agents.append(headers.get("user-agent", ""))
                 canned = self._canned(path)
                 if canned is not None:
                     client.sendall(canned)

@@ -92,8 +92,7 @@ class ComfyUIBackend:
         self.free_after_job = free_after_job
         self.on_progress = on_progress
         self.store = PromptStore(Path(state_dir) / "comfyui" if state_dir is not None else None)
-        self._session = http.mount_deadline_adapter(session or sessions.Session())
-        self._session.headers["User-Agent"] = f"i2vd/{__version__}"
+        self._session = sessions.server_session(session)
         self._lock = threading.Lock()
         self._version: str | None = None
 

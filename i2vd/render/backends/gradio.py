@@ -37,7 +37,6 @@ from typing import Any
 
 import requests
 
-from i2vd import __version__
 from i2vd.config.checks import input_problems
 from i2vd.render.backends import http, sessions
 from i2vd.render.backends.base import (
@@ -105,8 +104,7 @@ class GradioBackend(Gradio3Transport, GradioVideo):
         self.connect_timeout_seconds = float(connect_timeout_seconds)
         self.transport = transport
         self.on_progress = on_progress
-        self._session = http.mount_deadline_adapter(session or sessions.Session())
-        self._session.headers["User-Agent"] = f"i2vd/{__version__}"
+        self._session = sessions.server_session(session)
         self._lock = threading.Lock()  # guards _target and _describe_failed
         self._target: Target | None = None
         self._describe_failed = False

@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 import requests
 
-from i2vd import __version__
 from i2vd.render.backends import failures, http, replies, sessions
 from i2vd.render.backends.base import (
     RESOLUTIONS,
@@ -56,8 +55,7 @@ class PredictBackend:
         self.timeout_seconds = float(timeout_seconds)
         self.connect_timeout = float(connect_timeout_seconds)
         self.image_encoding = image_encoding
-        self._session = http.mount_deadline_adapter(session or sessions.Session())
-        self._session.headers["User-Agent"] = f"i2vd/{__version__}"
+        self._session = sessions.server_session(session)
 
     def describe(self) -> dict[str, str]:
         return {"kind": self.kind, "url": self.url + self.path, "version": "predict-api"}

@@ -20,6 +20,9 @@ from requests.auth import AuthBase
 from requests.sessions import merge_setting
 from requests.utils import get_environ_proxies, get_netrc_auth
 
+from i2vd import __version__
+from i2vd.render.backends import http
+
 
 class _NoNetrcEntry(AuthBase):
     """~/.netrc has nothing for this server (requests would look again at every request)."""
@@ -86,3 +89,11 @@ class Session(requests.Session):
             if auth is not _NO_NETRC_ENTRY or not urlsplit(request.url).username:
                 request.auth = auth  # (credentials in the URL itself: requests takes them when auth is None)
         return super().prepare_request(request)
+
+
+def server_session(session: requests.Session | None = None) -> requests.Session:
+    """A backend's session (a test's own, or one that reads the environment once): every connection obeys the
+    thread's current Deadline (http.py), and the server's log names i2vd and its version."""
+    session = http.mount_deadline_adapter(session or Session())
+    session.headers["User-Agent"] = f"i2vd/{__version__}"
+    return session

@@ -277,6 +277,11 @@ def run_worker(config: WorkerConfig, *, gpu_reader: Reader | None = None) -> int
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutting_down.connect(on_stopping, weak=False)
     signals.worker_shutting_down.connect(grace.start, weak=False)
+    # Until READY, what it waits for: a GPU host that boots before the queue host waits for the broker (the units
+    # start it with TimeoutStartSec=infinity), and `systemctl status` says so rather than "activating" alone.
+    _notify(
+        notifier, f"STATUS=waiting for the broker {safe_url(config.executor.broker)} (queue {config.executor.queue})"
+    )
     beacon.start()
     try:
         worker.start()

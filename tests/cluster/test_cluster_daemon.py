@@ -323,13 +323,45 @@ def test_a_gpu_host_tells_systemd_it_is_ready_once_it_takes_tasks(cluster, fake_
         environment = {"NOTIFY_SOCKET": address}
         worker = cluster.worker(fake_server.url, name="gpu-notify", wait_ready=False, environment=environment)
         messages = [listener.recv(4096).decode()]
-        assert "READY=1" in messages[0] and "STATUS=taking tasks from i2vd-test" in messages[0]
+        assert messages[0] == f"STATUS=waiting for the broker {cluster.redis.url} (queue i2vd-test)"
+        messages.append(listener.recv(4096).decode())
+        assert "READY=1" in messages[-1] and "STATUS=taking tasks from i2vd-test" in messages[-1]
         worker.process.send_signal(signal.SIGTERM)
         messages.append(listener.recv(4096).decode())
         assert "STOPPING=1" in messages[-1]
         assert worker.process.wait(timeout=30) == 0
     finally:
         listener.close()
+
+
+def test_a_gpu_host_started_before_its_broker_waits_saying_so_and_takes_tasks_once_it_answers(
+    cluster, fake_server, tmp_path
+):
+    """A GPU host often boots before the queue host: the worker keeps trying the broker (systemd's STATUS= names
+    it; the unit has no start timeout), sends READY=1 once the broker answers, and then does the jobs."""
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(60)
+    cluster.redis.stop()
+    try:
+        worker = cluster.worker(
+            fake_server.url, name="gpu-early", wait_ready=False, environment={"NOTIFY_SOCKET": address}
+        )
+        assert listener.recv(4096).decode() == f"STATUS=waiting for the broker {cluster.redis.url} (queue i2vd-test)"
+        wait_for(lambda: "Cannot connect to redis" in worker.log(), timeout=30, message=cluster.logs())
+        assert worker.process.poll() is None  # still trying, not exited
+        cluster.redis.start()
+        ready = listener.recv(4096).decode()
+        assert "READY=1" in ready and "STATUS=taking tasks from i2vd-test" in ready
+    finally:
+        listener.close()
+    cluster.daemon()
+    drop_images(cluster, 1)
+    wait_for(lambda: done(cluster, 1), timeout=45, message=cluster.logs())
+    assert len(fake_server.requests) == 1
 
 
 def test_a_gpu_host_stopped_mid_job_hands_it_back_after_its_grace_and_another_does_it_once(cluster, fake_server):

@@ -16,6 +16,10 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 HASH_CHUNK = 1 << 20
 END_PROBE = 1 << 16  # below malloc's mmap threshold
 READ_AHEAD_BYTES = 1 << 20  # of each file read_ahead asks for
+DRAFT_PIXELS = 16_000_000  # a JPEG larger than this is decoded at 1/8 scale: every byte read, 1/64 of the pixels
+# A JPEG past Pillow's bomb warning is a photo when its file could hold its pixels: a flat grey 100 MP JPEG is
+# ~1.2 MB (85 pixels a byte), a camera's 20-60 MB; a few hundred bytes claiming 100 MP is a bomb.
+JPEG_PIXELS_PER_BYTE = 1_000
 # How an image is opened: O_NONBLOCK, a FIFO named like an image cannot block; O_NOFOLLOW, nor a link lead elsewhere.
 SAFE_OPEN = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 
@@ -121,12 +125,16 @@ def peek_image(path: Path) -> ImageFacts:
 
 def _read_facts(source: BytesIO, name: str, *, decode: bool) -> ImageFacts:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                if decode:
-                    image.load()
-                return _facts(image)
+        with _open(source) as image:
+            facts = _facts(image)  # its own size: a draft below makes the decoded one smaller
+            if decode:
+                if image.format == "JPEG" and image.width * image.height > DRAFT_PIXELS:
+                    # The whole entropy-coded stream is still decoded (a truncated or damaged file fails as it
+                    # would at full size); only the inverse DCT is done at 1/8 scale. A 45 MP photo is then
+                    # ~2 MB of pixels in the daemon rather than ~130 MB, a medium-format one ~2 MB not ~300.
+                    image.draft(image.mode, (image.width // 8, image.height // 8))
+                image.load()
+            return facts
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadImage(f"{name} is too large to decode safely (decompression bomb?): {error}") from None
     except UnidentifiedImageError:
@@ -135,6 +143,26 @@ def _read_facts(source: BytesIO, name: str, *, decode: bool) -> ImageFacts:
         raise BadImage(f"{name} is damaged or incomplete: {error}") from None
     except Exception as error:  # noqa: BLE001 - a plugin may raise anything (DDS: NotImplementedError); only this file fails
         raise BadImage(f"{name} cannot be decoded: {type(error).__name__}: {error}") from None
+
+
+def _open(source: BytesIO) -> Image.Image:
+    """Image.open, with Pillow's decompression-bomb warning (past Image.MAX_IMAGE_PIXELS, ~89 MP) an error, but for
+    a JPEG below twice that limit (where Pillow refuses) whose file could hold that many pixels: a medium-format
+    camera's 100-150 MP photo, decoded at 1/8 scale (_read_facts), never whole. Another format that large would be
+    decoded whole: refused."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(source)
+    except Image.DecompressionBombWarning as warning:
+        source.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
+        if image.format == "JPEG" and source.getbuffer().nbytes * JPEG_PIXELS_PER_BYTE >= image.width * image.height:
+            return image
+        image.close()
+        raise warning from None
 
 
 def _facts(image: Image.Image) -> ImageFacts:

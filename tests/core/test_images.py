@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import ExifTags, Image
+from PIL.JpegImagePlugin import JpegImageFile
 
 from i2vd.core.images import BadImage, ImageFacts, NotRegularFile, inspect_image, read_regular_file, sha256_of
 from tests.support.fakes import write_image
@@ -79,10 +80,79 @@ def test_a_decompression_bomb_is_a_bad_image() -> None:
 
 
 def test_an_image_past_the_warning_limit_is_a_bad_image_too() -> None:
-    # 100 megapixels: above Image.MAX_IMAGE_PIXELS, where Pillow only warns, below twice it, where it refuses
+    # 100 megapixels: above Image.MAX_IMAGE_PIXELS, where Pillow only warns, below twice it, where it refuses.
+    # A PNG (as any format but JPEG) of that size is decoded whole: ~300 MB for 100 bytes of file.
     assert Image.MAX_IMAGE_PIXELS < 10000 * 10000 < 2 * Image.MAX_IMAGE_PIXELS
     with pytest.raises(BadImage, match="decompression bomb"):
         inspect_image(png_claiming_size(10000, 10000), "big.png")
+
+
+GFX100 = (11648, 8736)  # a Fujifilm GFX100's full-size JPEG: 102 megapixels, past Pillow's warning limit
+
+
+def medium_format_jpeg(size: tuple[int, int] = GFX100) -> bytes:
+    """A real JPEG of a medium-format camera's size (grey with a diagonal line: ~1 MB, made in a fraction of a s)."""
+    image = Image.new("L", size, 128)
+    for x in range(0, size[0], 97):
+        image.putpixel((x, x % size[1]), 0)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def jpeg_claiming_size(width: int, height: int) -> bytes:
+    """A valid small JPEG whose frame header (SOF0) claims width x height pixels."""
+    data = bytearray(encoded((16, 16), "JPEG"))
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_a_medium_format_camera_s_100_megapixel_jpeg_is_an_image_decoded_at_an_eighth_of_its_size(monkeypatch):
+    """Photographers with a GFX100, an X2D or a Phase One drop 100-150 MP JPEGs: Pillow only warns about them
+    (below twice its limit). Such a JPEG is read whole but decoded at 1/8 scale (~2 MB instead of ~300 MB of
+    pixels): its facts are its full size."""
+    asked = []
+    draft = JpegImageFile.draft
+    monkeypatch.setattr(JpegImageFile, "draft", lambda image, *args: asked.append(args) or draft(image, *args))
+    assert Image.MAX_IMAGE_PIXELS < GFX100[0] * GFX100[1] < 2 * Image.MAX_IMAGE_PIXELS
+
+    facts = inspect_image(medium_format_jpeg(), "DSCF0001.JPG")
+
+    assert (facts.width, facts.height, facts.format) == (*GFX100, "JPEG")
+    assert asked == [("L", (GFX100[0] // 8, GFX100[1] // 8))]
+
+
+def test_a_truncated_100_megapixel_jpeg_is_damaged_or_incomplete_all_the_same() -> None:
+    data = medium_format_jpeg()
+    for cut in (len(data) // 2, len(data) - 10):
+        with pytest.raises(BadImage, match=r"^DSCF0001\.JPG is damaged or incomplete: "):
+            inspect_image(data[:cut], "DSCF0001.JPG")
+
+
+def test_a_jpeg_claiming_more_than_twice_pillow_s_limit_is_a_bomb() -> None:
+    with pytest.raises(BadImage, match=r"^huge\.jpg is too large to decode safely \(decompression bomb\?\)"):
+        inspect_image(jpeg_claiming_size(20000, 10000), "huge.jpg")
+
+
+def test_a_jpeg_claiming_100_megapixels_in_a_few_hundred_bytes_is_a_bomb() -> None:
+    data = jpeg_claiming_size(*GFX100)
+    assert len(data) < 1000
+    with pytest.raises(BadImage, match=r"^liar\.jpg is too large to decode safely \(decompression bomb\?\)"):
+        inspect_image(data, "liar.jpg")
+
+
+def test_a_24_megapixel_jpeg_is_decoded_at_an_eighth_of_its_size_too(monkeypatch) -> None:
+    """Every JPEG past DRAFT_PIXELS: a 24-45 MP camera JPEG is ~70-130 MB of pixels decoded whole."""
+    asked = []
+    draft = JpegImageFile.draft
+    monkeypatch.setattr(JpegImageFile, "draft", lambda image, *args: asked.append(args) or draft(image, *args))
+
+    facts = inspect_image(medium_format_jpeg((6000, 4000)), "IMG_0001.JPG")
+    small = inspect_image(encoded((640, 480)), "small.jpg")
+
+    assert (facts.width, facts.height, small.width, small.height) == (6000, 4000, 640, 480)
+    assert asked == [("L", (750, 500))]
 
 
 def test_a_small_1bit_image_with_huge_dimensions_made_by_pillow_is_a_bomb() -> None:

@@ -20,6 +20,8 @@ DRAFT_PIXELS = 16_000_000  # a JPEG larger than this is decoded at 1/8 scale: ev
 # A JPEG past Pillow's bomb warning is a photo when its file could hold its pixels: a flat grey 100 MP JPEG is
 # ~1.2 MB (85 pixels a byte), a camera's 20-60 MB; a few hundred bytes claiming 100 MP is a bomb.
 JPEG_PIXELS_PER_BYTE = 1_000
+# How a HEIC/HEIF file starts (after its box size): an ISO-BMFF `ftyp` box naming one of HEIF's image brands.
+HEIF_BOXES = frozenset(b"ftyp" + brand for brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1"))
 # How an image is opened: O_NONBLOCK, a FIFO named like an image cannot block; O_NOFOLLOW, nor a link lead elsewhere.
 SAFE_OPEN = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 
@@ -138,6 +140,11 @@ def _read_facts(source: BytesIO, name: str, *, decode: bool) -> ImageFacts:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadImage(f"{name} is too large to decode safely (decompression bomb?): {error}") from None
     except UnidentifiedImageError:
+        if bytes(source.getbuffer()[4:12]) in HEIF_BOXES:
+            raise BadImage(
+                f"{name} is a HEIC/HEIF photo (an iPhone's own format), which i2vd cannot decode: export it as JPEG"
+                " (on an iPhone: Settings > Camera > Formats > Most Compatible)"
+            ) from None
         raise BadImage(f"{name} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImage(f"{name} is damaged or incomplete: {error}") from None

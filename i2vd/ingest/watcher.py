@@ -60,7 +60,9 @@ WATCHED_EVENTS = [
 if hasattr(watchdog_events, "FileAttribEvent"):
     WATCHED_EVENTS.append(watchdog_events.FileAttribEvent)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+# HEIC/HEIF (an iPhone's photos) cannot be decoded here; taken all the same, so each fails its own job saying how to
+# send it (images.py) instead of being ignored without a word.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
 IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "@eaDir", "#recycle", "#snapshot", ".@__thumb", "desktop.ini"})
 IGNORED_PATTERNS = ("._*", "*.part", "*.crdownload", "*.tmp", "~$*")
 # One match a name instead of one fnmatch a pattern: every part of every path of a 100,000-file scan is tested.

@@ -72,6 +72,21 @@ def test_a_truncated_png_is_a_bad_image() -> None:
         inspect_image(data[: len(data) // 2], "half.png")
 
 
+def heic_photo() -> bytes:
+    """The start of an iPhone's HEIC photo: an ISO-BMFF `ftyp` box of brand heic (Pillow has no decoder for it)."""
+    return struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0" + b"mif1heic" + struct.pack(">I", 16) + b"meta" + b"\0" * 8
+
+
+@pytest.mark.parametrize("name", ["IMG_0001.HEIC", "IMG_0002.heif", "renamed.jpg"])
+def test_an_iphone_heic_photo_is_a_bad_image_that_says_how_to_send_it(name: str) -> None:
+    with pytest.raises(BadImage) as caught:
+        inspect_image(heic_photo(), name)
+    assert str(caught.value) == (
+        f"{name} is a HEIC/HEIF photo (an iPhone's own format), which i2vd cannot decode: export it as JPEG"
+        " (on an iPhone: Settings > Camera > Formats > Most Compatible)"
+    )
+
+
 def test_a_decompression_bomb_is_a_bad_image() -> None:
     bomb = png_claiming_size(20000, 20000)  # 400 megapixels: over twice Pillow's limit
     assert len(bomb) < 200

@@ -113,6 +113,22 @@ def test_a_file_on_which_pillow_raises_an_unexpected_exception_fails_alone(hot, 
     assert "NotImplementedError" in errors_by_name(journal)["texture.jpg"]
 
 
+def test_iphone_photos_are_not_ignored_without_a_word_their_jobs_fail_saying_to_export_a_jpeg(hot, tmp_path):
+    """An iPhone saves HEIC by default: dropped into the hot folder, each fails its own job with what to do,
+    instead of nothing happening at all; the JPEG beside them goes on."""
+    from tests.core.test_images import heic_photo
+
+    config, journal, root = hot
+    loop = IntakeLoop(config, Intake(config, journal))
+    with running(loop):
+        (root / "IMG_0001.HEIC").write_bytes(heic_photo())
+        (root / "IMG_0002.JPG").write_bytes(write_image(tmp_path / "staging.jpg", color=(5, 6, 7)))
+        wait_for(lambda: "IMG_0001.HEIC" in errors_by_name(journal), timeout=20, message="the HEIC fails its job")
+        wait_for(lambda: journal.counts()["queued"] == 1, message="the JPEG is queued")
+    assert "is a HEIC/HEIF photo" in errors_by_name(journal)["IMG_0001.HEIC"]
+    assert "export it as JPEG" in errors_by_name(journal)["IMG_0001.HEIC"]
+
+
 def test_a_link_anywhere_in_the_path_is_never_followed_by_intake_enqueue_or_rescans(hot, tmp_path):
     from i2vd.cli.batch import enqueue_paths
 

@@ -47,7 +47,20 @@ ROOT = Path("/in")
 
 @pytest.mark.parametrize(
     "relative",
-    ["a.jpg", "a.jpeg", "a.png", "a.webp", "a.bmp", "a.tif", "a.tiff", "A.JPG", "b/c/d.PnG", "x.y.JPEG"],
+    [
+        "a.jpg",
+        "a.jpeg",
+        "a.png",
+        "a.webp",
+        "a.bmp",
+        "a.tif",
+        "a.tiff",
+        "A.JPG",
+        "b/c/d.PnG",
+        "x.y.JPEG",
+        "I.HEIC",
+        "a.heif",
+    ],
 )
 def test_image_suffixes_are_candidates_whatever_their_case(relative: str) -> None:
     assert is_candidate(ROOT / relative, ROOT)

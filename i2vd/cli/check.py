@@ -19,10 +19,11 @@ from i2vd.config.load import Config
 from i2vd.config.parameter_limits import job_limits
 from i2vd.config.profiles import resolve_profile
 from i2vd.config.sidecars import (
-    FOLDER_SIDECAR,
     IMAGE_SIDECAR_SUFFIX,
+    MISNAMED_SUFFIX,
     ProfileError,
     SidecarError,
+    is_folder_sidecar_name,
     load_sidecar,
     read_caption,
     read_sidecars,
@@ -51,11 +52,11 @@ def sidecars_under(root: Path, excluded: tuple[Path, ...]) -> list[Path]:
         for name in sorted(files):
             if is_ignored_name(name):
                 continue  # what the daemon ignores (a Mac's ._x.jpg.yaml), check ignores too
-            is_image_sidecar = (
-                name.endswith(IMAGE_SIDECAR_SUFFIX)
-                and Path(name.removesuffix(IMAGE_SIDECAR_SUFFIX)).suffix.lower() in IMAGE_SUFFIXES
+            is_image_sidecar = any(
+                name.endswith(suffix) and Path(name.removesuffix(suffix)).suffix.lower() in IMAGE_SUFFIXES
+                for suffix in (IMAGE_SIDECAR_SUFFIX, MISNAMED_SUFFIX)
             )
-            if name == FOLDER_SIDECAR or is_image_sidecar:
+            if is_folder_sidecar_name(name) or is_image_sidecar:
                 found.append(Path(folder, name))
     return found
 

@@ -28,6 +28,10 @@ from i2vd.core.images import read_regular_file
 
 FOLDER_SIDECAR = "i2vd.yaml"
 IMAGE_SIDECAR_SUFFIX = ".yaml"
+# YAML's other suffix: `i2vd.yml` or `IMG_01.jpg.yml` is found like a sidecar but never applied. Ignored, it made
+# default videos of the images it was written for; found, it parks them, saying what to rename it to.
+MISNAMED_SUFFIX = ".yml"
+MISNAMED_FOLDER_SIDECAR = "i2vd.yml"
 CAPTION_SUFFIX = ".txt"
 CAPTION_LIMIT = 10_000
 SIDECAR_LIMIT = 1_000_000  # a sidecar is a few lines; a huge one is a mistake, not a reason to eat memory
@@ -78,8 +82,14 @@ def caption_name(name: str) -> str:
 
 
 def is_sidecar_name(name: str) -> bool:
-    """i2vd.yaml, IMG_01.jpg.yaml, or a caption: files whose change may alter an image's job."""
-    return name == FOLDER_SIDECAR or name.endswith(IMAGE_SIDECAR_SUFFIX) or name.endswith(CAPTION_SUFFIX)
+    """i2vd.yaml, IMG_01.jpg.yaml, or a caption (or a sidecar named .yml): files whose change may alter an image's
+    job."""
+    return name.endswith((IMAGE_SIDECAR_SUFFIX, CAPTION_SUFFIX, MISNAMED_SUFFIX))
+
+
+def is_folder_sidecar_name(name: str) -> bool:
+    """A sidecar for a whole folder tree (i2vd.yaml, or i2vd.yml that parks it)."""
+    return name in (FOLDER_SIDECAR, MISNAMED_FOLDER_SIDECAR)
 
 
 def belongs_to(sidecar: Path, image: Path) -> bool:
@@ -93,14 +103,32 @@ def sidecar_files(root: Path, image: Path) -> list[Path]:
     found = listing.remembered(
         ("folder sidecars", os.fspath(root), folder), lambda: _folder_sidecars(root, image.parent)
     )
-    return found + [image_sidecar(image)] if listing.is_file_in(folder, name + IMAGE_SIDECAR_SUFFIX) else found
+    return found + _image_sidecars(image)
 
 
 def _folder_sidecars(root: Path, folder: Path) -> list[Path]:
     folders = [root]
     for part in folder.relative_to(root).parts:
         folders.append(folders[-1] / part)
-    return [folder / FOLDER_SIDECAR for folder in folders if listing.is_file(folder / FOLDER_SIDECAR)]
+    names = (MISNAMED_FOLDER_SIDECAR, FOLDER_SIDECAR)
+    return [folder / name for folder in folders for name in names if listing.is_file(folder / name)]
+
+
+def _image_sidecars(image: Path) -> list[Path]:
+    """The image's own sidecar, and one named .yml (which parks it)."""
+    folder, name = os.path.split(os.fspath(image))
+    suffixes = (MISNAMED_SUFFIX, IMAGE_SIDECAR_SUFFIX)
+    return [image.with_name(name + suffix) for suffix in suffixes if listing.is_file_in(folder, name + suffix)]
+
+
+def _misnamed(file: Path) -> SidecarError | None:
+    """A sidecar named .yml: the error that parks what it was written for."""
+    if not file.name.endswith(MISNAMED_SUFFIX):
+        return None
+    meant = file.name.removesuffix(MISNAMED_SUFFIX) + IMAGE_SIDECAR_SUFFIX
+    return SidecarError(
+        file, [f"i2vd reads sidecars named {meant}, not {file.name}: rename it (nothing in it applies until then)"]
+    )
 
 
 def load_sidecar(file: Path, profiles: Collection[str] = (), limits: Limits | None = None) -> dict[str, Any]:
@@ -110,6 +138,9 @@ def load_sidecar(file: Path, profiles: Collection[str] = (), limits: Limits | No
     configured servers take: i2vd.config.parameter_limits.limits_for), a frames, fps or steps one of them
     cannot take is.
     """
+    misnamed = _misnamed(file)
+    if misnamed is not None:
+        raise misnamed
     try:
         content = read_regular_file(file, SIDECAR_LIMIT)
     except OSError as error:
@@ -178,10 +209,7 @@ def _parse_sidecar(file: Path, content: bytes, profiles: tuple[str, ...], limits
 def read_sidecars(root: Path | None, image: Path, limits: Limits | None = None) -> SidecarSettings:
     """Merge every sidecar that applies; deeper ones win key by key. Raises SidecarError naming file and key
     (with `limits`, also for a value some configured server cannot take)."""
-    if root is None:
-        files = [image_sidecar(image)] if listing.is_file(image_sidecar(image)) else []
-    else:
-        files = sidecar_files(root, image)
+    files = _image_sidecars(image) if root is None else sidecar_files(root, image)
     profile = profile_source = None
     variables: dict[str, Any] = {}
     overrides: dict[str, Any] = {}

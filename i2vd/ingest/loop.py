@@ -13,8 +13,8 @@ from pathlib import Path
 
 from i2vd.config.load import Config, WatchRoot
 from i2vd.config.sidecars import (
-    FOLDER_SIDECAR,
     belongs_to,
+    is_folder_sidecar_name,
     is_sidecar_name,
 )
 from i2vd.core.clock import Clock
@@ -92,7 +92,7 @@ class IntakeLoop:
                 self.intake.settings_changed()  # before anything else: the pool may have read it a moment ago
                 # A sidecar arriving while its images settle must apply to them: restart their windows. A folder
                 # sidecar concerns its whole subtree; a caption or image sidecar only its own image.
-                if path.name == FOLDER_SIDECAR:
+                if is_folder_sidecar_name(path.name):
                     self.tracker.restart(
                         lambda pending: path.parent == pending.parent or path.parent in pending.parents
                     )

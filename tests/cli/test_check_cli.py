@@ -250,6 +250,19 @@ def test_a_broken_image_sidecar_is_listed_even_without_its_image(capsys, config_
     assert errors(out) == [f"{sidecar}: framez: unknown key (did you mean 'frames'?)"]
 
 
+def test_a_sidecar_named_yml_is_listed_with_the_name_i2vd_reads(capsys, config_file, root):
+    folder = write(root / "beach" / "i2vd.yml", "profile: beach\n")
+    own = write(root / "shop" / "IMG_01.jpg.yml", "frames: 16\n")
+    write(root / "shop" / "notes.yml", "not: a sidecar\n")  # not named after an image: not checked
+    code, out, _ = check(capsys, config_file)
+    assert code != 0
+    assert errors(out) == [
+        f"{folder}: i2vd reads sidecars named i2vd.yaml, not i2vd.yml: rename it (nothing in it applies until then)",
+        f"{own}: i2vd reads sidecars named IMG_01.jpg.yaml, not IMG_01.jpg.yml: rename it"
+        " (nothing in it applies until then)",
+    ]
+
+
 def test_an_unknown_template_variable_is_an_error_naming_the_image_and_the_variable(capsys, config_file, root):
     write(root / "shore" / "i2vd.yaml", "profile: beach\nprompt: 'A {{ moood }} sea'\nvars: {mood: calm}\n")
     picture = image(root / "shore" / "a.jpg", 9)

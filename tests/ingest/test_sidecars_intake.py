@@ -202,6 +202,41 @@ def test_a_broken_image_sidecar_parks_only_its_image(intake, journal, root):
     assert neighbour.outcome is Outcome.QUEUED and neighbour.job.prompt == BEACH
 
 
+def test_a_sidecar_named_yml_parks_its_images_until_renamed_instead_of_being_ignored(config, root, journal):
+    """`.yml` is a YAML file's other name: `i2vd.yml` beside the beach photos, silently ignored, made default videos
+    of them. Their jobs wait, saying which name i2vd reads; renamed, it applies."""
+    write(root / "shore" / "i2vd.yml", "profile: beach\n")
+    image(root / "shore" / "a.jpg", 75)
+    with running(config, journal):
+        wait_for(lambda: states(journal, "shore/a.jpg") == (JobState.PARKED,), timeout=TIMEOUT, message="not parked")
+        assert job_at(journal, "shore/a.jpg").last_error == (
+            f"sidecar {root / 'shore' / 'i2vd.yml'}: i2vd reads sidecars named i2vd.yaml, not i2vd.yml:"
+            " rename it (nothing in it applies until then)"
+        )
+        os.rename(root / "shore" / "i2vd.yml", root / "shore" / "i2vd.yaml")
+        wait_for(lambda: states(journal, "shore/a.jpg") == (JobState.QUEUED,), timeout=TIMEOUT, message="not released")
+    assert job_at(journal, "shore/a.jpg").prompt == BEACH
+
+
+def test_an_image_sidecar_named_yml_parks_only_its_image(intake, journal, root):
+    own = write(root / "shore" / "a.jpg.yml", "profile: mountain\n")
+    parked = intake.consider(image(root / "shore" / "a.jpg", 80), intake.config.watch[0])
+    neighbour = intake.consider(image(root / "shore" / "b.jpg", 85), intake.config.watch[0])
+    assert parked.outcome is Outcome.PARKED
+    assert parked.reason == f"sidecar {own}: i2vd reads sidecars named a.jpg.yaml, not a.jpg.yml: rename it" + (
+        " (nothing in it applies until then)"
+    )
+    assert neighbour.outcome is Outcome.QUEUED
+
+
+def test_a_sidecar_named_yml_written_after_its_images_were_queued_parks_them(config, root, journal):
+    with running(config, journal):
+        image(root / "shore" / "a.jpg", 90)
+        wait_for(lambda: states(journal, "shore/a.jpg") == (JobState.QUEUED,), timeout=TIMEOUT, message="not queued")
+        write(root / "shore" / "i2vd.yml", "profile: beach\n")
+        wait_for(lambda: states(journal, "shore/a.jpg") == (JobState.PARKED,), timeout=TIMEOUT, message="not parked")
+
+
 def fixed_in_the_loop(config: Config, root: Path, journal: Journal, fix) -> None:
     sidecar = write(root / "shore" / "i2vd.yaml", "profile: beach\nframes: 99\n")
     image(root / "shore" / "a.jpg", 70)

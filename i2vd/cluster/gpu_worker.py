@@ -348,7 +348,12 @@ def presence(host: GpuHost) -> dict[str, Any]:
         }
         for slot in host.slots
     ]
-    return worker_description(servers, started_at=host.started_at, worker_id=worker_name(host.config, host.host))
+    return worker_description(
+        servers,
+        started_at=host.started_at,
+        worker_id=worker_name(host.config, host.host),
+        job_seconds=host.timing.job_seconds,
+    )
 
 
 def worker_name(config: WorkerConfig, host: str) -> str:

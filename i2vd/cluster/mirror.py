@@ -14,7 +14,14 @@ import sqlite3
 import threading
 from typing import Any
 
-from i2vd.cluster.presence import READ_TIMEOUT_SECONDS, TTL_INTERVALS, BrokerUnreachable, read_presence, redact_url
+from i2vd.cluster.presence import (
+    READ_TIMEOUT_SECONDS,
+    TTL_INTERVALS,
+    BrokerUnreachable,
+    WorkerSeen,
+    read_presence,
+    redact_url,
+)
 from i2vd.core.clock import Clock
 from i2vd.store.journal import Journal
 
@@ -42,6 +49,7 @@ class PresenceMirror:
         clock: Clock | None = None,
         interval_seconds: float = MIRROR_SECONDS,
         read_timeout_seconds: float = READ_TIMEOUT_SECONDS,
+        job_seconds: float | None = None,
     ):
         self.journal = journal
         self.broker_url = broker_url
@@ -53,6 +61,8 @@ class PresenceMirror:
         self.reachable: bool | None = None  # None until the first read
         self._since: float | None = None
         self._journal_refused = False
+        self.job_seconds = job_seconds  # this host's longest job (cluster/app.py `timings`)
+        self._disagreement: str | None = None
 
     def gone_after(self, beacon_interval_seconds: float) -> float:
         """Seconds unseen after which a worker is gone: its key's lifetime, and two of our reads for slack."""
@@ -77,8 +87,19 @@ class PresenceMirror:
         self.reachable = True
         rows = [{**worker.as_dict(), "gone_after": self.gone_after(worker.interval_seconds)} for worker in seen]
         self.journal.record_workers_seen(rows, now, self.gone_after(5.0))
+        self._compare_timings(seen)
         self._publish(now, None)
         return True
+
+    def _compare_timings(self, seen: list[WorkerSeen]) -> None:
+        """Said once when it starts (a warning) and once when it ends: hosts that disagree on the longest job."""
+        disagreement = longest_job_disagreement(self.queue, self.job_seconds, seen)
+        if disagreement != self._disagreement:
+            if disagreement is not None:
+                log.warning("%s", disagreement)
+            elif seen:
+                log.info("hosts on queue %s agree on the longest job again: %g s", self.queue, seen[0].job_seconds or 0)
+        self._disagreement = disagreement
 
     def _publish(self, now: float, error: str | None) -> None:
         self.journal.publish_status(
@@ -90,6 +111,7 @@ class PresenceMirror:
                     "since": self._since,
                     "checked_at": now,
                     "error": error,
+                    "warning": self._disagreement,
                 }
             }
         )
@@ -110,3 +132,26 @@ class PresenceMirror:
                 log.exception("presence mirror: unexpected error; trying again in %.0f s", self.interval_seconds)
             if self.clock.wait(stop, self.interval_seconds):
                 break
+
+
+def longest_job_disagreement(queue: str, own_seconds: float | None, seen: list[WorkerSeen]) -> str | None:
+    """What to tell the operator when the hosts on `queue` have different longest jobs, else None.
+
+    A task's visibility timeout is each host's own (its servers' timeout_seconds, unless executor.job_timeout_seconds
+    says): Redis hands an unacknowledged task to another consumer after the *restoring* consumer's timeout, so the
+    GPU host with the shortest one sends a longer job, still running elsewhere, to a second host.
+    """
+    hosts: dict[float, set[str]] = {}
+    for worker in seen:
+        if worker.job_seconds is not None:
+            hosts.setdefault(worker.job_seconds, set()).add(worker.worker_id.split("/")[0])
+    values = set(hosts) | ({own_seconds} if own_seconds is not None else set())
+    if len(values) < 2:
+        return None
+    said = [f"this host {own_seconds:g} s"] if own_seconds is not None else []
+    said += [f"{', '.join(sorted(names))} {seconds:g} s" for seconds, names in sorted(hosts.items(), reverse=True)]
+    return (
+        f"hosts on queue {queue} disagree on the longest job ({'; '.join(said)}): a job longer than {min(values):g} s"
+        f" may go to a second GPU host while the first still runs it; set executor.job_timeout_seconds:"
+        f" {max(values):g} in every host's config"
+    )

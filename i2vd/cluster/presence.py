@@ -98,13 +98,21 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
 # -- what a worker says ------------------------------------------------------------------
 
 
-def worker_description(servers: list[dict[str, Any]], *, started_at: float, worker_id: str | None = None) -> dict:
+def worker_description(
+    servers: list[dict[str, Any]],
+    *,
+    started_at: float,
+    worker_id: str | None = None,
+    job_seconds: float | None = None,
+) -> dict:
     """A `describe()` for a worker process from its servers' status (as `i2vd.jobs.worker.Worker.status()` gives
     it: name, kind, url, gate, current_job, jobs_done; `current_key` when the job came from a task): passwords
-    in server URLs are removed here, before anything leaves the host."""
+    in server URLs are removed here, before anything leaves the host. `job_seconds`: the longest job its visibility
+    timeout allows (cluster/app.py `timings`), for the ingest host to compare."""
     return {
         "worker_id": worker_id or socket.gethostname(),
         "started_at": started_at,
+        "job_seconds": job_seconds,
         "jobs_done": sum(int(server.get("jobs_done") or 0) for server in servers),
         "servers": [
             {
@@ -136,6 +144,7 @@ class WorkerSeen:
     started_at: float | None
     last_seen: float  # the worker's own clock at its last beat
     interval_seconds: float
+    job_seconds: float | None = None  # the longest job its visibility timeout allows (None: an older i2vd's worker)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,6 +190,7 @@ def parse_record(raw: bytes | str, queue: str) -> list[WorkerSeen]:
                 started_at=_number(record.get("started_at"), float),
                 last_seen=_number(record.get("last_seen"), float, 0.0),
                 interval_seconds=_number(record.get("interval_seconds"), float, 5.0),
+                job_seconds=_number(record.get("job_seconds"), float),
             )
         )
     return seen

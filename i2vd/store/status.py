@@ -161,6 +161,8 @@ def _broker_and_workers(status: dict[str, Any]) -> list[str]:
         )
     elif broker:
         lines.append(f"broker:  {broker['url']}, queue {broker.get('queue')}: reachable")
+    if broker and broker.get("warning"):
+        lines.append(f"warning: {broker['warning']}")
     workers = status.get("workers") or []
     if not workers:
         return lines

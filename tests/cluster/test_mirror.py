@@ -4,6 +4,7 @@ host's worker alive, then gone with its last-seen time; a broker that is down is
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -73,6 +74,53 @@ def test_status_lists_a_worker_alive_then_gone_and_keeps_it(tmp_path: Path, redi
             assert worker["state"] == "gone" and worker["last_seen"] == 1_770_000_000.0
             text = render_status(gather_status(config, journal))
             assert "workers: 0 alive, 1 gone" in text and "GONE, last seen" in text and f"was on job {job.id}" in text
+        finally:
+            journal.close()
+
+
+def host_with_longest_job(worker_id: str, job_seconds: float):
+    def described() -> dict:
+        server = {"name": "gpu0", "kind": "predict", "url": "http://127.0.0.1:7860", "gate": "open"}
+        return worker_description([server], started_at=1.0, worker_id=worker_id, job_seconds=job_seconds)
+
+    return described
+
+
+def test_hosts_that_disagree_on_the_longest_job_are_said_in_status_and_the_log(tmp_path: Path, redis_server, caplog):
+    """Each host's visibility timeout comes from its own servers' timeout_seconds unless every config sets
+    executor.job_timeout_seconds: the GPU host with the shortest one hands a longer job still running elsewhere to a
+    second host (Redis restores unacked tasks by the consumer's own timeout). Nothing else would show it."""
+    caplog.set_level(logging.INFO, logger="i2vd.presence")
+    config = load_config(write_config(tmp_path, None))
+    clock = ManualClock(1_770_000_000.0)
+    with StateLock(config.state_dir):
+        journal = Journal(journal_path(config), clock)
+        try:
+            beacons = [
+                PresenceBeacon(redis_server.url, host_with_longest_job(name, seconds), 0.1, clock=clock, host=name)
+                for name, seconds in (("gpu-a", 900.0), ("gpu-b", 600.0))
+            ]
+            mirror = PresenceMirror(journal, redis_server.url, "i2vd", clock=clock, job_seconds=600.0)
+            assert all(beacon.beat() for beacon in beacons) and mirror.poll_once()
+
+            warning = (
+                "hosts on queue i2vd disagree on the longest job (this host 600 s; gpu-a 900 s; gpu-b 600 s): a job"
+                " longer than 600 s may go to a second GPU host while the first still runs it; set"
+                " executor.job_timeout_seconds: 900 in every host's config"
+            )
+            assert f"warning: {warning}" in render_status(gather_status(config, journal)).splitlines()
+            assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [warning]
+            assert mirror.poll_once()  # said once, not every 2 s
+            assert len([record for record in caplog.records if record.levelname == "WARNING"]) == 1
+
+            for beacon in beacons:  # gpu-a's config gets job_timeout_seconds: 600 and it restarts; gpu-b stops
+                beacon.stop()
+            wait_for(lambda: read_presence(redis_server.url, "i2vd") == [], timeout=15, message="the keys expiring")
+            agreeing = PresenceBeacon(redis_server.url, host_with_longest_job("gpu-a", 600.0), 5.0, clock=clock)
+            assert agreeing.beat() and mirror.poll_once()
+            agreeing.stop()
+            assert "warning:" not in render_status(gather_status(config, journal))
+            assert "hosts on queue i2vd agree on the longest job again: 600 s" in caplog.text
         finally:
             journal.close()
 

@@ -226,6 +226,16 @@ def test_the_gpu_hosts_show_alive_and_gone_with_the_broker_and_none_for_a_local_
         until(browser, "!document.getElementById('workers-section').hidden", "the GPU hosts section appears")
         until(browser, "document.querySelectorAll('#workers .worker').length === 2", "two workers")
         assert text(browser, "#broker").startswith("broker unreachable: redis://queue-host:6379/0 since")
+        site.journal.publish_status(
+            {"broker": {"url": "redis://queue-host:6379/0", "queue": "i2vd", "reachable": True, "since": now,
+                        "checked_at": now, "error": None, "warning": "hosts on queue i2vd disagree <b>on</b> it"}}
+        )  # fmt: skip
+        until(browser, "document.getElementById('broker').textContent.includes('warning')", "the hosts' disagreement")
+        assert text(browser, "#broker") == (
+            "broker redis://queue-host:6379/0, queue i2vd: reachable;"
+            " warning: hosts on queue i2vd disagree <b>on</b> it"
+        )
+        assert browser.execute_script("return document.getElementById('broker').className") == "error"
     assert text(browser, '#workers .worker[data-state="gone"] .pill') == "gone"
     assert "was on job" in text(browser, '#workers .worker[data-state="gone"]')
     assert text(browser, '#workers .worker[data-state="alive"] h3').startswith(HOSTILE_NAME)

@@ -87,10 +87,11 @@ function drawWorkers(workers, broker) {
   const line = document.getElementById("broker");
   line.hidden = !broker;
   if (broker) {
-    line.className = broker.reachable === false ? "error" : "muted";
-    line.textContent = broker.reachable === false
+    line.className = broker.reachable === false || broker.warning ? "error" : "muted";
+    line.textContent = (broker.reachable === false
       ? `broker unreachable: ${broker.url} since ${when(broker.since)}: ${broker.error || ""}`
-      : `broker ${broker.url}, queue ${broker.queue}: reachable`;
+      : `broker ${broker.url}, queue ${broker.queue}: reachable`)
+      + (broker.warning ? `; warning: ${broker.warning}` : "");
   }
   replace("workers", workers.map((worker) => {
     const alive = worker.state === "alive";

@@ -20,6 +20,8 @@ DRAFT_PIXELS = 16_000_000  # a JPEG larger than this is decoded at 1/8 scale: ev
 # A JPEG past Pillow's bomb warning is a photo when its file could hold its pixels: a flat grey 100 MP JPEG is
 # ~1.2 MB (85 pixels a byte), a camera's 20-60 MB; a few hundred bytes claiming 100 MP is a bomb.
 JPEG_PIXELS_PER_BYTE = 1_000
+# Pillow's names for a camera's JPEG: "MPO" when it carries a Multi-Picture index (a preview image after the photo).
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 # How a HEIC/HEIF file starts (after its box size): an ISO-BMFF `ftyp` box naming one of HEIF's image brands.
 HEIF_BOXES = frozenset(b"ftyp" + brand for brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1"))
 # How an image is opened: O_NONBLOCK, a FIFO named like an image cannot block; O_NOFOLLOW, nor a link lead elsewhere.
@@ -130,7 +132,7 @@ def _read_facts(source: BytesIO, name: str, *, decode: bool) -> ImageFacts:
         with _open(source) as image:
             facts = _facts(image)  # its own size: a draft below makes the decoded one smaller
             if decode:
-                if image.format == "JPEG" and image.width * image.height > DRAFT_PIXELS:
+                if image.format in JPEG_FORMATS and image.width * image.height > DRAFT_PIXELS:
                     # The whole entropy-coded stream is still decoded (a truncated or damaged file fails as it
                     # would at full size); only the inverse DCT is done at 1/8 scale. A 45 MP photo is then
                     # ~2 MB of pixels in the daemon rather than ~130 MB, a medium-format one ~2 MB not ~300.
@@ -166,7 +168,8 @@ def _open(source: BytesIO) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(source)
-        if image.format == "JPEG" and source.getbuffer().nbytes * JPEG_PIXELS_PER_BYTE >= image.width * image.height:
+        pixels = image.width * image.height
+        if image.format in JPEG_FORMATS and source.getbuffer().nbytes * JPEG_PIXELS_PER_BYTE >= pixels:
             return image
         image.close()
         raise warning from None

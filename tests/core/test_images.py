@@ -138,6 +138,24 @@ def test_a_medium_format_camera_s_100_megapixel_jpeg_is_an_image_decoded_at_an_e
     assert asked == [("L", (GFX100[0] // 8, GFX100[1] // 8))]
 
 
+def test_a_camera_jpeg_with_a_preview_inside_is_decoded_at_an_eighth_too(monkeypatch) -> None:
+    """Many cameras write a Multi-Picture (MPO) JPEG, a preview after the photo: Pillow calls its format MPO."""
+    asked = []
+    draft = JpegImageFile.draft
+    monkeypatch.setattr(JpegImageFile, "draft", lambda image, *args: asked.append(args) or draft(image, *args))
+    buffer = io.BytesIO()
+    Image.new("RGB", (6000, 4000), (90, 60, 30)).save(
+        buffer, "MPO", save_all=True, append_images=[Image.new("RGB", (160, 120))]
+    )
+
+    facts = inspect_image(buffer.getvalue(), "DSC_0001.JPG")
+
+    assert (facts.width, facts.height, facts.format) == (6000, 4000, "MPO")
+    assert asked == [("RGB", (750, 500))]
+    with pytest.raises(BadImage, match="damaged or incomplete"):
+        inspect_image(buffer.getvalue()[: len(buffer.getvalue()) // 3], "DSC_0001.JPG")
+
+
 def test_a_truncated_100_megapixel_jpeg_is_damaged_or_incomplete_all_the_same() -> None:
     data = medium_format_jpeg()
     for cut in (len(data) // 2, len(data) - 10):

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
@@ -17,12 +18,13 @@ HASH_CHUNK = 1 << 20
 END_PROBE = 1 << 16  # below malloc's mmap threshold
 READ_AHEAD_BYTES = 1 << 20  # of each file read_ahead asks for
 DRAFT_PIXELS = 16_000_000  # a JPEG larger than this is decoded at 1/8 scale: every byte read, 1/64 of the pixels
-# A JPEG past Pillow's bomb warning is a photo when its file could hold its pixels: a flat grey 100 MP JPEG is
+# A baseline JPEG past Pillow's bomb warning is a photo when its file could hold its pixels: a flat grey 100 MP JPEG is
 # ~1.2 MB (85 pixels a byte), a camera's 20-60 MB; a few hundred bytes claiming 100 MP is a bomb.
 JPEG_PIXELS_PER_BYTE = 1_000
 # Pillow's names for a camera's JPEG: "MPO" when it carries a Multi-Picture index (a preview image after the photo).
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 # How a HEIC/HEIF file starts (after its box size): an ISO-BMFF `ftyp` box naming one of HEIF's image brands.
+_OPEN_LOCK = threading.Lock()  # see _open
 HEIF_BOXES = frozenset(b"ftyp" + brand for brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1"))
 # How an image is opened: O_NONBLOCK, a FIFO named like an image cannot block; O_NOFOLLOW, nor a link lead elsewhere.
 SAFE_OPEN = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -110,34 +112,17 @@ def inspect_image(data: bytes, name: str) -> ImageFacts:
     """Decode the image fully; raise BadImage with a clear reason when it cannot be."""
     if not data:
         raise BadImage(f"{name} is empty (0 bytes)")
-    return _read_facts(BytesIO(data), name, decode=True)
-
-
-def peek_image(path: Path) -> ImageFacts:
-    """Size, format and EXIF without decoding the pixels: for `i2vd check` over big folders.
-
-    Read through read_regular_file, so a FIFO named like an image cannot block it.
-    """
-    try:
-        head = read_regular_file(path)
-    except OSError as error:
-        raise BadImage(f"{path.name} cannot be read: {error.strerror}") from None
-    if not head:
-        raise BadImage(f"{path.name} is empty (0 bytes)")
-    return _read_facts(BytesIO(head), path.name, decode=False)
-
-
-def _read_facts(source: BytesIO, name: str, *, decode: bool) -> ImageFacts:
+    source = BytesIO(data)
     try:
         with _open(source) as image:
             facts = _facts(image)  # its own size: a draft below makes the decoded one smaller
-            if decode:
-                if image.format in JPEG_FORMATS and image.width * image.height > DRAFT_PIXELS:
-                    # The whole entropy-coded stream is still decoded (a truncated or damaged file fails as it
-                    # would at full size); only the inverse DCT is done at 1/8 scale. A 45 MP photo is then
-                    # ~2 MB of pixels in the daemon rather than ~130 MB, a medium-format one ~2 MB not ~300.
-                    image.draft(image.mode, (image.width // 8, image.height // 8))
-                image.load()
+            if image.format in JPEG_FORMATS and image.width * image.height > DRAFT_PIXELS:
+                # The whole entropy-coded stream is still decoded (a truncated or damaged file fails as it would
+                # at full size); only the inverse DCT is done at 1/8 scale. A baseline 45 MP photo is then ~2 MB
+                # of pixels in the daemon rather than ~130 MB. (A progressive one keeps a full-size coefficient
+                # buffer whatever the scale: see _open.)
+                image.draft(image.mode, (image.width // 8, image.height // 8))
+            image.load()
             return facts
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadImage(f"{name} is too large to decode safely (decompression bomb?): {error}") from None
@@ -156,23 +141,29 @@ def _read_facts(source: BytesIO, name: str, *, decode: bool) -> ImageFacts:
 
 def _open(source: BytesIO) -> Image.Image:
     """Image.open, with Pillow's decompression-bomb warning (past Image.MAX_IMAGE_PIXELS, ~89 MP) an error, but for
-    a JPEG below twice that limit (where Pillow refuses) whose file could hold that many pixels: a medium-format
-    camera's 100-150 MP photo, decoded at 1/8 scale (_read_facts), never whole. Another format that large would be
-    decoded whole: refused."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(source)
-    except Image.DecompressionBombWarning as warning:
-        source.seek(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source)
-        pixels = image.width * image.height
-        if image.format in JPEG_FORMATS and source.getbuffer().nbytes * JPEG_PIXELS_PER_BYTE >= pixels:
-            return image
-        image.close()
-        raise warning from None
+    a baseline JPEG below twice that limit (where Pillow refuses) whose file could hold that many pixels: a
+    medium-format camera's 100-150 MP photo, decoded at 1/8 scale (inspect_image), never whole. A progressive JPEG
+    that large takes a full-size coefficient buffer even at 1/8 (~850 MB for 144 MP), and another format would be
+    decoded whole: refused.
+
+    Under a lock: warnings.catch_warnings swaps the process's filter list, and two threads inspecting at once (the
+    intake, a retry from the dashboard) could leave one's filter installed for good."""
+    with _OPEN_LOCK:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                return Image.open(source)
+        except Image.DecompressionBombWarning as warning:
+            source.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(source)
+            pixels = image.width * image.height
+            plausible = source.getbuffer().nbytes * JPEG_PIXELS_PER_BYTE >= pixels
+            if image.format in JPEG_FORMATS and not image.info.get("progressive") and plausible:
+                return image
+            image.close()
+            raise warning from None
 
 
 def _facts(image: Image.Image) -> ImageFacts:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from PIL import ExifTags, Image
-from PIL.JpegImagePlugin import JpegImageFile
 
 from i2vd.core.images import BadImage, ImageFacts, NotRegularFile, inspect_image, read_regular_file, sha256_of
 from tests.support.fakes import write_image
@@ -115,43 +114,50 @@ def medium_format_jpeg(size: tuple[int, int] = GFX100) -> bytes:
     return buffer.getvalue()
 
 
-def jpeg_claiming_size(width: int, height: int) -> bytes:
-    """A valid small JPEG whose frame header (SOF0) claims width x height pixels."""
-    data = bytearray(encoded((16, 16), "JPEG"))
-    at = data.index(b"\xff\xc0")
+def jpeg_claiming_size(width: int, height: int, *, progressive: bool = False, padding: int = 0) -> bytes:
+    """A valid small JPEG whose frame header (SOF0, or SOF2 when progressive) claims width x height pixels, with
+    `padding` bytes of comments (COM segments) after its start: a file as big as a photo of that size."""
+    data = bytearray(encoded((16, 16), "JPEG", progressive=progressive))
+    at = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
     data[at + 5 : at + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
+    comments = b""
+    while len(comments) < padding:
+        comments += b"\xff\xfe" + struct.pack(">H", 60_002) + b"x" * 60_000
+    return bytes(data[:2] + comments + data[2:])
 
 
-def test_a_medium_format_camera_s_100_megapixel_jpeg_is_an_image_decoded_at_an_eighth_of_its_size(monkeypatch):
+def pixel_bytes_allocated(inspect) -> int:
+    """The bytes Pillow took for pixels while `inspect()` ran, counted in its memory blocks (PIL's core stats)."""
+    before = Image.core.get_stats()["allocated_blocks"]
+    inspect()
+    return (Image.core.get_stats()["allocated_blocks"] - before) * Image.core.get_block_size()
+
+
+def test_a_medium_format_camera_s_100_megapixel_jpeg_is_an_image_decoded_at_an_eighth_of_its_size() -> None:
     """Photographers with a GFX100, an X2D or a Phase One drop 100-150 MP JPEGs: Pillow only warns about them
-    (below twice its limit). Such a JPEG is read whole but decoded at 1/8 scale (~2 MB instead of ~300 MB of
-    pixels): its facts are its full size."""
-    asked = []
-    draft = JpegImageFile.draft
-    monkeypatch.setattr(JpegImageFile, "draft", lambda image, *args: asked.append(args) or draft(image, *args))
+    (below twice its limit). Such a JPEG is read whole but decoded at 1/8 scale (one 16 MB block of pixels, not the
+    ~100 MB a full decode takes): its facts are its full size."""
     assert Image.MAX_IMAGE_PIXELS < GFX100[0] * GFX100[1] < 2 * Image.MAX_IMAGE_PIXELS
+    data, found = medium_format_jpeg(), []
 
-    facts = inspect_image(medium_format_jpeg(), "DSCF0001.JPG")
+    taken = pixel_bytes_allocated(lambda: found.append(inspect_image(data, "DSCF0001.JPG")))
 
-    assert (facts.width, facts.height, facts.format) == (*GFX100, "JPEG")
-    assert asked == [("L", (GFX100[0] // 8, GFX100[1] // 8))]
+    assert (found[0].width, found[0].height, found[0].format) == (*GFX100, "JPEG")
+    assert taken < GFX100[0] * GFX100[1] / 4  # one grey byte a pixel, decoded whole: 102 MB
 
 
-def test_a_camera_jpeg_with_a_preview_inside_is_decoded_at_an_eighth_too(monkeypatch) -> None:
+def test_a_camera_jpeg_with_a_preview_inside_is_decoded_at_an_eighth_too() -> None:
     """Many cameras write a Multi-Picture (MPO) JPEG, a preview after the photo: Pillow calls its format MPO."""
-    asked = []
-    draft = JpegImageFile.draft
-    monkeypatch.setattr(JpegImageFile, "draft", lambda image, *args: asked.append(args) or draft(image, *args))
     buffer = io.BytesIO()
     Image.new("RGB", (6000, 4000), (90, 60, 30)).save(
         buffer, "MPO", save_all=True, append_images=[Image.new("RGB", (160, 120))]
     )
+    found = []
 
-    facts = inspect_image(buffer.getvalue(), "DSC_0001.JPG")
+    taken = pixel_bytes_allocated(lambda: found.append(inspect_image(buffer.getvalue(), "DSC_0001.JPG")))
 
-    assert (facts.width, facts.height, facts.format) == (6000, 4000, "MPO")
-    assert asked == [("RGB", (750, 500))]
+    assert (found[0].width, found[0].height, found[0].format) == (6000, 4000, "MPO")
+    assert taken < 6000 * 4000 * 4 / 4  # four bytes a pixel (RGB as Pillow holds it), decoded whole: 96 MB
     with pytest.raises(BadImage, match="damaged or incomplete"):
         inspect_image(buffer.getvalue()[: len(buffer.getvalue()) // 3], "DSC_0001.JPG")
 
@@ -175,17 +181,24 @@ def test_a_jpeg_claiming_100_megapixels_in_a_few_hundred_bytes_is_a_bomb() -> No
         inspect_image(data, "liar.jpg")
 
 
-def test_a_24_megapixel_jpeg_is_decoded_at_an_eighth_of_its_size_too(monkeypatch) -> None:
-    """Every JPEG past DRAFT_PIXELS: a 24-45 MP camera JPEG is ~70-130 MB of pixels decoded whole."""
-    asked = []
-    draft = JpegImageFile.draft
-    monkeypatch.setattr(JpegImageFile, "draft", lambda image, *args: asked.append(args) or draft(image, *args))
+def test_a_progressive_jpeg_past_the_warning_limit_is_a_bomb() -> None:
+    """Decoded at 1/8, a progressive JPEG still takes a full-size coefficient buffer (~850 MB for 144 MP): only a
+    baseline one is let past Pillow's warning."""
+    data = jpeg_claiming_size(*GFX100, progressive=True, padding=GFX100[0] * GFX100[1] // 500)
+    assert len(data) * 1_000 > GFX100[0] * GFX100[1]  # big enough to hold its pixels as a baseline one could
+    with pytest.raises(BadImage, match=r"^p\.jpg is too large to decode safely \(decompression bomb\?\)"):
+        inspect_image(data, "p.jpg")
 
-    facts = inspect_image(medium_format_jpeg((6000, 4000)), "IMG_0001.JPG")
+
+def test_a_24_megapixel_jpeg_is_decoded_at_an_eighth_of_its_size_too() -> None:
+    """Every JPEG past DRAFT_PIXELS: a 24-45 MP camera JPEG is ~70-130 MB of pixels decoded whole."""
+    data, found = medium_format_jpeg((6000, 4000)), []
+
+    taken = pixel_bytes_allocated(lambda: found.append(inspect_image(data, "IMG_0001.JPG")))
     small = inspect_image(encoded((640, 480)), "small.jpg")
 
-    assert (facts.width, facts.height, small.width, small.height) == (6000, 4000, 640, 480)
-    assert asked == [("L", (750, 500))]
+    assert (found[0].width, found[0].height, small.width, small.height) == (6000, 4000, 640, 480)
+    assert taken < 6000 * 4000  # one grey byte a pixel, decoded whole: 24 MB in two blocks
 
 
 def test_a_small_1bit_image_with_huge_dimensions_made_by_pillow_is_a_bomb() -> None:

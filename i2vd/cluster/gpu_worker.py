@@ -270,18 +270,18 @@ def run_worker(config: WorkerConfig, *, gpu_reader: Reader | None = None) -> int
     )
     from celery import signals  # here: the config was checked first (celery missing is a config error, exit 78)
 
-    notifier = Notifier()  # i2vd-worker.service is Type=notify: READY once the consumer takes tasks
-    on_ready = functools.partial(_notify, notifier, "READY=1", f"STATUS=taking tasks from {config.executor.queue}")
+    notifier = Notifier()  # i2vd-worker.service is Type=notify: READY once set up, STATUS= says if it takes tasks
+    on_ready = functools.partial(_notify, notifier, f"STATUS=taking tasks from {config.executor.queue}")
     on_stopping = functools.partial(_notify, notifier, "STOPPING=1")
     grace = StopGrace(config.stop_grace_seconds, beacon)
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutting_down.connect(on_stopping, weak=False)
     signals.worker_shutting_down.connect(grace.start, weak=False)
-    # Until READY, what it waits for: a GPU host that boots before the queue host waits for the broker (the units
-    # start it with TimeoutStartSec=infinity), and `systemctl status` says so rather than "activating" alone.
-    _notify(
-        notifier, f"STATUS=waiting for the broker {safe_url(config.executor.broker)} (queue {config.executor.queue})"
-    )
+    # READY now, not once the broker answers: a GPU host that boots before the queue host waits for the broker, and
+    # waiting in "activating" would hold up multi-user.target (it waits for the units it wants) and time the unit
+    # out. `systemctl status` says what it waits for until the consumer takes tasks.
+    broker = safe_url(config.executor.broker)
+    _notify(notifier, "READY=1", f"STATUS=waiting for the broker {broker} (queue {config.executor.queue})")
     beacon.start()
     try:
         worker.start()

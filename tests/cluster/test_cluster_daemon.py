@@ -311,8 +311,9 @@ def test_the_ingest_host_s_status_shows_each_gpu_host_its_job_and_a_dead_one_as_
     fake_server.clear_faults()
 
 
-def test_a_gpu_host_tells_systemd_it_is_ready_once_it_takes_tasks(cluster, fake_server, tmp_path):
-    """i2vd-worker.service is Type=notify: READY=1 comes once the Celery consumer is up, STOPPING=1 on SIGTERM."""
+def test_a_gpu_host_tells_systemd_it_is_ready_and_when_it_takes_tasks(cluster, fake_server, tmp_path):
+    """i2vd-worker.service is Type=notify: READY=1 once set up, STATUS= when the Celery consumer is up, STOPPING=1 on
+    SIGTERM."""
     import socket
 
     address = str(tmp_path / "notify.sock")
@@ -323,9 +324,9 @@ def test_a_gpu_host_tells_systemd_it_is_ready_once_it_takes_tasks(cluster, fake_
         environment = {"NOTIFY_SOCKET": address}
         worker = cluster.worker(fake_server.url, name="gpu-notify", wait_ready=False, environment=environment)
         messages = [listener.recv(4096).decode()]
-        assert messages[0] == f"STATUS=waiting for the broker {cluster.redis.url} (queue i2vd-test)"
+        assert messages[0] == f"READY=1\nSTATUS=waiting for the broker {cluster.redis.url} (queue i2vd-test)"
         messages.append(listener.recv(4096).decode())
-        assert "READY=1" in messages[-1] and "STATUS=taking tasks from i2vd-test" in messages[-1]
+        assert messages[-1] == "STATUS=taking tasks from i2vd-test"
         worker.process.send_signal(signal.SIGTERM)
         messages.append(listener.recv(4096).decode())
         assert "STOPPING=1" in messages[-1]
@@ -337,8 +338,8 @@ def test_a_gpu_host_tells_systemd_it_is_ready_once_it_takes_tasks(cluster, fake_
 def test_a_gpu_host_started_before_its_broker_waits_saying_so_and_takes_tasks_once_it_answers(
     cluster, fake_server, tmp_path
 ):
-    """A GPU host often boots before the queue host: the worker keeps trying the broker (systemd's STATUS= names
-    it; the unit has no start timeout), sends READY=1 once the broker answers, and then does the jobs."""
+    """A GPU host often boots before the queue host: the worker is READY at once (boot goes on), keeps trying the
+    broker (systemd's STATUS= names it), says it takes tasks once the broker answers, and then does the jobs."""
     import socket
 
     address = str(tmp_path / "notify.sock")
@@ -350,12 +351,13 @@ def test_a_gpu_host_started_before_its_broker_waits_saying_so_and_takes_tasks_on
         worker = cluster.worker(
             fake_server.url, name="gpu-early", wait_ready=False, environment={"NOTIFY_SOCKET": address}
         )
-        assert listener.recv(4096).decode() == f"STATUS=waiting for the broker {cluster.redis.url} (queue i2vd-test)"
+        assert listener.recv(4096).decode() == (
+            f"READY=1\nSTATUS=waiting for the broker {cluster.redis.url} (queue i2vd-test)"
+        )
         wait_for(lambda: "Cannot connect to redis" in worker.log(), timeout=30, message=cluster.logs())
         assert worker.process.poll() is None  # still trying, not exited
         cluster.redis.start()
-        ready = listener.recv(4096).decode()
-        assert "READY=1" in ready and "STATUS=taking tasks from i2vd-test" in ready
+        assert listener.recv(4096).decode() == "STATUS=taking tasks from i2vd-test"
     finally:
         listener.close()
     cluster.daemon()

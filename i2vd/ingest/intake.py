@@ -362,7 +362,8 @@ class Intake:
                     job,
                     reason=f"job {other} already has this content and these settings: retry {other} instead",
                 )
-            self.journal.merge_into(job.id, other)
+            if not self.journal.merge_into(job.id, other):
+                return IntakeResult(Outcome.KNOWN, self.journal.job(job.id), reason="the job moved on meanwhile")
             return IntakeResult(
                 Outcome.KNOWN, self.journal.job(other), reason=f"same content and settings as job {other}"
             )

@@ -46,8 +46,8 @@ class FileMemory:
 
     def remember_file(self, path: str, size: int, mtime_ns: int, sha256: str, job_id: int | None) -> None:
         """The file as seen now, tied to `job_id`, unless that job is gone since the caller looked it up (merged away
-        by `i2vd retry` in its own process): its id may be the next new job's, so the file stays as it was and is
-        read again next time, when it finds the job that now holds its work."""
+        by `i2vd retry` in its own process) or its id is another content's job now (the next new job takes a freed
+        id): the file then stays as it was and is read again next time, when it finds the job that holds its work."""
         with self._write() as db:
             self._remember_file(db, path, size, mtime_ns, sha256, job_id)
 
@@ -87,10 +87,10 @@ class FileMemory:
     ) -> None:
         db.execute(
             "INSERT INTO files (path, size, mtime_ns, sha256, job_id) SELECT ?, ?, ?, ?, ?"
-            " WHERE ? IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = ?)"
+            " WHERE ? IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = ? AND source_sha256 = ?)"
             " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
             " sha256 = excluded.sha256, job_id = excluded.job_id",
-            (db_path(path), size, mtime_ns, sha256, job_id, job_id, job_id),
+            (db_path(path), size, mtime_ns, sha256, job_id, job_id, job_id, sha256),
         )
 
     def files_with_content(self, sha256: str) -> list[tuple[str, int | None]]:

@@ -314,18 +314,20 @@ class Journal(JobRecording, FileMemory, Claims, Queries, Outbox, WorkersSeen):
             )
             self._event(db, job_id, "warning", note)
 
-    def merge_into(self, job_id: int, other_id: int) -> None:
+    def merge_into(self, job_id: int, other_id: int) -> bool:
         """A not-yet-started job turned out to be the same work as another: drop it, its files and its history now
         point there. Its id is free again (the next new job takes max + 1): nothing is left under it, not even an
-        outcome of it not yet made a webhook (a parked job merged away once its sidecar was fixed)."""
+        outcome of it not yet made a webhook (a parked job merged away once its sidecar was fixed). False when the
+        job is no longer unstarted (claimed meanwhile): nothing is merged."""
         with self._write() as db:
             unstarted = _sql(JobState.QUEUED, JobState.PARKED)
             if not db.execute(f"DELETE FROM jobs WHERE id = ? AND state IN ({unstarted})", (job_id,)).rowcount:
-                return
+                return False
             db.execute("UPDATE files SET job_id = ? WHERE job_id = ?", (other_id, job_id))
             db.execute("UPDATE events SET job_id = ? WHERE job_id = ?", (other_id, job_id))
             db.execute("DELETE FROM webhook_events WHERE job_id = ?", (job_id,))
             self._event(db, other_id, "info", f"job {job_id} had the same content and settings: merged into this one")
+        return True
 
     def add_event(self, level: str, message: str, job_id: int | None = None) -> None:
         with self._write() as db:

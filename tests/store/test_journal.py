@@ -151,11 +151,11 @@ def test_remember_file_known_file_and_known_files(journal: Journal) -> None:
     assert journal.known_files() == {}
     first, second = add(journal, 1), add(journal, 2)
     journal.remember_file("/in/a.jpg", 10, 100, "aa", None)
-    journal.remember_file("/in/b.jpg", 20, 200, "bb", second.id)
+    journal.remember_file("/in/b.jpg", 20, 200, second.source_sha256, second.id)
     assert journal.known_file("/in/a.jpg") == KnownFile(10, 100, "aa", None)
     assert journal.known_files() == {"/in/a.jpg": (10, 100), "/in/b.jpg": (20, 200)}
-    journal.remember_file("/in/a.jpg", 11, 101, "ab", first.id)  # the file changed: replaced, not duplicated
-    assert journal.known_file("/in/a.jpg") == KnownFile(11, 101, "ab", first.id)
+    journal.remember_file("/in/a.jpg", 11, 101, first.source_sha256, first.id)  # changed: replaced, not duplicated
+    assert journal.known_file("/in/a.jpg") == KnownFile(11, 101, first.source_sha256, first.id)
     assert len(journal.known_files()) == 2
 
 
@@ -492,14 +492,24 @@ def test_reresolve_leaves_a_job_in_another_state_alone(journal: Journal) -> None
 
 def test_reresolve_refuses_a_key_another_job_has_and_merge_into_drops_the_duplicate(journal: Journal) -> None:
     first, second = add(journal, 1), add(journal, 2)
-    journal.remember_file("/in/img2.jpg", 1, 2, "sha", second.id)
+    journal.remember_file("/in/img2.jpg", 1, 2, second.source_sha256, second.id)
     assert journal.reresolve(second.id, new_job(2, idem_key="key-1"), from_states=(JobState.QUEUED,)) == (
         None,
         first.id,
     )
-    journal.merge_into(second.id, first.id)
+    assert journal.merge_into(second.id, first.id)
     assert journal.job(second.id) is None
     assert journal.known_file("/in/img2.jpg").job_id == first.id
+
+
+def test_merge_into_a_job_claimed_meanwhile_merges_nothing(journal: Journal) -> None:
+    first, second = add(journal, 1), add(journal, 2, priority=5)
+    journal.remember_file("/in/img2.jpg", 1, 2, f"{2:064x}", second.id)
+    assert journal.claim_next("w", LEASE).id == second.id  # the worker took it between reresolve and the merge
+    assert not journal.merge_into(second.id, first.id)
+    assert journal.job(second.id).state is JobState.RUNNING
+    assert journal.known_file("/in/img2.jpg").job_id == second.id
+    assert not any("merged" in event["message"] for event in journal.events(first.id))
 
 
 def test_parked_jobs_are_never_claimed_and_reresolve_releases_them(journal: Journal) -> None:

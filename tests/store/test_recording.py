@@ -86,12 +86,14 @@ def test_a_file_is_not_remembered_under_a_job_merged_away_since_it_was_looked_up
     the file is then left unremembered (read again next time, it finds the surviving job), never tied to an id
     the next new job takes."""
     first = [journal.add_job(new_job(number))[0].id for number in (1, 2, 3)]
-    journal.merge_into(first[2], first[0])
+    assert journal.merge_into(first[2], first[0])
     journal.remember_file("/in/copy-of-img3.jpg", 1003, 5, f"{3:064x}", first[2])
     assert journal.known_file("/in/copy-of-img3.jpg") is None
     ((job, _),) = journal.add_jobs([(new_job(4), None)])
     assert job.id == first[2] and journal.known_file("/in/copy-of-img3.jpg") is None
-    journal.remember_file("/in/copy-of-img3.jpg", 1003, 5, f"{3:064x}", first[0])  # a job that is there
+    journal.remember_file("/in/copy-of-img3.jpg", 1003, 5, f"{3:064x}", first[2])  # looked up before job 4 came
+    assert journal.known_file("/in/copy-of-img3.jpg") is None  # never tied to job 4, another content's
+    journal.remember_file("/in/copy-of-img3.jpg", 1003, 5, f"{1:064x}", first[0])  # a job of this content
     journal.remember_file("/in/unreadable.jpg", 0, 5, "", None)  # a file that made no job
     assert journal.known_file("/in/copy-of-img3.jpg").job_id == first[0]
     assert journal.known_file("/in/unreadable.jpg").job_id is None

@@ -62,7 +62,8 @@ class PresenceMirror:
         self._since: float | None = None
         self._journal_refused = False
         self.job_seconds = job_seconds  # this host's longest job (cluster/app.py `timings`)
-        self._disagreement: str | None = None
+        self._disagreement: str | None = None  # what status says while the hosts disagree on the longest job
+        self._disagreeing: frozenset[float] | None = None  # the values the log last warned about
 
     def gone_after(self, beacon_interval_seconds: float) -> float:
         """Seconds unseen after which a worker is gone: its key's lifetime, and two of our reads for slack."""
@@ -92,14 +93,16 @@ class PresenceMirror:
         return True
 
     def _compare_timings(self, seen: list[WorkerSeen]) -> None:
-        """Said once when it starts (a warning) and once when it ends: hosts that disagree on the longest job."""
-        disagreement = longest_job_disagreement(self.queue, self.job_seconds, seen)
-        if disagreement != self._disagreement:
-            if disagreement is not None:
-                log.warning("%s", disagreement)
-            elif seen:
-                log.info("hosts on queue %s agree on the longest job again: %g s", self.queue, seen[0].job_seconds or 0)
-        self._disagreement = disagreement
+        """Hosts that disagree on the longest job: in status while they do; in the log when the values they disagree
+        on change (not when a host joins or leaves with one of them), and once when they agree again."""
+        hosts = _hosts_by_longest_job(seen)
+        values = frozenset(hosts) | ({self.job_seconds} if self.job_seconds is not None else set())
+        self._disagreement = longest_job_disagreement(self.queue, self.job_seconds, seen)
+        if self._disagreement is not None and values != self._disagreeing:
+            log.warning("%s", self._disagreement)
+        elif self._disagreement is None and self._disagreeing is not None and values:
+            log.info("hosts on queue %s agree on the longest job again: %g s", self.queue, max(values))
+        self._disagreeing = values if self._disagreement is not None else None
 
     def _publish(self, now: float, error: str | None) -> None:
         self.journal.publish_status(
@@ -141,10 +144,7 @@ def longest_job_disagreement(queue: str, own_seconds: float | None, seen: list[W
     says): Redis hands an unacknowledged task to another consumer after the *restoring* consumer's timeout, so the
     GPU host with the shortest one sends a longer job, still running elsewhere, to a second host.
     """
-    hosts: dict[float, set[str]] = {}
-    for worker in seen:
-        if worker.job_seconds is not None:
-            hosts.setdefault(worker.job_seconds, set()).add(worker.worker_id.split("/")[0])
+    hosts = _hosts_by_longest_job(seen)
     values = set(hosts) | ({own_seconds} if own_seconds is not None else set())
     if len(values) < 2:
         return None
@@ -155,3 +155,12 @@ def longest_job_disagreement(queue: str, own_seconds: float | None, seen: list[W
         f" may go to a second GPU host while the first still runs it; set executor.job_timeout_seconds:"
         f" {max(values):g} in every host's config"
     )
+
+
+def _hosts_by_longest_job(seen: list[WorkerSeen]) -> dict[float, set[str]]:
+    """Each longest job announced, with the hosts announcing it (an older i2vd's worker announces none)."""
+    hosts: dict[float, set[str]] = {}
+    for worker in seen:
+        if worker.job_seconds is not None:
+            hosts.setdefault(worker.job_seconds, set()).add(worker.worker_id.split("/")[0])
+    return hosts

@@ -111,6 +111,10 @@ def test_hosts_that_disagree_on_the_longest_job_are_said_in_status_and_the_log(t
             assert f"warning: {warning}" in render_status(gather_status(config, journal)).splitlines()
             assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [warning]
             assert mirror.poll_once()  # said once, not every 2 s
+            late = PresenceBeacon(redis_server.url, host_with_longest_job("gpu-c", 600.0), 0.1, clock=clock, host="c")
+            assert late.beat() and mirror.poll_once()  # one more host, the same two values: not said again
+            late.stop()
+            assert "gpu-b, gpu-c 600 s" in render_status(gather_status(config, journal))
             assert len([record for record in caplog.records if record.levelname == "WARNING"]) == 1
 
             for beacon in beacons:  # gpu-a's config gets job_timeout_seconds: 600 and it restarts; gpu-b stops

@@ -93,13 +93,14 @@ def is_folder_sidecar_name(name: str) -> bool:
 
 
 def belongs_to(sidecar: Path, image: Path) -> bool:
-    """An image sidecar or caption that is this image's own (same folder)."""
-    return sidecar == image_sidecar(image) or sidecar == caption_path(image)
+    """An image sidecar (one named .yml too) or caption that is this image's own (same folder)."""
+    own = (image_sidecar(image), image.with_name(image.name + MISNAMED_SUFFIX), caption_path(image))
+    return sidecar in own
 
 
 def sidecar_files(root: Path, image: Path) -> list[Path]:
     """Folder sidecars from the root down to the image's folder, then the image's own sidecar."""
-    folder, name = os.path.split(os.fspath(image))  # text: a first start asks this of every image
+    folder = os.path.dirname(os.fspath(image))  # text: a first start asks this of every image
     found = listing.remembered(
         ("folder sidecars", os.fspath(root), folder), lambda: _folder_sidecars(root, image.parent)
     )
@@ -121,9 +122,14 @@ def _image_sidecars(image: Path) -> list[Path]:
     return [image.with_name(name + suffix) for suffix in suffixes if listing.is_file_in(folder, name + suffix)]
 
 
+def is_misnamed(file: Path) -> bool:
+    """A sidecar named .yml: found, never applied."""
+    return file.name.endswith(MISNAMED_SUFFIX)
+
+
 def _misnamed(file: Path) -> SidecarError | None:
     """A sidecar named .yml: the error that parks what it was written for."""
-    if not file.name.endswith(MISNAMED_SUFFIX):
+    if not is_misnamed(file):
         return None
     meant = file.name.removesuffix(MISNAMED_SUFFIX) + IMAGE_SIDECAR_SUFFIX
     return SidecarError(

@@ -12,6 +12,7 @@ from i2vd.config.load import WatchRoot
 from i2vd.config.sidecars import (
     SIDECAR_LIMIT,
     image_sidecar,
+    is_misnamed,
     sidecar_files,
 )
 from i2vd.core.images import read_regular_file
@@ -25,6 +26,8 @@ def sidecar_profile_name(root: WatchRoot | None, path: Path, requested: str) -> 
     except (OSError, ValueError):
         return name
     for file in files:
+        if is_misnamed(file):
+            continue  # parks the job, applies nothing (sidecars.py): not its profile either
         try:
             data = yaml.safe_load(read_regular_file(file, SIDECAR_LIMIT).decode("utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):

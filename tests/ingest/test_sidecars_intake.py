@@ -209,10 +209,12 @@ def test_a_sidecar_named_yml_parks_its_images_until_renamed_instead_of_being_ign
     image(root / "shore" / "a.jpg", 75)
     with running(config, journal):
         wait_for(lambda: states(journal, "shore/a.jpg") == (JobState.PARKED,), timeout=TIMEOUT, message="not parked")
-        assert job_at(journal, "shore/a.jpg").last_error == (
+        parked = job_at(journal, "shore/a.jpg")
+        assert parked.last_error == (
             f"sidecar {root / 'shore' / 'i2vd.yml'}: i2vd reads sidecars named i2vd.yaml, not i2vd.yml:"
             " rename it (nothing in it applies until then)"
         )
+        assert parked.profile_name == "default"  # nothing in it applies, its profile either
         os.rename(root / "shore" / "i2vd.yml", root / "shore" / "i2vd.yaml")
         wait_for(lambda: states(journal, "shore/a.jpg") == (JobState.QUEUED,), timeout=TIMEOUT, message="not released")
     assert job_at(journal, "shore/a.jpg").prompt == BEACH

@@ -75,3 +75,15 @@ def test_netrc_credentials_are_still_sent_and_credentials_in_the_url_still_win_w
         none = session.prepare_request(requests.Request("GET", "http://other.test/x"))
         assert "Authorization" not in none.headers
     session.close()
+
+
+def test_probe_names_i2vd_and_its_version(fake_server: FakePredictServer) -> None:
+    """`i2vd probe` is a server's first sight of i2vd: its requests say who they are, as every backend's do."""
+    from i2vd import __version__
+    from i2vd.render.backends.gradio_probe import probe
+    from tests.support.fault_proxy import FaultProxy
+
+    with FaultProxy(fake_server.url) as proxy:
+        report = probe(proxy.url, timeout_seconds=5)
+    assert report.kind == "predict"
+    assert proxy.agents and set(proxy.agents) == {f"i2vd/{__version__}"}

@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
-from i2vd import __version__
 from i2vd.config.checks import input_problems
+from i2vd.render.backends import sessions
 from i2vd.render.backends.base import BackendError
 from i2vd.render.backends.comfyui_probe import comfyui_report, system_stats
 from i2vd.render.backends.gradio import QUEUE_PROTOCOLS
@@ -44,8 +44,7 @@ def probe(
     server.kind), a server of another kind is a problem with the advice to change it."""
     url = url.rstrip("/")
     own_session = session is None
-    session = session or requests.Session()
-    session.headers.setdefault("User-Agent", f"i2vd/{__version__}")
+    session = sessions.server_session(session)  # as a backend's: its requests name i2vd
     try:
         stats = system_stats(session, url, timeout_seconds) if kind == "comfyui" else None
         if stats is not None:

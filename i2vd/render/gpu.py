@@ -89,16 +89,26 @@ def command_reader(command: str, timeout_seconds: float = 30) -> Reader:
 
 
 def comfyui_reader(url: str, timeout_seconds: float = 10) -> Reader:
-    """`gpu.source: comfyui`: the server's own `/system_stats` (devices[0]: vram_total − vram_free)."""
-    import requests
+    """`gpu.source: comfyui`: the server's own `/system_stats` (devices[0]: vram_total − vram_free), each reading
+    bounded as a whole by `timeout_seconds` (a server that drips its reply must not hold the worker at the gate)."""
+    import json
+
+    from i2vd.render.backends import http, sessions
+    from i2vd.render.backends.base import BackendError
+
+    session = sessions.server_session()  # one per reader: its connection is kept between readings
+    stats_url = f"{url.rstrip('/')}/system_stats"
 
     def read() -> MemoryReading:
         try:
-            reply = requests.get(f"{url.rstrip('/')}/system_stats", timeout=timeout_seconds)
-            reply.raise_for_status()
-            device = reply.json()["devices"][0]
+            with http.Deadline(timeout_seconds, f"ComfyUI /system_stats at {url}") as deadline:
+                reply = http.request(session, "GET", stats_url, deadline, timeout_seconds)
+                body = http.read_all(reply, deadline)
+            if not reply.ok:
+                raise GpuReadError(f"ComfyUI /system_stats at {url} unreadable: HTTP {reply.status_code}")
+            device = json.loads(body)["devices"][0]
             total, free = int(device["vram_total"]), int(device["vram_free"])
-        except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as error:
+        except (BackendError, ValueError, KeyError, IndexError, TypeError) as error:
             raise GpuReadError(f"ComfyUI /system_stats at {url} unreadable: {error}") from None
         return MemoryReading(used_mb=(total - free) // (1024 * 1024), total_mb=total // (1024 * 1024))
 

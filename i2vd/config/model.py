@@ -236,6 +236,12 @@ class WatchRoot(_EmptyIsDefaults):
         "`i2vd retry` moves it back",
     )
     schedule: Windows = Field(None, description=SCHEDULE_HELP, examples=[["sat-sun"]])
+    max_image_mb: Float = Field(
+        256.0,
+        gt=0.0,
+        description="a bigger file fails its job without being read (a 2 GB layered TIFF must not fill the daemon's "
+        "memory); raise it if your server takes such files",
+    )
 
 
 class ConfigFile(_EmptyIsDefaults, BaseModel):

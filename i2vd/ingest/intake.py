@@ -27,7 +27,7 @@ from i2vd.core.mounts import MountMemory
 from i2vd.ingest import failed_folder
 from i2vd.ingest.examine_pool import NOT_YET, Examined, ExaminePool, SettingsContext
 from i2vd.ingest.follow import failed_as_gone, is_gone
-from i2vd.ingest.reasons import describe_special
+from i2vd.ingest.reasons import describe_special, look_again, too_big
 from i2vd.ingest.settings import job_settings
 from i2vd.ingest.watcher import link_below
 from i2vd.store.journal import Job, JobState, Journal, KnownFile, NewJob
@@ -184,12 +184,12 @@ class Intake:
             info = path.stat(follow_symlinks=False)
             if known and (known.size, known.mtime_ns) == (info.st_size, info.st_mtime_ns):
                 return IntakeResult(Outcome.KNOWN, self._job(known.job_id), reason="already in the journal")
-            if not stat.S_ISREG(info.st_mode):
-                # Never opened: a FIFO would block, a link could lead outside the hot folder.
-                reason = describe_special(path, info, root)
-                return job_settings(
-                    self.config, path, root, "", info.st_size, None, profile_name, reason
-                ), info.st_mtime_ns
+            # Never opened: a FIFO would block, a link could lead outside the hot folder, a 2 GB TIFF fill memory.
+            unread = describe_special(path, info, root) if not stat.S_ISREG(info.st_mode) else too_big(path, info, root)
+            if unread is not None:
+                unmade = job_settings(self.config, path, root, "", info.st_size, None, profile_name, unread)
+                # A file too big is not remembered: once the limit is raised, the next rescan reads it.
+                return unmade, None if stat.S_ISREG(info.st_mode) else info.st_mtime_ns
             pooled = pooled if pooled is not None and pooled.fits(info) else None
             data = read_regular_file(path) if pooled is None or pooled.crashed else b""
         except FileNotFoundError:
@@ -324,16 +324,7 @@ class Intake:
         facts = ImageFacts(**facts_data) if facts_data else None
         error = None
         if facts is None:  # it failed at intake: look at the file again, the user may have replaced it
-            try:
-                data = read_regular_file(path)
-                if sha256_of(data) != job.source_sha256:
-                    error = "the file changed since this job was made (its new content is a job of its own)"
-                else:
-                    facts = inspect_image(data, path.name)
-            except BadImage as problem:
-                error = str(problem)
-            except OSError as problem:
-                error = f"cannot read {path}: {problem.strerror}"
+            facts, error = look_again(path, root, job.source_sha256)
         new = job_settings(
             self.config,
             path,

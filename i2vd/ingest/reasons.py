@@ -1,4 +1,5 @@
-"""What the intake says about a file it cannot make a video of: the profile its sidecars name, why it is no image."""
+"""What the intake says about a file it cannot make a video of: the profile its sidecars name, why it is no image,
+or too big an image to read."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from i2vd.config.sidecars import (
     is_misnamed,
     sidecar_files,
 )
-from i2vd.core.images import read_regular_file
+from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_regular_file, sha256_of
 
 
 def sidecar_profile_name(root: WatchRoot | None, path: Path, requested: str) -> str:
@@ -55,3 +56,34 @@ def describe_special(path: Path, info: os.stat_result, root: WatchRoot | None) -
     if stat.S_ISFIFO(info.st_mode):
         return f"{path.name} is a named pipe (FIFO), not an image file"
     return f"{path.name} is a device or socket, not an image file"
+
+
+DEFAULT_MAX_IMAGE_MB = 256.0  # a file outside every root (`i2vd enqueue`): the watch roots' default
+
+
+def too_big(path: Path, info: os.stat_result, root: WatchRoot | None) -> str | None:
+    """Why a file is not read, when it is larger than watch.max_image_mb: the intake reads an image whole, in the
+    daemon's own process."""
+    limit = root.max_image_mb if root is not None else DEFAULT_MAX_IMAGE_MB
+    if info.st_size <= limit * 2**20:
+        return None
+    return (
+        f"{path.name} is {info.st_size / 2**20:,.1f} MB; i2vd reads images up to {limit:g} MB (watch.max_image_mb):"
+        " export a smaller copy, or raise the limit if your server takes such files"
+    )
+
+
+def look_again(path: Path, root: WatchRoot | None, sha256: str) -> tuple[ImageFacts | None, str | None]:
+    """A job that failed at intake, retried: its file read and decoded again, (facts, None), or (None, why not)."""
+    try:
+        unread = too_big(path, os.stat(path, follow_symlinks=False), root)
+        if unread is not None:
+            return None, unread
+        data = read_regular_file(path)
+        if sha256_of(data) != sha256:
+            return None, "the file changed since this job was made (its new content is a job of its own)"
+        return inspect_image(data, path.name), None
+    except BadImage as problem:
+        return None, str(problem)
+    except OSError as problem:
+        return None, f"cannot read {path}: {problem.strerror}"

@@ -129,6 +129,33 @@ def test_iphone_photos_are_not_ignored_without_a_word_their_jobs_fail_saying_to_
     assert "export it as JPEG" in errors_by_name(journal)["IMG_0001.HEIC"]
 
 
+def test_an_image_over_max_image_mb_fails_unread_and_is_taken_once_the_limit_is_raised(hot):
+    """A 2 GB layered TIFF read whole into the daemon would fill its memory: a file over watch.max_image_mb fails
+    its own job without being read (alone, or in a burst the pool reads ahead), a retry does not read it either,
+    and raising the limit (a reload) takes it at the rescan."""
+    import dataclasses
+
+    config, journal, root = hot
+    small = dataclasses.replace(config, watch=(dataclasses.replace(config.watch[0], max_image_mb=0.05),))
+    intake = Intake(small, journal)
+    loop = IntakeLoop(small, intake)
+    with running(loop):
+        write_image(root / "poster.bmp", size=(200, 200))  # uncompressed: 117 KB
+        for index in range(20):  # a burst beside it: read ahead by the pool
+            write_image(root / f"shot{index:02d}.jpg", color=(index * 10, 9, 9))
+        wait_for(lambda: "poster.bmp" in errors_by_name(journal), timeout=20, message="the poster fails its job")
+        wait_for(lambda: journal.counts()["queued"] == 20, message="the burst beside it is queued")
+        reason = (
+            "poster.bmp is 0.1 MB; i2vd reads images up to 0.05 MB (watch.max_image_mb): export a smaller copy,"
+            " or raise the limit if your server takes such files"
+        )
+        assert errors_by_name(journal)["poster.bmp"] == reason
+        [failed] = journal.jobs(JobState.FAILED)
+        assert [(result.outcome.value, result.reason) for result in intake.retry([failed.id])] == [("failed", reason)]
+        loop.reconfigure(config)  # SIGHUP with max_image_mb as it was (256 MB)
+        wait_for(lambda: journal.counts()["queued"] == 21, timeout=20, message="the poster taken at the rescan")
+
+
 def test_a_link_anywhere_in_the_path_is_never_followed_by_intake_enqueue_or_rescans(hot, tmp_path):
     from i2vd.cli.batch import enqueue_paths
 

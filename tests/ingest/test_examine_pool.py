@@ -260,6 +260,23 @@ def test_a_caption_written_after_an_earlier_chunk_read_its_folder_is_seen_by_the
     assert examined.new_job.prompt == "a red kite over the dunes"
 
 
+def test_a_file_over_max_image_mb_is_never_read_in_a_pool_process(tmp_path):
+    """A 2 GB TIFF in a burst: the pool leaves it to the intake thread, which fails it unread (watch.max_image_mb);
+    read whole in a pool process, it could bring the OOM killer to the machine."""
+    import dataclasses
+
+    (tmp_path / "hot").mkdir()
+    config = make_config(tmp_path / "hot")
+    config = dataclasses.replace(config, watch=(dataclasses.replace(config.watch[0], max_image_mb=0.05),))
+    root = config.watch[0].path
+    big, small = root / "poster.bmp", root / "small.jpg"
+    write_image(big, size=(200, 200))
+    write_image(small)
+    context = examine_pool.SettingsContext.of(config, "default", 1)
+    found = examine_pool._examine_chunk(examine_file, [(str(big), str(root)), (str(small), str(root))], context)
+    assert found[0] is None and found[1].new_job is not None
+
+
 def test_a_chunk_s_files_are_asked_of_the_kernel_together_and_none_behind_a_link(tmp_path, monkeypatch):
     """The pool asks for a chunk's files at once before reading them (a first start reads them from disk); a file
     in a folder that is a link to elsewhere is not opened for that either."""

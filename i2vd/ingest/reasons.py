@@ -58,7 +58,8 @@ def describe_special(path: Path, info: os.stat_result, root: WatchRoot | None) -
     return f"{path.name} is a device or socket, not an image file"
 
 
-DEFAULT_MAX_IMAGE_MB = 256.0  # a file outside every root (`i2vd enqueue`): the watch roots' default
+# A file outside every root (`i2vd enqueue`): the watch roots' default.
+DEFAULT_MAX_IMAGE_MB: float = WatchRoot.__pydantic_fields__["max_image_mb"].default
 
 
 def too_big(path: Path, info: os.stat_result, root: WatchRoot | None) -> str | None:

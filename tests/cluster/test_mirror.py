@@ -8,6 +8,8 @@ import logging
 import threading
 from pathlib import Path
 
+import redis
+
 from i2vd.cluster.mirror import PresenceMirror, celery_executor
 from i2vd.cluster.presence import PresenceBeacon, read_presence, worker_description
 from i2vd.config.load import load_config
@@ -97,7 +99,7 @@ def test_hosts_that_disagree_on_the_longest_job_are_said_in_status_and_the_log(t
         journal = Journal(journal_path(config), clock)
         try:
             beacons = [
-                PresenceBeacon(redis_server.url, host_with_longest_job(name, seconds), 0.1, clock=clock, host=name)
+                PresenceBeacon(redis_server.url, host_with_longest_job(name, seconds), 5.0, clock=clock, host=name)
                 for name, seconds in (("gpu-a", 900.0), ("gpu-b", 600.0))
             ]
             mirror = PresenceMirror(journal, redis_server.url, "i2vd", clock=clock, job_seconds=600.0)
@@ -111,15 +113,19 @@ def test_hosts_that_disagree_on_the_longest_job_are_said_in_status_and_the_log(t
             assert f"warning: {warning}" in render_status(gather_status(config, journal)).splitlines()
             assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [warning]
             assert mirror.poll_once()  # said once, not every 2 s
-            late = PresenceBeacon(redis_server.url, host_with_longest_job("gpu-c", 600.0), 0.1, clock=clock, host="c")
+            late = PresenceBeacon(redis_server.url, host_with_longest_job("gpu-c", 600.0), 5.0, clock=clock, host="c")
             assert late.beat() and mirror.poll_once()  # one more host, the same two values: not said again
-            late.stop()
             assert "gpu-b, gpu-c 600 s" in render_status(gather_status(config, journal))
             assert len([record for record in caplog.records if record.levelname == "WARNING"]) == 1
 
-            for beacon in beacons:  # gpu-a's config gets job_timeout_seconds: 600 and it restarts; gpu-b stops
+            # gpu-a's config gets job_timeout_seconds: 600 and it restarts; gpu-b and gpu-c stop: their keys gone
+            # as at the end of their lifetime (15 s), without the wait.
+            broker = redis.Redis.from_url(redis_server.url)
+            for beacon in (*beacons, late):
                 beacon.stop()
-            wait_for(lambda: read_presence(redis_server.url, "i2vd") == [], timeout=15, message="the keys expiring")
+                broker.delete(beacon.key)
+            broker.close()
+            assert read_presence(redis_server.url, "i2vd") == []
             agreeing = PresenceBeacon(redis_server.url, host_with_longest_job("gpu-a", 600.0), 5.0, clock=clock)
             assert agreeing.beat() and mirror.poll_once()
             agreeing.stop()

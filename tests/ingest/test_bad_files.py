@@ -143,8 +143,8 @@ def test_an_image_over_max_image_mb_fails_unread_and_is_taken_once_the_limit_is_
         write_image(root / "poster.bmp", size=(200, 200))  # uncompressed: 117 KB
         for index in range(20):  # a burst beside it: read ahead by the pool
             write_image(root / f"shot{index:02d}.jpg", color=(index * 10, 9, 9))
-        wait_for(lambda: "poster.bmp" in errors_by_name(journal), timeout=20, message="the poster fails its job")
-        wait_for(lambda: journal.counts()["queued"] == 20, message="the burst beside it is queued")
+        wait_for(lambda: "poster.bmp" in errors_by_name(journal), timeout=30, message="the poster fails its job")
+        wait_for(lambda: journal.counts()["queued"] == 20, timeout=30, message="the burst beside it is queued")
         reason = (
             "poster.bmp is 0.1 MB; i2vd reads images up to 0.05 MB (watch.max_image_mb): export a smaller copy,"
             " or raise the limit if your server takes such files"
@@ -153,7 +153,7 @@ def test_an_image_over_max_image_mb_fails_unread_and_is_taken_once_the_limit_is_
         [failed] = journal.jobs(JobState.FAILED)
         assert [(result.outcome.value, result.reason) for result in intake.retry([failed.id])] == [("failed", reason)]
         loop.reconfigure(config)  # SIGHUP with max_image_mb as it was (256 MB)
-        wait_for(lambda: journal.counts()["queued"] == 21, timeout=20, message="the poster taken at the rescan")
+        wait_for(lambda: journal.counts()["queued"] == 21, timeout=30, message="the poster taken at the rescan")
 
 
 def test_a_link_anywhere_in_the_path_is_never_followed_by_intake_enqueue_or_rescans(hot, tmp_path):

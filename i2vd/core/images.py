@@ -24,10 +24,10 @@ JPEG_PIXELS_PER_BYTE = 1_000
 # Pillow's names for a camera's JPEG: "MPO" when it carries a Multi-Picture index (a preview image after the photo).
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 # How a HEIC/HEIF file starts (after its box size): an ISO-BMFF `ftyp` box naming one of HEIF's image brands.
-_OPEN_LOCK = threading.Lock()  # see _open
 HEIF_BOXES = frozenset(b"ftyp" + brand for brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1"))
 # How an image is opened: O_NONBLOCK, a FIFO named like an image cannot block; O_NOFOLLOW, nor a link lead elsewhere.
 SAFE_OPEN = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+_OPEN_LOCK = threading.Lock()  # see _open
 
 
 class NotRegularFile(OSError):

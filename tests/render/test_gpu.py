@@ -168,50 +168,14 @@ def test_wait_open_returns_false_when_stop_is_set_while_waiting() -> None:
 # -- the ComfyUI reader ------------------------------------------------------------------
 
 
-class DrippingSystemStats:
-    """A ComfyUI whose /system_stats sends its headers, then one byte every 0.1 s, never finishing: each read
-    comes within any per-read timeout, so only a deadline on the whole call ends it."""
-
-    def __init__(self) -> None:
-        import socketserver
-
-        stopping = self.stopping = threading.Event()
-
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self) -> None:
-                self.rfile.readline()
-                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
-                while not stopping.wait(0.1):
-                    try:
-                        self.wfile.write(b" ")
-                        self.wfile.flush()
-                    except OSError:
-                        return
-
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = False
-        self.server.block_on_close = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="dripping-system-stats")
-
-    def __enter__(self) -> DrippingSystemStats:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
 def test_a_comfyui_whose_system_stats_drips_forever_is_a_read_error_within_its_timeout() -> None:
     """The gate's reading bounds the whole call, as a job's does: a server that drips must not hold the worker."""
     from i2vd.render.gpu import comfyui_reader
+    from tests.support.dripping import DrippingServer
     from tests.support.fakes import wait_for
 
     outcome: list[BaseException | MemoryReading] = []
-    with DrippingSystemStats() as comfy:
+    with DrippingServer() as comfy:
         reader = comfyui_reader(comfy.url, timeout_seconds=1)
 
         def read() -> None:

@@ -87,3 +87,24 @@ def test_probe_names_i2vd_and_its_version(fake_server: FakePredictServer) -> Non
         report = probe(proxy.url, timeout_seconds=5)
     assert report.kind == "predict"
     assert proxy.agents and set(proxy.agents) == {f"i2vd/{__version__}"}
+
+
+def test_probe_of_a_server_that_drips_forever_ends_within_its_time() -> None:
+    """`i2vd probe` asks a handful of URLs; a server that answers each a byte at a time (within any per-read
+    timeout) must not hold the terminal: the probe as a whole is bounded, and says the server did not answer."""
+    import threading
+
+    from i2vd.render.backends.gradio_probe import PROBE_CALLS, probe
+    from tests.support.dripping import DrippingServer
+    from tests.support.fakes import wait_for
+
+    reports = []
+    with DrippingServer() as server:
+        thread = threading.Thread(target=lambda: reports.append(probe(server.url, timeout_seconds=1)), name="probe")
+        thread.start()
+        try:
+            wait_for(lambda: reports, timeout=PROBE_CALLS + 10, message="the probe never ended")
+        finally:
+            server.stopping.set()
+            thread.join()
+    assert reports[0].kind == "unreachable" and reports[0].problem.startswith(f"no result within {PROBE_CALLS:g} s")

@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from i2vd.config.checks import input_problems
-from i2vd.render.backends import sessions
+from i2vd.render.backends import http, sessions
 from i2vd.render.backends.base import BackendError
 from i2vd.render.backends.comfyui_probe import comfyui_report, system_stats
 from i2vd.render.backends.gradio import QUEUE_PROTOCOLS
@@ -26,6 +26,7 @@ from i2vd.render.backends.gradio_wire import discover_app
 from i2vd.render.backends.probe_report import ProbeReport
 
 PREDICT_PATHS = ("/api/predict/", "/run/predict", "/predict")
+PROBE_CALLS = 4  # the probe's requests (a handful of GETs) take at most this many timeout_seconds together
 
 
 def probe(
@@ -46,11 +47,14 @@ def probe(
     own_session = session is None
     session = sessions.server_session(session)  # as a backend's: its requests name i2vd
     try:
-        stats = system_stats(session, url, timeout_seconds) if kind == "comfyui" else None
-        if stats is not None:
-            report = comfyui_report(url, stats, workflow=workflow, config=config)
-        else:
-            report = _probe(session, url, api_name, inputs, timeout_seconds, transport)
+        # Each request within timeout_seconds, and all of them within PROBE_CALLS of it: a server that drips its
+        # answers a byte at a time must not hold the terminal (as timeout_seconds bounds a job's whole call).
+        with http.Deadline(PROBE_CALLS * timeout_seconds, url):
+            stats = system_stats(session, url, timeout_seconds) if kind == "comfyui" else None
+            if stats is not None:
+                report = comfyui_report(url, stats, workflow=workflow, config=config)
+            else:
+                report = _probe(session, url, api_name, inputs, timeout_seconds, transport)
     finally:
         if own_session:
             session.close()

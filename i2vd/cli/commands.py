@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from i2vd import __version__
+from i2vd.cli.process import settle_collector, silence_stdout
 
 # The config models and the journal are most of every command's start (~0.2 s of CPU on a small machine), all of it
 # long-lived objects that the cyclic collector would walk some 70 times meanwhile (~10 ms): off while they load.
@@ -34,18 +34,6 @@ EX_CONFIG = 78
 EX_UNAVAILABLE = 69
 EX_CANTCREAT = 73
 EX_SIGPIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool its reader stopped reading (`yes | head`)
-
-
-GC_THRESHOLDS = (10_000, 20, 20)  # allocations before a young collection, and how often the older ones follow
-
-
-def _settle_collector() -> None:
-    """The daemon's start-up is done: what it made lives as long as the process (modules, the config, the journal),
-    so the cyclic collector stops walking it (gc.freeze), and collects less often. A first start over 100,000
-    images spent ~1.5 s of CPU in the collector, 18 full collections walking everything the process held
-    (benchmarks/RESULTS.md, round 5)."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _setup_logging(level: str = "info") -> None:
@@ -131,7 +119,7 @@ def command_run(arguments: argparse.Namespace) -> int:
     except OSError as error:
         print(f"i2vd: state_dir {config.state_dir}: {error.strerror or error}", file=sys.stderr)
         return EX_CANTCREAT
-    _settle_collector()
+    settle_collector()
     try:
         daemon.serve()
     finally:
@@ -371,17 +359,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _silence_stdout() -> None:
-    """The reader went away (`i2vd status | head`): point stdout at /dev/null so nothing left to flush
-    at exit raises again (the recipe in Python's documentation of SIGPIPE)."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        pass  # not a real file (tests capture it): nothing is left to flush into a pipe
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     return _run(build_parser().parse_args(argv))
 
@@ -408,7 +385,7 @@ def _run(arguments: argparse.Namespace) -> int:
         sys.stdout.flush()  # what is still buffered goes now, where a closed pipe is handled, not at exit
         return code
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return EX_SIGPIPE
     except ConfigError as error:
         print(_missing_config(arguments) or error.report(), file=sys.stderr)

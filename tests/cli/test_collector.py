@@ -1,4 +1,4 @@
-"""`i2vd run` settles the cyclic collector once the daemon has started (commands._settle_collector).
+"""`i2vd run` settles the cyclic collector once the daemon has started (cli/process.py settle_collector).
 
 A first start over 100,000 images spent ~1.5 s of CPU in the collector: 18 full collections walking every module,
 the config, the journal and the intake's 100,000-entry tables. What start-up made lives as long as the process:
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from i2vd.cli.commands import GC_THRESHOLDS
+from i2vd.cli.process import GC_THRESHOLDS
 from tests.cli.test_cli import write_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from i2vd.config import parameters
-from i2vd.config.load import Config
+from i2vd.config.load import Config, WatchRoot
 from i2vd.config.parameter_limits import job_limits
 from i2vd.config.profiles import resolve_profile
 from i2vd.config.sidecars import (
@@ -29,6 +29,7 @@ from i2vd.config.sidecars import (
     read_sidecars,
 )
 from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_regular_file
+from i2vd.ingest.reasons import too_big
 from i2vd.ingest.watcher import IMAGE_SUFFIXES, is_ignored_name, scan
 from i2vd.render.output import default_video_path
 
@@ -61,9 +62,13 @@ def sidecars_under(root: Path, excluded: tuple[Path, ...]) -> list[Path]:
     return found
 
 
-def decode_like_the_daemon(path: Path) -> ImageFacts:
-    """The intake's read and full decode of one image; its BadImage message is the job's error."""
+def decode_like_the_daemon(path: Path, root: WatchRoot | None) -> ImageFacts:
+    """The intake's read and full decode of one image; its BadImage message is the job's error (a file over
+    watch.max_image_mb is not read: the daemon would fail it unread)."""
     try:
+        unread = too_big(path, os.stat(path, follow_symlinks=False), root)
+        if unread is not None:
+            raise BadImage(unread)
         data = read_regular_file(path)
     except OSError as error:
         raise BadImage(f"cannot read {path.name}: {error.strerror}") from None  # as the intake words it
@@ -83,7 +88,7 @@ def check_root(config: Config, root_path: Path, start: Path, problems: list[str]
     for path, _ in sorted(scan(start, excluded)):
         relative = path.relative_to(root.path)
         try:
-            facts = decode_like_the_daemon(path)
+            facts = decode_like_the_daemon(path, root)
             resolved = resolve_profile(
                 config,
                 Path(relative.as_posix()),

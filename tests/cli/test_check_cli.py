@@ -263,6 +263,18 @@ def test_a_sidecar_named_yml_is_listed_with_the_name_i2vd_reads(capsys, config_f
     ]
 
 
+def test_an_image_over_max_image_mb_is_an_error_and_is_not_read(capsys, config_file, root):
+    config_file.write_text(CONFIG.replace("settle_seconds: 0}", "settle_seconds: 0, max_image_mb: 0.05}"))
+    write_image(root / "poster.bmp", size=(200, 200))  # uncompressed: 117 KB
+    write_image(root / "small.jpg")
+    code, out, _ = check(capsys, config_file)
+    assert code != 0
+    assert errors(out) == [
+        f"{root / 'poster.bmp'}: poster.bmp is 0.1 MB; i2vd reads images up to 0.05 MB (watch.max_image_mb):"
+        " export a smaller copy, or raise the limit if your server takes such files"
+    ]
+
+
 def test_an_unknown_template_variable_is_an_error_naming_the_image_and_the_variable(capsys, config_file, root):
     write(root / "shore" / "i2vd.yaml", "profile: beach\nprompt: 'A {{ moood }} sea'\nvars: {mood: calm}\n")
     picture = image(root / "shore" / "a.jpg", 9)

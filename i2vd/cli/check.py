@@ -28,8 +28,8 @@ from i2vd.config.sidecars import (
     read_caption,
     read_sidecars,
 )
-from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_regular_file
-from i2vd.ingest.reasons import too_big
+from i2vd.core.images import BadImage, ImageFacts, inspect_image
+from i2vd.ingest.reasons import read_within_limit
 from i2vd.ingest.watcher import IMAGE_SUFFIXES, is_ignored_name, scan
 from i2vd.render.output import default_video_path
 
@@ -66,10 +66,7 @@ def decode_like_the_daemon(path: Path, root: WatchRoot | None) -> ImageFacts:
     """The intake's read and full decode of one image; its BadImage message is the job's error (a file over
     watch.max_image_mb is not read: the daemon would fail it unread)."""
     try:
-        unread = too_big(path, os.stat(path, follow_symlinks=False), root)
-        if unread is not None:
-            raise BadImage(unread)
-        data = read_regular_file(path)
+        data = read_within_limit(path, root)
     except OSError as error:
         raise BadImage(f"cannot read {path.name}: {error.strerror}") from None  # as the intake words it
     return inspect_image(data, path.name)

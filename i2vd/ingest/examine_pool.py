@@ -38,7 +38,7 @@ from i2vd.config.load import Config
 from i2vd.core.images import BadImage, ImageFacts, inspect_image, read_ahead, read_regular_file, sha256_of
 from i2vd.core.listing import burst_listing
 from i2vd.ingest.chunks import root_path, worth_reading_ahead
-from i2vd.ingest.reasons import DEFAULT_MAX_IMAGE_MB
+from i2vd.ingest.reasons import image_limit_bytes
 from i2vd.ingest.settings import job_settings
 from i2vd.ingest.watcher import link_below
 from i2vd.store.journal import NewJob
@@ -182,21 +182,21 @@ def _start_pool_process(nice: int, parent: int) -> None:
 def _examine_chunk(
     function: Callable, files: list[tuple[str, str | None]], context: SettingsContext | None = None
 ) -> list[Examined | None]:
+    # A file over its root's watch.max_image_mb is not read here either: the intake thread fails it unread.
+    limits = {str(root.path): image_limit_bytes(root) for root in _config_of(context).watch} if context else None
     with burst_listing():  # a chunk's files share their folders: each is listed once (sidecars, links)
         read_ahead([path for path, root in files if worth_reading_ahead(path, root)])
         return [
-            None if _over_limit(path, root, context) else with_settings(function(path, root), path, root, context)
+            None
+            if limits is not None and _over(path, limits.get(root, image_limit_bytes(None)))
+            else with_settings(function(path, root), path, root, context)
             for path, root in files
         ]
 
 
-def _over_limit(path: str, root: str | None, context: SettingsContext | None) -> bool:
-    """A file over its root's watch.max_image_mb is not read here either: the intake thread fails it unread."""
-    if context is None:
-        return False
-    limit = next((each.max_image_mb for each in _config_of(context).watch if str(each.path) == root), None)
+def _over(path: str, limit_bytes: int) -> bool:
     try:
-        return os.lstat(path).st_size > (limit or DEFAULT_MAX_IMAGE_MB) * 2**20
+        return os.lstat(path).st_size > limit_bytes
     except OSError:
         return False  # examine_file says why, or the intake thread does
 

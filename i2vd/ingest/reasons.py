@@ -62,25 +62,36 @@ def describe_special(path: Path, info: os.stat_result, root: WatchRoot | None) -
 DEFAULT_MAX_IMAGE_MB: float = WatchRoot.__pydantic_fields__["max_image_mb"].default
 
 
+def image_limit_bytes(root: WatchRoot | None) -> int:
+    """The largest file the intake reads (watch.max_image_mb): it reads an image whole."""
+    return int((root.max_image_mb if root is not None else DEFAULT_MAX_IMAGE_MB) * 2**20)
+
+
 def too_big(path: Path, info: os.stat_result, root: WatchRoot | None) -> str | None:
     """Why a file is not read, when it is larger than watch.max_image_mb: the intake reads an image whole, in the
     daemon's own process."""
-    limit = root.max_image_mb if root is not None else DEFAULT_MAX_IMAGE_MB
-    if info.st_size <= limit * 2**20:
+    if info.st_size <= image_limit_bytes(root):
         return None
+    limit = root.max_image_mb if root is not None else DEFAULT_MAX_IMAGE_MB
     return (
         f"{path.name} is {info.st_size / 2**20:,.1f} MB; i2vd reads images up to {limit:g} MB (watch.max_image_mb):"
         " export a smaller copy, or raise the limit if your server takes such files"
     )
 
 
+def read_within_limit(path: Path, root: WatchRoot | None) -> bytes:
+    """The whole file, as the intake reads it; BadImage (too_big's reason) for a file over watch.max_image_mb, which
+    is never read. OSError as read_regular_file raises it."""
+    unread = too_big(path, os.stat(path, follow_symlinks=False), root)
+    if unread is not None:
+        raise BadImage(unread)
+    return read_regular_file(path)
+
+
 def look_again(path: Path, root: WatchRoot | None, sha256: str) -> tuple[ImageFacts | None, str | None]:
     """A job that failed at intake, retried: its file read and decoded again, (facts, None), or (None, why not)."""
     try:
-        unread = too_big(path, os.stat(path, follow_symlinks=False), root)
-        if unread is not None:
-            return None, unread
-        data = read_regular_file(path)
+        data = read_within_limit(path, root)
         if sha256_of(data) != sha256:
             return None, "the file changed since this job was made (its new content is a job of its own)"
         return inspect_image(data, path.name), None

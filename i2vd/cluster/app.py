@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from i2vd.config.executor import CELERY_MISSING, ExecutorConfig, safe_url
-from i2vd.config.load import ServerConfig
+from i2vd.config.load import Config, ServerConfig
+from i2vd.config.worker import WorkerConfig
 
 TASK_NAME = "i2vd.render"
 PAYLOAD_VERSION = 1
@@ -61,6 +62,11 @@ class Timings:
 def timings(executor: ExecutorConfig, servers: Iterable[ServerConfig]) -> Timings:
     longest = executor.job_timeout_seconds or max(server.timeout_seconds for server in servers)
     return Timings(job_seconds=longest, margin_seconds=executor.redelivery_margin_seconds)
+
+
+def config_timings(config: Config | WorkerConfig) -> Timings:
+    """timings() of a host's config (the ingest host's or a GPU host's): its executor and every server it names."""
+    return timings(config.executor, [entry.server for entry in config.servers])
 
 
 def result_url(executor: ExecutorConfig) -> str:

@@ -232,10 +232,10 @@ def build_cluster_workers(
     one task's result (app.Timings.started_wait), which stands in for the server's timeout_seconds. `stop` (the
     daemon's) ends a wait at once: the task stays recorded, and the next start waits for it again.
     """
-    from i2vd.cluster.app import make_app, redis_client, timings
+    from i2vd.cluster.app import config_timings, make_app, redis_client
 
     received.clean(config.state_dir / received.INCOMING, journal)
-    timing = timings(config.executor, [entry.server for entry in config.servers])
+    timing = config_timings(config)
     app = make_app(config.executor, timing)
     redis = redis_client(config.executor.broker)
     server = dataclasses.replace(config.server, timeout_seconds=timing.started_wait)

@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from i2vd.cluster import messages
-from i2vd.cluster.app import TASK_NAME, Timings, awaited_key, connection_errors, make_app, redis_client, timings
+from i2vd.cluster.app import (
+    TASK_NAME,
+    Timings,
+    awaited_key,
+    config_timings,
+    connection_errors,
+    make_app,
+    redis_client,
+)
 from i2vd.cluster.presence import PresenceBeacon, worker_description
 from i2vd.config.executor import safe_url
 from i2vd.config.load import ServerConfig
@@ -242,7 +250,7 @@ def register_task(app: Any, host: GpuHost) -> Any:
 
 def run_worker(config: WorkerConfig, *, gpu_reader: Reader | None = None) -> int:
     """The worker process's life: the Celery worker in this thread until SIGTERM/SIGINT (warm shutdown)."""
-    timing = timings(config.executor, [entry.server for entry in config.servers])
+    timing = config_timings(config)
     app = make_app(config.executor, timing)
     host = GpuHost(config, timing, redis_client(config.executor.broker), gpu_reader=gpu_reader)
     register_task(app, host)

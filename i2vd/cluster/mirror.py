@@ -97,7 +97,7 @@ class PresenceMirror:
         on change (not when a host joins or leaves with one of them), and once when they agree again."""
         hosts = _hosts_by_longest_job(seen)
         values = frozenset(hosts) | ({self.job_seconds} if self.job_seconds is not None else set())
-        self._disagreement = longest_job_disagreement(self.queue, self.job_seconds, seen)
+        self._disagreement = _disagreement(self.queue, self.job_seconds, hosts, values) if len(values) > 1 else None
         if self._disagreement is not None and values != self._disagreeing:
             log.warning("%s", self._disagreement)
         elif self._disagreement is None and self._disagreeing is not None and values:
@@ -137,17 +137,13 @@ class PresenceMirror:
                 break
 
 
-def longest_job_disagreement(queue: str, own_seconds: float | None, seen: list[WorkerSeen]) -> str | None:
-    """What to tell the operator when the hosts on `queue` have different longest jobs, else None.
+def _disagreement(queue: str, own_seconds: float | None, hosts: dict[float, set[str]], values: frozenset[float]) -> str:
+    """What to tell the operator when the hosts on `queue` have different longest jobs (`values`).
 
     A task's visibility timeout is each host's own (its servers' timeout_seconds, unless executor.job_timeout_seconds
     says): Redis hands an unacknowledged task to another consumer after the *restoring* consumer's timeout, so the
     GPU host with the shortest one sends a longer job, still running elsewhere, to a second host.
     """
-    hosts = _hosts_by_longest_job(seen)
-    values = set(hosts) | ({own_seconds} if own_seconds is not None else set())
-    if len(values) < 2:
-        return None
     said = [f"this host {own_seconds:g} s"] if own_seconds is not None else []
     said += [f"{', '.join(sorted(names))} {seconds:g} s" for seconds, names in sorted(hosts.items(), reverse=True)]
     return (

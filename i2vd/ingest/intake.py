@@ -185,11 +185,12 @@ class Intake:
             if known and (known.size, known.mtime_ns) == (info.st_size, info.st_mtime_ns):
                 return IntakeResult(Outcome.KNOWN, self._job(known.job_id), reason="already in the journal")
             # Never opened: a FIFO would block, a link could lead outside the hot folder, a 2 GB TIFF fill memory.
-            unread = describe_special(path, info, root) if not stat.S_ISREG(info.st_mode) else too_big(path, info, root)
+            regular = stat.S_ISREG(info.st_mode)
+            unread = too_big(path, info, root) if regular else describe_special(path, info, root)
             if unread is not None:
                 unmade = job_settings(self.config, path, root, "", info.st_size, None, profile_name, unread)
                 # A file too big is not remembered: once the limit is raised, the next rescan reads it.
-                return unmade, None if stat.S_ISREG(info.st_mode) else info.st_mtime_ns
+                return unmade, None if regular else info.st_mtime_ns
             pooled = pooled if pooled is not None and pooled.fits(info) else None
             data = read_regular_file(path) if pooled is None or pooled.crashed else b""
         except FileNotFoundError:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from i2vd import __version__
-from i2vd.cluster.app import timings
+from i2vd.cluster.app import config_timings
 from i2vd.cluster.mirror import PresenceMirror, celery_executor
 from i2vd.config import schedule as schedules
 from i2vd.config.load import Config, ConfigError, load_config
@@ -128,7 +128,7 @@ class Daemon:
         if celery is None:
             return
         broker, queue = celery
-        longest = timings(self.config.executor, [entry.server for entry in self.config.servers]).job_seconds
+        longest = config_timings(self.config).job_seconds
         self.presence = PresenceMirror(self.journal, broker, queue, clock=self.clock, job_seconds=longest)
         self._spawn("i2vd-presence", self.presence.run, self.stop_event)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from i2vd.cluster.app import awaited_key, make_app, redis_client, timings
+from i2vd.cluster.app import awaited_key, config_timings, make_app, redis_client
 from i2vd.cluster.gpu_worker import GpuHost, Requeue, Skip
 from i2vd.cluster.messages import payload
 from i2vd.config.worker import load_worker_config
@@ -25,7 +25,7 @@ class Rig:
         path = write_worker_config(tmp_path / "gpu-host", redis_url, server_url, **({"gpu": gpu} if gpu else {}))
         self.config = load_worker_config(path)
         self.used_mb = used_mb
-        timing = timings(self.config.executor, [entry.server for entry in self.config.servers])
+        timing = config_timings(self.config)
         self.app = make_app(self.config.executor, timing)
         self.redis = redis_client(redis_url)
         self.host = GpuHost(self.config, timing, self.redis, gpu_reader=lambda: MemoryReading(self.used_mb, 24000))
